@@ -1,0 +1,338 @@
+//! REST API (actix-web, JSON): health, the plant hierarchy with live
+//! aggregates, per-asset live state from the twin actors, and history from
+//! `silver.readings`. Errors are JSON `{"error": ..., "status": ...}` with a
+//! fitting status code.
+
+mod time;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
+use futures::future::join_all;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::assets::{Asset, AssetModel};
+use crate::connectors::{now_ms, HealthBoard};
+use crate::lake::read::HistoryQuery;
+use crate::lake::writer::TableWriter;
+use crate::lake::Lakehouse;
+use crate::pipeline::IngestStats;
+use crate::twins::{Aggregate, GetAggregate, GetSnapshot, TwinRegistry};
+pub use time::parse_time;
+
+/// Everything the handlers read.
+pub struct ApiState {
+    pub model: Arc<AssetModel>,
+    pub twins: TwinRegistry,
+    pub health: Arc<HealthBoard>,
+    pub lake: Arc<Lakehouse>,
+    pub writers: Vec<TableWriter>,
+    pub ingest: Arc<IngestStats>,
+    pub started_ms: i64,
+}
+
+/// An API error: status plus message.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Internal(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(json!({
+            "error": self.to_string(),
+            "status": self.status_code().as_u16(),
+        }))
+    }
+}
+
+type Result<T> = std::result::Result<T, ApiError>;
+type State = web::Data<ApiState>;
+
+/// Bind the HTTP server for `state` on `addr` (port 0 picks a free port) and
+/// return the running server with its bound address.
+pub fn bind(state: ApiState, addr: SocketAddr, workers: usize) -> std::io::Result<(actix_web::dev::Server, SocketAddr)> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    let local = listener.local_addr()?;
+    let data = web::Data::new(state);
+    let srv = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::QueryConfig::default().error_handler(|e, _| ApiError::BadRequest(format!("bad query parameter: {e}")).into()))
+            .app_data(web::PathConfig::default().error_handler(|e, _| ApiError::BadRequest(format!("bad path: {e}")).into()))
+            .configure(routes)
+            .default_service(web::to(|| async { ApiError::NotFound("no such endpoint; see GET /api".into()).error_response() }))
+    })
+    .workers(workers)
+    .disable_signals()
+    .shutdown_timeout(2)
+    .listen(listener)?
+    .run();
+    Ok((srv, local))
+}
+
+/// The routes (also used by tests with `actix_web::test`).
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api", web::get().to(index))
+        .route("/api/health", web::get().to(health))
+        .route("/api/plants", web::get().to(plants))
+        .route("/api/plants/{id}", web::get().to(plant))
+        .route("/api/lines/{id}", web::get().to(line))
+        .route("/api/assets", web::get().to(assets))
+        .route("/api/assets/{id}", web::get().to(asset))
+        .route("/api/assets/{id}/history", web::get().to(history));
+}
+
+async fn index() -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "name": "ironlake",
+        "version": env!("CARGO_PKG_VERSION"),
+        "endpoints": [
+            "GET /api/health",
+            "GET /api/plants",
+            "GET /api/plants/{id}",
+            "GET /api/lines/{id}",
+            "GET /api/assets?plant=&line=&kind=",
+            "GET /api/assets/{id}",
+            "GET /api/assets/{id}/history?signal=&from=&to=&limit="
+        ]
+    }))
+}
+
+async fn health(s: State) -> HttpResponse {
+    let (mut up, mut down) = (0, 0);
+    for a in &s.model.assets {
+        match s.health.get(a.idx) {
+            Some(st) if st.connected => up += 1,
+            _ => down += 1,
+        }
+    }
+    let writers: Vec<_> = s.writers.iter().map(|w| w.status()).collect();
+    let failing = writers.iter().any(|w| w.last_error.is_some());
+    HttpResponse::Ok().json(json!({
+        "status": if failing { "degraded" } else { "ok" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "started": s.started_ms,
+        "uptime_s": (now_ms() - s.started_ms) as f64 / 1000.0,
+        "plants": s.model.plants.len(),
+        "lines": s.model.lines.len(),
+        "assets": s.model.assets.len(),
+        "sources": { "connected": up, "disconnected": down },
+        "ingest": s.ingest.status(),
+        "lake": { "root": s.lake.root().as_str(), "writers": writers },
+    }))
+}
+
+async fn aggregate_of_line(s: &ApiState, id: &str) -> Result<Aggregate> {
+    let addr = s.twins.lines.get(id).ok_or_else(|| ApiError::NotFound(format!("unknown line `{id}`")))?;
+    addr.send(GetAggregate).await.map_err(|e| ApiError::Unavailable(format!("line twin `{id}`: {e}")))
+}
+
+async fn aggregate_of_plant(s: &ApiState, id: &str) -> Result<Aggregate> {
+    let addr = s.twins.plants.get(id).ok_or_else(|| ApiError::NotFound(format!("unknown plant `{id}`")))?;
+    addr.send(GetAggregate).await.map_err(|e| ApiError::Unavailable(format!("plant twin `{id}`: {e}")))
+}
+
+#[derive(Serialize)]
+struct PlantView<'a> {
+    id: &'a str,
+    name: &'a str,
+    timezone: &'a str,
+    lat: Option<f64>,
+    lon: Option<f64>,
+    areas: &'a [crate::assets::Area],
+    lines: Vec<&'a str>,
+    aggregate: Aggregate,
+}
+
+async fn plant_view<'a>(s: &'a ApiState, p: &'a crate::assets::Plant) -> Result<PlantView<'a>> {
+    Ok(PlantView {
+        id: p.id.as_str(),
+        name: &p.name,
+        timezone: &p.timezone,
+        lat: p.lat,
+        lon: p.lon,
+        areas: &p.areas,
+        lines: s.model.lines_of(p.id.as_str()).map(|l| l.id.as_str()).collect(),
+        aggregate: aggregate_of_plant(s, p.id.as_str()).await?,
+    })
+}
+
+async fn plants(s: State) -> Result<HttpResponse> {
+    let mut out = Vec::new();
+    for p in &s.model.plants {
+        out.push(plant_view(&s, p).await?);
+    }
+    Ok(HttpResponse::Ok().json(out))
+}
+
+async fn plant(s: State, id: web::Path<String>) -> Result<HttpResponse> {
+    let p = s.model.plant(&id).ok_or_else(|| ApiError::NotFound(format!("unknown plant `{id}`")))?;
+    let view = plant_view(&s, p).await?;
+    let mut lines = Vec::new();
+    for l in s.model.lines_of(p.id.as_str()) {
+        lines.push(json!({
+            "id": l.id, "name": l.name, "area": l.area,
+            "aggregate": aggregate_of_line(&s, l.id.as_str()).await?,
+        }));
+    }
+    let mut v = serde_json::to_value(view).map_err(|e| ApiError::Internal(e.to_string()))?;
+    v["lines"] = serde_json::Value::Array(lines);
+    Ok(HttpResponse::Ok().json(v))
+}
+
+async fn summaries(s: &ApiState, assets: &[&Asset]) -> Vec<serde_json::Value> {
+    let snaps = join_all(assets.iter().map(|a| s.twins.machines[a.idx as usize].send(GetSnapshot))).await;
+    assets
+        .iter()
+        .zip(snaps)
+        .map(|(a, snap)| {
+            let src = s.health.get(a.idx);
+            let (state, alarms, last) = match &snap {
+                Ok(sn) => (sn.state.as_str(), sn.alarms.len(), sn.last_update),
+                Err(_) => ("UNKNOWN", 0, None),
+            };
+            json!({
+                "id": a.id, "name": a.name, "kind": a.twin.kind, "plant": a.plant, "area": a.area, "line": a.line,
+                "state": state, "active_alarms": alarms, "last_update": last,
+                "protocol": a.source.protocol(),
+                "connected": src.map(|x| x.connected).unwrap_or(false),
+            })
+        })
+        .collect()
+}
+
+async fn line(s: State, id: web::Path<String>) -> Result<HttpResponse> {
+    let l = s.model.line(&id).ok_or_else(|| ApiError::NotFound(format!("unknown line `{id}`")))?;
+    let assets: Vec<&Asset> = l.assets.iter().map(|&i| &s.model.assets[i as usize]).collect();
+    let machines = summaries(&s, &assets).await;
+    Ok(HttpResponse::Ok().json(json!({
+        "id": l.id, "name": l.name, "plant": l.plant, "area": l.area,
+        "aggregate": aggregate_of_line(&s, &id).await?,
+        "machines": machines,
+    })))
+}
+
+#[derive(Deserialize)]
+struct AssetFilter {
+    plant: Option<String>,
+    line: Option<String>,
+    kind: Option<String>,
+}
+
+async fn assets(s: State, q: web::Query<AssetFilter>) -> Result<HttpResponse> {
+    if let Some(p) = &q.plant {
+        s.model.plant(p).ok_or_else(|| ApiError::NotFound(format!("unknown plant `{p}`")))?;
+    }
+    if let Some(l) = &q.line {
+        s.model.line(l).ok_or_else(|| ApiError::NotFound(format!("unknown line `{l}`")))?;
+    }
+    if let Some(k) = &q.kind {
+        if !s.model.twin_types.contains_key(k) {
+            return Err(ApiError::BadRequest(format!("unknown kind `{k}`")));
+        }
+    }
+    let sel: Vec<&Asset> = s
+        .model
+        .assets
+        .iter()
+        .filter(|a| q.plant.as_deref().is_none_or(|p| a.plant.as_str() == p))
+        .filter(|a| q.line.as_deref().is_none_or(|l| a.line.as_str() == l))
+        .filter(|a| q.kind.as_deref().is_none_or(|k| a.twin.kind == k))
+        .collect();
+    Ok(HttpResponse::Ok().json(summaries(&s, &sel).await))
+}
+
+fn find_asset<'a>(s: &'a ApiState, id: &str) -> Result<&'a Asset> {
+    s.model.asset(id).ok_or_else(|| ApiError::NotFound(format!("unknown asset `{id}`")))
+}
+
+async fn asset(s: State, id: web::Path<String>) -> Result<HttpResponse> {
+    let a = find_asset(&s, &id)?;
+    let snap = s.twins.machines[a.idx as usize]
+        .send(GetSnapshot)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("twin `{id}`: {e}")))?;
+    let mut v = serde_json::to_value(snap).map_err(|e| ApiError::Internal(e.to_string()))?;
+    v["source"] = serde_json::to_value(s.health.get(a.idx)).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(v))
+}
+
+#[derive(Deserialize)]
+struct HistoryParams {
+    signal: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<String>,
+}
+
+/// Default and largest `limit` of a history query.
+const HISTORY_DEFAULT_LIMIT: usize = 1000;
+const HISTORY_MAX_LIMIT: usize = 100_000;
+
+async fn history(s: State, id: web::Path<String>, q: web::Query<HistoryParams>) -> Result<HttpResponse> {
+    let a = find_asset(&s, &id)?;
+    if let Some(sig) = &q.signal {
+        if a.twin.signal(sig).is_none() {
+            let names: Vec<&str> = a.twin.signals.iter().map(|x| x.name.as_str()).collect();
+            return Err(ApiError::BadRequest(format!(
+                "asset `{id}` has no signal `{sig}` (signals: {})",
+                names.join(", ")
+            )));
+        }
+    }
+    let now = now_ms();
+    let to = match &q.to {
+        Some(t) => parse_time(t, now).map_err(|e| ApiError::BadRequest(format!("`to`: {e}")))?,
+        None => now,
+    };
+    let from = match &q.from {
+        Some(t) => parse_time(t, now).map_err(|e| ApiError::BadRequest(format!("`from`: {e}")))?,
+        None => to - 3_600_000,
+    };
+    if from > to {
+        return Err(ApiError::BadRequest("`from` is after `to`".into()));
+    }
+    let limit = match &q.limit {
+        None => HISTORY_DEFAULT_LIMIT,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=HISTORY_MAX_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "`limit` must be an integer from 1 to {HISTORY_MAX_LIMIT}, got `{l}`"
+                )))
+            }
+        },
+    };
+    let query = HistoryQuery {
+        plant: a.plant.as_str(),
+        asset_id: a.id.as_str(),
+        signal: q.signal.as_deref(),
+        from_ms: from,
+        to_ms: to,
+        limit,
+    };
+    let (points, truncated) = s.lake.history(&query).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(json!({
+        "asset": a.id, "signal": q.signal, "from": from, "to": to, "limit": limit,
+        "truncated": truncated, "count": points.len(), "points": points,
+    })))
+}

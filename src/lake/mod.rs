@@ -1,0 +1,129 @@
+//! The lakehouse: the Delta tables of the medallion layers, their schemas, the
+//! batching writers and the readers used by the API and by twin start-up.
+//!
+//! Tables follow the contract in ARCHITECTURE.md (`layer.table` names, UTC
+//! timestamps, partitioned by `plant` and `date`). This module owns creating and
+//! appending to tables; it never decides what is valid data (the ingest stage
+//! does) and never holds live state.
+
+pub mod read;
+pub mod rows;
+pub mod schema;
+pub mod writer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::StructType;
+use deltalake::protocol::SaveMode;
+use deltalake::DeltaTable;
+use url::Url;
+
+pub use schema::Table;
+
+/// Errors of the lake layer.
+#[derive(Debug, thiserror::Error)]
+pub enum LakeError {
+    #[error("lakehouse root `{root}`: {message}")]
+    Root { root: String, message: String },
+    #[error("table {table}: {source}")]
+    Delta {
+        table: &'static str,
+        #[source]
+        source: deltalake::DeltaTableError,
+    },
+    #[error("table {table}: query failed: {source}")]
+    Query {
+        table: &'static str,
+        #[source]
+        source: deltalake::datafusion::error::DataFusionError,
+    },
+    #[error("arrow: {0}")]
+    Arrow(#[from] deltalake::arrow::error::ArrowError),
+}
+
+/// The lakehouse root and its tables.
+#[derive(Debug, Clone)]
+pub struct Lakehouse {
+    root: Url,
+}
+
+impl Lakehouse {
+    /// Open (creating the directory if needed) a lakehouse at a local path or URL.
+    pub fn open(root: &str) -> Result<Self, LakeError> {
+        let err = |message: String| LakeError::Root {
+            root: root.to_string(),
+            message,
+        };
+        let url = if root.contains("://") {
+            Url::parse(root).map_err(|e| err(e.to_string()))?
+        } else {
+            let p = PathBuf::from(root);
+            std::fs::create_dir_all(&p).map_err(|e| err(format!("cannot create directory: {e}")))?;
+            let abs = std::fs::canonicalize(&p).map_err(|e| err(e.to_string()))?;
+            Url::from_directory_path(&abs).map_err(|_| err("not an absolute path".into()))?
+        };
+        Ok(Lakehouse { root: url })
+    }
+
+    /// Root URL.
+    pub fn root(&self) -> &Url {
+        &self.root
+    }
+
+    /// URL of a table's directory (`<root>/<layer>/<table>/`).
+    pub fn table_url(&self, t: Table) -> Url {
+        let (layer, name) = t.name().split_once('.').unwrap_or(("", t.name()));
+        // Joining a relative path onto a directory URL cannot fail.
+        self.root
+            .join(&format!("{layer}/{name}/"))
+            .unwrap_or_else(|_| self.root.clone())
+    }
+
+    /// Local directory of a table, when the lakehouse is on local disk.
+    pub fn table_path(&self, t: Table) -> Option<PathBuf> {
+        self.table_url(t).to_file_path().ok()
+    }
+
+    /// Open a table, creating it empty with its schema if it does not exist.
+    pub async fn open_or_create(&self, t: Table) -> Result<DeltaTable, LakeError> {
+        let url = self.table_url(t);
+        if let Some(p) = self.table_path(t) {
+            std::fs::create_dir_all(&p).map_err(|e| LakeError::Root {
+                root: p.display().to_string(),
+                message: format!("cannot create table directory: {e}"),
+            })?;
+        }
+        let delta = |source| LakeError::Delta { table: t.name(), source };
+        let table = DeltaTable::try_from_url(url).await.map_err(delta)?;
+        if table.version().is_some() {
+            return Ok(table);
+        }
+        let schema: StructType = t
+            .arrow_schema()
+            .as_ref()
+            .try_into_kernel()
+            .map_err(|e: deltalake::arrow::error::ArrowError| delta(e.into()))?;
+        table
+            .create()
+            .with_table_name(t.name())
+            .with_comment(t.comment())
+            .with_columns(schema.fields().cloned())
+            .with_partition_columns(t.partition_columns().iter().map(|s| s.to_string()))
+            .with_save_mode(SaveMode::Ignore)
+            .await
+            .map_err(delta)
+    }
+
+    /// Create every table of the contract (idempotent).
+    pub async fn ensure_all(&self) -> Result<(), LakeError> {
+        for t in Table::ALL {
+            self.open_or_create(t).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Shared handle to a lakehouse.
+pub type LakeRef = Arc<Lakehouse>;

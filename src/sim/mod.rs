@@ -1,0 +1,477 @@
+//! Simulator mode: simulated PLCs that speak the real protocols on loopback,
+//! for commissioning and the demo. Each machine of the scenario's plants gets
+//! physics (shifts, states, parts, degradation) and is served over its own
+//! binding: a Modbus TCP server, or JSON published to MQTT. Faults from the
+//! scenario are injected on schedule. Deterministic for a given `--seed`.
+
+pub mod modbus_server;
+pub mod physics;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use rumqttc::{AsyncClient, MqttOptions, QoS};
+use serde::Deserialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::assets::{AssetModel, SourceBinding};
+use crate::config::{parse_toml, ConfigError, PlantFile, EMBEDDED};
+use modbus_server::Bank;
+use physics::{MachineSim, Overrides, ShiftPlan};
+
+/// Kinds of injected faults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// The Modbus server goes away (connections closed, port refused).
+    PlcDown,
+    /// A signal keeps its value.
+    StuckSensor,
+    /// A signal reports `value` (outside its valid range) once.
+    OutOfRange,
+    /// An MQTT machine publishes a payload that is not JSON.
+    MalformedPayload,
+    /// An MQTT machine sends a string where a number belongs.
+    WrongType,
+    /// An MQTT machine sends a field no signal is bound to.
+    UnknownSignal,
+    /// The machine fails (degradation jumps to 1).
+    Failure,
+}
+
+/// One fault of a scenario.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    pub machine: String,
+    pub kind: FaultKind,
+    /// Real seconds after start.
+    pub at_s: f64,
+    /// How long it lasts (plc_down, stuck_sensor), real seconds.
+    #[serde(default)]
+    pub duration_s: f64,
+    /// Repeat every N real seconds (0 = once).
+    #[serde(default)]
+    pub every_s: f64,
+    pub signal: Option<String>,
+    pub value: Option<f64>,
+}
+
+/// Where simulated MQTT machines publish.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimMqtt {
+    pub host: String,
+    pub port: u16,
+}
+
+/// A scenario file (`simulators/*.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Plant files whose machines are simulated (relative to the scenario).
+    pub plants: Vec<String>,
+    /// Twin type directory (relative to the scenario).
+    pub twins: String,
+    /// Real milliseconds between updates.
+    #[serde(default = "d_tick")]
+    pub tick_ms: u64,
+    /// Simulated seconds per real second (shifts and wear run this much faster).
+    #[serde(default = "d_scale")]
+    pub time_scale: f64,
+    pub mqtt: SimMqtt,
+    #[serde(default)]
+    pub shifts: ShiftPlan,
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+}
+
+fn d_tick() -> u64 {
+    1000
+}
+fn d_scale() -> f64 {
+    60.0
+}
+
+/// A scenario with its machines resolved.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub file: ScenarioFile,
+    pub model: Arc<AssetModel>,
+}
+
+impl Scenario {
+    /// Load a scenario from disk.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { file: file.clone(), source })?;
+        let sf: ScenarioFile = parse_toml(&text, &file)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let twins = crate::config::load_twin_types(&base.join(&sf.twins))?;
+        let mut plants = Vec::new();
+        for p in &sf.plants {
+            let pp = base.join(p);
+            let pf = pp.display().to_string();
+            let text = std::fs::read_to_string(&pp).map_err(|source| ConfigError::Io { file: pf.clone(), source })?;
+            plants.push((pf.clone(), parse_toml::<PlantFile>(&text, &pf)?));
+        }
+        Self::build(sf, twins, plants, &file)
+    }
+
+    /// The demo scenario compiled into the binary.
+    pub fn embedded_demo() -> Result<Self, ConfigError> {
+        let file = "embedded:simulators/demo.toml";
+        let text = EMBEDDED.get("simulators/demo.toml").unwrap_or_default();
+        let sf: ScenarioFile = parse_toml(text, file)?;
+        let twins = crate::config::embedded_twin_types()?;
+        let mut plants = Vec::new();
+        for p in &sf.plants {
+            let key = format!("simulators/{p}");
+            let text = EMBEDDED.get(&key).ok_or_else(|| ConfigError::Invalid {
+                file: file.into(),
+                key: "plants".into(),
+                message: format!("`{p}` is not in the binary"),
+            })?;
+            plants.push((key.clone(), parse_toml::<PlantFile>(text, &key)?));
+        }
+        Self::build(sf, twins, plants, file)
+    }
+
+    /// A scenario over an existing model (tests, benchmarks).
+    pub fn from_model(sf: ScenarioFile, model: Arc<AssetModel>) -> Self {
+        Scenario { file: sf, model }
+    }
+
+    fn build(
+        sf: ScenarioFile,
+        twins: HashMap<String, Arc<crate::assets::TwinType>>,
+        plants: Vec<(String, PlantFile)>,
+        file: &str,
+    ) -> Result<Self, ConfigError> {
+        let model = AssetModel::build(twins, plants)?;
+        for (i, f) in sf.faults.iter().enumerate() {
+            let bad = |m: String| ConfigError::Invalid { file: file.into(), key: format!("faults[{i}]"), message: m };
+            let a = model.asset(&f.machine).ok_or_else(|| bad(format!("unknown machine `{}`", f.machine)))?;
+            if let Some(s) = &f.signal {
+                if a.twin.signal(s).is_none() {
+                    return Err(bad(format!("machine `{}` has no signal `{s}`", f.machine)));
+                }
+            }
+            let mqtt_only = matches!(f.kind, FaultKind::MalformedPayload | FaultKind::WrongType | FaultKind::UnknownSignal);
+            if mqtt_only && a.source.protocol() != "mqtt" {
+                return Err(bad(format!("{:?} needs an MQTT machine; `{}` is on {}", f.kind, f.machine, a.source.protocol())));
+            }
+            if f.kind == FaultKind::PlcDown && a.source.protocol() != "modbus" {
+                return Err(bad(format!("plc_down needs a Modbus machine; `{}` is on MQTT", f.machine)));
+            }
+            if matches!(f.kind, FaultKind::StuckSensor | FaultKind::OutOfRange | FaultKind::WrongType) && f.signal.is_none() {
+                return Err(bad("this fault needs `signal`".into()));
+            }
+            if f.kind == FaultKind::OutOfRange && f.value.is_none() {
+                return Err(bad("out_of_range needs `value`".into()));
+            }
+        }
+        if sf.tick_ms == 0 || !(sf.time_scale > 0.0) {
+            return Err(ConfigError::Invalid { file: file.into(), key: "tick_ms".into(), message: "tick_ms and time_scale must be above 0".into() });
+        }
+        Ok(Scenario { file: sf, model: Arc::new(model) })
+    }
+}
+
+/// Handle to a running simulator.
+pub struct Simulator {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+    plc_switches: HashMap<String, watch::Sender<bool>>,
+    plc_tasks: Vec<JoinHandle<()>>,
+}
+
+struct SimMachine {
+    idx: usize,
+    sim: MachineSim,
+    bank: Option<Arc<RwLock<Bank>>>,
+    topic: Option<String>,
+}
+
+impl Simulator {
+    /// Start the scenario. Modbus machines listen on their configured ports;
+    /// MQTT machines publish to the scenario's broker.
+    pub async fn start(sc: &Scenario, seed: u64) -> std::io::Result<Self> {
+        let model = sc.model.clone();
+        let mut machines = Vec::new();
+        let mut plc_switches = HashMap::new();
+        let mut plc_tasks = Vec::new();
+        let mut any_mqtt = false;
+        for a in &model.assets {
+            let sim = MachineSim::new(a.twin.clone(), seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(a.idx as u64 + 1)));
+            let mut m = SimMachine { idx: a.idx as usize, sim, bank: None, topic: None };
+            match &a.source {
+                SourceBinding::Modbus(src) => {
+                    let addr: SocketAddr = tokio::net::lookup_host((src.host.as_str(), src.port))
+                        .await?
+                        .next()
+                        .ok_or_else(|| std::io::Error::other(format!("cannot resolve {}", src.host)))?;
+                    // Bind once up front so a taken port is an error, not a retry loop.
+                    drop(std::net::TcpListener::bind(addr).map_err(|e| {
+                        std::io::Error::new(e.kind(), format!("simulated PLC of `{}` cannot listen on {addr}: {e}", a.id))
+                    })?);
+                    let bank = Arc::new(RwLock::new(Bank::for_map(src)));
+                    let (tx, rx) = watch::channel(true);
+                    plc_tasks.push(tokio::spawn(modbus_server::serve(addr, bank.clone(), rx)));
+                    plc_switches.insert(a.id.to_string(), tx);
+                    m.bank = Some(bank);
+                }
+                SourceBinding::Mqtt(src) => {
+                    any_mqtt = true;
+                    m.topic = Some(src.topic.clone());
+                }
+            }
+            machines.push(m);
+        }
+        let mqtt = if any_mqtt {
+            let mut o = MqttOptions::new(format!("ironlake-sim-{seed}"), &sc.file.mqtt.host, sc.file.mqtt.port);
+            o.set_keep_alive(Duration::from_secs(10));
+            o.set_max_packet_size(1024 * 1024, 1024 * 1024);
+            Some(AsyncClient::new(o, 1024))
+        } else {
+            None
+        };
+        let stop = CancellationToken::new();
+        let switches: HashMap<String, watch::Sender<bool>> = plc_switches.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let task = tokio::spawn(run(sc.clone(), machines, mqtt, switches, stop.clone()));
+        info!(scenario = %sc.file.name, machines = model.assets.len(), "simulator started");
+        Ok(Simulator { stop, task, plc_switches, plc_tasks })
+    }
+
+    /// Take a simulated Modbus PLC down (`false`) or bring it back (`true`).
+    pub fn set_plc_up(&self, machine: &str, up: bool) -> bool {
+        self.plc_switches.get(machine).map(|s| s.send(up).is_ok()).unwrap_or(false)
+    }
+
+    /// Stop publishing and close every simulated PLC.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+        drop(self.plc_switches);
+        for t in self.plc_tasks {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+/// Build the nested JSON payload of an MQTT machine.
+fn payload(fields: &[(String, u16)], values: &[f64], ts_ms: i64, ts_field: Option<&str>, extra: &[(String, serde_json::Value)]) -> serde_json::Value {
+    let mut root = serde_json::Map::new();
+    if let Some(t) = ts_field {
+        insert_path(&mut root, t, serde_json::json!(ts_ms));
+    }
+    for (path, sig) in fields {
+        if let Some(v) = values.get(*sig as usize) {
+            let r = (v * 1000.0).round() / 1000.0;
+            insert_path(&mut root, path, serde_json::json!(r));
+        }
+    }
+    for (path, v) in extra {
+        insert_path(&mut root, path, v.clone());
+    }
+    serde_json::Value::Object(root)
+}
+
+fn insert_path(root: &mut serde_json::Map<String, serde_json::Value>, path: &str, v: serde_json::Value) {
+    let mut cur = root;
+    let mut parts = path.split('.').peekable();
+    while let Some(p) = parts.next() {
+        if parts.peek().is_none() {
+            cur.insert(p.to_string(), v);
+            return;
+        }
+        let e = cur.entry(p.to_string()).or_insert_with(|| serde_json::Value::Object(Default::default()));
+        if !e.is_object() {
+            *e = serde_json::Value::Object(Default::default());
+        }
+        match e {
+            serde_json::Value::Object(m) => cur = m,
+            _ => return,
+        }
+    }
+}
+
+fn active(f: &Fault, t: f64) -> bool {
+    if t < f.at_s {
+        return false;
+    }
+    let since = if f.every_s > 0.0 { (t - f.at_s) % f.every_s } else { t - f.at_s };
+    since < f.duration_s.max(0.0)
+}
+
+/// Whether a one-shot fault fires in the tick `(t - dt, t]`.
+fn fires(f: &Fault, t: f64, dt: f64) -> bool {
+    if t < f.at_s {
+        return false;
+    }
+    if f.every_s > 0.0 {
+        let k = ((t - f.at_s) / f.every_s).floor();
+        let at = f.at_s + k * f.every_s;
+        at > t - dt
+    } else {
+        f.at_s > t - dt
+    }
+}
+
+async fn run(
+    sc: Scenario,
+    mut machines: Vec<SimMachine>,
+    mqtt: Option<(AsyncClient, rumqttc::EventLoop)>,
+    plcs: HashMap<String, watch::Sender<bool>>,
+    stop: CancellationToken,
+) {
+    let (client, mqtt_task) = match mqtt {
+        Some((c, mut el)) => {
+            let s = stop.clone();
+            let t = tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = s.cancelled() => break,
+                        ev = el.poll() => if let Err(e) = ev {
+                            warn!(error = %e, "simulator MQTT connection lost; retrying");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                    }
+                }
+            });
+            (Some(c), Some(t))
+        }
+        None => (None, None),
+    };
+    let model = sc.model.clone();
+    let f = &sc.file;
+    let dt_real = f.tick_ms as f64 / 1000.0;
+    let dt_sim = dt_real * f.time_scale;
+    let mut tick = tokio::time::interval(Duration::from_millis(f.tick_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut t = 0.0f64;
+    let mut stuck: HashMap<(usize, usize), f64> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        t += dt_real;
+        let now = crate::connectors::now_ms();
+        // PLC up/down faults.
+        for fault in f.faults.iter().filter(|x| x.kind == FaultKind::PlcDown) {
+            if let Some(sw) = plcs.get(&fault.machine) {
+                let want_up = !active(fault, t);
+                if *sw.borrow() != want_up {
+                    info!(machine = %fault.machine, up = want_up, "fault: simulated PLC {}", if want_up { "back" } else { "gone" });
+                    let _ = sw.send(want_up);
+                }
+            }
+        }
+        for m in machines.iter_mut() {
+            let a = &model.assets[m.idx];
+            m.sim.step(&f.shifts, t * f.time_scale, dt_sim);
+            let mut ov = Overrides::default();
+            let mut extra: Vec<(String, serde_json::Value)> = Vec::new();
+            let mut raw: Option<Vec<u8>> = None;
+            let mut values = m.sim.values(&ov);
+            for fault in f.faults.iter().filter(|x| x.machine == a.id.as_str()) {
+                let sig = fault.signal.as_deref().and_then(|s| a.twin.signal(s)).map(|s| s as usize);
+                match fault.kind {
+                    FaultKind::StuckSensor => {
+                        if let Some(s) = sig {
+                            if active(fault, t) {
+                                let v = *stuck.entry((m.idx, s)).or_insert(values[s]);
+                                ov.stuck.push((s, v));
+                            } else {
+                                stuck.remove(&(m.idx, s));
+                            }
+                        }
+                    }
+                    FaultKind::OutOfRange if fires(fault, t, dt_real) => {
+                        if let (Some(s), Some(v)) = (sig, fault.value) {
+                            ov.stuck.push((s, v));
+                        }
+                    }
+                    FaultKind::Failure if fires(fault, t, dt_real) => m.sim.fail(),
+                    FaultKind::MalformedPayload if fires(fault, t, dt_real) => {
+                        raw = Some(b"{\"state\": 2, \"spindle\": {\"speed\": 12".to_vec());
+                    }
+                    FaultKind::WrongType if fires(fault, t, dt_real) => {
+                        if let (Some(s), SourceBinding::Mqtt(src)) = (sig, &a.source) {
+                            if let Some((path, _)) = src.fields.iter().find(|(_, i)| *i as usize == s) {
+                                extra.push((path.clone(), serde_json::json!("n/a")));
+                            }
+                        }
+                    }
+                    FaultKind::UnknownSignal if fires(fault, t, dt_real) => {
+                        extra.push(("coolant_level".into(), serde_json::json!(42.0)));
+                    }
+                    _ => {}
+                }
+            }
+            for (s, v) in &ov.stuck {
+                values[*s] = *v;
+            }
+            if let Some(bank) = &m.bank {
+                if let SourceBinding::Modbus(src) = &a.source {
+                    bank.write().write(src, &values);
+                }
+            }
+            if let (Some(c), Some(topic), SourceBinding::Mqtt(src)) = (&client, &m.topic, &a.source) {
+                let body = match raw.take() {
+                    Some(r) => r,
+                    None => payload(&src.fields, &values, now, src.ts_field.as_deref(), &extra).to_string().into_bytes(),
+                };
+                if let Err(e) = c.try_publish(topic.clone(), QoS::AtLeastOnce, false, body) {
+                    warn!(error = %e, topic = %topic, "simulator publish queue full; sample skipped");
+                }
+            }
+        }
+    }
+    if let Some(c) = client {
+        let _ = c.disconnect().await;
+    }
+    if let Some(t) = mqtt_task {
+        let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_demo_scenario_is_valid() {
+        let sc = Scenario::embedded_demo().unwrap();
+        assert_eq!(sc.model.plants.len(), 2);
+        assert!(sc.model.assets.len() >= 12);
+        assert!(sc.model.lines.len() >= 3);
+    }
+
+    #[test]
+    fn payload_nests_fields() {
+        let p = payload(&[("a.b".into(), 0), ("c".into(), 1)], &[1.5, 2.0], 99, Some("ts"), &[]);
+        assert_eq!(p, serde_json::json!({"ts": 99, "a": {"b": 1.5}, "c": 2.0}));
+    }
+
+    #[test]
+    fn fault_schedule() {
+        let f = Fault { machine: "m".into(), kind: FaultKind::PlcDown, at_s: 10.0, duration_s: 5.0, every_s: 0.0, signal: None, value: None };
+        assert!(!active(&f, 9.0) && active(&f, 10.0) && active(&f, 14.9) && !active(&f, 15.0));
+        let g = Fault { every_s: 20.0, ..f.clone() };
+        assert!(active(&g, 31.0) && !active(&g, 36.0));
+        assert!(fires(&g, 10.5, 1.0) && !fires(&g, 11.5, 1.0) && fires(&g, 30.2, 1.0));
+    }
+}

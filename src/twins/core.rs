@@ -1,0 +1,429 @@
+//! The state of one machine twin, independent of the actor that hosts it:
+//! applies typed readings (windows, state, counters, alarms), produces asset
+//! events, snapshots for the API, and checkpoints that survive restarts.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::alarm::{self, AlarmState, Transition};
+use super::window::{SignalWindow, WindowStats};
+use crate::assets::{Asset, AssetIdx, MachineState, Severity, SignalIdx, SignalKind, TwinType};
+use crate::config::TwinConfig;
+use crate::lake::rows::{AssetEventRow, AssetStateRow};
+
+/// A reading that passed validation, addressed by signal index.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TypedReading {
+    pub signal: SignalIdx,
+    /// Source time, UTC ms.
+    pub ts_ms: i64,
+    pub value: f64,
+    /// Ingest time, UTC ms.
+    pub ingest_ms: i64,
+}
+
+/// Identity of the twin, shared with its rows.
+#[derive(Debug, Clone)]
+pub struct TwinIdentity {
+    pub idx: AssetIdx,
+    pub id: Arc<str>,
+    pub name: String,
+    pub plant: Arc<str>,
+    pub line: Arc<str>,
+    pub area: String,
+    pub twin: Arc<TwinType>,
+}
+
+impl TwinIdentity {
+    /// From the asset model.
+    pub fn of(a: &Asset) -> Self {
+        TwinIdentity {
+            idx: a.idx,
+            id: a.id.0.clone(),
+            name: a.name.clone(),
+            plant: a.plant.0.clone(),
+            line: a.line.0.clone(),
+            area: a.area.clone(),
+            twin: a.twin.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SignalLive {
+    window: SignalWindow,
+    /// Reason the last value was rejected, until a good one arrives.
+    rejected: Option<String>,
+}
+
+/// Part counters, tolerant of PLC counter resets.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Counters {
+    /// Last counter values reported by the PLC.
+    pub good_parts: Option<f64>,
+    pub rejected_parts: Option<f64>,
+    /// Parts counted by this twin (sum of increments, across counter resets).
+    pub good_total: f64,
+    pub reject_total: f64,
+}
+
+/// What changed in one update, for the line twin.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Changes {
+    pub state: bool,
+    pub alarms: bool,
+    pub counters: bool,
+}
+
+impl Changes {
+    /// Whether anything the line aggregates changed.
+    pub fn any(&self) -> bool {
+        self.state || self.alarms || self.counters
+    }
+}
+
+/// The full live state of one machine.
+#[derive(Debug, Clone)]
+pub struct TwinCore {
+    pub id: TwinIdentity,
+    signals: Vec<SignalLive>,
+    pub state: MachineState,
+    pub state_since_ms: Option<i64>,
+    pub counters: Counters,
+    alarms: Vec<AlarmState>,
+    pub readings_total: u64,
+    pub last_update_ms: Option<i64>,
+    stale_after_ms: i64,
+}
+
+/// Checkpoint format (JSON in `gold.asset_state.stats`). Signals and alarms are
+/// stored by name so a twin type that gained signals still restores.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub format: u32,
+    pub ts_ms: i64,
+    pub state: MachineState,
+    pub state_since_ms: Option<i64>,
+    pub counters: Counters,
+    pub readings_total: u64,
+    pub last_update_ms: Option<i64>,
+    signals: Vec<(String, SignalLive)>,
+    alarms: Vec<(String, AlarmState)>,
+}
+
+/// Per-signal view in the API.
+#[derive(Debug, Clone, Serialize)]
+pub struct SignalSnapshot {
+    pub name: String,
+    pub unit: String,
+    pub value: Option<f64>,
+    pub ts: Option<i64>,
+    /// `GOOD`, `STALE` (no update within `stale_after_s`), `BAD` (last value
+    /// rejected), or `NONE` (never received).
+    pub quality: &'static str,
+    pub rejected_reason: Option<String>,
+    pub ema: Option<f64>,
+    pub rate_hz: Option<f64>,
+    pub count_window: WindowStats,
+    pub time_window: WindowStats,
+    pub time_window_s: f64,
+}
+
+/// An active alarm in the API.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ActiveAlarm {
+    pub name: String,
+    pub signal: String,
+    pub severity: Severity,
+    pub since: i64,
+    pub value: f64,
+    pub message: String,
+}
+
+/// The twin as `GET /api/assets/{id}` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AssetSnapshot {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub plant: String,
+    pub area: String,
+    pub line: String,
+    pub state: MachineState,
+    pub state_since: Option<i64>,
+    pub counters: Counters,
+    pub alarms: Vec<ActiveAlarm>,
+    pub signals: Vec<SignalSnapshot>,
+    pub readings_total: u64,
+    pub last_update: Option<i64>,
+}
+
+impl TwinCore {
+    /// A fresh twin.
+    pub fn new(id: TwinIdentity, cfg: &TwinConfig) -> Self {
+        let w = id.twin.window;
+        let count = w.count.unwrap_or(cfg.count_window);
+        let secs = w.seconds.unwrap_or(cfg.time_window_s);
+        let alpha = w.ema_alpha.unwrap_or(cfg.ema_alpha);
+        let signals = id
+            .twin
+            .signals
+            .iter()
+            .map(|_| SignalLive { window: SignalWindow::new(count, secs, alpha), rejected: None })
+            .collect();
+        let alarms = vec![AlarmState::default(); id.twin.alarms.len()];
+        TwinCore {
+            id,
+            signals,
+            state: MachineState::Unknown,
+            state_since_ms: None,
+            counters: Counters::default(),
+            alarms,
+            readings_total: 0,
+            last_update_ms: None,
+            stale_after_ms: (cfg.stale_after_s * 1000.0) as i64,
+        }
+    }
+
+    fn event(&self, ts: i64, kind: &'static str, code: String, value: Option<f64>, message: Option<String>) -> AssetEventRow {
+        AssetEventRow {
+            ts_ms: ts,
+            plant: self.id.plant.clone(),
+            line: self.id.line.clone(),
+            asset_id: self.id.id.clone(),
+            kind,
+            code,
+            value,
+            message,
+        }
+    }
+
+    /// Apply readings in order; asset events are appended to `events`.
+    pub fn apply(&mut self, readings: &[TypedReading], events: &mut Vec<AssetEventRow>) -> Changes {
+        let mut ch = Changes::default();
+        let twin = self.id.twin.clone();
+        for r in readings {
+            let Some(live) = self.signals.get_mut(r.signal as usize) else { continue };
+            live.rejected = None;
+            // Alarms see the window before the value is added.
+            let same_run = match live.window.last {
+                Some((_, lv)) if lv == r.value => live.window.same_run + 1,
+                _ => 1,
+            };
+            for (ri, rule) in twin.alarms.iter().enumerate() {
+                if rule.signal != r.signal {
+                    continue;
+                }
+                let live = &self.signals[r.signal as usize];
+                if let Some(t) = alarm::evaluate(rule, &mut self.alarms[ri], &live.window, same_run, r.ts_ms, r.value) {
+                    ch.alarms = true;
+                    let (kind, msg) = match t {
+                        Transition::Raised => ("alarm_raised", Some(if rule.message.is_empty() { rule.name.clone() } else { rule.message.clone() })),
+                        Transition::Cleared => ("alarm_cleared", None),
+                    };
+                    events.push(self.event(r.ts_ms, kind, rule.name.clone(), Some(r.value), msg));
+                }
+            }
+            self.signals[r.signal as usize].window.push(r.ts_ms, r.value);
+            // Machine state.
+            if let Some((sidx, codes)) = &twin.state {
+                if *sidx == r.signal {
+                    let st = codes.get(&(r.value.round() as i64)).copied().unwrap_or(MachineState::Unknown);
+                    if st != self.state {
+                        let prev = self.state;
+                        self.state = st;
+                        self.state_since_ms = Some(r.ts_ms);
+                        ch.state = true;
+                        events.push(self.event(r.ts_ms, "state", st.as_str().into(), Some(r.value), Some(format!("from {}", prev.as_str()))));
+                    }
+                }
+            }
+            // Part counters.
+            let counter = if twin.good_counter == Some(r.signal) {
+                Some(true)
+            } else if twin.reject_counter == Some(r.signal) {
+                Some(false)
+            } else {
+                None
+            };
+            if let Some(good) = counter {
+                let (last, total, name) = if good {
+                    (&mut self.counters.good_parts, &mut self.counters.good_total, "good_parts")
+                } else {
+                    (&mut self.counters.rejected_parts, &mut self.counters.reject_total, "rejected_parts")
+                };
+                let inc = match *last {
+                    None => 0.0,
+                    Some(prev) if r.value >= prev => r.value - prev,
+                    // The PLC counter was reset (or wrapped): count from zero.
+                    Some(_) => r.value,
+                };
+                *last = Some(r.value);
+                if inc > 0.0 {
+                    *total += inc;
+                    ch.counters = true;
+                    let ev = self.event(r.ts_ms, "counter", name.into(), Some(inc), None);
+                    events.push(ev);
+                }
+            } else if twin.signals[r.signal as usize].kind == SignalKind::Counter {
+                // Other counters (run hours): nothing to aggregate.
+            }
+            self.readings_total += 1;
+            self.last_update_ms = Some(self.last_update_ms.map_or(r.ts_ms, |t| t.max(r.ts_ms)));
+        }
+        ch
+    }
+
+    /// Mark signals whose latest value was rejected by validation.
+    pub fn mark_rejected(&mut self, signal: SignalIdx, reason: &str) {
+        if let Some(s) = self.signals.get_mut(signal as usize) {
+            s.rejected = Some(reason.to_string());
+        }
+    }
+
+    /// Whether the internal state is numerically sound.
+    pub fn is_sound(&self) -> bool {
+        self.signals.iter().all(|s| s.window.is_sound())
+    }
+
+    /// Active alarms.
+    pub fn active_alarms(&self) -> Vec<ActiveAlarm> {
+        let twin = &self.id.twin;
+        self.alarms
+            .iter()
+            .zip(&twin.alarms)
+            .filter(|(st, _)| st.active)
+            .map(|(st, rule)| ActiveAlarm {
+                name: rule.name.clone(),
+                signal: twin.signals[rule.signal as usize].name.clone(),
+                severity: rule.severity,
+                since: st.since_ms.unwrap_or_default(),
+                value: st.value.unwrap_or_default(),
+                message: rule.message.clone(),
+            })
+            .collect()
+    }
+
+    /// Number of active alarms and of critical ones.
+    pub fn alarm_counts(&self) -> (u32, u32) {
+        let twin = &self.id.twin;
+        self.alarms.iter().zip(&twin.alarms).filter(|(s, _)| s.active).fold((0, 0), |(a, c), (_, r)| {
+            (a + 1, c + (r.severity == Severity::Critical) as u32)
+        })
+    }
+
+    /// The API view at wall-clock time `now_ms`.
+    pub fn snapshot(&self, now_ms: i64) -> AssetSnapshot {
+        let twin = &self.id.twin;
+        let signals = twin
+            .signals
+            .iter()
+            .zip(&self.signals)
+            .map(|(def, live)| {
+                let w = &live.window;
+                let quality = match (w.last, &live.rejected) {
+                    (_, Some(_)) => "BAD",
+                    (None, None) => "NONE",
+                    (Some((ts, _)), None) if now_ms - ts > self.stale_after_ms => "STALE",
+                    _ => "GOOD",
+                };
+                SignalSnapshot {
+                    name: def.name.clone(),
+                    unit: def.unit.clone(),
+                    value: w.last.map(|(_, v)| v),
+                    ts: w.last.map(|(t, _)| t),
+                    quality,
+                    rejected_reason: live.rejected.clone(),
+                    ema: w.ema,
+                    rate_hz: w.rate_hz(),
+                    count_window: w.count_stats(),
+                    time_window: w.time_stats(),
+                    time_window_s: w.span_s(),
+                }
+            })
+            .collect();
+        AssetSnapshot {
+            id: self.id.id.to_string(),
+            name: self.id.name.clone(),
+            kind: twin.kind.clone(),
+            plant: self.id.plant.to_string(),
+            area: self.id.area.clone(),
+            line: self.id.line.to_string(),
+            state: self.state,
+            state_since: self.state_since_ms,
+            counters: self.counters.clone(),
+            alarms: self.active_alarms(),
+            signals,
+            readings_total: self.readings_total,
+            last_update: self.last_update_ms,
+        }
+    }
+
+    /// A checkpoint of the full state.
+    pub fn checkpoint(&self, now_ms: i64) -> Checkpoint {
+        let twin = &self.id.twin;
+        Checkpoint {
+            format: 1,
+            ts_ms: now_ms,
+            state: self.state,
+            state_since_ms: self.state_since_ms,
+            counters: self.counters.clone(),
+            readings_total: self.readings_total,
+            last_update_ms: self.last_update_ms,
+            signals: twin.signals.iter().map(|d| d.name.clone()).zip(self.signals.iter().cloned()).collect(),
+            alarms: twin.alarms.iter().map(|r| r.name.clone()).zip(self.alarms.iter().cloned()).collect(),
+        }
+    }
+
+    /// The `gold.asset_state` row of a checkpoint.
+    pub fn checkpoint_row(&self, now_ms: i64) -> AssetStateRow {
+        let cp = self.checkpoint(now_ms);
+        let (active, _) = self.alarm_counts();
+        AssetStateRow {
+            ts_ms: now_ms,
+            plant: self.id.plant.clone(),
+            line: self.id.line.clone(),
+            asset_id: self.id.id.clone(),
+            state: self.state.as_str(),
+            health: None,
+            failure_prob: None,
+            rul_h: None,
+            lat: None,
+            lon: None,
+            zone: None,
+            good_parts: self.counters.good_total.round() as i64,
+            rejected_parts: self.counters.reject_total.round() as i64,
+            active_alarms: active as i32,
+            // Serializing plain data cannot fail.
+            stats: serde_json::to_string(&cp).unwrap_or_default(),
+        }
+    }
+
+    /// Restore from a checkpoint; signals and alarms are matched by name.
+    pub fn restore(&mut self, cp: Checkpoint) {
+        self.state = cp.state;
+        self.state_since_ms = cp.state_since_ms;
+        self.counters = cp.counters;
+        self.readings_total = cp.readings_total;
+        self.last_update_ms = cp.last_update_ms;
+        let twin = self.id.twin.clone();
+        for (name, live) in cp.signals {
+            if let Some(i) = twin.signal(&name) {
+                self.signals[i as usize] = live;
+            }
+        }
+        for (name, st) in cp.alarms {
+            if let Some(i) = twin.alarms.iter().position(|r| r.name == name) {
+                self.alarms[i] = st;
+            }
+        }
+    }
+
+    /// Restore from checkpoint JSON; returns an error text when it does not parse.
+    pub fn restore_json(&mut self, json: &str) -> Result<(), String> {
+        let cp: Checkpoint = serde_json::from_str(json).map_err(|e| format!("checkpoint of {}: {e}", self.id.id))?;
+        self.restore(cp);
+        Ok(())
+    }
+}

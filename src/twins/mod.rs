@@ -1,0 +1,155 @@
+//! Twin actors (actix): one per machine, one per line, one per plant.
+//!
+//! Machine twins run on a few arbiters (actor threads) under supervisors that
+//! restart a failed twin from its last checkpoint. Lines and plants aggregate
+//! what their children push. Twins never do I/O themselves: asset events and
+//! checkpoints leave through one bounded channel to a collector task that
+//! batches them into the lake.
+
+pub mod alarm;
+pub mod asset;
+pub mod core;
+pub mod line;
+pub mod window;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+use crate::assets::AssetModel;
+use crate::config::TwinConfig;
+use crate::lake::rows::{asset_state_batch, events_batch, AssetEventRow, AssetStateRow};
+use crate::lake::writer::TableWriter;
+use crate::metrics::LatencyProbe;
+pub use asset::{FinalCheckpoint, GetSnapshot, Ingest, MachineTwin, Restart};
+pub use self::core::{AssetSnapshot, TwinCore, TwinIdentity, TypedReading};
+pub use line::{Aggregate, GetAggregate, LineTwin, PlantTwin};
+
+/// What twins emit towards the lake.
+#[derive(Debug)]
+pub enum TwinOutput {
+    Events(Vec<AssetEventRow>),
+    State(AssetStateRow),
+}
+
+/// Read-only context shared by all machine twins.
+pub struct TwinShared {
+    pub cfg: TwinConfig,
+    pub out: mpsc::Sender<TwinOutput>,
+    /// When set, records `apply time - source time` (REST visibility delay).
+    pub visibility: Option<Arc<LatencyProbe>>,
+}
+
+/// Addresses of every twin.
+#[derive(Clone)]
+pub struct TwinRegistry {
+    /// Machine twins by asset index.
+    pub machines: Arc<Vec<Addr<MachineTwin>>>,
+    pub lines: Arc<HashMap<String, Addr<LineTwin>>>,
+    pub plants: Arc<HashMap<String, Addr<PlantTwin>>>,
+}
+
+/// Start all twins. Must be called inside a running actix `System`. The
+/// arbiters are returned so the caller decides when they stop.
+pub fn spawn_all(
+    model: &AssetModel,
+    shared: Arc<TwinShared>,
+    checkpoints: &HashMap<String, String>,
+) -> (TwinRegistry, Vec<Arbiter>) {
+    let arbiters: Vec<Arbiter> = (0..shared.cfg.arbiters.max(1)).map(|_| Arbiter::new()).collect();
+    let mut plants = HashMap::new();
+    for p in &model.plants {
+        let lines = model.lines_of(p.id.as_str()).map(|l| (l.id.to_string(), l.assets.len()));
+        plants.insert(p.id.to_string(), PlantTwin::new(lines).start());
+    }
+    let mut lines = HashMap::new();
+    for l in &model.lines {
+        let plant = plants.get(l.plant.as_str()).cloned();
+        lines.insert(l.id.to_string(), LineTwin::new(l.id.to_string(), l.assets.len(), plant).start());
+    }
+    let mut machines = Vec::with_capacity(model.assets.len());
+    for a in &model.assets {
+        let arb = &arbiters[a.idx as usize % arbiters.len()];
+        let core = TwinCore::new(TwinIdentity::of(a), &shared.cfg);
+        let cp = checkpoints.get(a.id.as_str()).cloned();
+        let line = lines.get(a.line.as_str()).cloned();
+        let sh = shared.clone();
+        machines.push(Supervisor::start_in_arbiter(&arb.handle(), move |_| MachineTwin::new(core, cp, line, sh)));
+    }
+    (
+        TwinRegistry { machines: Arc::new(machines), lines: Arc::new(lines), plants: Arc::new(plants) },
+        arbiters,
+    )
+}
+
+/// Collect twin output into lake batches until `stop` fires or every sender is gone.
+pub fn spawn_collector(
+    mut rx: mpsc::Receiver<TwinOutput>,
+    stop: tokio_util::sync::CancellationToken,
+    events: TableWriter,
+    states: TableWriter,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ev: Vec<AssetEventRow> = Vec::new();
+        let mut st: Vec<AssetStateRow> = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            // (stream ended, time to write)
+            let (done, due) = tokio::select! {
+                m = rx.recv() => match m {
+                    Some(TwinOutput::Events(mut r)) => { ev.append(&mut r); (false, false) }
+                    Some(TwinOutput::State(r)) => { st.push(r); (false, false) }
+                    None => (true, true),
+                },
+                _ = tick.tick() => (false, true),
+                _ = stop.cancelled() => {
+                    while let Ok(m) = rx.try_recv() {
+                        match m {
+                            TwinOutput::Events(mut r) => ev.append(&mut r),
+                            TwinOutput::State(r) => st.push(r),
+                        }
+                    }
+                    (true, true)
+                }
+            };
+            if due || ev.len() >= 4096 || st.len() >= 1024 {
+                write_rows(&events, &states, &mut ev, &mut st).await;
+            }
+            if done {
+                break;
+            }
+        }
+    })
+}
+
+/// Append collected rows to their writers (waits when the writers are saturated).
+pub async fn write_rows(
+    events: &TableWriter,
+    states: &TableWriter,
+    ev: &mut Vec<AssetEventRow>,
+    st: &mut Vec<AssetStateRow>,
+) {
+    if !ev.is_empty() {
+        match events_batch(ev) {
+            Ok(b) => {
+                events.append(b).await;
+            }
+            Err(e) => warn!(error = %e, "cannot build asset events batch"),
+        }
+        ev.clear();
+    }
+    if !st.is_empty() {
+        match asset_state_batch(st) {
+            Ok(b) => {
+                states.append(b).await;
+            }
+            Err(e) => warn!(error = %e, "cannot build asset state batch"),
+        }
+        st.clear();
+    }
+}

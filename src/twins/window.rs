@@ -1,0 +1,300 @@
+//! Rolling windows of one signal, updated in O(1) per reading.
+//!
+//! * count window: the last `N` readings;
+//! * time window: readings whose source time lies within `W` seconds of the
+//!   newest one (bounded to [`MAX_TIME_ENTRIES`] entries);
+//! * EMA, last value, and the length of the current run of identical values
+//!   (for stuck-sensor detection).
+//!
+//! Mean and variance come from running sums of values *shifted* by a reference
+//! (the mean when the sums were last rebuilt), which avoids the catastrophic
+//! cancellation of `Σx² - (Σx)²/n` on signals with a large offset. The sums are
+//! rebuilt from the buffer every `capacity` evictions so rounding cannot drift.
+//! Min and max are computed by a scan when a snapshot is asked for (rare), which
+//! keeps updates cheap and memory small.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+/// Upper bound on time-window entries per signal (memory guard for fast signals).
+pub const MAX_TIME_ENTRIES: usize = 4096;
+
+/// Running shifted sums over a sliding set of values.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Sums {
+    k: f64,
+    s1: f64,
+    s2: f64,
+    evictions: usize,
+}
+
+impl Sums {
+    fn add(&mut self, x: f64) {
+        let d = x - self.k;
+        self.s1 += d;
+        self.s2 += d * d;
+    }
+    fn remove(&mut self, x: f64) {
+        let d = x - self.k;
+        self.s1 -= d;
+        self.s2 -= d * d;
+        self.evictions += 1;
+    }
+    fn rebuild<'a>(&mut self, values: impl Iterator<Item = &'a f64> + Clone) {
+        let (mut n, mut sum) = (0usize, 0.0);
+        for v in values.clone() {
+            n += 1;
+            sum += v;
+        }
+        self.k = if n > 0 { sum / n as f64 } else { 0.0 };
+        self.s1 = 0.0;
+        self.s2 = 0.0;
+        for v in values {
+            self.add(*v);
+        }
+        self.evictions = 0;
+    }
+    fn mean(&self, n: usize) -> Option<f64> {
+        (n > 0).then(|| self.k + self.s1 / n as f64)
+    }
+    /// Sample standard deviation (n-1).
+    fn std(&self, n: usize) -> Option<f64> {
+        if n < 2 {
+            return (n == 1).then_some(0.0);
+        }
+        let nf = n as f64;
+        let var = (self.s2 - self.s1 * self.s1 / nf) / (nf - 1.0);
+        Some(var.max(0.0).sqrt())
+    }
+}
+
+/// Statistics of one window, as shown in the API.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct WindowStats {
+    pub count: usize,
+    pub mean: Option<f64>,
+    pub std: Option<f64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
+fn min_max<'a>(it: impl Iterator<Item = &'a f64>) -> (Option<f64>, Option<f64>) {
+    it.fold((None, None), |(lo, hi), &v| {
+        (
+            Some(lo.map_or(v, |l: f64| l.min(v))),
+            Some(hi.map_or(v, |h: f64| h.max(v))),
+        )
+    })
+}
+
+/// The rolling state of one signal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignalWindow {
+    cap: usize,
+    span_ms: i64,
+    alpha: f64,
+    values: VecDeque<f64>,
+    sums: Sums,
+    times: VecDeque<(i64, f64)>,
+    tsums: Sums,
+    newest_ts: i64,
+    pub ema: Option<f64>,
+    pub last: Option<(i64, f64)>,
+    /// Readings seen in total.
+    pub total: u64,
+    /// Consecutive readings with the same value as the last one.
+    pub same_run: usize,
+}
+
+impl SignalWindow {
+    /// A window of `count` readings and `seconds` of time with EMA factor `alpha`.
+    pub fn new(count: usize, seconds: f64, alpha: f64) -> Self {
+        SignalWindow {
+            cap: count.max(2),
+            span_ms: (seconds * 1000.0) as i64,
+            alpha,
+            values: VecDeque::new(),
+            sums: Sums::default(),
+            times: VecDeque::new(),
+            tsums: Sums::default(),
+            newest_ts: i64::MIN,
+            ema: None,
+            last: None,
+            total: 0,
+            same_run: 0,
+        }
+    }
+
+    /// Add a reading. Readings older than the time window are counted in the
+    /// count window and EMA but not in the time window.
+    pub fn push(&mut self, ts_ms: i64, v: f64) {
+        // Count window.
+        if self.values.is_empty() {
+            self.sums.k = v;
+        }
+        if self.values.len() == self.cap {
+            if let Some(old) = self.values.pop_front() {
+                self.sums.remove(old);
+            }
+        }
+        self.values.push_back(v);
+        self.sums.add(v);
+        if self.sums.evictions >= self.cap {
+            self.sums.rebuild(self.values.iter());
+        }
+        // Time window.
+        if ts_ms > self.newest_ts {
+            self.newest_ts = ts_ms;
+        }
+        let cutoff = self.newest_ts.saturating_sub(self.span_ms);
+        if ts_ms > cutoff {
+            if self.times.is_empty() {
+                self.tsums.k = v;
+            }
+            self.times.push_back((ts_ms, v));
+            self.tsums.add(v);
+        }
+        while let Some(&(t, old)) = self.times.front() {
+            if t <= cutoff || self.times.len() > MAX_TIME_ENTRIES {
+                self.times.pop_front();
+                self.tsums.remove(old);
+            } else {
+                break;
+            }
+        }
+        if self.tsums.evictions >= self.cap.max(64) {
+            self.tsums.rebuild(self.times.iter().map(|(_, v)| v));
+        }
+        // EMA, last, runs.
+        self.ema = Some(match self.ema {
+            None => v,
+            Some(e) => e + self.alpha * (v - e),
+        });
+        match self.last {
+            Some((_, lv)) if lv == v => self.same_run += 1,
+            _ => self.same_run = 1,
+        }
+        if self.last.is_none_or(|(lt, _)| ts_ms >= lt) {
+            self.last = Some((ts_ms, v));
+        }
+        self.total += 1;
+    }
+
+    /// Mean and standard deviation of the count window (cheap; used by z-score rules).
+    pub fn mean_std(&self) -> (usize, Option<f64>, Option<f64>) {
+        let n = self.values.len();
+        (n, self.sums.mean(n), self.sums.std(n))
+    }
+
+    /// Statistics of the count window.
+    pub fn count_stats(&self) -> WindowStats {
+        let n = self.values.len();
+        let (min, max) = min_max(self.values.iter());
+        WindowStats { count: n, mean: self.sums.mean(n), std: self.sums.std(n), min, max }
+    }
+
+    /// Statistics of the time window.
+    pub fn time_stats(&self) -> WindowStats {
+        let n = self.times.len();
+        let (min, max) = min_max(self.times.iter().map(|(_, v)| v));
+        WindowStats { count: n, mean: self.tsums.mean(n), std: self.tsums.std(n), min, max }
+    }
+
+    /// Readings per second over the time window.
+    pub fn rate_hz(&self) -> Option<f64> {
+        let (first, last) = (self.times.front()?, self.times.back()?);
+        let dt = (last.0 - first.0) as f64 / 1000.0;
+        (dt > 0.0).then(|| (self.times.len() - 1) as f64 / dt)
+    }
+
+    /// Window length in seconds.
+    pub fn span_s(&self) -> f64 {
+        self.span_ms as f64 / 1000.0
+    }
+
+    /// Whether the running sums are still finite (a corrupted state is restarted).
+    pub fn is_sound(&self) -> bool {
+        self.sums.s1.is_finite() && self.sums.s2.is_finite() && self.tsums.s1.is_finite() && self.tsums.s2.is_finite()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(vals: &[f64]) -> (f64, f64, f64, f64) {
+        let n = vals.len() as f64;
+        let mean = vals.iter().sum::<f64>() / n;
+        let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        let min = vals.iter().cloned().fold(f64::INFINITY, f64::min);
+        let max = vals.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        (mean, var.sqrt(), min, max)
+    }
+
+    #[test]
+    fn count_window_matches_naive_over_many_evictions() {
+        let mut w = SignalWindow::new(50, 3600.0, 0.1);
+        let mut all = Vec::new();
+        let mut x: u64 = 7;
+        for i in 0..10_000 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            // Large offset, small spread: the case naive sums get wrong.
+            let v = 1.0e6 + ((x >> 33) % 1000) as f64 / 100.0;
+            w.push(i * 10, v);
+            all.push(v);
+        }
+        let tail = &all[all.len() - 50..];
+        let (mean, std, min, max) = naive(tail);
+        let s = w.count_stats();
+        assert_eq!(s.count, 50);
+        assert!((s.mean.unwrap() - mean).abs() < 1e-6, "{:?} vs {mean}", s.mean);
+        assert!((s.std.unwrap() - std).abs() < 1e-6, "{:?} vs {std}", s.std);
+        assert_eq!((s.min.unwrap(), s.max.unwrap()), (min, max));
+    }
+
+    #[test]
+    fn time_window_keeps_only_recent_readings() {
+        let mut w = SignalWindow::new(1000, 10.0, 0.5);
+        for i in 0..100 {
+            w.push(i * 1000, i as f64);
+        }
+        // Newest ts 99 s: the window (89 s, 99 s] holds 90..=99.
+        let s = w.time_stats();
+        assert_eq!(s.count, 10);
+        assert_eq!(s.min, Some(90.0));
+        assert_eq!(s.max, Some(99.0));
+        assert!((s.mean.unwrap() - 94.5).abs() < 1e-9);
+        assert!((w.rate_hz().unwrap() - 1.0).abs() < 1e-9);
+        // A reading older than the window counts only in the count window.
+        w.push(5_000, -1.0);
+        assert_eq!(w.time_stats().count, 10);
+        assert_eq!(w.count_stats().min, Some(-1.0));
+        assert_eq!(w.last, Some((99_000, 99.0)));
+    }
+
+    #[test]
+    fn ema_and_same_run() {
+        let mut w = SignalWindow::new(10, 10.0, 0.5);
+        w.push(0, 10.0);
+        w.push(1, 20.0);
+        assert_eq!(w.ema, Some(15.0));
+        w.push(2, 20.0);
+        w.push(3, 20.0);
+        assert_eq!(w.same_run, 3);
+        w.push(4, 21.0);
+        assert_eq!(w.same_run, 1);
+    }
+
+    #[test]
+    fn survives_a_checkpoint_round_trip() {
+        let mut w = SignalWindow::new(5, 10.0, 0.3);
+        for i in 0..12 {
+            w.push(i * 100, (i * i) as f64);
+        }
+        let back: SignalWindow = serde_json::from_str(&serde_json::to_string(&w).unwrap()).unwrap();
+        assert_eq!(back.count_stats(), w.count_stats());
+        assert_eq!(back.time_stats(), w.time_stats());
+        assert_eq!(back.ema, w.ema);
+    }
+}

@@ -1,0 +1,144 @@
+//! Shared helpers of the integration tests: configs on free loopback ports,
+//! HTTP calls, and polling with a deadline (never a timing assertion).
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::time::Duration;
+
+use ironlake::config::{
+    parse_toml, Config, EmbeddedBrokerConfig, HttpConfig, IngestConfig, LakeConfig, MqttConfig, PlantFile, PlatformFile,
+    TwinConfig,
+};
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Platform settings for tests: fast flushes and checkpoints, an embedded
+/// broker on a free port, HTTP on a free port.
+pub fn platform(lake: &Path, mqtt_port: u16, embedded: bool) -> PlatformFile {
+    PlatformFile {
+        plants: vec![],
+        twins: String::new(),
+        http: HttpConfig { listen: "127.0.0.1:0".parse().unwrap() },
+        lake: LakeConfig {
+            root: lake.display().to_string(),
+            flush_rows: 65536,
+            flush_interval_ms: 200,
+            target_file_mb: 64,
+        },
+        twin: TwinConfig {
+            checkpoint_interval_s: 1,
+            count_window: 20,
+            time_window_s: 30.0,
+            ema_alpha: 0.3,
+            mailbox: 64,
+            arbiters: 2,
+            stale_after_s: 10.0,
+        },
+        ingest: IngestConfig { shards: 2, queue: 1024 },
+        mqtt: MqttConfig {
+            host: "127.0.0.1".into(),
+            port: mqtt_port,
+            client_id: format!("ironlake-test-{mqtt_port}"),
+            subscribe: vec!["test/#".into()],
+            keep_alive_s: 5,
+            username: None,
+            password: None,
+            embedded: embedded.then(|| EmbeddedBrokerConfig {
+                enabled: true,
+                listen: SocketAddr::from(([127, 0, 0, 1], mqtt_port)),
+                max_payload: 65536,
+            }),
+        },
+    }
+}
+
+/// A config from plant TOML text, with the twin types built into the binary.
+pub fn config(platform: PlatformFile, plant_toml: &str) -> Config {
+    let pf: PlantFile = parse_toml(plant_toml, "test-plant.toml").unwrap();
+    let twins = ironlake::config::embedded_twin_types().unwrap();
+    Config::from_parts(platform, twins, vec![("test-plant.toml".into(), pf)]).unwrap()
+}
+
+/// GET a JSON document; returns (status, body).
+pub async fn get(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
+    let url = format!("http://{addr}{path}");
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(20)))
+            .build()
+            .into();
+        let mut resp = agent.get(&url).call().expect("HTTP request");
+        let status = resp.status().as_u16();
+        let body: serde_json::Value = resp.body_mut().read_json().expect("JSON body");
+        (status, body)
+    })
+    .await
+    .unwrap()
+}
+
+/// Poll `f` until it returns `Some`, or panic with `what` after `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {secs}s waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Signals of an asset snapshot by name.
+pub fn signals(snapshot: &serde_json::Value) -> HashMap<String, serde_json::Value> {
+    snapshot["signals"]
+        .as_array()
+        .map(|a| a.iter().map(|s| (s["name"].as_str().unwrap_or_default().to_string(), s.clone())).collect())
+        .unwrap_or_default()
+}
+
+/// A scenario file over the given MQTT port, without faults.
+pub fn scenario(mqtt_port: u16, tick_ms: u64) -> ironlake::sim::ScenarioFile {
+    ironlake::sim::ScenarioFile {
+        name: "test".into(),
+        description: String::new(),
+        plants: vec![],
+        twins: String::new(),
+        tick_ms,
+        time_scale: 600.0,
+        mqtt: ironlake::sim::SimMqtt { host: "127.0.0.1".into(), port: mqtt_port },
+        shifts: Default::default(),
+        faults: vec![],
+    }
+}
+
+/// Count rows of a SQL query over the lake.
+pub async fn count(lake: &ironlake::lake::Lakehouse, sql: &str) -> i64 {
+    let b = lake.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    ironlake::lake::read::scalar_i64(&b).unwrap_or(0)
+}
+
+/// Values of a string column of a query result.
+pub fn strings(batches: &[deltalake::arrow::array::RecordBatch], col: usize) -> Vec<String> {
+    use deltalake::arrow::array::{Array, AsArray};
+    let mut out = Vec::new();
+    for b in batches {
+        let a = b.column(col).as_string::<i32>();
+        for i in 0..a.len() {
+            out.push(a.value(i).to_string());
+        }
+    }
+    out
+}
