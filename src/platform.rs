@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deltalake::arrow::array::AsArray;
+
+use crate::lake::read::string_column;
 use deltalake::arrow::datatypes::TimestampMicrosecondType;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -239,10 +241,9 @@ impl Platform {
         if let (Some(ew), Some(sw)) = (self.writer(Table::SilverAssetEvents).cloned(), self.writer(Table::GoldAssetState).cloned()) {
             twins::write_rows(&ew, &sw, &mut events, &mut states).await;
         }
-        if let Err(e) = self.flush().await {
-            warn!(error = %e, "final flush failed");
+        for w in self.writers.drain(..) {
+            w.close().await;
         }
-        self.writers.clear();
         for j in self.writer_joins.drain(..) {
             let _ = j.await;
         }
@@ -265,8 +266,7 @@ async fn dedup_floors(lake: &Lakehouse, config: &Config) -> HashMap<(AssetIdx, S
     match lake.query(&sql).await {
         Ok(batches) => {
             for b in batches {
-                let a = b.column(0).as_string::<i32>();
-                let s = b.column(1).as_string::<i32>();
+                let (Ok(a), Ok(s)) = (string_column(&b, 0), string_column(&b, 1)) else { continue };
                 let t = b.column(2).as_primitive::<TimestampMicrosecondType>();
                 for i in 0..b.num_rows() {
                     if let Some(asset) = config.model.asset(a.value(i)) {

@@ -10,6 +10,7 @@ use ironlake::twins::{GetSnapshot, Restart};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twin_state_survives_restart_and_supervisor_restart() {
+    init_logs();
     let dir = tempfile::tempdir().unwrap();
     let (p1, mq) = (free_port(), free_port());
     let plant = format!(

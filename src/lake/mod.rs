@@ -96,7 +96,14 @@ impl Lakehouse {
             })?;
         }
         let delta = |source| LakeError::Delta { table: t.name(), source };
-        let table = DeltaTable::try_from_url(url).await.map_err(delta)?;
+        // On local disk, only load a table that has a log (loading a missing
+        // table makes the kernel log an error before we create it).
+        let exists = self.table_path(t).is_none_or(|p| p.join("_delta_log").is_dir());
+        let table = if exists {
+            DeltaTable::try_from_url(url).await.map_err(delta)?
+        } else {
+            deltalake::DeltaTableBuilder::from_url(url).map_err(delta)?.build().map_err(delta)?
+        };
         if table.version().is_some() {
             return Ok(table);
         }

@@ -85,9 +85,9 @@ impl Lakehouse {
         let mut out = Vec::new();
         for b in &batches {
             let ts = b.column(0).as_primitive::<TimestampMicrosecondType>();
-            let sig = b.column(1).as_string::<i32>();
+            let sig = string_column(b, 1)?;
             let val = b.column(2).as_primitive::<Float64Type>();
-            let qual = b.column(3).as_string::<i32>();
+            let qual = string_column(b, 3)?;
             for i in 0..b.num_rows() {
                 out.push(HistoryPoint {
                     ts: ts.value(i) / 1000,
@@ -121,8 +121,8 @@ impl Lakehouse {
         let batches = df.collect().await.map_err(qerr)?;
         let mut out = HashMap::new();
         for b in &batches {
-            let a = b.column(0).as_string::<i32>();
-            let s = b.column(1).as_string::<i32>();
+            let a = string_column(b, 0)?;
+            let s = string_column(b, 1)?;
             for i in 0..b.num_rows() {
                 out.insert(a.value(i).to_string(), s.value(i).to_string());
             }
@@ -147,6 +147,13 @@ impl Lakehouse {
         let qerr = |source| LakeError::Query { table: "sql", source };
         ctx.sql(sql).await.map_err(qerr)?.collect().await.map_err(qerr)
     }
+}
+
+/// A column of a query result as plain UTF-8 strings, whatever string layout
+/// (Utf8, LargeUtf8, Utf8View, dictionary) the engine produced.
+pub fn string_column(b: &RecordBatch, i: usize) -> Result<deltalake::arrow::array::StringArray, LakeError> {
+    let c = deltalake::arrow::compute::cast(b.column(i), &deltalake::arrow::datatypes::DataType::Utf8)?;
+    Ok(c.as_string::<i32>().clone())
 }
 
 /// Total rows of a set of batches.

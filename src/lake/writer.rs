@@ -19,7 +19,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, warn, Instrument};
 
 use super::{LakeError, Lakehouse, Table};
 use crate::config::LakeConfig;
@@ -52,6 +52,8 @@ pub struct WriterStatus {
 enum Msg {
     Rows(RecordBatch),
     Flush(oneshot::Sender<Result<(), String>>),
+    /// Commit what is buffered and stop, even if other handles still exist.
+    Close,
 }
 
 /// Handle to a running table writer.
@@ -93,7 +95,8 @@ impl TableWriter {
             buf_rows: 0,
             opts,
         };
-        let join = tokio::spawn(task.run());
+        let span = tracing::info_span!("lake_writer", table = table.name());
+        let join = tokio::spawn(task.run().instrument(span));
         Ok((TableWriter { table, tx, stats }, join))
     }
 
@@ -121,6 +124,11 @@ impl TableWriter {
         let (tx, rx) = oneshot::channel();
         self.tx.send(Msg::Flush(tx)).await.map_err(|_| "writer stopped".to_string())?;
         rx.await.map_err(|_| "writer stopped".to_string())?
+    }
+
+    /// Commit what is buffered and stop the writer task.
+    pub async fn close(&self) {
+        let _ = self.tx.send(Msg::Close).await;
     }
 
     /// Status for the health endpoint.
@@ -158,8 +166,6 @@ struct WriterTask {
 
 impl WriterTask {
     async fn run(mut self) {
-        let span = tracing::info_span!("lake_writer", table = self.table.name());
-        let _e = span.enter();
         let mut deadline: Option<Instant> = None;
         let mut backoff = Duration::from_millis(200);
         // Stop taking rows above this bound: back-pressure instead of memory growth.
@@ -186,7 +192,7 @@ impl WriterTask {
                         }
                         let _ = reply.send(r);
                     }
-                    None => break,
+                    Some(Msg::Close) | None => break,
                 },
                 _ = sleep_until(deadline) => {
                     match self.commit().await {

@@ -129,8 +129,10 @@ pub async fn serve(addr: SocketAddr, bank: Arc<RwLock<Bank>>, mut up: watch::Rec
                 }
             }
         };
-        let _ = server.serve_until(&on_connected, |e| debug!(error = %e, "PLC connection ended"), down).await;
-        debug!(%addr, "simulated PLC down");
+        match server.serve_until(&on_connected, |e| debug!(error = %e, "PLC connection ended"), down).await {
+            Ok(_) => debug!(%addr, "simulated PLC down"),
+            Err(e) => warn!(%addr, error = %e, "simulated PLC server failed; restarting it"),
+        }
         if up.has_changed().is_err() {
             return;
         }

@@ -132,13 +132,20 @@ pub async fn count(lake: &ironlake::lake::Lakehouse, sql: &str) -> i64 {
 
 /// Values of a string column of a query result.
 pub fn strings(batches: &[deltalake::arrow::array::RecordBatch], col: usize) -> Vec<String> {
-    use deltalake::arrow::array::{Array, AsArray};
+    use deltalake::arrow::array::Array;
     let mut out = Vec::new();
     for b in batches {
-        let a = b.column(col).as_string::<i32>();
+        let a = ironlake::lake::read::string_column(b, col).unwrap();
         for i in 0..a.len() {
             out.push(a.value(i).to_string());
         }
     }
     out
+}
+
+/// Log to stderr when `IRONLAKE_LOG` is set (e.g. `IRONLAKE_LOG=ironlake=debug`).
+pub fn init_logs() {
+    if let Ok(f) = std::env::var("IRONLAKE_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(f)).with_test_writer().try_init();
+    }
 }

@@ -14,7 +14,7 @@ use tokio::time::{timeout, MissedTickBehavior};
 use tokio_modbus::client::{tcp, Context, Reader};
 use tokio_modbus::Slave;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use super::{now_ms, Backoff, Decoded, Envelope, HealthBoard, IngestSink, RawValue, SignalRef, SignalValue, Source};
 use crate::assets::{AssetIdx, ModbusSource, RegisterTable};
@@ -153,10 +153,10 @@ impl Source for ModbusPoller {
         health: Arc<HealthBoard>,
         shutdown: CancellationToken,
     ) -> BoxFuture<'static, ()> {
-        Box::pin(async move {
+        let span = tracing::info_span!("connector", connector = "modbus", asset = %self.asset_id);
+        Box::pin(
+            async move {
             let mut backoff = Backoff::default();
-            let span = tracing::info_span!("connector", connector = "modbus", asset = %self.asset_id);
-            let _e = span.enter();
             'outer: while !shutdown.is_cancelled() {
                 let mut ctx = tokio::select! {
                     _ = shutdown.cancelled() => break,
@@ -198,6 +198,8 @@ impl Source for ModbusPoller {
                 }
             }
             health.set_connected(self.asset, false, Some("connector stopped".into()));
-        })
+        }
+            .instrument(span),
+        )
     }
 }
