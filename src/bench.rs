@@ -1,17 +1,296 @@
-//! `ironlake bench`: measurements of the running platform (end-to-end ingest
-//! throughput and latency, twins at scale). Results are printed, never asserted.
+//! `ironlake bench`: measurements of the running platform. Results are
+//! printed (and optionally written as JSON), never asserted.
+//!
+//! * `ingest`: MQTT publishers -> embedded broker -> ingest (bronze, silver,
+//!   quarantine) -> twins, committed in Delta; readings/s and the delay from
+//!   publish to twin (REST visibility) and to the silver commit.
+//! * `scale`: many twins live in one process; resident memory per twin.
 
-use anyhow::Result;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
 use clap::Subcommand;
+use rumqttc::{AsyncClient, MqttOptions, QoS};
+
+use crate::assets::TwinType;
+use crate::config::{
+    parse_toml, Config, EmbeddedBrokerConfig, HttpConfig, IngestConfig, LakeConfig, MqttConfig, PlantFile, PlatformFile,
+    TwinConfig,
+};
+use crate::connectors::now_ms;
+use crate::metrics::LatencyProbe;
+use crate::platform::{Platform, Probes};
 
 /// Benchmark selection.
 #[derive(Subcommand, Debug)]
 pub enum BenchCmd {
     /// MQTT -> bronze/silver/twins throughput and publish-to-visible delay.
-    Ingest,
+    Ingest {
+        /// Simulated machines (one MQTT topic each, 10 signals per message).
+        #[arg(long, default_value_t = 1000)]
+        machines: usize,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Publisher connections.
+        #[arg(long, default_value_t = 2)]
+        publishers: usize,
+        /// Lakehouse directory (default: a temporary directory, removed after).
+        #[arg(long)]
+        lakehouse: Option<String>,
+    },
+    /// N machines of 10 signals live in one process: RSS per twin.
+    Scale {
+        #[arg(long, default_value_t = 10_000)]
+        machines: usize,
+        /// Seconds of 1 Hz samples from every machine before measuring.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        #[arg(long)]
+        lakehouse: Option<String>,
+    },
+}
+
+/// A twin type with 10 float signals (and a state signal code in `s0`).
+fn bench_twin() -> Result<TwinType> {
+    let mut t = String::from("kind = \"bench10\"\n[state]\nsignal = \"s0\"\ncodes = { \"2\" = \"RUNNING\" }\n");
+    for i in 0..10 {
+        t += &format!("[[signals]]\nname = \"s{i}\"\ntype = \"float\"\nmin = -1000\nmax = 1000\nmqtt = {{ field = \"v.s{i}\" }}\n");
+    }
+    t += "[[alarms]]\nname = \"s1_high\"\nsignal = \"s1\"\nkind = \"threshold\"\nabove = 900\nclear = 800\n";
+    t += "[[alarms]]\nname = \"s2_z\"\nsignal = \"s2\"\nkind = \"zscore\"\nz = 6\n";
+    Ok(TwinType::from_toml(&t, "bench10")?)
+}
+
+fn bench_config(machines: usize, lake: &str, mqtt_port: u16) -> Result<Config> {
+    let mut plant = String::from("[plant]\nid = \"bench\"\n[[areas]]\nid = \"a\"\n");
+    let lines = machines.div_ceil(100);
+    for l in 0..lines {
+        plant += &format!("[[lines]]\nid = \"l{l}\"\narea = \"a\"\n");
+    }
+    for m in 0..machines {
+        plant += &format!(
+            "[[machines]]\nid = \"m{m}\"\nline = \"l{}\"\ntype = \"bench10\"\nsource = {{ protocol = \"mqtt\", topic = \"bench/m{m}\" }}\n",
+            m / 100
+        );
+    }
+    let pf: PlantFile = parse_toml(&plant, "bench-plant")?;
+    let mut twins = HashMap::new();
+    twins.insert("bench10".to_string(), Arc::new(bench_twin()?));
+    let platform = PlatformFile {
+        plants: vec![],
+        twins: String::new(),
+        http: HttpConfig { listen: "127.0.0.1:0".parse()? },
+        lake: LakeConfig { root: lake.into(), flush_rows: 262_144, flush_interval_ms: 1000, target_file_mb: 128 },
+        twin: TwinConfig {
+            checkpoint_interval_s: 30,
+            count_window: 60,
+            time_window_s: 60.0,
+            ema_alpha: 0.2,
+            mailbox: 64,
+            arbiters: 2,
+            stale_after_s: 10.0,
+        },
+        ingest: IngestConfig { shards: 2, queue: 8192 },
+        mqtt: MqttConfig {
+            host: "127.0.0.1".into(),
+            port: mqtt_port,
+            client_id: "ironlake-bench".into(),
+            subscribe: vec!["bench/#".into()],
+            keep_alive_s: 30,
+            username: None,
+            password: None,
+            embedded: Some(EmbeddedBrokerConfig {
+                enabled: true,
+                listen: ([127, 0, 0, 1], mqtt_port).into(),
+                max_payload: 65536,
+            }),
+        },
+    };
+    Ok(Config::from_parts(platform, twins, vec![("bench-plant".into(), pf)])?)
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Resident set size of this process in bytes (Linux).
+pub fn rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn sample(m: usize, seq: u64, ts: i64) -> Vec<u8> {
+    let mut s = format!("{{\"ts\":{ts},\"v\":{{\"s0\":2");
+    for i in 1..10 {
+        let v = ((seq as f64 * 0.37 + m as f64 + i as f64 * 1.7).sin() * 100.0).round() / 10.0;
+        s += &format!(",\"s{i}\":{v}");
+    }
+    s += "}}";
+    s.into_bytes()
+}
+
+/// Publish samples for `machines` topics from one connection until `stop`;
+/// `rate_hz` = 0 publishes as fast as the broker accepts (QoS 1 flow control).
+async fn publisher(port: u16, id: usize, topics: Vec<usize>, rate_hz: f64, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) -> Result<()> {
+    let mut o = MqttOptions::new(format!("bench-pub-{id}"), "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_inflight(200);
+    let (c, mut el) = AsyncClient::new(o, 1000);
+    let pump = tokio::spawn(async move {
+        loop {
+            if el.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    let mut seq = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(if rate_hz > 0.0 { 1.0 / rate_hz } else { 1.0 }));
+    while !stop.load(Ordering::Relaxed) {
+        if rate_hz > 0.0 {
+            tick.tick().await;
+        }
+        for &m in &topics {
+            let body = sample(m, seq, now_ms());
+            c.publish(format!("bench/m{m}"), QoS::AtLeastOnce, false, body).await?;
+            sent.fetch_add(1, Ordering::Relaxed);
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        seq += 1;
+    }
+    let _ = c.disconnect().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    pump.abort();
+    Ok(())
+}
+
+fn fmt_p(p: &LatencyProbe) -> String {
+    match p.percentiles(&[50.0, 99.0]) {
+        Some(v) => format!("p50 {:.1} ms, p99 {:.1} ms ({} samples)", v[0], v[1], p.len()),
+        None => "no samples".into(),
+    }
 }
 
 /// Run a benchmark.
-pub async fn run(_cmd: BenchCmd) -> Result<()> {
+pub async fn run(cmd: BenchCmd) -> Result<()> {
+    match cmd {
+        BenchCmd::Ingest { machines, seconds, publishers, lakehouse } => ingest(machines, seconds, publishers, lakehouse).await,
+        BenchCmd::Scale { machines, seconds, lakehouse } => scale(machines, seconds, lakehouse).await,
+    }
+}
+
+async fn ingest(machines: usize, seconds: u64, publishers: usize, lakehouse: Option<String>) -> Result<()> {
+    let tmp = tempdir_for(lakehouse)?;
+    let port = free_port()?;
+    let cfg = bench_config(machines, &tmp.path, port)?;
+    let probes = Probes { visibility: Some(Arc::new(LatencyProbe::default())), silver_commit: Some(Arc::new(LatencyProbe::default())) };
+    let platform = Platform::start(cfg, probes.clone()).await.context("starting the platform")?;
+    println!("ironlake bench ingest: {machines} machines x 10 signals over MQTT (embedded broker), {publishers} publishers, {seconds} s");
+    // Warm-up: let the subscriber connect.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for p in 0..publishers.max(1) {
+        let topics: Vec<usize> = (0..machines).filter(|m| m % publishers.max(1) == p).collect();
+        tasks.push(tokio::spawn(publisher(port, p, topics, 0.0, stop.clone(), sent.clone())));
+    }
+    let r0 = platform.ingest.status().readings;
+    let c0 = platform.writer(crate::lake::Table::SilverReadings).map(|w| w.status().rows_committed).unwrap_or(0);
+    let start = Instant::now();
+    let bar = indicatif::ProgressBar::new(seconds);
+    for _ in 0..seconds {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        bar.inc(1);
+        bar.set_message(format!("{} readings", platform.ingest.status().readings - r0));
+    }
+    bar.finish_and_clear();
+    let elapsed = start.elapsed().as_secs_f64();
+    let r1 = platform.ingest.status().readings;
+    let c1 = platform.writer(crate::lake::Table::SilverReadings).map(|w| w.status().rows_committed).unwrap_or(0);
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let msgs = sent.load(Ordering::Relaxed);
+    println!("  published        {msgs} messages ({:.0}/s)", msgs as f64 / elapsed);
+    println!("  ingested         {:.0} readings/s through bronze+silver+twins", (r1 - r0) as f64 / elapsed);
+    println!("  silver committed {:.0} rows/s (Delta commits every 1 s / 256k rows)", (c1 - c0) as f64 / elapsed);
+    println!("  publish -> twin (REST-visible): {}", fmt_p(probes.visibility.as_deref().unwrap_or(&LatencyProbe::default())));
+    println!("  publish -> silver commit:       {}", fmt_p(probes.silver_commit.as_deref().unwrap_or(&LatencyProbe::default())));
+    println!("  health: {:?}", platform.ingest.status());
+    platform.stop().await;
     Ok(())
+}
+
+async fn scale(machines: usize, seconds: u64, lakehouse: Option<String>) -> Result<()> {
+    let tmp = tempdir_for(lakehouse)?;
+    let port = free_port()?;
+    let base = rss_bytes().unwrap_or(0);
+    let cfg = bench_config(machines, &tmp.path, port)?;
+    let platform = Platform::start(cfg, Probes::default()).await.context("starting the platform")?;
+    let started = rss_bytes().unwrap_or(0);
+    println!("ironlake bench scale: {machines} machines x 10 signals; 1 sample/s each for {seconds} s");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let pubs = 2;
+    let mut tasks = Vec::new();
+    for p in 0..pubs {
+        let topics: Vec<usize> = (0..machines).filter(|m| m % pubs == p).collect();
+        tasks.push(tokio::spawn(publisher(port, p, topics, 1.0, stop.clone(), sent.clone())));
+    }
+    let bar = indicatif::ProgressBar::new(seconds);
+    for _ in 0..seconds {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let live = rss_bytes().unwrap_or(0);
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let st = platform.ingest.status();
+    let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
+    println!("  RSS before start  {:.1} MiB", mb(base));
+    println!("  RSS after start   {:.1} MiB", mb(started));
+    println!("  RSS live (windows filled for {seconds} s)  {:.1} MiB", mb(live));
+    println!("  per twin          {:.1} KiB", (live.saturating_sub(base)) as f64 / 1024.0 / machines as f64);
+    println!("  readings ingested {}", st.readings);
+    platform.stop().await;
+    Ok(())
+}
+
+struct TmpLake {
+    path: String,
+    _dir: Option<tempfile_dir::TempDir>,
+}
+
+mod tempfile_dir {
+    /// A directory removed on drop.
+    pub struct TempDir(pub std::path::PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn tempdir_for(lakehouse: Option<String>) -> Result<TmpLake> {
+    Ok(match lakehouse {
+        Some(p) => TmpLake { path: p, _dir: None },
+        None => {
+            let p = std::env::temp_dir().join(format!("ironlake-bench-{}", std::process::id()));
+            std::fs::create_dir_all(&p)?;
+            TmpLake { path: p.display().to_string(), _dir: Some(tempfile_dir::TempDir(p)) }
+        }
+    })
 }
