@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ironlake::config::{embedded_twin_types, TwinConfig};
-use ironlake::twins::{GetSnapshot, Ingest, MachineTwin, TwinCore, TwinIdentity, TwinShared, TypedReading};
 use ironlake::twins::TwinOutput;
+use ironlake::twins::{
+    GetSnapshot, Ingest, MachineTwin, TwinCore, TwinIdentity, TwinShared, TypedReading,
+};
 
 const MACHINES: usize = 1000;
 /// Samples per machine per batch (each sample: one value of every signal).
@@ -59,7 +61,12 @@ fn batch(t0: i64, seed: u64) -> Vec<TypedReading> {
                 3 => 2.0 + noise,
                 _ => 10.0 + noise * 5.0,
             };
-            out.push(TypedReading { signal: sig, ts_ms: ts, value, ingest_ms: ts });
+            out.push(TypedReading {
+                signal: sig,
+                ts_ms: ts,
+                value,
+                ingest_ms: ts,
+            });
         }
     }
     out
@@ -88,9 +95,17 @@ fn bench_core(c: &mut Criterion) {
 
 fn bench_actors(c: &mut Criterion) {
     let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<TwinOutput>(1 << 16);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.spawn(async move { while out_rx.recv().await.is_some() {} });
-    let shared = Arc::new(TwinShared { cfg: twin_cfg(), out: out_tx, visibility: None });
+    let shared = Arc::new(TwinShared {
+        cfg: twin_cfg(),
+        out: out_tx,
+        visibility: None,
+    });
     // The actix system with two arbiters, as in the platform.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -101,7 +116,9 @@ fn bench_actors(c: &mut Criterion) {
                 .map(|i| {
                     let core = TwinCore::new(identity(i), &shared.cfg);
                     let sh = shared.clone();
-                    actix::Supervisor::start_in_arbiter(&arbiters[i % 2].handle(), move |_| MachineTwin::new(core, None, None, sh))
+                    actix::Supervisor::start_in_arbiter(&arbiters[i % 2].handle(), move |_| {
+                        MachineTwin::new(core, None, None, sh)
+                    })
                 })
                 .collect();
             tx.send(addrs).unwrap();
@@ -115,25 +132,31 @@ fn bench_actors(c: &mut Criterion) {
     g.sample_size(20);
     g.measurement_time(Duration::from_secs(10));
     let mut t0 = 0i64;
-    g.bench_function(format!("{MACHINES}_machines_batches_of_{}", SAMPLES * 9), |bench| {
-        bench.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    t0 += SAMPLES as i64 * 100;
-                    for (i, a) in addrs.iter().enumerate() {
-                        let msg = Ingest { readings: batch(t0, i as u64 + 1), rejected: vec![] };
-                        if let Err(actix::prelude::SendError::Full(m)) = a.try_send(msg) {
-                            let _ = a.send(m).await;
+    g.bench_function(
+        format!("{MACHINES}_machines_batches_of_{}", SAMPLES * 9),
+        |bench| {
+            bench.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        t0 += SAMPLES as i64 * 100;
+                        for (i, a) in addrs.iter().enumerate() {
+                            let msg = Ingest {
+                                readings: batch(t0, i as u64 + 1),
+                                rejected: vec![],
+                            };
+                            if let Err(actix::prelude::SendError::Full(m)) = a.try_send(msg) {
+                                let _ = a.send(m).await;
+                            }
                         }
                     }
-                }
-                // Barrier: every mailbox is FIFO, so a snapshot answer means all was applied.
-                futures::future::join_all(addrs.iter().map(|a| a.send(GetSnapshot))).await;
-                start.elapsed()
+                    // Barrier: every mailbox is FIFO, so a snapshot answer means all was applied.
+                    futures::future::join_all(addrs.iter().map(|a| a.send(GetSnapshot))).await;
+                    start.elapsed()
+                })
             })
-        })
-    });
+        },
+    );
     g.finish();
 }
 

@@ -17,8 +17,8 @@ use rumqttc::{AsyncClient, MqttOptions, QoS};
 
 use crate::assets::TwinType;
 use crate::config::{
-    parse_toml, Config, EmbeddedBrokerConfig, HttpConfig, IngestConfig, LakeConfig, MqttConfig, PlantFile, PlatformFile,
-    TwinConfig,
+    parse_toml, Config, EmbeddedBrokerConfig, HttpConfig, IngestConfig, LakeConfig, MqttConfig,
+    PlantFile, PlatformFile, TwinConfig,
 };
 use crate::connectors::now_ms;
 use crate::metrics::LatencyProbe;
@@ -38,6 +38,10 @@ pub enum BenchCmd {
         /// Publisher connections.
         #[arg(long, default_value_t = 2)]
         publishers: usize,
+        /// Samples per second per machine (0: as fast as the broker takes them,
+        /// a saturation test whose delays only show queueing).
+        #[arg(long, default_value_t = 30.0)]
+        rate: f64,
         /// Lakehouse directory (default: a temporary directory, removed after).
         #[arg(long)]
         lakehouse: Option<String>,
@@ -56,7 +60,9 @@ pub enum BenchCmd {
 
 /// A twin type with 10 float signals (and a state signal code in `s0`).
 fn bench_twin() -> Result<TwinType> {
-    let mut t = String::from("kind = \"bench10\"\n[state]\nsignal = \"s0\"\ncodes = { \"2\" = \"RUNNING\" }\n");
+    let mut t = String::from(
+        "kind = \"bench10\"\n[state]\nsignal = \"s0\"\ncodes = { \"2\" = \"RUNNING\" }\n",
+    );
     for i in 0..10 {
         t += &format!("[[signals]]\nname = \"s{i}\"\ntype = \"float\"\nmin = -1000\nmax = 1000\nmqtt = {{ field = \"v.s{i}\" }}\n");
     }
@@ -83,8 +89,15 @@ fn bench_config(machines: usize, lake: &str, mqtt_port: u16) -> Result<Config> {
     let platform = PlatformFile {
         plants: vec![],
         twins: String::new(),
-        http: HttpConfig { listen: "127.0.0.1:0".parse()? },
-        lake: LakeConfig { root: lake.into(), flush_rows: 262_144, flush_interval_ms: 1000, target_file_mb: 128 },
+        http: HttpConfig {
+            listen: "127.0.0.1:0".parse()?,
+        },
+        lake: LakeConfig {
+            root: lake.into(),
+            flush_rows: 262_144,
+            flush_interval_ms: 1000,
+            target_file_mb: 128,
+        },
         twin: TwinConfig {
             checkpoint_interval_s: 30,
             count_window: 60,
@@ -94,7 +107,10 @@ fn bench_config(machines: usize, lake: &str, mqtt_port: u16) -> Result<Config> {
             arbiters: 2,
             stale_after_s: 10.0,
         },
-        ingest: IngestConfig { shards: 2, queue: 8192 },
+        ingest: IngestConfig {
+            shards: 2,
+            queue: 8192,
+        },
         mqtt: MqttConfig {
             host: "127.0.0.1".into(),
             port: mqtt_port,
@@ -110,11 +126,17 @@ fn bench_config(machines: usize, lake: &str, mqtt_port: u16) -> Result<Config> {
             }),
         },
     };
-    Ok(Config::from_parts(platform, twins, vec![("bench-plant".into(), pf)])?)
+    Ok(Config::from_parts(
+        platform,
+        twins,
+        vec![("bench-plant".into(), pf)],
+    )?)
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Resident set size of this process in bytes (Linux).
@@ -137,7 +159,14 @@ fn sample(m: usize, seq: u64, ts: i64) -> Vec<u8> {
 
 /// Publish samples for `machines` topics from one connection until `stop`;
 /// `rate_hz` = 0 publishes as fast as the broker accepts (QoS 1 flow control).
-async fn publisher(port: u16, id: usize, topics: Vec<usize>, rate_hz: f64, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) -> Result<()> {
+async fn publisher(
+    port: u16,
+    id: usize,
+    topics: Vec<usize>,
+    rate_hz: f64,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+) -> Result<()> {
     let mut o = MqttOptions::new(format!("bench-pub-{id}"), "127.0.0.1", port);
     o.set_keep_alive(Duration::from_secs(30));
     o.set_inflight(200);
@@ -150,14 +179,19 @@ async fn publisher(port: u16, id: usize, topics: Vec<usize>, rate_hz: f64, stop:
         }
     });
     let mut seq = 0u64;
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(if rate_hz > 0.0 { 1.0 / rate_hz } else { 1.0 }));
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(if rate_hz > 0.0 {
+        1.0 / rate_hz
+    } else {
+        1.0
+    }));
     while !stop.load(Ordering::Relaxed) {
         if rate_hz > 0.0 {
             tick.tick().await;
         }
         for &m in &topics {
             let body = sample(m, seq, now_ms());
-            c.publish(format!("bench/m{m}"), QoS::AtLeastOnce, false, body).await?;
+            c.publish(format!("bench/m{m}"), QoS::AtLeastOnce, false, body)
+                .await?;
             sent.fetch_add(1, Ordering::Relaxed);
             if stop.load(Ordering::Relaxed) {
                 break;
@@ -173,7 +207,12 @@ async fn publisher(port: u16, id: usize, topics: Vec<usize>, rate_hz: f64, stop:
 
 fn fmt_p(p: &LatencyProbe) -> String {
     match p.percentiles(&[50.0, 99.0]) {
-        Some(v) => format!("p50 {:.1} ms, p99 {:.1} ms ({} samples)", v[0], v[1], p.len()),
+        Some(v) => format!(
+            "p50 {:.1} ms, p99 {:.1} ms ({} samples)",
+            v[0],
+            v[1],
+            p.len()
+        ),
         None => "no samples".into(),
     }
 }
@@ -181,50 +220,119 @@ fn fmt_p(p: &LatencyProbe) -> String {
 /// Run a benchmark.
 pub async fn run(cmd: BenchCmd) -> Result<()> {
     match cmd {
-        BenchCmd::Ingest { machines, seconds, publishers, lakehouse } => ingest(machines, seconds, publishers, lakehouse).await,
-        BenchCmd::Scale { machines, seconds, lakehouse } => scale(machines, seconds, lakehouse).await,
+        BenchCmd::Ingest {
+            machines,
+            seconds,
+            publishers,
+            rate,
+            lakehouse,
+        } => ingest(machines, seconds, publishers, rate, lakehouse).await,
+        BenchCmd::Scale {
+            machines,
+            seconds,
+            lakehouse,
+        } => scale(machines, seconds, lakehouse).await,
     }
 }
 
-async fn ingest(machines: usize, seconds: u64, publishers: usize, lakehouse: Option<String>) -> Result<()> {
+async fn ingest(
+    machines: usize,
+    seconds: u64,
+    publishers: usize,
+    rate: f64,
+    lakehouse: Option<String>,
+) -> Result<()> {
     let tmp = tempdir_for(lakehouse)?;
     let port = free_port()?;
     let cfg = bench_config(machines, &tmp.path, port)?;
-    let probes = Probes { visibility: Some(Arc::new(LatencyProbe::default())), silver_commit: Some(Arc::new(LatencyProbe::default())) };
-    let platform = Platform::start(cfg, probes.clone()).await.context("starting the platform")?;
-    println!("ironlake bench ingest: {machines} machines x 10 signals over MQTT (embedded broker), {publishers} publishers, {seconds} s");
+    let probes = Probes {
+        visibility: Some(Arc::new(LatencyProbe::default())),
+        silver_commit: Some(Arc::new(LatencyProbe::default())),
+    };
+    let platform = Platform::start(cfg, probes.clone())
+        .await
+        .context("starting the platform")?;
+    let offered = if rate > 0.0 {
+        format!("{:.0} readings/s offered", rate * machines as f64 * 10.0)
+    } else {
+        "unpaced".into()
+    };
+    println!("ironlake bench ingest: {machines} machines x 10 signals over MQTT (embedded broker), {publishers} publishers, {seconds} s, {offered}");
     // Warm-up: let the subscriber connect.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for p in 0..publishers.max(1) {
-        let topics: Vec<usize> = (0..machines).filter(|m| m % publishers.max(1) == p).collect();
-        tasks.push(tokio::spawn(publisher(port, p, topics, 0.0, stop.clone(), sent.clone())));
+        let topics: Vec<usize> = (0..machines)
+            .filter(|m| m % publishers.max(1) == p)
+            .collect();
+        tasks.push(tokio::spawn(publisher(
+            port,
+            p,
+            topics,
+            rate,
+            stop.clone(),
+            sent.clone(),
+        )));
     }
     let r0 = platform.ingest.status().readings;
-    let c0 = platform.writer(crate::lake::Table::SilverReadings).map(|w| w.status().rows_committed).unwrap_or(0);
+    let c0 = platform
+        .writer(crate::lake::Table::SilverReadings)
+        .map(|w| w.status().rows_committed)
+        .unwrap_or(0);
     let start = Instant::now();
     let bar = indicatif::ProgressBar::new(seconds);
     for _ in 0..seconds {
         tokio::time::sleep(Duration::from_secs(1)).await;
         bar.inc(1);
-        bar.set_message(format!("{} readings", platform.ingest.status().readings - r0));
+        bar.set_message(format!(
+            "{} readings",
+            platform.ingest.status().readings - r0
+        ));
     }
     bar.finish_and_clear();
     let elapsed = start.elapsed().as_secs_f64();
     let r1 = platform.ingest.status().readings;
-    let c1 = platform.writer(crate::lake::Table::SilverReadings).map(|w| w.status().rows_committed).unwrap_or(0);
+    let c1 = platform
+        .writer(crate::lake::Table::SilverReadings)
+        .map(|w| w.status().rows_committed)
+        .unwrap_or(0);
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
     }
     let msgs = sent.load(Ordering::Relaxed);
-    println!("  published        {msgs} messages ({:.0}/s)", msgs as f64 / elapsed);
-    println!("  ingested         {:.0} readings/s through bronze+silver+twins", (r1 - r0) as f64 / elapsed);
-    println!("  silver committed {:.0} rows/s (Delta commits every 1 s / 256k rows)", (c1 - c0) as f64 / elapsed);
-    println!("  publish -> twin (REST-visible): {}", fmt_p(probes.visibility.as_deref().unwrap_or(&LatencyProbe::default())));
-    println!("  publish -> silver commit:       {}", fmt_p(probes.silver_commit.as_deref().unwrap_or(&LatencyProbe::default())));
+    println!(
+        "  published        {msgs} messages ({:.0}/s)",
+        msgs as f64 / elapsed
+    );
+    println!(
+        "  ingested         {:.0} readings/s through bronze+silver+twins",
+        (r1 - r0) as f64 / elapsed
+    );
+    println!(
+        "  silver committed {:.0} rows/s (Delta commits every 1 s / 256k rows)",
+        (c1 - c0) as f64 / elapsed
+    );
+    println!(
+        "  publish -> twin (REST-visible): {}",
+        fmt_p(
+            probes
+                .visibility
+                .as_deref()
+                .unwrap_or(&LatencyProbe::default())
+        )
+    );
+    println!(
+        "  publish -> silver commit:       {}",
+        fmt_p(
+            probes
+                .silver_commit
+                .as_deref()
+                .unwrap_or(&LatencyProbe::default())
+        )
+    );
     println!("  health: {:?}", platform.ingest.status());
     platform.stop().await;
     Ok(())
@@ -235,9 +343,13 @@ async fn scale(machines: usize, seconds: u64, lakehouse: Option<String>) -> Resu
     let port = free_port()?;
     let base = rss_bytes().unwrap_or(0);
     let cfg = bench_config(machines, &tmp.path, port)?;
-    let platform = Platform::start(cfg, Probes::default()).await.context("starting the platform")?;
+    let platform = Platform::start(cfg, Probes::default())
+        .await
+        .context("starting the platform")?;
     let started = rss_bytes().unwrap_or(0);
-    println!("ironlake bench scale: {machines} machines x 10 signals; 1 sample/s each for {seconds} s");
+    println!(
+        "ironlake bench scale: {machines} machines x 10 signals; 1 sample/s each for {seconds} s"
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
@@ -245,7 +357,14 @@ async fn scale(machines: usize, seconds: u64, lakehouse: Option<String>) -> Resu
     let mut tasks = Vec::new();
     for p in 0..pubs {
         let topics: Vec<usize> = (0..machines).filter(|m| m % pubs == p).collect();
-        tasks.push(tokio::spawn(publisher(port, p, topics, 1.0, stop.clone(), sent.clone())));
+        tasks.push(tokio::spawn(publisher(
+            port,
+            p,
+            topics,
+            1.0,
+            stop.clone(),
+            sent.clone(),
+        )));
     }
     let bar = indicatif::ProgressBar::new(seconds);
     for _ in 0..seconds {
@@ -262,8 +381,14 @@ async fn scale(machines: usize, seconds: u64, lakehouse: Option<String>) -> Resu
     let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
     println!("  RSS before start  {:.1} MiB", mb(base));
     println!("  RSS after start   {:.1} MiB", mb(started));
-    println!("  RSS live (windows filled for {seconds} s)  {:.1} MiB", mb(live));
-    println!("  per twin          {:.1} KiB", (live.saturating_sub(base)) as f64 / 1024.0 / machines as f64);
+    println!(
+        "  RSS live (windows filled for {seconds} s)  {:.1} MiB",
+        mb(live)
+    );
+    println!(
+        "  per twin          {:.1} KiB",
+        (live.saturating_sub(base)) as f64 / 1024.0 / machines as f64
+    );
     println!("  readings ingested {}", st.readings);
     platform.stop().await;
     Ok(())
@@ -286,11 +411,17 @@ mod tempfile_dir {
 
 fn tempdir_for(lakehouse: Option<String>) -> Result<TmpLake> {
     Ok(match lakehouse {
-        Some(p) => TmpLake { path: p, _dir: None },
+        Some(p) => TmpLake {
+            path: p,
+            _dir: None,
+        },
         None => {
             let p = std::env::temp_dir().join(format!("ironlake-bench-{}", std::process::id()));
             std::fs::create_dir_all(&p)?;
-            TmpLake { path: p.display().to_string(), _dir: Some(tempfile_dir::TempDir(p)) }
+            TmpLake {
+                path: p.display().to_string(),
+                _dir: Some(tempfile_dir::TempDir(p)),
+            }
         }
     })
 }

@@ -11,7 +11,11 @@ use ironlake::platform::{Platform, Probes};
 use ironlake::sim::{Scenario, Simulator};
 
 #[derive(Parser)]
-#[command(name = "ironlake", version, about = "Industrial digital twins, a Delta lakehouse and REST, in one binary")]
+#[command(
+    name = "ironlake",
+    version,
+    about = "Industrial digital twins, a Delta lakehouse and REST, in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -75,7 +79,10 @@ enum Cmd {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("IRONLAKE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,ironlake=info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 fn load(config: Option<&PathBuf>) -> Result<Config> {
@@ -113,7 +120,12 @@ fn print_banner(p: &Platform) {
     println!("  REST API    http://{}/api", p.http_addr);
     println!("  assets      http://{}/api/assets", p.http_addr);
     println!("  lakehouse   {}", p.lake.root());
-    println!("  plants {} | lines {} | machines {}", m.plants.len(), m.lines.len(), m.assets.len());
+    println!(
+        "  plants {} | lines {} | machines {}",
+        m.plants.len(),
+        m.lines.len(),
+        m.assets.len()
+    );
     println!("Press Ctrl-C to stop.");
 }
 
@@ -122,32 +134,58 @@ async fn main() -> Result<()> {
     init_logging();
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Demo { http, lakehouse, duration, seed, config, scenario } => {
+        Cmd::Demo {
+            http,
+            lakehouse,
+            duration,
+            seed,
+            config,
+            scenario,
+        } => {
             let mut cfg = load(config.as_ref()).context("loading the platform config")?;
             apply_overrides(&mut cfg, http, lakehouse);
             let sc = match scenario {
                 Some(p) => Scenario::load(&p)?,
                 None => Scenario::embedded_demo()?,
             };
-            let platform = Platform::start(cfg, Probes::default()).await.context("starting the platform")?;
-            let sim = Simulator::start(&sc, seed).await.context("starting the simulator")?;
+            let platform = Platform::start(cfg, Probes::default())
+                .await
+                .context("starting the platform")?;
+            let sim = Simulator::start(&sc, seed)
+                .await
+                .context("starting the simulator")?;
             print_banner(&platform);
             wait(duration).await;
             sim.stop().await;
             platform.stop().await;
         }
-        Cmd::Run { config, http, lakehouse, duration } => {
+        Cmd::Run {
+            config,
+            http,
+            lakehouse,
+            duration,
+        } => {
             let mut cfg = Config::load(&config)?;
             apply_overrides(&mut cfg, http, lakehouse);
-            let platform = Platform::start(cfg, Probes::default()).await.context("starting the platform")?;
+            let platform = Platform::start(cfg, Probes::default())
+                .await
+                .context("starting the platform")?;
             print_banner(&platform);
             wait(duration).await;
             platform.stop().await;
         }
-        Cmd::Simulate { scenario, seed, duration } => {
+        Cmd::Simulate {
+            scenario,
+            seed,
+            duration,
+        } => {
             let sc = Scenario::load(&scenario)?;
             let sim = Simulator::start(&sc, seed).await?;
-            println!("simulating `{}`: {} machines; Ctrl-C to stop", sc.file.name, sc.model.assets.len());
+            println!(
+                "simulating `{}`: {} machines; Ctrl-C to stop",
+                sc.file.name,
+                sc.model.assets.len()
+            );
             wait(duration).await;
             sim.stop().await;
         }
@@ -155,7 +193,11 @@ async fn main() -> Result<()> {
             let cfg = load(config.as_ref())?;
             let m = &cfg.model;
             println!("{}: OK", cfg.origin);
-            println!("  twin types: {}", { let mut k: Vec<_> = m.twin_types.keys().cloned().collect(); k.sort(); k.join(", ") });
+            println!("  twin types: {}", {
+                let mut k: Vec<_> = m.twin_types.keys().cloned().collect();
+                k.sort();
+                k.join(", ")
+            });
             for p in &m.plants {
                 println!("  plant {} ({}), time zone {}", p.id, p.name, p.timezone);
                 for l in m.lines_of(p.id.as_str()) {

@@ -73,6 +73,9 @@ mod tests {
         let p = LatencyProbe::default();
         assert!(p.percentiles(&[50.0]).is_none());
         p.record_all((1..=100).map(f64::from));
-        assert_eq!(p.percentiles(&[0.0, 50.0, 99.0, 100.0]).unwrap(), vec![1.0, 51.0, 99.0, 100.0]);
+        assert_eq!(
+            p.percentiles(&[0.0, 50.0, 99.0, 100.0]).unwrap(),
+            vec![1.0, 51.0, 99.0, 100.0]
+        );
     }
 }

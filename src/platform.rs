@@ -88,13 +88,21 @@ impl Platform {
             }
         };
         let floors = Arc::new(dedup_floors(&lake, &config).await);
-        info!(checkpoints = checkpoints.len(), "lakehouse ready at {}", lake.root());
+        info!(
+            checkpoints = checkpoints.len(),
+            "lakehouse ready at {}",
+            lake.root()
+        );
 
         let mut writers = HashMap::new();
         let mut writer_joins = Vec::new();
         for t in Table::ALL {
             let opts = WriterOptions {
-                commit_latency: if t == Table::SilverReadings { probes.silver_commit.clone() } else { None },
+                commit_latency: if t == Table::SilverReadings {
+                    probes.silver_commit.clone()
+                } else {
+                    None
+                },
             };
             let (w, j) = TableWriter::start(&lake, t, &p.lake, opts).await?;
             writers.insert(t, w);
@@ -104,8 +112,17 @@ impl Platform {
 
         let (out_tx, out_rx) = mpsc::channel::<TwinOutput>(4096);
         let collector_stop = CancellationToken::new();
-        let collector = twins::spawn_collector(out_rx, collector_stop.clone(), w(Table::SilverAssetEvents), w(Table::GoldAssetState));
-        let shared = Arc::new(TwinShared { cfg: p.twin.clone(), out: out_tx, visibility: probes.visibility.clone() });
+        let collector = twins::spawn_collector(
+            out_rx,
+            collector_stop.clone(),
+            w(Table::SilverAssetEvents),
+            w(Table::GoldAssetState),
+        );
+        let shared = Arc::new(TwinShared {
+            cfg: p.twin.clone(),
+            out: out_tx,
+            visibility: probes.visibility.clone(),
+        });
 
         let health = Arc::new(HealthBoard::new(&config.model));
         let ingest = Arc::new(IngestStats::default());
@@ -115,37 +132,44 @@ impl Platform {
         let (tx, rx) = std::sync::mpsc::channel();
         let model = config.model.clone();
         let http_listen = p.http.listen;
-        let api_parts = (health.clone(), lake.clone(), all_writers.clone(), ingest.clone());
-        let actor_thread = std::thread::Builder::new().name("ironlake-actors".into()).spawn(move || {
-            let sys = actix::System::new();
-            sys.block_on(async move {
-                let (registry, arbiters) = twins::spawn_all(&model, shared, &checkpoints);
-                let (health, lake, writers, ingest) = api_parts;
-                let state = crate::api::ApiState {
-                    model: model.clone(),
-                    twins: registry.clone(),
-                    health,
-                    lake,
-                    writers,
-                    ingest,
-                    started_ms: connectors::now_ms(),
-                };
-                match crate::api::bind(state, http_listen, 2) {
-                    Ok((srv, addr)) => {
-                        let _ = tx.send(Ok((registry, srv.handle(), addr)));
-                        if let Err(e) = srv.await {
-                            warn!(error = %e, "HTTP server ended with an error");
+        let api_parts = (
+            health.clone(),
+            lake.clone(),
+            all_writers.clone(),
+            ingest.clone(),
+        );
+        let actor_thread = std::thread::Builder::new()
+            .name("ironlake-actors".into())
+            .spawn(move || {
+                let sys = actix::System::new();
+                sys.block_on(async move {
+                    let (registry, arbiters) = twins::spawn_all(&model, shared, &checkpoints);
+                    let (health, lake, writers, ingest) = api_parts;
+                    let state = crate::api::ApiState {
+                        model: model.clone(),
+                        twins: registry.clone(),
+                        health,
+                        lake,
+                        writers,
+                        ingest,
+                        started_ms: connectors::now_ms(),
+                    };
+                    match crate::api::bind(state, http_listen, 2) {
+                        Ok((srv, addr)) => {
+                            let _ = tx.send(Ok((registry, srv.handle(), addr)));
+                            if let Err(e) = srv.await {
+                                warn!(error = %e, "HTTP server ended with an error");
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(format!("cannot listen on {http_listen}: {e}")));
                         }
                     }
-                    Err(e) => {
-                        let _ = tx.send(Err(format!("cannot listen on {http_listen}: {e}")));
+                    for a in arbiters {
+                        a.stop();
                     }
-                }
-                for a in arbiters {
-                    a.stop();
-                }
-            });
-        })?;
+                });
+            })?;
         let (twins, http, http_addr) = tokio::task::spawn_blocking(move || rx.recv())
             .await
             .map_err(|e| PlatformError::Actors(e.to_string()))?
@@ -164,7 +188,14 @@ impl Platform {
         for _ in 0..p.ingest.shards {
             let (stx, srx) = mpsc::channel(p.ingest.queue);
             senders.push(stx);
-            let shard = Shard::new(config.model.clone(), srx, twins.machines.clone(), iw.clone(), ingest.clone(), floors.clone());
+            let shard = Shard::new(
+                config.model.clone(),
+                srx,
+                twins.machines.clone(),
+                iw.clone(),
+                ingest.clone(),
+                floors.clone(),
+            );
             shard_joins.push(tokio::spawn(shard.run()));
         }
         let sink = IngestSink::new(senders);
@@ -174,7 +205,11 @@ impl Platform {
         let mut connector_joins = Vec::new();
         for src in connectors::build_sources(&config.model, &p.mqtt) {
             info!(connector = %src.name(), "starting connector");
-            connector_joins.push(tokio::spawn(src.run(sink.clone(), health.clone(), shutdown.clone())));
+            connector_joins.push(tokio::spawn(src.run(
+                sink.clone(),
+                health.clone(),
+                shutdown.clone(),
+            )));
         }
 
         Ok(Platform {
@@ -228,7 +263,9 @@ impl Platform {
             let _ = j.await;
         }
         // Final checkpoint of every twin, written directly.
-        let replies = futures::future::join_all(self.twins.machines.iter().map(|a| a.send(FinalCheckpoint))).await;
+        let replies =
+            futures::future::join_all(self.twins.machines.iter().map(|a| a.send(FinalCheckpoint)))
+                .await;
         let (mut states, mut events) = (Vec::new(), Vec::new());
         for (row, mut ev) in replies.into_iter().flatten() {
             states.push(row);
@@ -238,7 +275,10 @@ impl Platform {
         if let Some(c) = self.collector.take() {
             let _ = c.await;
         }
-        if let (Some(ew), Some(sw)) = (self.writer(Table::SilverAssetEvents).cloned(), self.writer(Table::GoldAssetState).cloned()) {
+        if let (Some(ew), Some(sw)) = (
+            self.writer(Table::SilverAssetEvents).cloned(),
+            self.writer(Table::GoldAssetState).cloned(),
+        ) {
             twins::write_rows(&ew, &sw, &mut events, &mut states).await;
         }
         for w in self.writers.drain(..) {
@@ -266,7 +306,9 @@ async fn dedup_floors(lake: &Lakehouse, config: &Config) -> HashMap<(AssetIdx, S
     match lake.query(&sql).await {
         Ok(batches) => {
             for b in batches {
-                let (Ok(a), Ok(s)) = (string_column(&b, 0), string_column(&b, 1)) else { continue };
+                let (Ok(a), Ok(s)) = (string_column(&b, 0), string_column(&b, 1)) else {
+                    continue;
+                };
                 let t = b.column(2).as_primitive::<TimestampMicrosecondType>();
                 for i in 0..b.num_rows() {
                     if let Some(asset) = config.model.asset(a.value(i)) {

@@ -55,7 +55,13 @@ fn a_good_machine_loads() {
 #[test]
 fn errors_name_file_and_key() {
     let e = err("[[machines]]\nid = \"m\"\nline = \"l\"\ntype = \"robot\"\nsource = { protocol = \"mqtt\", topic = \"x\" }\n");
-    assert!(e.contains("p.toml") && e.contains("machines[0].type") && e.contains("robot") && e.contains("cnc_mill"), "{e}");
+    assert!(
+        e.contains("p.toml")
+            && e.contains("machines[0].type")
+            && e.contains("robot")
+            && e.contains("cnc_mill"),
+        "{e}"
+    );
 
     let e = err("[[machines]]\nid = \"m\"\nline = \"nope\"\ntype = \"press\"\nsource = { protocol = \"mqtt\", topic = \"x\" }\n");
     assert!(e.contains("machines[0].line") && e.contains("nope"), "{e}");
@@ -81,19 +87,35 @@ fn bad_twin_types_and_time_zones_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path(), "");
     let p = dir.path().join("twins/press.toml");
-    let text = fs::read_to_string(&p).unwrap().replace("signal = \"oil_temp\"", "signal = \"oil_temperature\"");
+    let text = fs::read_to_string(&p)
+        .unwrap()
+        .replace("signal = \"oil_temp\"", "signal = \"oil_temperature\"");
     fs::write(&p, text).unwrap();
-    let e = Config::load(&dir.path().join("config/ironlake.toml")).unwrap_err().to_string();
-    assert!(e.contains("press.toml") && e.contains("alarms[0].signal") && e.contains("oil_temperature"), "{e}");
+    let e = Config::load(&dir.path().join("config/ironlake.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("press.toml") && e.contains("alarms[0].signal") && e.contains("oil_temperature"),
+        "{e}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path(), "");
     let p = dir.path().join("config/plants/p.toml");
-    let text = fs::read_to_string(&p).unwrap().replace("id = \"p\"", "id = \"p\"\ntimezone = \"Mars/Olympus\"");
+    let text = fs::read_to_string(&p)
+        .unwrap()
+        .replace("id = \"p\"", "id = \"p\"\ntimezone = \"Mars/Olympus\"");
     fs::write(&p, text).unwrap();
-    let e = Config::load(&dir.path().join("config/ironlake.toml")).unwrap_err().to_string();
-    assert!(e.contains("plant.timezone") && e.contains("Mars/Olympus"), "{e}");
+    let e = Config::load(&dir.path().join("config/ironlake.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("plant.timezone") && e.contains("Mars/Olympus"),
+        "{e}"
+    );
 
-    let e = Config::load(Path::new("/nonexistent/ironlake.toml")).unwrap_err().to_string();
+    let e = Config::load(Path::new("/nonexistent/ironlake.toml"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("/nonexistent/ironlake.toml"), "{e}");
 }

@@ -48,13 +48,23 @@ source = {{ protocol = "mqtt", topic = "test/line-i/press-i" }}
         value: None,
     });
     let cfg = config(platform(dir.path(), mq, true), &plant);
-    let platform = Platform::start(cfg.clone(), Probes::default()).await.unwrap();
-    let sim = Simulator::start(&Scenario::from_model(sc, cfg.model.clone()), 5).await.unwrap();
+    let platform = Platform::start(cfg.clone(), Probes::default())
+        .await
+        .unwrap();
+    let sim = Simulator::start(&Scenario::from_model(sc, cfg.model.clone()), 5)
+        .await
+        .unwrap();
     let lake = platform.lake.clone();
     eventually(30, "rows in every table", || {
         let lake = lake.clone();
         async move {
-            for t in ["bronze_raw_events", "silver_readings", "silver_asset_events", "silver_quarantine", "gold_asset_state"] {
+            for t in [
+                "bronze_raw_events",
+                "silver_readings",
+                "silver_asset_events",
+                "silver_quarantine",
+                "gold_asset_state",
+            ] {
                 if count(&lake, &format!("SELECT count(*) FROM {t}")).await == 0 {
                     return None;
                 }
@@ -78,14 +88,28 @@ source = {{ protocol = "mqtt", topic = "test/line-i/press-i" }}
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for t in Table::ALL {
-        let ours = count(&lake, &format!("SELECT count(*) FROM {}", t.name().replace('.', "_"))).await;
+        let ours = count(
+            &lake,
+            &format!("SELECT count(*) FROM {}", t.name().replace('.', "_")),
+        )
+        .await;
         let r = &report[t.name()];
         assert!(ours > 0, "{}", t.name());
         for engine in ["deltalake_rows", "polars_rows", "duckdb_rows"] {
             assert_eq!(r[engine].as_i64(), Some(ours), "{} {engine}: {r}", t.name());
         }
-        let want: Vec<String> = t.arrow_schema().fields().iter().map(|f| f.name().clone()).collect();
-        let mut got: Vec<String> = r["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+        let want: Vec<String> = t
+            .arrow_schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let mut got: Vec<String> = r["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect();
         let mut want_sorted = want.clone();
         got.sort();
         want_sorted.sort();

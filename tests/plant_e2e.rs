@@ -37,7 +37,12 @@ source = {{ protocol = "modbus", host = "127.0.0.1", port = {p2}, poll_ms = 200 
 "#
     );
     let cfg = config(platform(dir.path(), mq, false), &plant);
-    let sim = Simulator::start(&Scenario::from_model(scenario(mq, 200), cfg.model.clone()), 7).await.unwrap();
+    let sim = Simulator::start(
+        &Scenario::from_model(scenario(mq, 200), cfg.model.clone()),
+        7,
+    )
+    .await
+    .unwrap();
     let platform = Platform::start(cfg, Probes::default()).await.unwrap();
     let addr = platform.http_addr;
 
@@ -46,14 +51,21 @@ source = {{ protocol = "modbus", host = "127.0.0.1", port = {p2}, poll_ms = 200 
         let (s, body) = get(addr, "/api/assets/mill-1").await;
         assert_eq!(s, 200);
         let sig = signals(&body);
-        (sig["vibration"]["count_window"]["count"].as_u64().unwrap_or(0) >= 5).then_some(body)
+        (sig["vibration"]["count_window"]["count"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 5)
+            .then_some(body)
     })
     .await;
     let sig = signals(&first);
     let vib = &sig["vibration"];
     assert_eq!(vib["unit"], "mm/s");
     assert_eq!(vib["quality"], "GOOD");
-    assert!(vib["count_window"]["mean"].is_f64() && vib["count_window"]["std"].is_f64(), "{vib}");
+    assert!(
+        vib["count_window"]["mean"].is_f64() && vib["count_window"]["std"].is_f64(),
+        "{vib}"
+    );
     assert!(vib["time_window"]["max"].as_f64() >= vib["time_window"]["min"].as_f64());
     assert!(vib["ema"].is_f64());
     assert_ne!(first["state"], "UNKNOWN");
@@ -93,21 +105,39 @@ source = {{ protocol = "modbus", host = "127.0.0.1", port = {p2}, poll_ms = 200 
     assert_eq!(get(addr, "/api/plants/nope").await.0, 404);
     assert_eq!(get(addr, "/api/assets?kind=robot").await.0, 400);
     assert_eq!(get(addr, "/api/assets/mill-1/history?limit=0").await.0, 400);
-    assert_eq!(get(addr, "/api/assets/mill-1/history?from=yesterday").await.0, 400);
+    assert_eq!(
+        get(addr, "/api/assets/mill-1/history?from=yesterday")
+            .await
+            .0,
+        400
+    );
     let (s, e) = get(addr, "/api/assets/mill-1/history?signal=coolant").await;
     assert_eq!(s, 400);
-    assert!(e["error"].as_str().unwrap().contains("spindle_speed"), "lists the signals: {e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("spindle_speed"),
+        "lists the signals: {e}"
+    );
 
     // History from silver.
     let hist = eventually(30, "history of vibration", || async {
-        let (s, h) = get(addr, "/api/assets/mill-1/history?signal=vibration&from=now-10m&limit=5").await;
+        let (s, h) = get(
+            addr,
+            "/api/assets/mill-1/history?signal=vibration&from=now-10m&limit=5",
+        )
+        .await;
         assert_eq!(s, 200);
         (h["count"].as_u64() == Some(5) && h["truncated"] == true).then_some(h)
     })
     .await;
     let pts = hist["points"].as_array().unwrap();
-    assert!(pts.windows(2).all(|w| w[0]["ts"].as_i64() <= w[1]["ts"].as_i64()), "oldest first");
-    assert!(pts.iter().all(|p| p["signal"] == "vibration" && p["quality"] == "GOOD"));
+    assert!(
+        pts.windows(2)
+            .all(|w| w[0]["ts"].as_i64() <= w[1]["ts"].as_i64()),
+        "oldest first"
+    );
+    assert!(pts
+        .iter()
+        .all(|p| p["signal"] == "vibration" && p["quality"] == "GOOD"));
 
     // The PLC goes away: the source shows disconnected; it comes back: data resumes.
     assert!(sim.set_plc_up("mill-1", false));
@@ -116,18 +146,31 @@ source = {{ protocol = "modbus", host = "127.0.0.1", port = {p2}, poll_ms = 200 
         (b["source"]["connected"] == false).then_some(b)
     })
     .await;
-    assert!(down["source"]["last_error"].is_string(), "{}", down["source"]);
+    assert!(
+        down["source"]["last_error"].is_string(),
+        "{}",
+        down["source"]
+    );
     // The other machine is unaffected.
-    let conv0 = get(addr, "/api/assets/conv-1").await.1["readings_total"].as_u64().unwrap();
+    let conv0 = get(addr, "/api/assets/conv-1").await.1["readings_total"]
+        .as_u64()
+        .unwrap();
     eventually(20, "conv-1 keeps flowing", || async {
-        (get(addr, "/api/assets/conv-1").await.1["readings_total"].as_u64().unwrap() > conv0).then_some(())
+        (get(addr, "/api/assets/conv-1").await.1["readings_total"]
+            .as_u64()
+            .unwrap()
+            > conv0)
+            .then_some(())
     })
     .await;
-    let before = get(addr, "/api/assets/mill-1").await.1["readings_total"].as_u64().unwrap();
+    let before = get(addr, "/api/assets/mill-1").await.1["readings_total"]
+        .as_u64()
+        .unwrap();
     assert!(sim.set_plc_up("mill-1", true));
     eventually(30, "mill-1 reconnects and data resumes", || async {
         let (_, b) = get(addr, "/api/assets/mill-1").await;
-        (b["source"]["connected"] == true && b["readings_total"].as_u64().unwrap() > before + 5).then_some(())
+        (b["source"]["connected"] == true && b["readings_total"].as_u64().unwrap() > before + 5)
+            .then_some(())
     })
     .await;
 
@@ -136,7 +179,11 @@ source = {{ protocol = "modbus", host = "127.0.0.1", port = {p2}, poll_ms = 200 
     platform.stop().await;
 
     // Silver holds the rows, without duplicates.
-    let n = count(&lake, "SELECT count(*) FROM silver_readings WHERE asset_id = 'mill-1'").await;
+    let n = count(
+        &lake,
+        "SELECT count(*) FROM silver_readings WHERE asset_id = 'mill-1'",
+    )
+    .await;
     assert!(n > 50, "silver rows: {n}");
     let dups = count(
         &lake,
@@ -144,9 +191,17 @@ source = {{ protocol = "modbus", host = "127.0.0.1", port = {p2}, poll_ms = 200 
     )
     .await;
     assert_eq!(dups, 0);
-    let bronze = count(&lake, "SELECT count(*) FROM bronze_raw_events WHERE asset_id = 'mill-1'").await;
+    let bronze = count(
+        &lake,
+        "SELECT count(*) FROM bronze_raw_events WHERE asset_id = 'mill-1'",
+    )
+    .await;
     assert!(bronze > 5, "one bronze row per poll: {bronze}");
-    let states = count(&lake, "SELECT count(*) FROM silver_asset_events WHERE kind = 'state'").await;
+    let states = count(
+        &lake,
+        "SELECT count(*) FROM silver_asset_events WHERE kind = 'state'",
+    )
+    .await;
     assert!(states >= 2, "state changes recorded: {states}");
 }
 
@@ -178,11 +233,17 @@ source = { protocol = "mqtt", topic = "test/press-line/press-2" }
     let model = cfg.model.clone();
     let platform = Platform::start(cfg, Probes::default()).await.unwrap();
     let addr = platform.http_addr;
-    let sim = Simulator::start(&Scenario::from_model(scenario(mq, 200), model), 11).await.unwrap();
+    let sim = Simulator::start(&Scenario::from_model(scenario(mq, 200), model), 11)
+        .await
+        .unwrap();
 
     eventually(30, "press-1 live over MQTT", || async {
         let (_, b) = get(addr, "/api/assets/press-1").await;
-        (signals(&b)["force"]["count_window"]["count"].as_u64().unwrap_or(0) >= 3).then_some(())
+        (signals(&b)["force"]["count_window"]["count"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 3)
+            .then_some(())
     })
     .await;
 
@@ -195,23 +256,46 @@ source = { protocol = "mqtt", topic = "test/press-line/press-2" }
     let t = "test/press-line/press-2";
     for (topic, body) in [
         (t, "{\"state\": 2, \"press\": {\"force_kn\": 12".to_string()),
-        (t, format!("{{\"ts\": {now}, \"press\": {{\"force_kn\": \"heavy\"}}}}")),
-        (t, format!("{{\"ts\": {}, \"hydraulics\": {{\"oil_temp\": 999.0}}}}", now + 1)),
+        (
+            t,
+            format!("{{\"ts\": {now}, \"press\": {{\"force_kn\": \"heavy\"}}}}"),
+        ),
+        (
+            t,
+            format!(
+                "{{\"ts\": {}, \"hydraulics\": {{\"oil_temp\": 999.0}}}}",
+                now + 1
+            ),
+        ),
         (t, format!("{{\"ts\": {}, \"coolant_level\": 3}}", now + 2)),
         ("test/unknown/robot-9", "{\"x\": 1}".to_string()),
         (t, "[1, 2, 3]".to_string()),
     ] {
-        c.publish(topic, QoS::AtLeastOnce, false, body).await.unwrap();
+        c.publish(topic, QoS::AtLeastOnce, false, body)
+            .await
+            .unwrap();
     }
 
     let lake = platform.lake.clone();
-    let expected = ["malformed_payload", "wrong_type", "out_of_range", "unknown_signal", "unknown_asset"];
+    let expected = [
+        "malformed_payload",
+        "wrong_type",
+        "out_of_range",
+        "unknown_signal",
+        "unknown_asset",
+    ];
     eventually(30, "every bad payload quarantined with its reason", || {
         let lake = lake.clone();
         async move {
-            let b = lake.query("SELECT DISTINCT expectation FROM silver_quarantine").await.ok()?;
+            let b = lake
+                .query("SELECT DISTINCT expectation FROM silver_quarantine")
+                .await
+                .ok()?;
             let got = strings(&b, 0);
-            expected.iter().all(|e| got.iter().any(|g| g == e)).then_some(())
+            expected
+                .iter()
+                .all(|e| got.iter().any(|g| g == e))
+                .then_some(())
         }
     })
     .await;
@@ -221,17 +305,37 @@ source = { protocol = "mqtt", topic = "test/press-line/press-2" }
         .await
         .unwrap();
     let reason = strings(&b, 0).remove(0);
-    assert!(reason.contains("999") && reason.contains("oil_temp"), "{reason}");
+    assert!(
+        reason.contains("999") && reason.contains("oil_temp"),
+        "{reason}"
+    );
     // Bronze keeps the unparseable messages with parse_error.
-    let parse_errors = count(&lake, "SELECT count(*) FROM bronze_raw_events WHERE parse_error IS NOT NULL").await;
-    assert!(parse_errors >= 3, "malformed, non-object and unknown-topic messages: {parse_errors}");
-    let unassigned = count(&lake, "SELECT count(*) FROM bronze_raw_events WHERE plant = 'unassigned'").await;
+    let parse_errors = count(
+        &lake,
+        "SELECT count(*) FROM bronze_raw_events WHERE parse_error IS NOT NULL",
+    )
+    .await;
+    assert!(
+        parse_errors >= 3,
+        "malformed, non-object and unknown-topic messages: {parse_errors}"
+    );
+    let unassigned = count(
+        &lake,
+        "SELECT count(*) FROM bronze_raw_events WHERE plant = 'unassigned'",
+    )
+    .await;
     assert!(unassigned >= 1);
 
     // Good data keeps flowing for both machines, and a good value in a bad message got through.
-    let r0 = get(addr, "/api/assets/press-2").await.1["readings_total"].as_u64().unwrap();
+    let r0 = get(addr, "/api/assets/press-2").await.1["readings_total"]
+        .as_u64()
+        .unwrap();
     eventually(20, "press-2 keeps receiving good data", || async {
-        (get(addr, "/api/assets/press-2").await.1["readings_total"].as_u64().unwrap() > r0 + 10).then_some(())
+        (get(addr, "/api/assets/press-2").await.1["readings_total"]
+            .as_u64()
+            .unwrap()
+            > r0 + 10)
+            .then_some(())
     })
     .await;
     let (_, h) = get(addr, "/api/health").await;
@@ -248,5 +352,12 @@ source = { protocol = "mqtt", topic = "test/press-line/press-2" }
     )
     .await;
     assert_eq!(dups, 0);
-    assert!(count(&lake, "SELECT count(*) FROM silver_readings WHERE asset_id = 'press-1'").await > 20);
+    assert!(
+        count(
+            &lake,
+            "SELECT count(*) FROM silver_readings WHERE asset_id = 'press-1'"
+        )
+        .await
+            > 20
+    );
 }

@@ -30,8 +30,15 @@ source = {{ protocol = "modbus", host = "127.0.0.1", port = {p1}, poll_ms = 100 
 "#
     );
     let cfg = config(platform(dir.path(), mq, false), &plant);
-    let sim = Simulator::start(&Scenario::from_model(scenario(mq, 100), cfg.model.clone()), 3).await.unwrap();
-    let first = Platform::start(cfg.clone(), Probes::default()).await.unwrap();
+    let sim = Simulator::start(
+        &Scenario::from_model(scenario(mq, 100), cfg.model.clone()),
+        3,
+    )
+    .await
+    .unwrap();
+    let first = Platform::start(cfg.clone(), Probes::default())
+        .await
+        .unwrap();
     let addr = first.http_addr;
     eventually(60, "the press made parts and has full windows", || async {
         let (_, b) = get(addr, "/api/assets/press-r").await;
@@ -72,12 +79,24 @@ source = {{ protocol = "modbus", host = "127.0.0.1", port = {p1}, poll_ms = 100 
     let (_, b) = get(second.http_addr, "/api/assets/press-r").await;
     assert_eq!(b["readings_total"].as_u64(), Some(last.readings_total));
     assert_eq!(b["state"], serde_json::to_value(last.state).unwrap());
-    assert_eq!(b["counters"]["good_total"].as_f64(), Some(last.counters.good_total));
-    assert_eq!(b["counters"]["good_parts"].as_f64(), last.counters.good_parts);
+    assert_eq!(
+        b["counters"]["good_total"].as_f64(),
+        Some(last.counters.good_total)
+    );
+    assert_eq!(
+        b["counters"]["good_parts"].as_f64(),
+        last.counters.good_parts
+    );
     let s = signals(&b);
     let force = last.signals.iter().find(|x| x.name == "force").unwrap();
-    assert_eq!(s["force"]["count_window"]["count"].as_u64(), Some(force.count_window.count as u64));
-    assert_eq!(s["force"]["count_window"]["mean"].as_f64(), force.count_window.mean);
+    assert_eq!(
+        s["force"]["count_window"]["count"].as_u64(),
+        Some(force.count_window.count as u64)
+    );
+    assert_eq!(
+        s["force"]["count_window"]["mean"].as_f64(),
+        force.count_window.mean
+    );
     assert_eq!(s["force"]["value"].as_f64(), force.value);
     assert_eq!(b["source"]["connected"], false);
     second.stop().await;

@@ -69,17 +69,28 @@ type State = web::Data<ApiState>;
 
 /// Bind the HTTP server for `state` on `addr` (port 0 picks a free port) and
 /// return the running server with its bound address.
-pub fn bind(state: ApiState, addr: SocketAddr, workers: usize) -> std::io::Result<(actix_web::dev::Server, SocketAddr)> {
+pub fn bind(
+    state: ApiState,
+    addr: SocketAddr,
+    workers: usize,
+) -> std::io::Result<(actix_web::dev::Server, SocketAddr)> {
     let listener = std::net::TcpListener::bind(addr)?;
     let local = listener.local_addr()?;
     let data = web::Data::new(state);
     let srv = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
-            .app_data(web::QueryConfig::default().error_handler(|e, _| ApiError::BadRequest(format!("bad query parameter: {e}")).into()))
-            .app_data(web::PathConfig::default().error_handler(|e, _| ApiError::BadRequest(format!("bad path: {e}")).into()))
+            .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                ApiError::BadRequest(format!("bad query parameter: {e}")).into()
+            }))
+            .app_data(
+                web::PathConfig::default()
+                    .error_handler(|e, _| ApiError::BadRequest(format!("bad path: {e}")).into()),
+            )
             .configure(routes)
-            .default_service(web::to(|| async { ApiError::NotFound("no such endpoint; see GET /api".into()).error_response() }))
+            .default_service(web::to(|| async {
+                ApiError::NotFound("no such endpoint; see GET /api".into()).error_response()
+            }))
     })
     .workers(workers)
     .disable_signals()
@@ -142,13 +153,25 @@ async fn health(s: State) -> HttpResponse {
 }
 
 async fn aggregate_of_line(s: &ApiState, id: &str) -> Result<Aggregate> {
-    let addr = s.twins.lines.get(id).ok_or_else(|| ApiError::NotFound(format!("unknown line `{id}`")))?;
-    addr.send(GetAggregate).await.map_err(|e| ApiError::Unavailable(format!("line twin `{id}`: {e}")))
+    let addr = s
+        .twins
+        .lines
+        .get(id)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown line `{id}`")))?;
+    addr.send(GetAggregate)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("line twin `{id}`: {e}")))
 }
 
 async fn aggregate_of_plant(s: &ApiState, id: &str) -> Result<Aggregate> {
-    let addr = s.twins.plants.get(id).ok_or_else(|| ApiError::NotFound(format!("unknown plant `{id}`")))?;
-    addr.send(GetAggregate).await.map_err(|e| ApiError::Unavailable(format!("plant twin `{id}`: {e}")))
+    let addr = s
+        .twins
+        .plants
+        .get(id)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown plant `{id}`")))?;
+    addr.send(GetAggregate)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("plant twin `{id}`: {e}")))
 }
 
 #[derive(Serialize)]
@@ -171,7 +194,11 @@ async fn plant_view<'a>(s: &'a ApiState, p: &'a crate::assets::Plant) -> Result<
         lat: p.lat,
         lon: p.lon,
         areas: &p.areas,
-        lines: s.model.lines_of(p.id.as_str()).map(|l| l.id.as_str()).collect(),
+        lines: s
+            .model
+            .lines_of(p.id.as_str())
+            .map(|l| l.id.as_str())
+            .collect(),
         aggregate: aggregate_of_plant(s, p.id.as_str()).await?,
     })
 }
@@ -185,7 +212,10 @@ async fn plants(s: State) -> Result<HttpResponse> {
 }
 
 async fn plant(s: State, id: web::Path<String>) -> Result<HttpResponse> {
-    let p = s.model.plant(&id).ok_or_else(|| ApiError::NotFound(format!("unknown plant `{id}`")))?;
+    let p = s
+        .model
+        .plant(&id)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown plant `{id}`")))?;
     let view = plant_view(&s, p).await?;
     let mut lines = Vec::new();
     for l in s.model.lines_of(p.id.as_str()) {
@@ -200,7 +230,12 @@ async fn plant(s: State, id: web::Path<String>) -> Result<HttpResponse> {
 }
 
 async fn summaries(s: &ApiState, assets: &[&Asset]) -> Vec<serde_json::Value> {
-    let snaps = join_all(assets.iter().map(|a| s.twins.machines[a.idx as usize].send(GetSnapshot))).await;
+    let snaps = join_all(
+        assets
+            .iter()
+            .map(|a| s.twins.machines[a.idx as usize].send(GetSnapshot)),
+    )
+    .await;
     assets
         .iter()
         .zip(snaps)
@@ -221,8 +256,15 @@ async fn summaries(s: &ApiState, assets: &[&Asset]) -> Vec<serde_json::Value> {
 }
 
 async fn line(s: State, id: web::Path<String>) -> Result<HttpResponse> {
-    let l = s.model.line(&id).ok_or_else(|| ApiError::NotFound(format!("unknown line `{id}`")))?;
-    let assets: Vec<&Asset> = l.assets.iter().map(|&i| &s.model.assets[i as usize]).collect();
+    let l = s
+        .model
+        .line(&id)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown line `{id}`")))?;
+    let assets: Vec<&Asset> = l
+        .assets
+        .iter()
+        .map(|&i| &s.model.assets[i as usize])
+        .collect();
     let machines = summaries(&s, &assets).await;
     Ok(HttpResponse::Ok().json(json!({
         "id": l.id, "name": l.name, "plant": l.plant, "area": l.area,
@@ -240,10 +282,14 @@ struct AssetFilter {
 
 async fn assets(s: State, q: web::Query<AssetFilter>) -> Result<HttpResponse> {
     if let Some(p) = &q.plant {
-        s.model.plant(p).ok_or_else(|| ApiError::NotFound(format!("unknown plant `{p}`")))?;
+        s.model
+            .plant(p)
+            .ok_or_else(|| ApiError::NotFound(format!("unknown plant `{p}`")))?;
     }
     if let Some(l) = &q.line {
-        s.model.line(l).ok_or_else(|| ApiError::NotFound(format!("unknown line `{l}`")))?;
+        s.model
+            .line(l)
+            .ok_or_else(|| ApiError::NotFound(format!("unknown line `{l}`")))?;
     }
     if let Some(k) = &q.kind {
         if !s.model.twin_types.contains_key(k) {
@@ -262,7 +308,9 @@ async fn assets(s: State, q: web::Query<AssetFilter>) -> Result<HttpResponse> {
 }
 
 fn find_asset<'a>(s: &'a ApiState, id: &str) -> Result<&'a Asset> {
-    s.model.asset(id).ok_or_else(|| ApiError::NotFound(format!("unknown asset `{id}`")))
+    s.model
+        .asset(id)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown asset `{id}`")))
 }
 
 async fn asset(s: State, id: web::Path<String>) -> Result<HttpResponse> {
@@ -272,7 +320,8 @@ async fn asset(s: State, id: web::Path<String>) -> Result<HttpResponse> {
         .await
         .map_err(|e| ApiError::Unavailable(format!("twin `{id}`: {e}")))?;
     let mut v = serde_json::to_value(snap).map_err(|e| ApiError::Internal(e.to_string()))?;
-    v["source"] = serde_json::to_value(s.health.get(a.idx)).map_err(|e| ApiError::Internal(e.to_string()))?;
+    v["source"] =
+        serde_json::to_value(s.health.get(a.idx)).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(HttpResponse::Ok().json(v))
 }
 
@@ -288,7 +337,11 @@ struct HistoryParams {
 const HISTORY_DEFAULT_LIMIT: usize = 1000;
 const HISTORY_MAX_LIMIT: usize = 100_000;
 
-async fn history(s: State, id: web::Path<String>, q: web::Query<HistoryParams>) -> Result<HttpResponse> {
+async fn history(
+    s: State,
+    id: web::Path<String>,
+    q: web::Query<HistoryParams>,
+) -> Result<HttpResponse> {
     let a = find_asset(&s, &id)?;
     if let Some(sig) = &q.signal {
         if a.twin.signal(sig).is_none() {
@@ -330,7 +383,11 @@ async fn history(s: State, id: web::Path<String>, q: web::Query<HistoryParams>) 
         to_ms: to,
         limit,
     };
-    let (points, truncated) = s.lake.history(&query).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    let (points, truncated) = s
+        .lake
+        .history(&query)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(HttpResponse::Ok().json(json!({
         "asset": a.id, "signal": q.signal, "from": from, "to": to, "limit": limit,
         "truncated": truncated, "count": points.len(), "points": points,

@@ -10,9 +10,13 @@ pub fn parse_time(s: &str, now_ms: i64) -> Result<i64, String> {
         if rest.is_empty() {
             return Ok(now_ms);
         }
-        let rest = rest.strip_prefix('-').ok_or_else(|| format!("`{s}`: expected now-<n><s|m|h|d>"))?;
+        let rest = rest
+            .strip_prefix('-')
+            .ok_or_else(|| format!("`{s}`: expected now-<n><s|m|h|d>"))?;
         let (num, unit) = rest.split_at(rest.len().saturating_sub(1));
-        let n: i64 = num.parse().map_err(|_| format!("`{s}`: expected now-<n><s|m|h|d>"))?;
+        let n: i64 = num
+            .parse()
+            .map_err(|_| format!("`{s}`: expected now-<n><s|m|h|d>"))?;
         let mult = match unit {
             "s" => 1_000,
             "m" => 60_000,

@@ -177,12 +177,18 @@ impl AssetModel {
         };
         valid_id(&pf.plant.id).map_err(|m| err("plant.id".into(), m))?;
         if self.plant_index.contains_key(pf.plant.id.as_str()) {
-            return Err(err("plant.id".into(), format!("plant `{}` is defined twice", pf.plant.id)));
+            return Err(err(
+                "plant.id".into(),
+                format!("plant `{}` is defined twice", pf.plant.id),
+            ));
         }
         if chrono_tz_known(&pf.plant.timezone).is_err() {
             return Err(err(
                 "plant.timezone".into(),
-                format!("`{}` is not an IANA time zone like `Europe/Berlin` or `UTC`", pf.plant.timezone),
+                format!(
+                    "`{}` is not an IANA time zone like `Europe/Berlin` or `UTC`",
+                    pf.plant.timezone
+                ),
             ));
         }
         let plant_id = PlantId::from(pf.plant.id.as_str());
@@ -190,7 +196,10 @@ impl AssetModel {
         for (i, a) in pf.areas.iter().enumerate() {
             valid_id(&a.id).map_err(|m| err(format!("areas[{i}].id"), m))?;
             if areas.iter().any(|x: &Area| x.id == a.id) {
-                return Err(err(format!("areas[{i}].id"), format!("area `{}` is defined twice", a.id)));
+                return Err(err(
+                    format!("areas[{i}].id"),
+                    format!("area `{}` is defined twice", a.id),
+                ));
             }
             areas.push(Area {
                 id: a.id.clone(),
@@ -201,7 +210,10 @@ impl AssetModel {
         for (i, l) in pf.lines.iter().enumerate() {
             valid_id(&l.id).map_err(|m| err(format!("lines[{i}].id"), m))?;
             if self.line_index.contains_key(l.id.as_str()) {
-                return Err(err(format!("lines[{i}].id"), format!("line `{}` is defined twice", l.id)));
+                return Err(err(
+                    format!("lines[{i}].id"),
+                    format!("line `{}` is defined twice", l.id),
+                ));
             }
             if !areas.iter().any(|a| a.id == l.area) {
                 return Err(err(
@@ -209,7 +221,8 @@ impl AssetModel {
                     format!("unknown area `{}` (declare it under [[areas]])", l.area),
                 ));
             }
-            self.line_index.insert(Arc::from(l.id.as_str()), self.lines.len());
+            self.line_index
+                .insert(Arc::from(l.id.as_str()), self.lines.len());
             self.lines.push(Line {
                 id: LineId::from(l.id.as_str()),
                 name: l.name.clone().unwrap_or_else(|| l.id.clone()),
@@ -225,7 +238,8 @@ impl AssetModel {
             self.asset_index.insert(asset.id.0.clone(), asset.idx);
             self.assets.push(asset);
         }
-        self.plant_index.insert(plant_id.0.clone(), self.plants.len());
+        self.plant_index
+            .insert(plant_id.0.clone(), self.plants.len());
         self.plants.push(Plant {
             id: plant_id,
             name: pf.plant.name.clone().unwrap_or_else(|| pf.plant.id.clone()),
@@ -253,21 +267,33 @@ impl AssetModel {
         let key = |k: &str| format!("machines[{i}].{k}");
         valid_id(&m.id).map_err(|msg| err(key("id"), msg))?;
         if self.asset_index.contains_key(m.id.as_str()) {
-            return Err(err(key("id"), format!("machine `{}` is defined twice", m.id)));
+            return Err(err(
+                key("id"),
+                format!("machine `{}` is defined twice", m.id),
+            ));
         }
         let line_pos = self
             .line_index
             .get(m.line.as_str())
             .copied()
             .filter(|&p| p >= first_line)
-            .ok_or_else(|| err(key("line"), format!("unknown line `{}` in this plant", m.line)))?;
+            .ok_or_else(|| {
+                err(
+                    key("line"),
+                    format!("unknown line `{}` in this plant", m.line),
+                )
+            })?;
         let line = &self.lines[line_pos];
         let twin = self.twin_types.get(&m.kind).cloned().ok_or_else(|| {
             let mut known: Vec<_> = self.twin_types.keys().cloned().collect();
             known.sort();
             err(
                 key("type"),
-                format!("unknown twin type `{}` (known: {})", m.kind, known.join(", ")),
+                format!(
+                    "unknown twin type `{}` (known: {})",
+                    m.kind,
+                    known.join(", ")
+                ),
             )
         })?;
         let source = match &m.source {
@@ -290,7 +316,10 @@ impl AssetModel {
                 if registers.is_empty() {
                     return Err(err(
                         key("source"),
-                        format!("no signal of twin type `{}` has a Modbus binding", twin.kind),
+                        format!(
+                            "no signal of twin type `{}` has a Modbus binding",
+                            twin.kind
+                        ),
                     ));
                 }
                 if s.poll_ms == 0 {

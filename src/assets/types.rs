@@ -197,7 +197,11 @@ pub enum AlarmCondition {
     },
     /// Raise when the value is more than `z` standard deviations from the mean
     /// of the count window; clear below `clear_z`.
-    Zscore { z: f64, clear_z: f64, min_samples: usize },
+    Zscore {
+        z: f64,
+        clear_z: f64,
+        min_samples: usize,
+    },
     /// Raise when the value has not changed over `samples` readings (stuck sensor).
     Flatline { samples: usize },
 }
@@ -307,7 +311,10 @@ impl TwinType {
             return Err(err("kind".into(), "must not be empty".into()));
         }
         if def.signals.is_empty() {
-            return Err(err("signals".into(), "a twin type needs at least one signal".into()));
+            return Err(err(
+                "signals".into(),
+                "a twin type needs at least one signal".into(),
+            ));
         }
         let mut signal_index = HashMap::new();
         for (i, s) in def.signals.iter().enumerate() {
@@ -315,7 +322,10 @@ impl TwinType {
             if s.name.trim().is_empty() {
                 return Err(err(key, "must not be empty".into()));
             }
-            if signal_index.insert(s.name.clone(), i as SignalIdx).is_some() {
+            if signal_index
+                .insert(s.name.clone(), i as SignalIdx)
+                .is_some()
+            {
                 return Err(err(key, format!("duplicate signal `{}`", s.name)));
             }
             if let (Some(lo), Some(hi)) = (s.min, s.max) {
@@ -382,22 +392,29 @@ impl TwinType {
         let mut names = std::collections::HashSet::new();
         for (i, a) in def.alarms.iter().enumerate() {
             if !names.insert(a.name.clone()) {
-                return Err(err(format!("alarms[{i}].name"), format!("duplicate alarm `{}`", a.name)));
+                return Err(err(
+                    format!("alarms[{i}].name"),
+                    format!("duplicate alarm `{}`", a.name),
+                ));
             }
             let signal = lookup(&a.signal, &format!("alarms[{i}].signal"))?;
             let key = |k: &str| format!("alarms[{i}].{k}");
             let condition = match a.kind {
                 AlarmKind::Threshold => {
-                    let clear = a.clear.ok_or_else(|| err(key("clear"), "a threshold alarm needs a `clear` level".into()))?;
+                    let clear = a.clear.ok_or_else(|| {
+                        err(
+                            key("clear"),
+                            "a threshold alarm needs a `clear` level".into(),
+                        )
+                    })?;
                     match (a.above, a.below) {
                         (Some(hi), None) if clear <= hi => {}
                         (None, Some(lo)) if clear >= lo => {}
-                        (Some(_), None) | (None, Some(_)) => {
-                            return Err(err(
-                                key("clear"),
-                                "the clear level must lie on the normal side of the limit (hysteresis)".into(),
-                            ))
-                        }
+                        (Some(_), None) | (None, Some(_)) => return Err(err(
+                            key("clear"),
+                            "the clear level must lie on the normal side of the limit (hysteresis)"
+                                .into(),
+                        )),
                         _ => {
                             return Err(err(
                                 format!("alarms[{i}]"),
@@ -405,19 +422,33 @@ impl TwinType {
                             ))
                         }
                     }
-                    AlarmCondition::Threshold { above: a.above, below: a.below, clear }
+                    AlarmCondition::Threshold {
+                        above: a.above,
+                        below: a.below,
+                        clear,
+                    }
                 }
                 AlarmKind::Zscore => {
-                    let z = a.z.ok_or_else(|| err(key("z"), "a zscore alarm needs `z`".into()))?;
+                    let z =
+                        a.z.ok_or_else(|| err(key("z"), "a zscore alarm needs `z`".into()))?;
                     let clear_z = a.clear_z.unwrap_or(2.0);
                     let min_samples = a.min_samples.unwrap_or(20);
                     if !(z > 0.0 && clear_z >= 0.0 && clear_z < z) || min_samples < 2 {
-                        return Err(err(key("z"), "need z > clear_z >= 0 and min_samples >= 2".into()));
+                        return Err(err(
+                            key("z"),
+                            "need z > clear_z >= 0 and min_samples >= 2".into(),
+                        ));
                     }
-                    AlarmCondition::Zscore { z, clear_z, min_samples }
+                    AlarmCondition::Zscore {
+                        z,
+                        clear_z,
+                        min_samples,
+                    }
                 }
                 AlarmKind::Flatline => {
-                    let samples = a.samples.ok_or_else(|| err(key("samples"), "a flatline alarm needs `samples`".into()))?;
+                    let samples = a.samples.ok_or_else(|| {
+                        err(key("samples"), "a flatline alarm needs `samples`".into())
+                    })?;
                     if samples < 2 {
                         return Err(err(key("samples"), "must be at least 2".into()));
                     }

@@ -10,14 +10,35 @@ pub struct Embedded(&'static [(&'static str, &'static str)]);
 
 /// Every file `ironlake demo` needs.
 pub static EMBEDDED: Embedded = Embedded(&[
-    ("config/ironlake.toml", include_str!("../../config/ironlake.toml")),
-    ("config/plants/plant-a.toml", include_str!("../../config/plants/plant-a.toml")),
-    ("config/plants/plant-b.toml", include_str!("../../config/plants/plant-b.toml")),
-    ("twins/cnc_mill.toml", include_str!("../../twins/cnc_mill.toml")),
+    (
+        "config/ironlake.toml",
+        include_str!("../../config/ironlake.toml"),
+    ),
+    (
+        "config/plants/plant-a.toml",
+        include_str!("../../config/plants/plant-a.toml"),
+    ),
+    (
+        "config/plants/plant-b.toml",
+        include_str!("../../config/plants/plant-b.toml"),
+    ),
+    (
+        "twins/cnc_mill.toml",
+        include_str!("../../twins/cnc_mill.toml"),
+    ),
     ("twins/press.toml", include_str!("../../twins/press.toml")),
-    ("twins/conveyor.toml", include_str!("../../twins/conveyor.toml")),
-    ("twins/compressor.toml", include_str!("../../twins/compressor.toml")),
-    ("simulators/demo.toml", include_str!("../../simulators/demo.toml")),
+    (
+        "twins/conveyor.toml",
+        include_str!("../../twins/conveyor.toml"),
+    ),
+    (
+        "twins/compressor.toml",
+        include_str!("../../twins/compressor.toml"),
+    ),
+    (
+        "simulators/demo.toml",
+        include_str!("../../simulators/demo.toml"),
+    ),
 ]);
 
 /// Collapse `a/b/../c` to `a/c` so relative references resolve inside the bundle.
@@ -57,7 +78,9 @@ impl FileSource for Embedded {
         Ok(self
             .0
             .iter()
-            .filter(|(p, _)| p.starts_with(&prefix) && p.ends_with(".toml") && !p[prefix.len()..].contains('/'))
+            .filter(|(p, _)| {
+                p.starts_with(&prefix) && p.ends_with(".toml") && !p[prefix.len()..].contains('/')
+            })
             .map(|(p, _)| PathBuf::from(p))
             .collect())
     }

@@ -284,7 +284,10 @@ impl FileSource for Disk {
 }
 
 /// Parse TOML text into `T`, reporting the file, line and key on error.
-pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, file: &str) -> Result<T, ConfigError> {
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &str,
+) -> Result<T, ConfigError> {
     toml::from_str(text).map_err(|e| ConfigError::Parse {
         file: file.to_string(),
         message: e.to_string().trim_end().to_string(),

@@ -56,7 +56,10 @@ pub enum Decoded {
     Values(Vec<SignalValue>),
     /// The payload as a whole could not be used; the reason is kept in bronze
     /// (`parse_error`) and quarantine.
-    Error { code: &'static str, reason: String },
+    Error {
+        code: &'static str,
+        reason: String,
+    },
 }
 
 /// One received message or register poll.
@@ -189,14 +192,19 @@ pub fn build_sources(model: &Arc<AssetModel>, mqtt: &MqttConfig) -> Vec<Box<dyn 
     let mut any_mqtt = false;
     for a in &model.assets {
         match &a.source {
-            SourceBinding::Modbus(m) => {
-                out.push(Box::new(modbus::ModbusPoller::new(a.idx, a.id.to_string(), m.clone())))
-            }
+            SourceBinding::Modbus(m) => out.push(Box::new(modbus::ModbusPoller::new(
+                a.idx,
+                a.id.to_string(),
+                m.clone(),
+            ))),
             SourceBinding::Mqtt(_) => any_mqtt = true,
         }
     }
     if any_mqtt {
-        out.push(Box::new(mqtt::MqttSubscriber::new(model.clone(), mqtt.clone())));
+        out.push(Box::new(mqtt::MqttSubscriber::new(
+            model.clone(),
+            mqtt.clone(),
+        )));
     }
     out
 }

@@ -16,7 +16,10 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{now_ms, Backoff, Decoded, Envelope, HealthBoard, IngestSink, RawValue, SignalRef, SignalValue, Source};
+use super::{
+    now_ms, Backoff, Decoded, Envelope, HealthBoard, IngestSink, RawValue, SignalRef, SignalValue,
+    Source,
+};
 use crate::assets::{AssetIdx, AssetModel, SignalIdx, SourceBinding};
 use crate::config::{EmbeddedBrokerConfig, MqttConfig};
 
@@ -54,7 +57,11 @@ impl MqttSubscriber {
                 );
             }
         }
-        MqttSubscriber { cfg, topics, assets }
+        MqttSubscriber {
+            cfg,
+            topics,
+            assets,
+        }
     }
 
     fn filters(&self) -> Vec<String> {
@@ -143,14 +150,26 @@ pub fn decode_json(payload: &[u8], b: &TopicBinding, received_ms: i64) -> Decode
             serde_json::Value::Null => RawValue::Null,
             other => RawValue::Text(other.to_string().into_boxed_str()),
         };
-        out.push(SignalValue { signal, ts_ms: ts, value });
+        out.push(SignalValue {
+            signal,
+            ts_ms: ts,
+            value,
+        });
     }
     Decoded::Values(out)
 }
 
-fn flatten<'a>(prefix: &str, map: &'a serde_json::Map<String, serde_json::Value>, out: &mut Vec<(String, &'a serde_json::Value)>) {
+fn flatten<'a>(
+    prefix: &str,
+    map: &'a serde_json::Map<String, serde_json::Value>,
+    out: &mut Vec<(String, &'a serde_json::Value)>,
+) {
     for (k, v) in map {
-        let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
         match v {
             serde_json::Value::Object(inner) if !inner.is_empty() => flatten(&path, inner, out),
             _ => out.push((path, v)),
@@ -248,7 +267,10 @@ impl Source for MqttSubscriber {
 pub fn start_embedded_broker(cfg: &EmbeddedBrokerConfig) -> std::io::Result<SocketAddr> {
     // Fail early and clearly if the port is taken (rumqttd would only log it).
     drop(std::net::TcpListener::bind(cfg.listen).map_err(|e| {
-        std::io::Error::new(e.kind(), format!("embedded MQTT broker cannot listen on {}: {e}", cfg.listen))
+        std::io::Error::new(
+            e.kind(),
+            format!("embedded MQTT broker cannot listen on {}: {e}", cfg.listen),
+        )
     })?);
     let mut v4 = HashMap::new();
     v4.insert(
@@ -301,25 +323,50 @@ mod tests {
         TopicBinding {
             asset: 3,
             ts_field: Some("ts".into()),
-            fields: [("state".to_string(), 0u16), ("spindle.speed".to_string(), 1u16)].into_iter().collect(),
+            fields: [
+                ("state".to_string(), 0u16),
+                ("spindle.speed".to_string(), 1u16),
+            ]
+            .into_iter()
+            .collect(),
         }
     }
 
     #[test]
     fn decodes_nested_fields_and_timestamp() {
-        let d = decode_json(br#"{"ts": 1700000000123, "state": 2, "spindle": {"speed": 1200.5}}"#, &binding(), 5);
-        let Decoded::Values(v) = d else { panic!("{d:?}") };
+        let d = decode_json(
+            br#"{"ts": 1700000000123, "state": 2, "spindle": {"speed": 1200.5}}"#,
+            &binding(),
+            5,
+        );
+        let Decoded::Values(v) = d else {
+            panic!("{d:?}")
+        };
         assert_eq!(v.len(), 2);
         assert!(v.iter().all(|x| x.ts_ms == 1_700_000_000_123));
-        assert!(v.contains(&SignalValue { signal: SignalRef::Known(1), ts_ms: 1_700_000_000_123, value: RawValue::Num(1200.5) }));
+        assert!(v.contains(&SignalValue {
+            signal: SignalRef::Known(1),
+            ts_ms: 1_700_000_000_123,
+            value: RawValue::Num(1200.5)
+        }));
     }
 
     #[test]
     fn reports_unknown_fields_and_keeps_wrong_types_for_validation() {
         let d = decode_json(br#"{"state": "running", "coolant": 3}"#, &binding(), 42);
-        let Decoded::Values(v) = d else { panic!("{d:?}") };
-        assert!(v.contains(&SignalValue { signal: SignalRef::Known(0), ts_ms: 42, value: RawValue::Text("running".into()) }));
-        assert!(v.contains(&SignalValue { signal: SignalRef::Unknown("coolant".into()), ts_ms: 42, value: RawValue::Num(3.0) }));
+        let Decoded::Values(v) = d else {
+            panic!("{d:?}")
+        };
+        assert!(v.contains(&SignalValue {
+            signal: SignalRef::Known(0),
+            ts_ms: 42,
+            value: RawValue::Text("running".into())
+        }));
+        assert!(v.contains(&SignalValue {
+            signal: SignalRef::Unknown("coolant".into()),
+            ts_ms: 42,
+            value: RawValue::Num(3.0)
+        }));
     }
 
     #[test]
@@ -331,9 +378,25 @@ mod tests {
             }
             d => panic!("{d:?}"),
         }
-        assert!(matches!(decode_json(b"[1,2]", &binding(), 0), Decoded::Error { code: "malformed_payload", .. }));
-        assert!(matches!(decode_json(br#"{"ts": "yesterday"}"#, &binding(), 0), Decoded::Error { code: "bad_timestamp", .. }));
-        match decode_json(br#"{"ts": "2026-01-02T03:04:05Z", "state": 1}"#, &binding(), 0) {
+        assert!(matches!(
+            decode_json(b"[1,2]", &binding(), 0),
+            Decoded::Error {
+                code: "malformed_payload",
+                ..
+            }
+        ));
+        assert!(matches!(
+            decode_json(br#"{"ts": "yesterday"}"#, &binding(), 0),
+            Decoded::Error {
+                code: "bad_timestamp",
+                ..
+            }
+        ));
+        match decode_json(
+            br#"{"ts": "2026-01-02T03:04:05Z", "state": 1}"#,
+            &binding(),
+            0,
+        ) {
             Decoded::Values(v) => assert_eq!(v[0].ts_ms, 1_767_323_045_000),
             d => panic!("{d:?}"),
         }

@@ -60,7 +60,8 @@ impl Lakehouse {
             Url::parse(root).map_err(|e| err(e.to_string()))?
         } else {
             let p = PathBuf::from(root);
-            std::fs::create_dir_all(&p).map_err(|e| err(format!("cannot create directory: {e}")))?;
+            std::fs::create_dir_all(&p)
+                .map_err(|e| err(format!("cannot create directory: {e}")))?;
             let abs = std::fs::canonicalize(&p).map_err(|e| err(e.to_string()))?;
             Url::from_directory_path(&abs).map_err(|_| err("not an absolute path".into()))?
         };
@@ -95,14 +96,22 @@ impl Lakehouse {
                 message: format!("cannot create table directory: {e}"),
             })?;
         }
-        let delta = |source| LakeError::Delta { table: t.name(), source };
+        let delta = |source| LakeError::Delta {
+            table: t.name(),
+            source,
+        };
         // On local disk, only load a table that has a log (loading a missing
         // table makes the kernel log an error before we create it).
-        let exists = self.table_path(t).is_none_or(|p| p.join("_delta_log").is_dir());
+        let exists = self
+            .table_path(t)
+            .is_none_or(|p| p.join("_delta_log").is_dir());
         let table = if exists {
             DeltaTable::try_from_url(url).await.map_err(delta)?
         } else {
-            deltalake::DeltaTableBuilder::from_url(url).map_err(delta)?.build().map_err(delta)?
+            deltalake::DeltaTableBuilder::from_url(url)
+                .map_err(delta)?
+                .build()
+                .map_err(delta)?
         };
         if table.version().is_some() {
             return Ok(table);

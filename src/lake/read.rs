@@ -37,7 +37,10 @@ pub struct HistoryQuery<'a> {
 }
 
 fn ts_lit(ms: i64) -> deltalake::datafusion::prelude::Expr {
-    lit(ScalarValue::TimestampMicrosecond(Some(ms * 1000), Some("UTC".into())))
+    lit(ScalarValue::TimestampMicrosecond(
+        Some(ms * 1000),
+        Some("UTC".into()),
+    ))
 }
 
 async fn open(lake: &Lakehouse, t: Table) -> Result<(SessionContext, DeltaTable), LakeError> {
@@ -45,21 +48,27 @@ async fn open(lake: &Lakehouse, t: Table) -> Result<(SessionContext, DeltaTable)
     let ctx = SessionContext::new();
     table
         .update_datafusion_session(&ctx.state())
-        .map_err(|source| LakeError::Delta { table: t.name(), source })?;
+        .map_err(|source| LakeError::Delta {
+            table: t.name(),
+            source,
+        })?;
     Ok((ctx, table))
 }
 
 impl Lakehouse {
     /// The newest `limit` points of an asset in `[from, to]`, oldest first.
     /// The second value tells whether older points were cut by the limit.
-    pub async fn history(&self, q: &HistoryQuery<'_>) -> Result<(Vec<HistoryPoint>, bool), LakeError> {
+    pub async fn history(
+        &self,
+        q: &HistoryQuery<'_>,
+    ) -> Result<(Vec<HistoryPoint>, bool), LakeError> {
         let t = Table::SilverReadings;
-        let qerr = |source| LakeError::Query { table: t.name(), source };
+        let qerr = |source| LakeError::Query {
+            table: t.name(),
+            source,
+        };
         let (ctx, table) = open(self, t).await?;
-        let provider = table
-            .table_provider()
-            .await
-            .map_err(qerr)?;
+        let provider = table.table_provider().await.map_err(qerr)?;
         let mut filter = col("plant")
             .eq(lit(q.plant))
             .and(col("date").gt_eq(lit(ScalarValue::Date32(Some(day_of(q.from_ms))))))
@@ -77,7 +86,10 @@ impl Lakehouse {
             .map_err(qerr)?
             .select(vec![col("ts"), col("signal"), col("value"), col("quality")])
             .map_err(qerr)?
-            .sort(vec![col("ts").sort(false, false), col("signal").sort(true, false)])
+            .sort(vec![
+                col("ts").sort(false, false),
+                col("signal").sort(true, false),
+            ])
             .map_err(qerr)?
             .limit(0, Some(q.limit + 1))
             .map_err(qerr)?;
@@ -106,7 +118,10 @@ impl Lakehouse {
     /// The newest checkpoint (`stats` JSON) of every asset in `gold.asset_state`.
     pub async fn latest_checkpoints(&self) -> Result<HashMap<String, String>, LakeError> {
         let t = Table::GoldAssetState;
-        let qerr = |source| LakeError::Query { table: t.name(), source };
+        let qerr = |source| LakeError::Query {
+            table: t.name(),
+            source,
+        };
         let (ctx, table) = open(self, t).await?;
         let provider = table.table_provider().await.map_err(qerr)?;
         ctx.register_table("asset_state", provider).map_err(qerr)?;
@@ -139,20 +154,39 @@ impl Lakehouse {
             let table = self.open_or_create(t).await?;
             table
                 .update_datafusion_session(&ctx.state())
-                .map_err(|source| LakeError::Delta { table: t.name(), source })?;
-            let qerr = |source| LakeError::Query { table: t.name(), source };
+                .map_err(|source| LakeError::Delta {
+                    table: t.name(),
+                    source,
+                })?;
+            let qerr = |source| LakeError::Query {
+                table: t.name(),
+                source,
+            };
             let provider = table.table_provider().await.map_err(qerr)?;
-            ctx.register_table(t.name().replace('.', "_"), provider).map_err(qerr)?;
+            ctx.register_table(t.name().replace('.', "_"), provider)
+                .map_err(qerr)?;
         }
-        let qerr = |source| LakeError::Query { table: "sql", source };
-        ctx.sql(sql).await.map_err(qerr)?.collect().await.map_err(qerr)
+        let qerr = |source| LakeError::Query {
+            table: "sql",
+            source,
+        };
+        ctx.sql(sql)
+            .await
+            .map_err(qerr)?
+            .collect()
+            .await
+            .map_err(qerr)
     }
 }
 
 /// A column of a query result as plain UTF-8 strings, whatever string layout
 /// (Utf8, LargeUtf8, Utf8View, dictionary) the engine produced.
-pub fn string_column(b: &RecordBatch, i: usize) -> Result<deltalake::arrow::array::StringArray, LakeError> {
-    let c = deltalake::arrow::compute::cast(b.column(i), &deltalake::arrow::datatypes::DataType::Utf8)?;
+pub fn string_column(
+    b: &RecordBatch,
+    i: usize,
+) -> Result<deltalake::arrow::array::StringArray, LakeError> {
+    let c =
+        deltalake::arrow::compute::cast(b.column(i), &deltalake::arrow::datatypes::DataType::Utf8)?;
     Ok(c.as_string::<i32>().clone())
 }
 
@@ -168,5 +202,6 @@ pub fn scalar_i64(batches: &[RecordBatch]) -> Option<i64> {
     if c.is_null(0) {
         return None;
     }
-    c.as_primitive_opt::<deltalake::arrow::datatypes::Int64Type>().map(|a| a.value(0))
+    c.as_primitive_opt::<deltalake::arrow::datatypes::Int64Type>()
+        .map(|a| a.value(0))
 }

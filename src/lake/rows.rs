@@ -5,9 +5,8 @@
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
-    ArrayBuilder,
-    ArrayRef, Date32Builder, Float64Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayBuilder, ArrayRef, Date32Builder, Float64Builder, Int32Builder, Int64Builder, RecordBatch,
+    StringBuilder, TimestampMicrosecondBuilder,
 };
 
 use super::schema::Table;
@@ -51,7 +50,15 @@ impl BronzeRows {
         }
     }
     /// Append one received message.
-    pub fn push(&mut self, ingest_ms: i64, source: &str, plant: &str, asset: Option<&str>, payload: &str, parse_error: Option<&str>) {
+    pub fn push(
+        &mut self,
+        ingest_ms: i64,
+        source: &str,
+        plant: &str,
+        asset: Option<&str>,
+        payload: &str,
+        parse_error: Option<&str>,
+    ) {
         self.ingest_ts.append_value(ingest_ms * 1000);
         self.source.append_value(source);
         self.plant.append_value(plant);
@@ -115,7 +122,17 @@ impl ReadingRows {
     }
     /// Append one typed reading.
     #[allow(clippy::too_many_arguments)]
-    pub fn push(&mut self, ts_ms: i64, plant: &str, line: &str, asset: &str, signal: &str, value: f64, quality: &str, ingest_ms: i64) {
+    pub fn push(
+        &mut self,
+        ts_ms: i64,
+        plant: &str,
+        line: &str,
+        asset: &str,
+        signal: &str,
+        value: f64,
+        quality: &str,
+        ingest_ms: i64,
+    ) {
         self.ts.append_value(ts_ms * 1000);
         self.plant.append_value(plant);
         self.line.append_value(line);
@@ -183,7 +200,17 @@ impl QuarantineRows {
     }
     /// Append one rejected item.
     #[allow(clippy::too_many_arguments)]
-    pub fn push(&mut self, ingest_ms: i64, source: &str, plant: &str, asset: Option<&str>, signal: Option<&str>, expectation: &str, reason: &str, payload: &str) {
+    pub fn push(
+        &mut self,
+        ingest_ms: i64,
+        source: &str,
+        plant: &str,
+        asset: Option<&str>,
+        signal: Option<&str>,
+        expectation: &str,
+        reason: &str,
+        payload: &str,
+    ) {
         self.ingest_ts.append_value(ingest_ms * 1000);
         self.source.append_value(source);
         self.plant.append_value(plant);

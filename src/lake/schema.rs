@@ -130,7 +130,9 @@ impl Table {
         match self {
             Table::BronzeRawEvents => "Every received message or register poll, as received",
             Table::SilverReadings => "Typed, range-checked, deduplicated signal values",
-            Table::SilverAssetEvents => "Machine state changes, alarms raised and cleared, part counts",
+            Table::SilverAssetEvents => {
+                "Machine state changes, alarms raised and cleared, part counts"
+            }
             Table::SilverQuarantine => "Rejected input with the rule it broke and why",
             Table::GoldAssetState => "Twin checkpoints: state, statistics, health",
         }

@@ -81,7 +81,9 @@ impl TableWriter {
     ) -> Result<(Self, JoinHandle<()>), LakeError> {
         let delta = lake.open_or_create(table).await?;
         let stats = Arc::new(WriterStats::default());
-        stats.version.store(delta.version().map_or(-1, |v| v as i64), Ordering::Relaxed);
+        stats
+            .version
+            .store(delta.version().map_or(-1, |v| v as i64), Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(64);
         let task = WriterTask {
             table,
@@ -122,7 +124,10 @@ impl TableWriter {
     /// Commit everything queued so far and wait for it.
     pub async fn flush(&self) -> Result<(), String> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Msg::Flush(tx)).await.map_err(|_| "writer stopped".to_string())?;
+        self.tx
+            .send(Msg::Flush(tx))
+            .await
+            .map_err(|_| "writer stopped".to_string())?;
         rx.await.map_err(|_| "writer stopped".to_string())?
     }
 
@@ -219,7 +224,10 @@ impl WriterTask {
                 }
             }
         }
-        error!(rows = self.buf_rows, "giving up: rows could not be committed at shutdown");
+        error!(
+            rows = self.buf_rows,
+            "giving up: rows could not be committed at shutdown"
+        );
     }
 
     async fn commit(&mut self) -> Result<(), LakeError> {
@@ -244,7 +252,10 @@ impl WriterTask {
                 let s = &self.stats;
                 s.rows_committed.fetch_add(rows as u64, Ordering::Relaxed);
                 s.commits.fetch_add(1, Ordering::Relaxed);
-                s.version.store(self.delta.version().map_or(-1, |v| v as i64), Ordering::Relaxed);
+                s.version.store(
+                    self.delta.version().map_or(-1, |v| v as i64),
+                    Ordering::Relaxed,
+                );
                 s.pending_rows.store(0, Ordering::Relaxed);
                 *s.last_error.lock() = None;
                 debug!(rows, ms = started.elapsed().as_millis() as u64, "committed");
@@ -256,7 +267,10 @@ impl WriterTask {
             Err(source) => {
                 self.buf = batches;
                 self.stats.failed_commits.fetch_add(1, Ordering::Relaxed);
-                let e = LakeError::Delta { table: self.table.name(), source };
+                let e = LakeError::Delta {
+                    table: self.table.name(),
+                    source,
+                };
                 *self.stats.last_error.lock() = Some(e.to_string());
                 // The table handle may be stale after a failed commit: reload it.
                 if let Err(le) = self.delta.update_state().await {
@@ -284,7 +298,11 @@ fn record_commit_latency(p: &LatencyProbe, batches: &[RecordBatch]) {
         {
             // Sample to keep the probe cheap.
             let step = (ts.len() / 256).max(1);
-            p.record_all((0..ts.len()).step_by(step).map(|i| (now_us - ts.value(i)) as f64 / 1000.0));
+            p.record_all(
+                (0..ts.len())
+                    .step_by(step)
+                    .map(|i| (now_us - ts.value(i)) as f64 / 1000.0),
+            );
         }
     }
 }

@@ -157,7 +157,14 @@ impl Shard {
             Decoded::Error { reason, .. } => Some(reason.as_str()),
             Decoded::Values(_) => None,
         };
-        self.bronze.push(env.received_ms, &env.source, plant, asset_id, &env.payload, parse_error);
+        self.bronze.push(
+            env.received_ms,
+            &env.source,
+            plant,
+            asset_id,
+            &env.payload,
+            parse_error,
+        );
         let values = match &env.decoded {
             Decoded::Error { code, reason } => {
                 self.stats.parse_errors.fetch_add(1, Ordering::Relaxed);
@@ -168,14 +175,18 @@ impl Shard {
         };
         let Some(asset) = asset else { return };
         let twin = &asset.twin;
-        let dedup = self
-            .dedup
-            .entry(asset.idx)
-            .or_insert_with(|| {
-                (0..twin.signals.len())
-                    .map(|s| Dedup::new(self.floors.get(&(asset.idx, s as SignalIdx)).copied().unwrap_or(i64::MIN)))
-                    .collect()
-            });
+        let dedup = self.dedup.entry(asset.idx).or_insert_with(|| {
+            (0..twin.signals.len())
+                .map(|s| {
+                    Dedup::new(
+                        self.floors
+                            .get(&(asset.idx, s as SignalIdx))
+                            .copied()
+                            .unwrap_or(i64::MIN),
+                    )
+                })
+                .collect()
+        });
         let pending = self.pending.entry(asset.idx).or_default();
         let mut ok = 0u64;
         let mut dups = 0u64;
@@ -187,7 +198,10 @@ impl Shard {
                     rejected.push((
                         Some(field),
                         "unknown_signal",
-                        format!("twin type `{}` has no signal bound to field `{field}`", twin.kind),
+                        format!(
+                            "twin type `{}` has no signal bound to field `{field}`",
+                            twin.kind
+                        ),
                     ));
                     continue;
                 }
@@ -203,9 +217,27 @@ impl Shard {
                         dups += 1;
                         continue;
                     }
-                    let quality = if sv.ts_ms - env.received_ms > FUTURE_SKEW_MS { "UNCERTAIN" } else { "GOOD" };
-                    self.silver.push(sv.ts_ms, plant, asset.line.as_str(), asset.id.as_str(), &def.name, x, quality, env.received_ms);
-                    pending.readings.push(TypedReading { signal: idx, ts_ms: sv.ts_ms, value: x, ingest_ms: env.received_ms });
+                    let quality = if sv.ts_ms - env.received_ms > FUTURE_SKEW_MS {
+                        "UNCERTAIN"
+                    } else {
+                        "GOOD"
+                    };
+                    self.silver.push(
+                        sv.ts_ms,
+                        plant,
+                        asset.line.as_str(),
+                        asset.id.as_str(),
+                        &def.name,
+                        x,
+                        quality,
+                        env.received_ms,
+                    );
+                    pending.readings.push(TypedReading {
+                        signal: idx,
+                        ts_ms: sv.ts_ms,
+                        value: x,
+                        ingest_ms: env.received_ms,
+                    });
                     ok += 1;
                 }
             }
@@ -217,16 +249,35 @@ impl Shard {
         self.stats.duplicates.fetch_add(dups, Ordering::Relaxed);
     }
 
-    fn quarantine_row(&mut self, env: &Envelope, plant: &str, asset: Option<&str>, signal: Option<&str>, exp: &str, reason: &str) {
+    fn quarantine_row(
+        &mut self,
+        env: &Envelope,
+        plant: &str,
+        asset: Option<&str>,
+        signal: Option<&str>,
+        exp: &str,
+        reason: &str,
+    ) {
         self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
-        self.quarantine.push(env.received_ms, &env.source, plant, asset, signal, exp, reason, &env.payload);
+        self.quarantine.push(
+            env.received_ms,
+            &env.source,
+            plant,
+            asset,
+            signal,
+            exp,
+            reason,
+            &env.payload,
+        );
     }
 
     /// Hand pending readings to the twins. A full mailbox makes the shard wait
     /// (back-pressure), it never drops.
     async fn deliver(&mut self) {
         for (idx, msg) in self.pending.drain() {
-            let Some(addr) = self.twins.get(idx as usize) else { continue };
+            let Some(addr) = self.twins.get(idx as usize) else {
+                continue;
+            };
             match addr.try_send(msg) {
                 Ok(()) => {}
                 Err(SendError::Full(msg)) => {

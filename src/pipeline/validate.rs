@@ -13,36 +13,71 @@ pub struct Rejection {
 }
 
 fn reject(expectation: &'static str, reason: String) -> Rejection {
-    Rejection { expectation, reason }
+    Rejection {
+        expectation,
+        reason,
+    }
 }
 
 /// Type and range check of one value.
 pub fn check(def: &SignalDef, v: &RawValue) -> Result<f64, Rejection> {
     let x = match (def.kind, v) {
-        (_, RawValue::Null) => return Err(reject("null_value", format!("signal `{}` is null", def.name))),
+        (_, RawValue::Null) => {
+            return Err(reject(
+                "null_value",
+                format!("signal `{}` is null", def.name),
+            ))
+        }
         (SignalKind::Bool, RawValue::Bool(b)) => *b as u8 as f64,
         (SignalKind::Bool, RawValue::Num(n)) if *n == 0.0 || *n == 1.0 => *n,
         (SignalKind::Bool, other) => {
-            return Err(reject("wrong_type", format!("signal `{}` expects a boolean, got {}", def.name, describe(other))))
+            return Err(reject(
+                "wrong_type",
+                format!(
+                    "signal `{}` expects a boolean, got {}",
+                    def.name,
+                    describe(other)
+                ),
+            ))
         }
         (_, RawValue::Num(n)) if !n.is_finite() => {
-            return Err(reject("wrong_type", format!("signal `{}` got a non-finite number", def.name)))
+            return Err(reject(
+                "wrong_type",
+                format!("signal `{}` got a non-finite number", def.name),
+            ))
         }
         (SignalKind::Int, RawValue::Num(n)) if n.fract() != 0.0 => {
-            return Err(reject("wrong_type", format!("signal `{}` expects an integer, got {n}", def.name)))
+            return Err(reject(
+                "wrong_type",
+                format!("signal `{}` expects an integer, got {n}", def.name),
+            ))
         }
         (_, RawValue::Num(n)) => *n,
         (_, other) => {
-            return Err(reject("wrong_type", format!("signal `{}` expects a number, got {}", def.name, describe(other))))
+            return Err(reject(
+                "wrong_type",
+                format!(
+                    "signal `{}` expects a number, got {}",
+                    def.name,
+                    describe(other)
+                ),
+            ))
         }
     };
     if !def.in_range(x) {
         let lo = def.min.map_or("-inf".to_string(), |m| m.to_string());
         let hi = def.max.map_or("+inf".to_string(), |m| m.to_string());
-        let unit = if def.unit.is_empty() { String::new() } else { format!(" {}", def.unit) };
+        let unit = if def.unit.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", def.unit)
+        };
         return Err(reject(
             "out_of_range",
-            format!("signal `{}` value {x} outside valid range [{lo}, {hi}]{unit}", def.name),
+            format!(
+                "signal `{}` value {x} outside valid range [{lo}, {hi}]{unit}",
+                def.name
+            ),
         ));
     }
     Ok(x)
@@ -83,7 +118,11 @@ pub const RECENT: usize = 8;
 impl Dedup {
     /// A filter that treats everything at or below `floor` as seen.
     pub fn new(floor: i64) -> Self {
-        Dedup { floor, recent: [i64::MIN; RECENT], pos: 0 }
+        Dedup {
+            floor,
+            recent: [i64::MIN; RECENT],
+            pos: 0,
+        }
     }
 
     /// True when `ts` was seen; otherwise remembers it.
@@ -102,7 +141,16 @@ mod tests {
     use super::*;
 
     fn def(kind: SignalKind, min: Option<f64>, max: Option<f64>) -> SignalDef {
-        SignalDef { name: "s".into(), unit: "bar".into(), kind, min, max, description: String::new(), modbus: None, mqtt: None }
+        SignalDef {
+            name: "s".into(),
+            unit: "bar".into(),
+            kind,
+            min,
+            max,
+            description: String::new(),
+            modbus: None,
+            mqtt: None,
+        }
     }
 
     #[test]
@@ -112,16 +160,33 @@ mod tests {
         let r = check(&f, &RawValue::Num(11.0)).unwrap_err();
         assert_eq!(r.expectation, "out_of_range");
         assert!(r.reason.contains("[0, 10] bar"), "{}", r.reason);
-        assert_eq!(check(&f, &RawValue::Text("abc".into())).unwrap_err().expectation, "wrong_type");
-        assert_eq!(check(&f, &RawValue::Null).unwrap_err().expectation, "null_value");
-        assert_eq!(check(&f, &RawValue::Num(f64::NAN)).unwrap_err().expectation, "wrong_type");
+        assert_eq!(
+            check(&f, &RawValue::Text("abc".into()))
+                .unwrap_err()
+                .expectation,
+            "wrong_type"
+        );
+        assert_eq!(
+            check(&f, &RawValue::Null).unwrap_err().expectation,
+            "null_value"
+        );
+        assert_eq!(
+            check(&f, &RawValue::Num(f64::NAN)).unwrap_err().expectation,
+            "wrong_type"
+        );
         let i = def(SignalKind::Int, None, None);
         assert_eq!(check(&i, &RawValue::Num(2.0)), Ok(2.0));
-        assert_eq!(check(&i, &RawValue::Num(2.5)).unwrap_err().expectation, "wrong_type");
+        assert_eq!(
+            check(&i, &RawValue::Num(2.5)).unwrap_err().expectation,
+            "wrong_type"
+        );
         let b = def(SignalKind::Bool, None, None);
         assert_eq!(check(&b, &RawValue::Bool(true)), Ok(1.0));
         assert_eq!(check(&b, &RawValue::Num(0.0)), Ok(0.0));
-        assert_eq!(check(&b, &RawValue::Num(3.0)).unwrap_err().expectation, "wrong_type");
+        assert_eq!(
+            check(&b, &RawValue::Num(3.0)).unwrap_err().expectation,
+            "wrong_type"
+        );
     }
 
     #[test]

@@ -114,7 +114,10 @@ impl Scenario {
     /// Load a scenario from disk.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { file: file.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            file: file.clone(),
+            source,
+        })?;
         let sf: ScenarioFile = parse_toml(&text, &file)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let twins = crate::config::load_twin_types(&base.join(&sf.twins))?;
@@ -122,7 +125,10 @@ impl Scenario {
         for p in &sf.plants {
             let pp = base.join(p);
             let pf = pp.display().to_string();
-            let text = std::fs::read_to_string(&pp).map_err(|source| ConfigError::Io { file: pf.clone(), source })?;
+            let text = std::fs::read_to_string(&pp).map_err(|source| ConfigError::Io {
+                file: pf.clone(),
+                source,
+            })?;
             plants.push((pf.clone(), parse_toml::<PlantFile>(&text, &pf)?));
         }
         Self::build(sf, twins, plants, &file)
@@ -160,21 +166,42 @@ impl Scenario {
     ) -> Result<Self, ConfigError> {
         let model = AssetModel::build(twins, plants)?;
         for (i, f) in sf.faults.iter().enumerate() {
-            let bad = |m: String| ConfigError::Invalid { file: file.into(), key: format!("faults[{i}]"), message: m };
-            let a = model.asset(&f.machine).ok_or_else(|| bad(format!("unknown machine `{}`", f.machine)))?;
+            let bad = |m: String| ConfigError::Invalid {
+                file: file.into(),
+                key: format!("faults[{i}]"),
+                message: m,
+            };
+            let a = model
+                .asset(&f.machine)
+                .ok_or_else(|| bad(format!("unknown machine `{}`", f.machine)))?;
             if let Some(s) = &f.signal {
                 if a.twin.signal(s).is_none() {
                     return Err(bad(format!("machine `{}` has no signal `{s}`", f.machine)));
                 }
             }
-            let mqtt_only = matches!(f.kind, FaultKind::MalformedPayload | FaultKind::WrongType | FaultKind::UnknownSignal);
+            let mqtt_only = matches!(
+                f.kind,
+                FaultKind::MalformedPayload | FaultKind::WrongType | FaultKind::UnknownSignal
+            );
             if mqtt_only && a.source.protocol() != "mqtt" {
-                return Err(bad(format!("{:?} needs an MQTT machine; `{}` is on {}", f.kind, f.machine, a.source.protocol())));
+                return Err(bad(format!(
+                    "{:?} needs an MQTT machine; `{}` is on {}",
+                    f.kind,
+                    f.machine,
+                    a.source.protocol()
+                )));
             }
             if f.kind == FaultKind::PlcDown && a.source.protocol() != "modbus" {
-                return Err(bad(format!("plc_down needs a Modbus machine; `{}` is on MQTT", f.machine)));
+                return Err(bad(format!(
+                    "plc_down needs a Modbus machine; `{}` is on MQTT",
+                    f.machine
+                )));
             }
-            if matches!(f.kind, FaultKind::StuckSensor | FaultKind::OutOfRange | FaultKind::WrongType) && f.signal.is_none() {
+            if matches!(
+                f.kind,
+                FaultKind::StuckSensor | FaultKind::OutOfRange | FaultKind::WrongType
+            ) && f.signal.is_none()
+            {
                 return Err(bad("this fault needs `signal`".into()));
             }
             if f.kind == FaultKind::OutOfRange && f.value.is_none() {
@@ -182,9 +209,16 @@ impl Scenario {
             }
         }
         if sf.tick_ms == 0 || !(sf.time_scale > 0.0) {
-            return Err(ConfigError::Invalid { file: file.into(), key: "tick_ms".into(), message: "tick_ms and time_scale must be above 0".into() });
+            return Err(ConfigError::Invalid {
+                file: file.into(),
+                key: "tick_ms".into(),
+                message: "tick_ms and time_scale must be above 0".into(),
+            });
         }
-        Ok(Scenario { file: sf, model: Arc::new(model) })
+        Ok(Scenario {
+            file: sf,
+            model: Arc::new(model),
+        })
     }
 }
 
@@ -213,17 +247,30 @@ impl Simulator {
         let mut plc_tasks = Vec::new();
         let mut any_mqtt = false;
         for a in &model.assets {
-            let sim = MachineSim::new(a.twin.clone(), seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(a.idx as u64 + 1)));
-            let mut m = SimMachine { idx: a.idx as usize, sim, bank: None, topic: None };
+            let sim = MachineSim::new(
+                a.twin.clone(),
+                seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(a.idx as u64 + 1)),
+            );
+            let mut m = SimMachine {
+                idx: a.idx as usize,
+                sim,
+                bank: None,
+                topic: None,
+            };
             match &a.source {
                 SourceBinding::Modbus(src) => {
                     let addr: SocketAddr = tokio::net::lookup_host((src.host.as_str(), src.port))
                         .await?
                         .next()
-                        .ok_or_else(|| std::io::Error::other(format!("cannot resolve {}", src.host)))?;
+                        .ok_or_else(|| {
+                            std::io::Error::other(format!("cannot resolve {}", src.host))
+                        })?;
                     // Bind once up front so a taken port is an error, not a retry loop.
                     drop(std::net::TcpListener::bind(addr).map_err(|e| {
-                        std::io::Error::new(e.kind(), format!("simulated PLC of `{}` cannot listen on {addr}: {e}", a.id))
+                        std::io::Error::new(
+                            e.kind(),
+                            format!("simulated PLC of `{}` cannot listen on {addr}: {e}", a.id),
+                        )
                     })?);
                     let bank = Arc::new(RwLock::new(Bank::for_map(src)));
                     let (tx, rx) = watch::channel(true);
@@ -239,7 +286,11 @@ impl Simulator {
             machines.push(m);
         }
         let mqtt = if any_mqtt {
-            let mut o = MqttOptions::new(format!("ironlake-sim-{seed}"), &sc.file.mqtt.host, sc.file.mqtt.port);
+            let mut o = MqttOptions::new(
+                format!("ironlake-sim-{seed}"),
+                &sc.file.mqtt.host,
+                sc.file.mqtt.port,
+            );
             o.set_keep_alive(Duration::from_secs(10));
             o.set_max_packet_size(1024 * 1024, 1024 * 1024);
             Some(AsyncClient::new(o, 1024))
@@ -247,15 +298,26 @@ impl Simulator {
             None
         };
         let stop = CancellationToken::new();
-        let switches: HashMap<String, watch::Sender<bool>> = plc_switches.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let switches: HashMap<String, watch::Sender<bool>> = plc_switches
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let task = tokio::spawn(run(sc.clone(), machines, mqtt, switches, stop.clone()));
         info!(scenario = %sc.file.name, machines = model.assets.len(), "simulator started");
-        Ok(Simulator { stop, task, plc_switches, plc_tasks })
+        Ok(Simulator {
+            stop,
+            task,
+            plc_switches,
+            plc_tasks,
+        })
     }
 
     /// Take a simulated Modbus PLC down (`false`) or bring it back (`true`).
     pub fn set_plc_up(&self, machine: &str, up: bool) -> bool {
-        self.plc_switches.get(machine).map(|s| s.send(up).is_ok()).unwrap_or(false)
+        self.plc_switches
+            .get(machine)
+            .map(|s| s.send(up).is_ok())
+            .unwrap_or(false)
     }
 
     /// Stop publishing and close every simulated PLC.
@@ -271,7 +333,13 @@ impl Simulator {
 }
 
 /// Build the nested JSON payload of an MQTT machine.
-fn payload(fields: &[(String, u16)], values: &[f64], ts_ms: i64, ts_field: Option<&str>, extra: &[(String, serde_json::Value)]) -> serde_json::Value {
+fn payload(
+    fields: &[(String, u16)],
+    values: &[f64],
+    ts_ms: i64,
+    ts_field: Option<&str>,
+    extra: &[(String, serde_json::Value)],
+) -> serde_json::Value {
     let mut root = serde_json::Map::new();
     if let Some(t) = ts_field {
         insert_path(&mut root, t, serde_json::json!(ts_ms));
@@ -288,7 +356,11 @@ fn payload(fields: &[(String, u16)], values: &[f64], ts_ms: i64, ts_field: Optio
     serde_json::Value::Object(root)
 }
 
-fn insert_path(root: &mut serde_json::Map<String, serde_json::Value>, path: &str, v: serde_json::Value) {
+fn insert_path(
+    root: &mut serde_json::Map<String, serde_json::Value>,
+    path: &str,
+    v: serde_json::Value,
+) {
     let mut cur = root;
     let mut parts = path.split('.').peekable();
     while let Some(p) = parts.next() {
@@ -296,7 +368,9 @@ fn insert_path(root: &mut serde_json::Map<String, serde_json::Value>, path: &str
             cur.insert(p.to_string(), v);
             return;
         }
-        let e = cur.entry(p.to_string()).or_insert_with(|| serde_json::Value::Object(Default::default()));
+        let e = cur
+            .entry(p.to_string())
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
         if !e.is_object() {
             *e = serde_json::Value::Object(Default::default());
         }
@@ -311,7 +385,11 @@ fn active(f: &Fault, t: f64) -> bool {
     if t < f.at_s {
         return false;
     }
-    let since = if f.every_s > 0.0 { (t - f.at_s) % f.every_s } else { t - f.at_s };
+    let since = if f.every_s > 0.0 {
+        (t - f.at_s) % f.every_s
+    } else {
+        t - f.at_s
+    };
     since < f.duration_s.max(0.0)
 }
 
@@ -387,7 +465,11 @@ async fn run(
             let mut raw: Option<Vec<u8>> = None;
             let mut values = m.sim.values(&ov);
             for fault in f.faults.iter().filter(|x| x.machine == a.id.as_str()) {
-                let sig = fault.signal.as_deref().and_then(|s| a.twin.signal(s)).map(|s| s as usize);
+                let sig = fault
+                    .signal
+                    .as_deref()
+                    .and_then(|s| a.twin.signal(s))
+                    .map(|s| s as usize);
                 match fault.kind {
                     FaultKind::StuckSensor => {
                         if let Some(s) = sig {
@@ -410,7 +492,9 @@ async fn run(
                     }
                     FaultKind::WrongType if fires(fault, t, dt_real) => {
                         if let (Some(s), SourceBinding::Mqtt(src)) = (sig, &a.source) {
-                            if let Some((path, _)) = src.fields.iter().find(|(_, i)| *i as usize == s) {
+                            if let Some((path, _)) =
+                                src.fields.iter().find(|(_, i)| *i as usize == s)
+                            {
                                 extra.push((path.clone(), serde_json::json!("n/a")));
                             }
                         }
@@ -429,10 +513,13 @@ async fn run(
                     bank.write().write(src, &values);
                 }
             }
-            if let (Some(c), Some(topic), SourceBinding::Mqtt(src)) = (&client, &m.topic, &a.source) {
+            if let (Some(c), Some(topic), SourceBinding::Mqtt(src)) = (&client, &m.topic, &a.source)
+            {
                 let body = match raw.take() {
                     Some(r) => r,
-                    None => payload(&src.fields, &values, now, src.ts_field.as_deref(), &extra).to_string().into_bytes(),
+                    None => payload(&src.fields, &values, now, src.ts_field.as_deref(), &extra)
+                        .to_string()
+                        .into_bytes(),
                 };
                 if let Err(e) = c.try_publish(topic.clone(), QoS::AtLeastOnce, false, body) {
                     warn!(error = %e, topic = %topic, "simulator publish queue full; sample skipped");
@@ -462,15 +549,32 @@ mod tests {
 
     #[test]
     fn payload_nests_fields() {
-        let p = payload(&[("a.b".into(), 0), ("c".into(), 1)], &[1.5, 2.0], 99, Some("ts"), &[]);
+        let p = payload(
+            &[("a.b".into(), 0), ("c".into(), 1)],
+            &[1.5, 2.0],
+            99,
+            Some("ts"),
+            &[],
+        );
         assert_eq!(p, serde_json::json!({"ts": 99, "a": {"b": 1.5}, "c": 2.0}));
     }
 
     #[test]
     fn fault_schedule() {
-        let f = Fault { machine: "m".into(), kind: FaultKind::PlcDown, at_s: 10.0, duration_s: 5.0, every_s: 0.0, signal: None, value: None };
+        let f = Fault {
+            machine: "m".into(),
+            kind: FaultKind::PlcDown,
+            at_s: 10.0,
+            duration_s: 5.0,
+            every_s: 0.0,
+            signal: None,
+            value: None,
+        };
         assert!(!active(&f, 9.0) && active(&f, 10.0) && active(&f, 14.9) && !active(&f, 15.0));
-        let g = Fault { every_s: 20.0, ..f.clone() };
+        let g = Fault {
+            every_s: 20.0,
+            ..f.clone()
+        };
         assert!(active(&g, 31.0) && !active(&g, 36.0));
         assert!(fires(&g, 10.5, 1.0) && !fires(&g, 11.5, 1.0) && fires(&g, 30.2, 1.0));
     }

@@ -51,7 +51,9 @@ impl Bank {
     /// Write engineering values through the register map.
     pub fn write(&mut self, src: &ModbusSource, values: &[f64]) {
         for (sig, b) in &src.registers {
-            let Some(v) = values.get(*sig as usize) else { continue };
+            let Some(v) = values.get(*sig as usize) else {
+                continue;
+            };
             let words = codec::encode(b, *v);
             let a = b.address as usize;
             match b.table {
@@ -85,8 +87,12 @@ impl tokio_modbus::server::Service for PlcService {
     fn call(&self, req: Self::Request) -> Self::Future {
         let bank = self.bank.read();
         let res = match req {
-            Request::ReadHoldingRegisters(a, n) => slice(&bank.holding, a, n).map(Response::ReadHoldingRegisters),
-            Request::ReadInputRegisters(a, n) => slice(&bank.input, a, n).map(Response::ReadInputRegisters),
+            Request::ReadHoldingRegisters(a, n) => {
+                slice(&bank.holding, a, n).map(Response::ReadHoldingRegisters)
+            }
+            Request::ReadInputRegisters(a, n) => {
+                slice(&bank.input, a, n).map(Response::ReadInputRegisters)
+            }
             Request::ReadCoils(a, n) => slice(&bank.coils, a, n).map(Response::ReadCoils),
             _ => Err(ExceptionCode::IllegalFunction),
         };
@@ -129,7 +135,14 @@ pub async fn serve(addr: SocketAddr, bank: Arc<RwLock<Bank>>, mut up: watch::Rec
                 }
             }
         };
-        match server.serve_until(&on_connected, |e| debug!(error = %e, "PLC connection ended"), down).await {
+        match server
+            .serve_until(
+                &on_connected,
+                |e| debug!(error = %e, "PLC connection ended"),
+                down,
+            )
+            .await
+        {
             Ok(_) => debug!(%addr, "simulated PLC down"),
             Err(e) => warn!(%addr, error = %e, "simulated PLC server failed; restarting it"),
         }

@@ -34,7 +34,11 @@ fn d_break() -> f64 {
 
 impl Default for ShiftPlan {
     fn default() -> Self {
-        ShiftPlan { shift_hours: d_shift(), setup_minutes: d_setup(), break_minutes: d_break() }
+        ShiftPlan {
+            shift_hours: d_shift(),
+            setup_minutes: d_setup(),
+            break_minutes: d_break(),
+        }
     }
 }
 
@@ -54,7 +58,12 @@ fn span(lo: f64, hi: f64) -> f64 {
 
 fn profile(name: &str, lo: f64, hi: f64) -> Profile {
     let s = span(lo, hi);
-    let p = |idle: f64, run: f64, noise: f64, wear: f64| Profile { idle, run, noise, wear };
+    let p = |idle: f64, run: f64, noise: f64, wear: f64| Profile {
+        idle,
+        run,
+        noise,
+        wear,
+    };
     match name {
         "spindle_speed" => p(0.0, 0.4 * hi, 0.004 * hi, -0.03 * hi),
         "spindle_load" => p(2.0, 55.0, 2.0, 30.0),
@@ -72,7 +81,9 @@ fn profile(name: &str, lo: f64, hi: f64) -> Profile {
         "flow" => p(0.5, 18.0, 0.3, -3.0),
         "power" => p(0.12 * hi, 0.5 * hi, 0.01 * hi, 0.12 * hi),
         n if n.contains("temp") => p(lo + 0.2 * s, lo + 0.4 * s, 0.003 * s, 0.15 * s),
-        n if n.contains("vibration") || n.contains("current") => p(lo + 0.05 * s, lo + 0.2 * s, 0.01 * s, 0.2 * s),
+        n if n.contains("vibration") || n.contains("current") => {
+            p(lo + 0.05 * s, lo + 0.2 * s, 0.01 * s, 0.2 * s)
+        }
         _ => p(lo + 0.05 * s, lo + 0.5 * s, 0.01 * s, 0.0),
     }
 }
@@ -201,7 +212,11 @@ impl MachineSim {
         for (i, d) in self.twin.signals.iter().enumerate() {
             let (lo, hi) = (d.min.unwrap_or(0.0), d.max.unwrap_or(f64::MAX));
             let pr = profile(&d.name, lo, hi.min(1e9));
-            let target = if running { pr.run + pr.wear * self.degradation * self.degradation } else { pr.idle };
+            let target = if running {
+                pr.run + pr.wear * self.degradation * self.degradation
+            } else {
+                pr.idle
+            };
             self.values[i] += (target - self.values[i]) * lag;
         }
     }
@@ -212,7 +227,11 @@ impl MachineSim {
         let twin = self.twin.clone();
         for (i, d) in twin.signals.iter().enumerate() {
             let (lo, hi) = (d.min.unwrap_or(f64::MIN), d.max.unwrap_or(f64::MAX));
-            let pr = profile(&d.name, d.min.unwrap_or(0.0), d.max.unwrap_or(100.0).min(1e9));
+            let pr = profile(
+                &d.name,
+                d.min.unwrap_or(0.0),
+                d.max.unwrap_or(100.0).min(1e9),
+            );
             let v = if Some(i as u16) == twin.state.as_ref().map(|s| s.0) {
                 state_code(&twin, self.state)
             } else if Some(i as u16) == twin.good_counter {
@@ -226,7 +245,10 @@ impl MachineSim {
             } else if d.name == "jam" {
                 0.0
             } else {
-                let noise: f64 = (0..3).map(|_| self.rng.random_range(-1.0..1.0)).sum::<f64>() * pr.noise;
+                let noise: f64 = (0..3)
+                    .map(|_| self.rng.random_range(-1.0..1.0))
+                    .sum::<f64>()
+                    * pr.noise;
                 self.values[i] + noise
             };
             let v = match d.kind {
@@ -249,7 +271,12 @@ impl MachineSim {
 pub fn state_code(twin: &TwinType, st: MachineState) -> f64 {
     twin.state
         .as_ref()
-        .and_then(|(_, codes)| codes.iter().find(|(_, s)| **s == st).map(|(c, _)| *c as f64))
+        .and_then(|(_, codes)| {
+            codes
+                .iter()
+                .find(|(_, s)| **s == st)
+                .map(|(c, _)| *c as f64)
+        })
         .unwrap_or(0.0)
 }
 

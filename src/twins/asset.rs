@@ -60,7 +60,12 @@ pub struct MachineTwin {
 
 impl MachineTwin {
     /// A twin, optionally restored from checkpoint JSON.
-    pub fn new(mut core: TwinCore, checkpoint: Option<String>, line: Option<Addr<LineTwin>>, shared: Arc<TwinShared>) -> Self {
+    pub fn new(
+        mut core: TwinCore,
+        checkpoint: Option<String>,
+        line: Option<Addr<LineTwin>>,
+        shared: Arc<TwinShared>,
+    ) -> Self {
         if let Some(cp) = &checkpoint {
             if let Err(e) = core.restore_json(cp) {
                 warn!(asset = %core.id.id, error = %e, "ignoring unreadable checkpoint");
@@ -106,13 +111,17 @@ impl MachineTwin {
 
     fn drain_outbox(&mut self) {
         if let Some(row) = self.pending_state.take() {
-            if let Err(mpsc::error::TrySendError::Full(TwinOutput::State(r))) = self.shared.out.try_send(TwinOutput::State(row)) {
+            if let Err(mpsc::error::TrySendError::Full(TwinOutput::State(r))) =
+                self.shared.out.try_send(TwinOutput::State(row))
+            {
                 self.pending_state = Some(r);
             }
         }
         if !self.outbox.is_empty() {
             let rows = std::mem::take(&mut self.outbox);
-            if let Err(mpsc::error::TrySendError::Full(TwinOutput::Events(r))) = self.shared.out.try_send(TwinOutput::Events(rows)) {
+            if let Err(mpsc::error::TrySendError::Full(TwinOutput::Events(r))) =
+                self.shared.out.try_send(TwinOutput::Events(rows))
+            {
                 self.outbox = r;
             }
         }

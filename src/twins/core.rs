@@ -170,7 +170,10 @@ impl TwinCore {
             .twin
             .signals
             .iter()
-            .map(|_| SignalLive { window: SignalWindow::new(count, secs, alpha), rejected: None })
+            .map(|_| SignalLive {
+                window: SignalWindow::new(count, secs, alpha),
+                rejected: None,
+            })
             .collect();
         let alarms = vec![AlarmState::default(); id.twin.alarms.len()];
         TwinCore {
@@ -186,7 +189,14 @@ impl TwinCore {
         }
     }
 
-    fn event(&self, ts: i64, kind: &'static str, code: String, value: Option<f64>, message: Option<String>) -> AssetEventRow {
+    fn event(
+        &self,
+        ts: i64,
+        kind: &'static str,
+        code: String,
+        value: Option<f64>,
+        message: Option<String>,
+    ) -> AssetEventRow {
         AssetEventRow {
             ts_ms: ts,
             plant: self.id.plant.clone(),
@@ -204,7 +214,9 @@ impl TwinCore {
         let mut ch = Changes::default();
         let twin = self.id.twin.clone();
         for r in readings {
-            let Some(live) = self.signals.get_mut(r.signal as usize) else { continue };
+            let Some(live) = self.signals.get_mut(r.signal as usize) else {
+                continue;
+            };
             live.rejected = None;
             // Alarms see the window before the value is added.
             let same_run = match live.window.last {
@@ -216,26 +228,51 @@ impl TwinCore {
                     continue;
                 }
                 let live = &self.signals[r.signal as usize];
-                if let Some(t) = alarm::evaluate(rule, &mut self.alarms[ri], &live.window, same_run, r.ts_ms, r.value) {
+                if let Some(t) = alarm::evaluate(
+                    rule,
+                    &mut self.alarms[ri],
+                    &live.window,
+                    same_run,
+                    r.ts_ms,
+                    r.value,
+                ) {
                     ch.alarms = true;
                     let (kind, msg) = match t {
-                        Transition::Raised => ("alarm_raised", Some(if rule.message.is_empty() { rule.name.clone() } else { rule.message.clone() })),
+                        Transition::Raised => (
+                            "alarm_raised",
+                            Some(if rule.message.is_empty() {
+                                rule.name.clone()
+                            } else {
+                                rule.message.clone()
+                            }),
+                        ),
                         Transition::Cleared => ("alarm_cleared", None),
                     };
                     events.push(self.event(r.ts_ms, kind, rule.name.clone(), Some(r.value), msg));
                 }
             }
-            self.signals[r.signal as usize].window.push(r.ts_ms, r.value);
+            self.signals[r.signal as usize]
+                .window
+                .push(r.ts_ms, r.value);
             // Machine state.
             if let Some((sidx, codes)) = &twin.state {
                 if *sidx == r.signal {
-                    let st = codes.get(&(r.value.round() as i64)).copied().unwrap_or(MachineState::Unknown);
+                    let st = codes
+                        .get(&(r.value.round() as i64))
+                        .copied()
+                        .unwrap_or(MachineState::Unknown);
                     if st != self.state {
                         let prev = self.state;
                         self.state = st;
                         self.state_since_ms = Some(r.ts_ms);
                         ch.state = true;
-                        events.push(self.event(r.ts_ms, "state", st.as_str().into(), Some(r.value), Some(format!("from {}", prev.as_str()))));
+                        events.push(self.event(
+                            r.ts_ms,
+                            "state",
+                            st.as_str().into(),
+                            Some(r.value),
+                            Some(format!("from {}", prev.as_str())),
+                        ));
                     }
                 }
             }
@@ -249,9 +286,17 @@ impl TwinCore {
             };
             if let Some(good) = counter {
                 let (last, total, name) = if good {
-                    (&mut self.counters.good_parts, &mut self.counters.good_total, "good_parts")
+                    (
+                        &mut self.counters.good_parts,
+                        &mut self.counters.good_total,
+                        "good_parts",
+                    )
                 } else {
-                    (&mut self.counters.rejected_parts, &mut self.counters.reject_total, "rejected_parts")
+                    (
+                        &mut self.counters.rejected_parts,
+                        &mut self.counters.reject_total,
+                        "rejected_parts",
+                    )
                 };
                 let inc = match *last {
                     None => 0.0,
@@ -308,9 +353,13 @@ impl TwinCore {
     /// Number of active alarms and of critical ones.
     pub fn alarm_counts(&self) -> (u32, u32) {
         let twin = &self.id.twin;
-        self.alarms.iter().zip(&twin.alarms).filter(|(s, _)| s.active).fold((0, 0), |(a, c), (_, r)| {
-            (a + 1, c + (r.severity == Severity::Critical) as u32)
-        })
+        self.alarms
+            .iter()
+            .zip(&twin.alarms)
+            .filter(|(s, _)| s.active)
+            .fold((0, 0), |(a, c), (_, r)| {
+                (a + 1, c + (r.severity == Severity::Critical) as u32)
+            })
     }
 
     /// The API view at wall-clock time `now_ms`.
@@ -371,8 +420,18 @@ impl TwinCore {
             counters: self.counters.clone(),
             readings_total: self.readings_total,
             last_update_ms: self.last_update_ms,
-            signals: twin.signals.iter().map(|d| d.name.clone()).zip(self.signals.iter().cloned()).collect(),
-            alarms: twin.alarms.iter().map(|r| r.name.clone()).zip(self.alarms.iter().cloned()).collect(),
+            signals: twin
+                .signals
+                .iter()
+                .map(|d| d.name.clone())
+                .zip(self.signals.iter().cloned())
+                .collect(),
+            alarms: twin
+                .alarms
+                .iter()
+                .map(|r| r.name.clone())
+                .zip(self.alarms.iter().cloned())
+                .collect(),
         }
     }
 
@@ -422,7 +481,8 @@ impl TwinCore {
 
     /// Restore from checkpoint JSON; returns an error text when it does not parse.
     pub fn restore_json(&mut self, json: &str) -> Result<(), String> {
-        let cp: Checkpoint = serde_json::from_str(json).map_err(|e| format!("checkpoint of {}: {e}", self.id.id))?;
+        let cp: Checkpoint =
+            serde_json::from_str(json).map_err(|e| format!("checkpoint of {}: {e}", self.id.id))?;
         self.restore(cp);
         Ok(())
     }

@@ -43,7 +43,11 @@ impl Aggregate {
             by_state.insert(s.as_str(), 0);
         }
         by_state.insert(MachineState::Unknown.as_str(), machines);
-        Aggregate { machines, by_state, ..Default::default() }
+        Aggregate {
+            machines,
+            by_state,
+            ..Default::default()
+        }
     }
 
     fn add(&mut self, other: &Aggregate) {
@@ -81,12 +85,21 @@ pub struct LineTwin {
 impl LineTwin {
     /// A line with `size` machines reporting to `plant`.
     pub fn new(id: String, size: usize, plant: Option<Addr<PlantTwin>>) -> Self {
-        LineTwin { id, size, children: HashMap::new(), plant, agg: Aggregate::empty(size) }
+        LineTwin {
+            id,
+            size,
+            children: HashMap::new(),
+            plant,
+            agg: Aggregate::empty(size),
+        }
     }
 
     fn recompute(&mut self) {
         let mut a = Aggregate::empty(self.size);
-        a.by_state.insert(MachineState::Unknown.as_str(), self.size - self.children.len().min(self.size));
+        a.by_state.insert(
+            MachineState::Unknown.as_str(),
+            self.size - self.children.len().min(self.size),
+        );
         for c in self.children.values() {
             *a.by_state.entry(c.state.as_str()).or_default() += 1;
             a.active_alarms += c.alarms;
@@ -113,7 +126,10 @@ impl Handler<ChildStatus> for LineTwin {
         self.children.insert(msg.asset, msg);
         self.recompute();
         if let Some(p) = &self.plant {
-            p.do_send(LineStatus { line: self.id.clone(), agg: self.agg.clone() });
+            p.do_send(LineStatus {
+                line: self.id.clone(),
+                agg: self.agg.clone(),
+            });
         }
     }
 }
@@ -141,7 +157,12 @@ pub struct PlantTwin {
 impl PlantTwin {
     /// A plant with the given lines and their sizes.
     pub fn new(lines: impl IntoIterator<Item = (String, usize)>) -> Self {
-        PlantTwin { lines: lines.into_iter().map(|(l, n)| (l, Aggregate::empty(n))).collect() }
+        PlantTwin {
+            lines: lines
+                .into_iter()
+                .map(|(l, n)| (l, Aggregate::empty(n)))
+                .collect(),
+        }
     }
 }
 

@@ -21,13 +21,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
+pub use self::core::{AssetSnapshot, TwinCore, TwinIdentity, TypedReading};
 use crate::assets::AssetModel;
 use crate::config::TwinConfig;
 use crate::lake::rows::{asset_state_batch, events_batch, AssetEventRow, AssetStateRow};
 use crate::lake::writer::TableWriter;
 use crate::metrics::LatencyProbe;
 pub use asset::{FinalCheckpoint, GetSnapshot, Ingest, MachineTwin, Restart};
-pub use self::core::{AssetSnapshot, TwinCore, TwinIdentity, TypedReading};
 pub use line::{Aggregate, GetAggregate, LineTwin, PlantTwin};
 
 /// What twins emit towards the lake.
@@ -61,16 +61,23 @@ pub fn spawn_all(
     shared: Arc<TwinShared>,
     checkpoints: &HashMap<String, String>,
 ) -> (TwinRegistry, Vec<Arbiter>) {
-    let arbiters: Vec<Arbiter> = (0..shared.cfg.arbiters.max(1)).map(|_| Arbiter::new()).collect();
+    let arbiters: Vec<Arbiter> = (0..shared.cfg.arbiters.max(1))
+        .map(|_| Arbiter::new())
+        .collect();
     let mut plants = HashMap::new();
     for p in &model.plants {
-        let lines = model.lines_of(p.id.as_str()).map(|l| (l.id.to_string(), l.assets.len()));
+        let lines = model
+            .lines_of(p.id.as_str())
+            .map(|l| (l.id.to_string(), l.assets.len()));
         plants.insert(p.id.to_string(), PlantTwin::new(lines).start());
     }
     let mut lines = HashMap::new();
     for l in &model.lines {
         let plant = plants.get(l.plant.as_str()).cloned();
-        lines.insert(l.id.to_string(), LineTwin::new(l.id.to_string(), l.assets.len(), plant).start());
+        lines.insert(
+            l.id.to_string(),
+            LineTwin::new(l.id.to_string(), l.assets.len(), plant).start(),
+        );
     }
     let mut machines = Vec::with_capacity(model.assets.len());
     for a in &model.assets {
@@ -79,10 +86,16 @@ pub fn spawn_all(
         let cp = checkpoints.get(a.id.as_str()).cloned();
         let line = lines.get(a.line.as_str()).cloned();
         let sh = shared.clone();
-        machines.push(Supervisor::start_in_arbiter(&arb.handle(), move |_| MachineTwin::new(core, cp, line, sh)));
+        machines.push(Supervisor::start_in_arbiter(&arb.handle(), move |_| {
+            MachineTwin::new(core, cp, line, sh)
+        }));
     }
     (
-        TwinRegistry { machines: Arc::new(machines), lines: Arc::new(lines), plants: Arc::new(plants) },
+        TwinRegistry {
+            machines: Arc::new(machines),
+            lines: Arc::new(lines),
+            plants: Arc::new(plants),
+        },
         arbiters,
     )
 }

@@ -191,14 +191,26 @@ impl SignalWindow {
     pub fn count_stats(&self) -> WindowStats {
         let n = self.values.len();
         let (min, max) = min_max(self.values.iter());
-        WindowStats { count: n, mean: self.sums.mean(n), std: self.sums.std(n), min, max }
+        WindowStats {
+            count: n,
+            mean: self.sums.mean(n),
+            std: self.sums.std(n),
+            min,
+            max,
+        }
     }
 
     /// Statistics of the time window.
     pub fn time_stats(&self) -> WindowStats {
         let n = self.times.len();
         let (min, max) = min_max(self.times.iter().map(|(_, v)| v));
-        WindowStats { count: n, mean: self.tsums.mean(n), std: self.tsums.std(n), min, max }
+        WindowStats {
+            count: n,
+            mean: self.tsums.mean(n),
+            std: self.tsums.std(n),
+            min,
+            max,
+        }
     }
 
     /// Readings per second over the time window.
@@ -215,7 +227,10 @@ impl SignalWindow {
 
     /// Whether the running sums are still finite (a corrupted state is restarted).
     pub fn is_sound(&self) -> bool {
-        self.sums.s1.is_finite() && self.sums.s2.is_finite() && self.tsums.s1.is_finite() && self.tsums.s2.is_finite()
+        self.sums.s1.is_finite()
+            && self.sums.s2.is_finite()
+            && self.tsums.s1.is_finite()
+            && self.tsums.s2.is_finite()
     }
 }
 
@@ -238,7 +253,9 @@ mod tests {
         let mut all = Vec::new();
         let mut x: u64 = 7;
         for i in 0..10_000 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             // Large offset, small spread: the case naive sums get wrong.
             let v = 1.0e6 + ((x >> 33) % 1000) as f64 / 100.0;
             w.push(i * 10, v);
@@ -248,7 +265,11 @@ mod tests {
         let (mean, std, min, max) = naive(tail);
         let s = w.count_stats();
         assert_eq!(s.count, 50);
-        assert!((s.mean.unwrap() - mean).abs() < 1e-6, "{:?} vs {mean}", s.mean);
+        assert!(
+            (s.mean.unwrap() - mean).abs() < 1e-6,
+            "{:?} vs {mean}",
+            s.mean
+        );
         assert!((s.std.unwrap() - std).abs() < 1e-6, "{:?} vs {std}", s.std);
         assert_eq!((s.min.unwrap(), s.max.unwrap()), (min, max));
     }

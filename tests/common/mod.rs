@@ -9,13 +9,17 @@ use std::path::Path;
 use std::time::Duration;
 
 use ironlake::config::{
-    parse_toml, Config, EmbeddedBrokerConfig, HttpConfig, IngestConfig, LakeConfig, MqttConfig, PlantFile, PlatformFile,
-    TwinConfig,
+    parse_toml, Config, EmbeddedBrokerConfig, HttpConfig, IngestConfig, LakeConfig, MqttConfig,
+    PlantFile, PlatformFile, TwinConfig,
 };
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Platform settings for tests: fast flushes and checkpoints, an embedded
@@ -24,7 +28,9 @@ pub fn platform(lake: &Path, mqtt_port: u16, embedded: bool) -> PlatformFile {
     PlatformFile {
         plants: vec![],
         twins: String::new(),
-        http: HttpConfig { listen: "127.0.0.1:0".parse().unwrap() },
+        http: HttpConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+        },
         lake: LakeConfig {
             root: lake.display().to_string(),
             flush_rows: 65536,
@@ -40,7 +46,10 @@ pub fn platform(lake: &Path, mqtt_port: u16, embedded: bool) -> PlatformFile {
             arbiters: 2,
             stale_after_s: 10.0,
         },
-        ingest: IngestConfig { shards: 2, queue: 1024 },
+        ingest: IngestConfig {
+            shards: 2,
+            queue: 1024,
+        },
         mqtt: MqttConfig {
             host: "127.0.0.1".into(),
             port: mqtt_port,
@@ -105,7 +114,16 @@ where
 pub fn signals(snapshot: &serde_json::Value) -> HashMap<String, serde_json::Value> {
     snapshot["signals"]
         .as_array()
-        .map(|a| a.iter().map(|s| (s["name"].as_str().unwrap_or_default().to_string(), s.clone())).collect())
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    (
+                        s["name"].as_str().unwrap_or_default().to_string(),
+                        s.clone(),
+                    )
+                })
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -118,7 +136,10 @@ pub fn scenario(mqtt_port: u16, tick_ms: u64) -> ironlake::sim::ScenarioFile {
         twins: String::new(),
         tick_ms,
         time_scale: 600.0,
-        mqtt: ironlake::sim::SimMqtt { host: "127.0.0.1".into(), port: mqtt_port },
+        mqtt: ironlake::sim::SimMqtt {
+            host: "127.0.0.1".into(),
+            port: mqtt_port,
+        },
         shifts: Default::default(),
         faults: vec![],
     }
@@ -126,7 +147,10 @@ pub fn scenario(mqtt_port: u16, tick_ms: u64) -> ironlake::sim::ScenarioFile {
 
 /// Count rows of a SQL query over the lake.
 pub async fn count(lake: &ironlake::lake::Lakehouse, sql: &str) -> i64 {
-    let b = lake.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let b = lake
+        .query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     ironlake::lake::read::scalar_i64(&b).unwrap_or(0)
 }
 
@@ -146,6 +170,9 @@ pub fn strings(batches: &[deltalake::arrow::array::RecordBatch], col: usize) -> 
 /// Log to stderr when `IRONLAKE_LOG` is set (e.g. `IRONLAKE_LOG=ironlake=debug`).
 pub fn init_logs() {
     if let Ok(f) = std::env::var("IRONLAKE_LOG") {
-        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(f)).with_test_writer().try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(f))
+            .with_test_writer()
+            .try_init();
     }
 }

@@ -25,9 +25,9 @@ def main(root):
         # DuckDB reads the Parquet files that the Delta log lists as live.
         files = [u[len("file://"):] if u.startswith("file://") else u for u in dt.file_uris()]
         if files:
-            duck = duckdb.sql(
-                "SELECT count(*) FROM read_parquet($files, hive_partitioning = true)",
-                params={"files": files},
+            con = duckdb.connect()
+            duck = con.execute(
+                "SELECT count(*) FROM read_parquet(?, hive_partitioning = true)", [files]
             ).fetchone()[0]
         else:
             duck = 0

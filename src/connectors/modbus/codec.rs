@@ -20,8 +20,16 @@ pub struct Block {
 /// Group bindings into as few read requests as possible.
 pub fn plan(bindings: &[(SignalIdx, ModbusBinding)]) -> Vec<Block> {
     let mut out = Vec::new();
-    for table in [RegisterTable::Holding, RegisterTable::Input, RegisterTable::Coil] {
-        let max = if table == RegisterTable::Coil { MAX_COILS } else { MAX_REGS };
+    for table in [
+        RegisterTable::Holding,
+        RegisterTable::Input,
+        RegisterTable::Coil,
+    ] {
+        let max = if table == RegisterTable::Coil {
+            MAX_COILS
+        } else {
+            MAX_REGS
+        };
         let mut spans: Vec<(u16, u16)> = bindings
             .iter()
             .filter(|(_, b)| b.table == table)
@@ -35,14 +43,22 @@ pub fn plan(bindings: &[(SignalIdx, ModbusBinding)]) -> Vec<Block> {
                     Some((cs, e.max(ce)))
                 }
                 Some((cs, ce)) => {
-                    out.push(Block { table, start: cs, count: ce - cs });
+                    out.push(Block {
+                        table,
+                        start: cs,
+                        count: ce - cs,
+                    });
                     Some((s, e))
                 }
                 None => Some((s, e)),
             };
         }
         if let Some((cs, ce)) = cur {
-            out.push(Block { table, start: cs, count: ce - cs });
+            out.push(Block {
+                table,
+                start: cs,
+                count: ce - cs,
+            });
         }
     }
     out
@@ -99,10 +115,14 @@ pub fn encode(b: &ModbusBinding, value: f64) -> Vec<u16> {
     };
     match b.register_type {
         RegisterType::U16 => vec![raw.round().clamp(0.0, u16::MAX as f64) as u16],
-        RegisterType::I16 => vec![raw.round().clamp(i16::MIN as f64, i16::MAX as f64) as i16 as u16],
+        RegisterType::I16 => {
+            vec![raw.round().clamp(i16::MIN as f64, i16::MAX as f64) as i16 as u16]
+        }
         RegisterType::Bool => vec![(raw != 0.0) as u16],
         RegisterType::U32 => split(raw.round().clamp(0.0, u32::MAX as f64) as u32),
-        RegisterType::I32 => split(raw.round().clamp(i32::MIN as f64, i32::MAX as f64) as i32 as u32),
+        RegisterType::I32 => {
+            split(raw.round().clamp(i32::MIN as f64, i32::MAX as f64) as i32 as u32)
+        }
         RegisterType::F32 => split((raw as f32).to_bits()),
     }
 }
@@ -135,7 +155,10 @@ mod tests {
                 let bind = b(t, 0, s, order);
                 let words = encode(&bind, v);
                 let back = scale(&bind, decode_words(&words, t, order).unwrap());
-                assert!((back - v).abs() < 1e-6 * v.abs().max(1.0), "{t:?} {order:?}: {v} -> {back}");
+                assert!(
+                    (back - v).abs() < 1e-6 * v.abs().max(1.0),
+                    "{t:?} {order:?}: {v} -> {back}"
+                );
             }
         }
     }
@@ -143,8 +166,14 @@ mod tests {
     #[test]
     fn word_order_matters() {
         let words = [0x0001, 0x0000];
-        assert_eq!(decode_words(&words, RegisterType::U32, WordOrder::Big), Some(65536.0));
-        assert_eq!(decode_words(&words, RegisterType::U32, WordOrder::Little), Some(1.0));
+        assert_eq!(
+            decode_words(&words, RegisterType::U32, WordOrder::Big),
+            Some(65536.0)
+        );
+        assert_eq!(
+            decode_words(&words, RegisterType::U32, WordOrder::Little),
+            Some(1.0)
+        );
     }
 
     #[test]
@@ -160,15 +189,33 @@ mod tests {
             (0, b(RegisterType::U16, 0, 1.0, WordOrder::Big)),
             (1, b(RegisterType::F32, 5, 1.0, WordOrder::Big)),
             (2, b(RegisterType::U16, 200, 1.0, WordOrder::Big)),
-            (3, ModbusBinding { table: RegisterTable::Coil, ..b(RegisterType::Bool, 3, 1.0, WordOrder::Big) }),
+            (
+                3,
+                ModbusBinding {
+                    table: RegisterTable::Coil,
+                    ..b(RegisterType::Bool, 3, 1.0, WordOrder::Big)
+                },
+            ),
         ];
         let p = plan(&binds);
         assert_eq!(
             p,
             vec![
-                Block { table: RegisterTable::Holding, start: 0, count: 7 },
-                Block { table: RegisterTable::Holding, start: 200, count: 1 },
-                Block { table: RegisterTable::Coil, start: 3, count: 1 },
+                Block {
+                    table: RegisterTable::Holding,
+                    start: 0,
+                    count: 7
+                },
+                Block {
+                    table: RegisterTable::Holding,
+                    start: 200,
+                    count: 1
+                },
+                Block {
+                    table: RegisterTable::Coil,
+                    start: 3,
+                    count: 1
+                },
             ]
         );
     }

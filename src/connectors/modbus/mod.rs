@@ -16,7 +16,10 @@ use tokio_modbus::Slave;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use super::{now_ms, Backoff, Decoded, Envelope, HealthBoard, IngestSink, RawValue, SignalRef, SignalValue, Source};
+use super::{
+    now_ms, Backoff, Decoded, Envelope, HealthBoard, IngestSink, RawValue, SignalRef, SignalValue,
+    Source,
+};
 use crate::assets::{AssetIdx, ModbusSource, RegisterTable};
 use codec::Block;
 
@@ -34,7 +37,13 @@ impl ModbusPoller {
     pub fn new(asset: AssetIdx, asset_id: String, cfg: ModbusSource) -> Self {
         let plan = codec::plan(&cfg.registers);
         let endpoint = Arc::from(format!("modbus://{}:{}/{}", cfg.host, cfg.port, cfg.unit));
-        ModbusPoller { asset, asset_id, cfg, plan, endpoint }
+        ModbusPoller {
+            asset,
+            asset_id,
+            cfg,
+            plan,
+            endpoint,
+        }
     }
 
     async fn connect(&self) -> Result<Context, String> {
@@ -63,18 +72,40 @@ impl ModbusPoller {
         let mut exception: Option<String> = None;
         for blk in &self.plan {
             let res = match blk.table {
-                RegisterTable::Holding => timeout(self.timeout(), ctx.read_holding_registers(blk.start, blk.count))
-                    .await,
-                RegisterTable::Input => timeout(self.timeout(), ctx.read_input_registers(blk.start, blk.count))
-                    .await,
-                RegisterTable::Coil => timeout(self.timeout(), ctx.read_coils(blk.start, blk.count))
+                RegisterTable::Holding => {
+                    timeout(
+                        self.timeout(),
+                        ctx.read_holding_registers(blk.start, blk.count),
+                    )
                     .await
-                    .map(|r| r.map(|r| r.map(|c| c.into_iter().map(u16::from).collect()))),
+                }
+                RegisterTable::Input => {
+                    timeout(
+                        self.timeout(),
+                        ctx.read_input_registers(blk.start, blk.count),
+                    )
+                    .await
+                }
+                RegisterTable::Coil => {
+                    timeout(self.timeout(), ctx.read_coils(blk.start, blk.count))
+                        .await
+                        .map(|r| r.map(|r| r.map(|c| c.into_iter().map(u16::from).collect())))
+                }
             };
             let table_name = table_name(blk.table);
             match res {
-                Err(_) => return Err(format!("{table_name} {}+{} read timed out", blk.start, blk.count)),
-                Ok(Err(e)) => return Err(format!("{table_name} {}+{} read failed: {e}", blk.start, blk.count)),
+                Err(_) => {
+                    return Err(format!(
+                        "{table_name} {}+{} read timed out",
+                        blk.start, blk.count
+                    ))
+                }
+                Ok(Err(e)) => {
+                    return Err(format!(
+                        "{table_name} {}+{} read failed: {e}",
+                        blk.start, blk.count
+                    ))
+                }
                 Ok(Ok(Err(exc))) => {
                     exception = Some(format!(
                         "modbus exception {exc:?} reading {table_name} {}+{}",
@@ -108,7 +139,10 @@ impl ModbusPoller {
             }
         }
         let decoded = match (exception, values.is_empty()) {
-            (Some(reason), true) => Decoded::Error { code: "device_exception", reason },
+            (Some(reason), true) => Decoded::Error {
+                code: "device_exception",
+                reason,
+            },
             (Some(reason), false) => {
                 // Partial poll: keep what was read, report the rest in bronze.
                 payload.insert("error".into(), serde_json::Value::String(reason));
@@ -156,49 +190,49 @@ impl Source for ModbusPoller {
         let span = tracing::info_span!("connector", connector = "modbus", asset = %self.asset_id);
         Box::pin(
             async move {
-            let mut backoff = Backoff::default();
-            'outer: while !shutdown.is_cancelled() {
-                let mut ctx = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    r = self.connect() => match r {
-                        Ok(c) => c,
-                        Err(e) => {
-                            debug!(error = %e, "modbus connect failed");
-                            health.set_connected(self.asset, false, Some(e));
-                            tokio::select! {
-                                _ = shutdown.cancelled() => break,
-                                _ = tokio::time::sleep(backoff.next_delay()) => continue,
+                let mut backoff = Backoff::default();
+                'outer: while !shutdown.is_cancelled() {
+                    let mut ctx = tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        r = self.connect() => match r {
+                            Ok(c) => c,
+                            Err(e) => {
+                                debug!(error = %e, "modbus connect failed");
+                                health.set_connected(self.asset, false, Some(e));
+                                tokio::select! {
+                                    _ = shutdown.cancelled() => break,
+                                    _ = tokio::time::sleep(backoff.next_delay()) => continue,
+                                }
                             }
                         }
-                    }
-                };
-                info!(endpoint = %self.endpoint, "modbus connected");
-                health.set_connected(self.asset, true, None);
-                backoff.reset();
-                let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.poll_ms));
-                tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break 'outer,
-                        _ = tick.tick() => {}
-                    }
-                    match self.poll_once(&mut ctx).await {
-                        Ok(env) => {
-                            health.touch(self.asset, env.received_ms);
-                            if !sink.send(env).await {
-                                break 'outer;
-                            }
+                    };
+                    info!(endpoint = %self.endpoint, "modbus connected");
+                    health.set_connected(self.asset, true, None);
+                    backoff.reset();
+                    let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.poll_ms));
+                    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                    loop {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break 'outer,
+                            _ = tick.tick() => {}
                         }
-                        Err(e) => {
-                            warn!(error = %e, "modbus device lost; reconnecting");
-                            health.set_connected(self.asset, false, Some(e));
-                            break;
+                        match self.poll_once(&mut ctx).await {
+                            Ok(env) => {
+                                health.touch(self.asset, env.received_ms);
+                                if !sink.send(env).await {
+                                    break 'outer;
+                                }
+                            }
+                            Err(e) => {
+                                warn!(error = %e, "modbus device lost; reconnecting");
+                                health.set_connected(self.asset, false, Some(e));
+                                break;
+                            }
                         }
                     }
                 }
+                health.set_connected(self.asset, false, Some("connector stopped".into()));
             }
-            health.set_connected(self.asset, false, Some("connector stopped".into()));
-        }
             .instrument(span),
         )
     }
