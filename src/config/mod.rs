@@ -406,7 +406,7 @@ fn validate_platform(p: &PlatformFile, file: &str) -> Result<(), ConfigError> {
     if p.twin.count_window < 2 {
         return bad("twin.count_window", "must be at least 2");
     }
-    if !(p.twin.time_window_s > 0.0) {
+    if p.twin.time_window_s.is_nan() || p.twin.time_window_s <= 0.0 {
         return bad("twin.time_window_s", "must be above 0");
     }
     if !(p.twin.ema_alpha > 0.0 && p.twin.ema_alpha <= 1.0) {

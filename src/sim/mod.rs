@@ -208,7 +208,7 @@ impl Scenario {
                 return Err(bad("out_of_range needs `value`".into()));
             }
         }
-        if sf.tick_ms == 0 || !(sf.time_scale > 0.0) {
+        if sf.tick_ms == 0 || sf.time_scale.is_nan() || sf.time_scale <= 0.0 {
             return Err(ConfigError::Invalid {
                 file: file.into(),
                 key: "tick_ms".into(),
