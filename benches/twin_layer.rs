@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ironlake::config::{embedded_twin_types, TwinConfig};
+use ironlake::config::{embedded_twin_types, PlatformFile, TwinConfig};
 use ironlake::twins::TwinOutput;
 use ironlake::twins::{
     GetSnapshot, Ingest, MachineTwin, TwinCore, TwinIdentity, TwinShared, TypedReading,
@@ -18,16 +18,11 @@ const MACHINES: usize = 1000;
 /// Samples per machine per batch (each sample: one value of every signal).
 const SAMPLES: usize = 10;
 
+/// The twin defaults of config/ironlake.toml, without periodic checkpoints.
 fn twin_cfg() -> TwinConfig {
-    TwinConfig {
-        checkpoint_interval_s: 3600,
-        count_window: 60,
-        time_window_s: 60.0,
-        ema_alpha: 0.2,
-        mailbox: 64,
-        arbiters: 2,
-        stale_after_s: 10.0,
-    }
+    let mut t = PlatformFile::embedded_default().unwrap().twin;
+    t.checkpoint_interval_s = 3600;
+    t
 }
 
 fn identity(i: usize) -> TwinIdentity {

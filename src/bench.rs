@@ -16,10 +16,7 @@ use clap::Subcommand;
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 
 use crate::assets::TwinType;
-use crate::config::{
-    parse_toml, Config, EmbeddedBrokerConfig, HttpConfig, IngestConfig, LakeConfig, MqttConfig,
-    PlantFile, PlatformFile, TwinConfig,
-};
+use crate::config::{parse_toml, Config, EmbeddedBrokerConfig, PlantFile, PlatformFile};
 use crate::connectors::now_ms;
 use crate::metrics::LatencyProbe;
 use crate::platform::{Platform, Probes};
@@ -86,46 +83,22 @@ fn bench_config(machines: usize, lake: &str, mqtt_port: u16) -> Result<Config> {
     let pf: PlantFile = parse_toml(&plant, "bench-plant")?;
     let mut twins = HashMap::new();
     twins.insert("bench10".to_string(), Arc::new(bench_twin()?));
-    let platform = PlatformFile {
-        plants: vec![],
-        twins: String::new(),
-        http: HttpConfig {
-            listen: "127.0.0.1:0".parse()?,
-        },
-        lake: LakeConfig {
-            root: lake.into(),
-            flush_rows: 262_144,
-            flush_interval_ms: 1000,
-            target_file_mb: 128,
-        },
-        twin: TwinConfig {
-            checkpoint_interval_s: 30,
-            count_window: 60,
-            time_window_s: 60.0,
-            ema_alpha: 0.2,
-            mailbox: 64,
-            arbiters: 2,
-            stale_after_s: 10.0,
-        },
-        ingest: IngestConfig {
-            shards: 2,
-            queue: 8192,
-        },
-        mqtt: MqttConfig {
-            host: "127.0.0.1".into(),
-            port: mqtt_port,
-            client_id: "ironlake-bench".into(),
-            subscribe: vec!["bench/#".into()],
-            keep_alive_s: 30,
-            username: None,
-            password: None,
-            embedded: Some(EmbeddedBrokerConfig {
-                enabled: true,
-                listen: ([127, 0, 0, 1], mqtt_port).into(),
-                max_payload: 65536,
-            }),
-        },
-    };
+    // Defaults from config/ironlake.toml; larger commits and queues for load.
+    let mut platform = PlatformFile::embedded_default()?;
+    platform.plants.clear();
+    platform.http.listen = "127.0.0.1:0".parse()?;
+    platform.lake.root = lake.into();
+    platform.lake.flush_rows = 262_144;
+    platform.ingest.queue = 8192;
+    platform.mqtt.port = mqtt_port;
+    platform.mqtt.client_id = "ironlake-bench".into();
+    platform.mqtt.subscribe = vec!["bench/#".into()];
+    platform.mqtt.keep_alive_s = 30;
+    platform.mqtt.embedded = Some(EmbeddedBrokerConfig {
+        enabled: true,
+        listen: ([127, 0, 0, 1], mqtt_port).into(),
+        max_payload: 65536,
+    });
     Ok(Config::from_parts(
         platform,
         twins,

@@ -129,6 +129,44 @@ fn print_banner(p: &Platform) {
     println!("Press Ctrl-C to stop.");
 }
 
+/// The plant tree of a validated config, as `ironlake check` prints it.
+fn plant_tree(cfg: &Config) -> String {
+    use std::fmt::Write;
+    let m = &cfg.model;
+    let mut out = String::new();
+    let mut kinds: Vec<_> = m.twin_types.keys().cloned().collect();
+    kinds.sort();
+    let _ = writeln!(out, "{}: OK", cfg.origin);
+    let _ = writeln!(out, "  twin types: {}", kinds.join(", "));
+    for p in &m.plants {
+        let _ = writeln!(
+            out,
+            "  plant {} ({}), time zone {}",
+            p.id, p.name, p.timezone
+        );
+        for l in m.lines_of(p.id.as_str()) {
+            let _ = writeln!(out, "    line {} ({} machines)", l.id, l.assets.len());
+            for &i in &l.assets {
+                let a = &m.assets[i as usize];
+                let _ = writeln!(
+                    out,
+                    "      {} [{}] {}",
+                    a.id,
+                    a.twin.kind,
+                    a.source.endpoint()
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Print without panicking when stdout is closed early (`ironlake check | head`).
+fn print_stdout(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     init_logging();
@@ -191,23 +229,7 @@ async fn main() -> Result<()> {
         }
         Cmd::Check { config } => {
             let cfg = load(config.as_ref())?;
-            let m = &cfg.model;
-            println!("{}: OK", cfg.origin);
-            println!("  twin types: {}", {
-                let mut k: Vec<_> = m.twin_types.keys().cloned().collect();
-                k.sort();
-                k.join(", ")
-            });
-            for p in &m.plants {
-                println!("  plant {} ({}), time zone {}", p.id, p.name, p.timezone);
-                for l in m.lines_of(p.id.as_str()) {
-                    println!("    line {} ({} machines)", l.id, l.assets.len());
-                    for &i in &l.assets {
-                        let a = &m.assets[i as usize];
-                        println!("      {} [{}] {}", a.id, a.twin.kind, a.source.endpoint());
-                    }
-                }
-            }
+            print_stdout(&plant_tree(&cfg));
         }
         Cmd::Bench { which } => ironlake::bench::run(which).await?,
     }

@@ -16,26 +16,13 @@ async fn tables_read_back_with_python_deltalake_polars_and_duckdb() {
     init_logs();
     let dir = tempfile::tempdir().unwrap();
     let (p1, mq) = (free_port(), free_port());
-    let plant = format!(
-        r#"
-[plant]
-id = "plant-i"
-[[areas]]
-id = "hall"
-[[lines]]
-id = "line-i"
-area = "hall"
-[[machines]]
-id = "mill-i"
-line = "line-i"
-type = "cnc_mill"
-source = {{ protocol = "modbus", host = "127.0.0.1", port = {p1}, poll_ms = 100 }}
-[[machines]]
-id = "press-i"
-line = "line-i"
-type = "press"
-source = {{ protocol = "mqtt", topic = "test/line-i/press-i" }}
-"#
+    let plant = plant(
+        "plant-i",
+        "line-i",
+        &[
+            ("mill-i", "cnc_mill", modbus(p1, 100)),
+            ("press-i", "press", mqtt("test/line-i/press-i")),
+        ],
     );
     let mut sc = scenario(mq, 100);
     sc.faults.push(ironlake::sim::Fault {

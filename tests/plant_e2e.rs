@@ -14,27 +14,13 @@ async fn modbus_plc_to_twin_rest_and_silver_with_reconnect() {
     init_logs();
     let dir = tempfile::tempdir().unwrap();
     let (p1, p2, mq) = (free_port(), free_port(), free_port());
-    let plant = format!(
-        r#"
-[plant]
-id = "plant-t"
-timezone = "Europe/Berlin"
-[[areas]]
-id = "hall"
-[[lines]]
-id = "line-1"
-area = "hall"
-[[machines]]
-id = "mill-1"
-line = "line-1"
-type = "cnc_mill"
-source = {{ protocol = "modbus", host = "127.0.0.1", port = {p1}, poll_ms = 200, timeout_ms = 500 }}
-[[machines]]
-id = "conv-1"
-line = "line-1"
-type = "conveyor"
-source = {{ protocol = "modbus", host = "127.0.0.1", port = {p2}, poll_ms = 200 }}
-"#
+    let plant = plant(
+        "plant-t",
+        "line-1",
+        &[
+            ("mill-1", "cnc_mill", modbus(p1, 200)),
+            ("conv-1", "conveyor", modbus(p2, 200)),
+        ],
     );
     let cfg = config(platform(dir.path(), mq, false), &plant);
     let sim = Simulator::start(
@@ -210,26 +196,15 @@ async fn mqtt_through_embedded_broker_with_bad_payloads_quarantined() {
     init_logs();
     let dir = tempfile::tempdir().unwrap();
     let mq = free_port();
-    let plant = r#"
-[plant]
-id = "plant-m"
-[[areas]]
-id = "hall"
-[[lines]]
-id = "press-line"
-area = "hall"
-[[machines]]
-id = "press-1"
-line = "press-line"
-type = "press"
-source = { protocol = "mqtt", topic = "test/press-line/press-1" }
-[[machines]]
-id = "press-2"
-line = "press-line"
-type = "press"
-source = { protocol = "mqtt", topic = "test/press-line/press-2" }
-"#;
-    let cfg = config(platform(dir.path(), mq, true), plant);
+    let plant = plant(
+        "plant-m",
+        "press-line",
+        &[
+            ("press-1", "press", mqtt("test/press-line/press-1")),
+            ("press-2", "press", mqtt("test/press-line/press-2")),
+        ],
+    );
+    let cfg = config(platform(dir.path(), mq, true), &plant);
     let model = cfg.model.clone();
     let platform = Platform::start(cfg, Probes::default()).await.unwrap();
     let addr = platform.http_addr;

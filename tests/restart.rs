@@ -13,21 +13,10 @@ async fn twin_state_survives_restart_and_supervisor_restart() {
     init_logs();
     let dir = tempfile::tempdir().unwrap();
     let (p1, mq) = (free_port(), free_port());
-    let plant = format!(
-        r#"
-[plant]
-id = "plant-r"
-[[areas]]
-id = "hall"
-[[lines]]
-id = "line-r"
-area = "hall"
-[[machines]]
-id = "press-r"
-line = "line-r"
-type = "press"
-source = {{ protocol = "modbus", host = "127.0.0.1", port = {p1}, poll_ms = 100 }}
-"#
+    let plant = plant(
+        "plant-r",
+        "line-r",
+        &[("press-r", "press", modbus(p1, 100))],
     );
     let cfg = config(platform(dir.path(), mq, false), &plant);
     let sim = Simulator::start(

@@ -20,7 +20,7 @@ use crate::lake::read::HistoryQuery;
 use crate::lake::writer::TableWriter;
 use crate::lake::Lakehouse;
 use crate::pipeline::IngestStats;
-use crate::twins::{Aggregate, GetAggregate, GetSnapshot, TwinRegistry};
+use crate::twins::{Aggregate, GetAggregate, GetSnapshot, GetSummary, TwinRegistry};
 pub use time::parse_time;
 
 /// Everything the handlers read.
@@ -152,26 +152,24 @@ async fn health(s: State) -> HttpResponse {
     }))
 }
 
-async fn aggregate_of_line(s: &ApiState, id: &str) -> Result<Aggregate> {
-    let addr = s
-        .twins
-        .lines
-        .get(id)
-        .ok_or_else(|| ApiError::NotFound(format!("unknown line `{id}`")))?;
+/// Ask a line or plant twin (`what`) for its aggregate.
+async fn aggregate<A>(addr: Option<&actix::Addr<A>>, what: &str, id: &str) -> Result<Aggregate>
+where
+    A: actix::Actor + actix::Handler<GetAggregate>,
+    A::Context: actix::dev::ToEnvelope<A, GetAggregate>,
+{
+    let addr = addr.ok_or_else(|| ApiError::NotFound(format!("unknown {what} `{id}`")))?;
     addr.send(GetAggregate)
         .await
-        .map_err(|e| ApiError::Unavailable(format!("line twin `{id}`: {e}")))
+        .map_err(|e| ApiError::Unavailable(format!("{what} twin `{id}`: {e}")))
+}
+
+async fn aggregate_of_line(s: &ApiState, id: &str) -> Result<Aggregate> {
+    aggregate(s.twins.lines.get(id), "line", id).await
 }
 
 async fn aggregate_of_plant(s: &ApiState, id: &str) -> Result<Aggregate> {
-    let addr = s
-        .twins
-        .plants
-        .get(id)
-        .ok_or_else(|| ApiError::NotFound(format!("unknown plant `{id}`")))?;
-    addr.send(GetAggregate)
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("plant twin `{id}`: {e}")))
+    aggregate(s.twins.plants.get(id), "plant", id).await
 }
 
 #[derive(Serialize)]
@@ -230,19 +228,19 @@ async fn plant(s: State, id: web::Path<String>) -> Result<HttpResponse> {
 }
 
 async fn summaries(s: &ApiState, assets: &[&Asset]) -> Vec<serde_json::Value> {
-    let snaps = join_all(
+    let sums = join_all(
         assets
             .iter()
-            .map(|a| s.twins.machines[a.idx as usize].send(GetSnapshot)),
+            .map(|a| s.twins.machines[a.idx as usize].send(GetSummary)),
     )
     .await;
     assets
         .iter()
-        .zip(snaps)
-        .map(|(a, snap)| {
+        .zip(sums)
+        .map(|(a, sum)| {
             let src = s.health.get(a.idx);
-            let (state, alarms, last) = match &snap {
-                Ok(sn) => (sn.state.as_str(), sn.alarms.len(), sn.last_update),
+            let (state, alarms, last) = match &sum {
+                Ok(x) => (x.state.as_str(), x.active_alarms, x.last_update),
                 Err(_) => ("UNKNOWN", 0, None),
             };
             json!({

@@ -151,6 +151,18 @@ fn utc() -> String {
     "UTC".into()
 }
 
+impl PlatformFile {
+    /// The platform defaults of `config/ironlake.toml` as built into the binary;
+    /// programs that assemble a config in code start from these.
+    pub fn embedded_default() -> Result<Self, ConfigError> {
+        let file = "embedded:config/ironlake.toml";
+        let text = EMBEDDED.get("config/ironlake.toml").unwrap_or_default();
+        let p: PlatformFile = parse_toml(text, file)?;
+        validate_platform(&p, file)?;
+        Ok(p)
+    }
+}
+
 /// `[[areas]]` of a plant file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

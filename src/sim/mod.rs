@@ -418,12 +418,24 @@ async fn run(
         Some((c, mut el)) => {
             let s = stop.clone();
             let t = tokio::spawn(async move {
+                // Warn once per outage, not on every retry.
+                let mut warned = false;
                 loop {
                     tokio::select! {
                         _ = s.cancelled() => break,
-                        ev = el.poll() => if let Err(e) = ev {
-                            warn!(error = %e, "simulator MQTT connection lost; retrying");
-                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        ev = el.poll() => match ev {
+                            Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                                info!("simulator connected to the MQTT broker");
+                                warned = false;
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                if !warned {
+                                    warn!(error = %e, "simulator cannot reach the MQTT broker; retrying every 500 ms");
+                                    warned = true;
+                                }
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                            }
                         }
                     }
                 }

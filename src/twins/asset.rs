@@ -33,6 +33,19 @@ pub struct Ingest {
 #[rtype(result = "AssetSnapshot")]
 pub struct GetSnapshot;
 
+/// Ask for the few fields lists show (cheap: no window statistics).
+#[derive(Message)]
+#[rtype(result = "AssetSummary")]
+pub struct GetSummary;
+
+/// What `GET /api/assets` and `GET /api/lines/{id}` show per machine.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct AssetSummary {
+    pub state: crate::assets::MachineState,
+    pub active_alarms: u32,
+    pub last_update: Option<i64>,
+}
+
 /// Checkpoint now and hand back the row plus events not yet delivered (used at
 /// shutdown, so the caller can write them and wait for the commit).
 #[derive(Message)]
@@ -207,6 +220,18 @@ impl Handler<GetSnapshot> for MachineTwin {
 
     fn handle(&mut self, _: GetSnapshot, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.core.snapshot(now_ms()))
+    }
+}
+
+impl Handler<GetSummary> for MachineTwin {
+    type Result = MessageResult<GetSummary>;
+
+    fn handle(&mut self, _: GetSummary, _: &mut Self::Context) -> Self::Result {
+        MessageResult(AssetSummary {
+            state: self.core.state,
+            active_alarms: self.core.alarm_counts().0,
+            last_update: self.core.last_update_ms,
+        })
     }
 }
 

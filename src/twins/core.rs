@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::alarm::{self, AlarmState, Transition};
 use super::window::{SignalWindow, WindowStats};
-use crate::assets::{Asset, AssetIdx, MachineState, Severity, SignalIdx, SignalKind, TwinType};
+use crate::assets::{Asset, AssetIdx, MachineState, Severity, SignalIdx, TwinType};
 use crate::config::TwinConfig;
 use crate::lake::rows::{AssetEventRow, AssetStateRow};
 
@@ -311,8 +311,6 @@ impl TwinCore {
                     let ev = self.event(r.ts_ms, "counter", name.into(), Some(inc), None);
                     events.push(ev);
                 }
-            } else if twin.signals[r.signal as usize].kind == SignalKind::Counter {
-                // Other counters (run hours): nothing to aggregate.
             }
             self.readings_total += 1;
             self.last_update_ms = Some(self.last_update_ms.map_or(r.ts_ms, |t| t.max(r.ts_ms)));

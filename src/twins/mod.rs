@@ -27,7 +27,9 @@ use crate::config::TwinConfig;
 use crate::lake::rows::{asset_state_batch, events_batch, AssetEventRow, AssetStateRow};
 use crate::lake::writer::TableWriter;
 use crate::metrics::LatencyProbe;
-pub use asset::{FinalCheckpoint, GetSnapshot, Ingest, MachineTwin, Restart};
+pub use asset::{
+    AssetSummary, FinalCheckpoint, GetSnapshot, GetSummary, Ingest, MachineTwin, Restart,
+};
 pub use line::{Aggregate, GetAggregate, LineTwin, PlantTwin};
 
 /// What twins emit towards the lake.

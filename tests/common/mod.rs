@@ -8,10 +8,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::time::Duration;
 
-use ironlake::config::{
-    parse_toml, Config, EmbeddedBrokerConfig, HttpConfig, IngestConfig, LakeConfig, MqttConfig,
-    PlantFile, PlatformFile, TwinConfig,
-};
+use ironlake::config::{parse_toml, Config, EmbeddedBrokerConfig, PlantFile, PlatformFile};
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
@@ -22,49 +19,52 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Platform settings for tests: fast flushes and checkpoints, an embedded
-/// broker on a free port, HTTP on a free port.
+/// Platform settings for tests: the defaults of config/ironlake.toml with fast
+/// flushes and checkpoints, small windows, HTTP on a free port and (optionally)
+/// the embedded broker on `mqtt_port`.
 pub fn platform(lake: &Path, mqtt_port: u16, embedded: bool) -> PlatformFile {
-    PlatformFile {
-        plants: vec![],
-        twins: String::new(),
-        http: HttpConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-        },
-        lake: LakeConfig {
-            root: lake.display().to_string(),
-            flush_rows: 65536,
-            flush_interval_ms: 200,
-            target_file_mb: 64,
-        },
-        twin: TwinConfig {
-            checkpoint_interval_s: 1,
-            count_window: 20,
-            time_window_s: 30.0,
-            ema_alpha: 0.3,
-            mailbox: 64,
-            arbiters: 2,
-            stale_after_s: 10.0,
-        },
-        ingest: IngestConfig {
-            shards: 2,
-            queue: 1024,
-        },
-        mqtt: MqttConfig {
-            host: "127.0.0.1".into(),
-            port: mqtt_port,
-            client_id: format!("ironlake-test-{mqtt_port}"),
-            subscribe: vec!["test/#".into()],
-            keep_alive_s: 5,
-            username: None,
-            password: None,
-            embedded: embedded.then(|| EmbeddedBrokerConfig {
-                enabled: true,
-                listen: SocketAddr::from(([127, 0, 0, 1], mqtt_port)),
-                max_payload: 65536,
-            }),
-        },
+    let mut p = PlatformFile::embedded_default().unwrap();
+    p.plants.clear();
+    p.http.listen = "127.0.0.1:0".parse().unwrap();
+    p.lake.root = lake.display().to_string();
+    p.lake.flush_interval_ms = 200;
+    p.lake.target_file_mb = 64;
+    p.twin.checkpoint_interval_s = 1;
+    p.twin.count_window = 20;
+    p.twin.time_window_s = 30.0;
+    p.ingest.queue = 1024;
+    p.mqtt.port = mqtt_port;
+    p.mqtt.client_id = format!("ironlake-test-{mqtt_port}");
+    p.mqtt.subscribe = vec!["test/#".into()];
+    p.mqtt.keep_alive_s = 5;
+    p.mqtt.embedded = embedded.then(|| EmbeddedBrokerConfig {
+        enabled: true,
+        listen: SocketAddr::from(([127, 0, 0, 1], mqtt_port)),
+        max_payload: 65536,
+    });
+    p
+}
+
+/// A plant file: plant `id` with one area and one line holding `machines`
+/// as `(id, twin type, inline source table)`.
+pub fn plant(id: &str, line: &str, machines: &[(&str, &str, String)]) -> String {
+    let mut t = format!("[plant]\nid = \"{id}\"\n[[areas]]\nid = \"hall\"\n[[lines]]\nid = \"{line}\"\narea = \"hall\"\n");
+    for (m, kind, source) in machines {
+        t += &format!(
+            "[[machines]]\nid = \"{m}\"\nline = \"{line}\"\ntype = \"{kind}\"\nsource = {source}\n"
+        );
     }
+    t
+}
+
+/// Inline source table of a machine on a loopback Modbus PLC.
+pub fn modbus(port: u16, poll_ms: u64) -> String {
+    format!("{{ protocol = \"modbus\", host = \"127.0.0.1\", port = {port}, poll_ms = {poll_ms}, timeout_ms = 500 }}")
+}
+
+/// Inline source table of a machine publishing on an MQTT topic.
+pub fn mqtt(topic: &str) -> String {
+    format!("{{ protocol = \"mqtt\", topic = \"{topic}\" }}")
 }
 
 /// A config from plant TOML text, with the twin types built into the binary.
