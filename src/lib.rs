@@ -22,5 +22,7 @@ pub mod pipeline;
 pub mod platform;
 /// Simulated PLCs speaking real protocols.
 pub mod sim;
+/// Time-series kernels on Arrow arrays: as-of join, rolling, windows, resampling.
+pub mod timeseries;
 /// Twin actors: machine, line, plant.
 pub mod twins;

@@ -1,0 +1,221 @@
+//! As-of join: for every left row (a reading), the right row (a state, a
+//! setpoint, a product change) of the same key whose timestamp is the
+//! closest before, after or either side, optionally within a tolerance.
+//!
+//! The right side is grouped per key once (a counting sort; it is the small
+//! side in practice). The left side is walked in row order with two cursors
+//! per key (`# right ts < t` and `# right ts <= t`); for a stream in time
+//! order the cursors only move forward, so the whole join is one pass over
+//! each side. A left key whose timestamps go backwards gets its cursors
+//! re-placed by binary search, so any order gives the same answer.
+
+use super::keys::NULL_KEY;
+use super::{same_len, TsError};
+
+/// Which right row matches a left row at time `t`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsofDirection {
+    /// The last right row with `ts <= t`.
+    Backward,
+    /// The first right row with `ts >= t`.
+    Forward,
+    /// The closer of the two; a tie goes to the backward one.
+    Nearest,
+}
+
+impl std::str::FromStr for AsofDirection {
+    type Err = TsError;
+    fn from_str(s: &str) -> Result<Self, TsError> {
+        match s.to_ascii_lowercase().as_str() {
+            "backward" => Ok(AsofDirection::Backward),
+            "forward" => Ok(AsofDirection::Forward),
+            "nearest" => Ok(AsofDirection::Nearest),
+            other => Err(TsError::Param(format!(
+                "as-of direction `{other}`: expected backward, forward or nearest"
+            ))),
+        }
+    }
+}
+
+/// No match for a left row.
+pub const NO_MATCH: u32 = u32::MAX;
+
+/// The right side grouped by key, each group sorted by time.
+struct Groups {
+    offsets: Vec<usize>,
+    ts: Vec<i64>,
+    row: Vec<u32>,
+}
+
+impl Groups {
+    fn new(keys: &[u32], ts: &[i64], n_keys: usize) -> Groups {
+        let mut offsets = vec![0usize; n_keys + 1];
+        for &k in keys.iter().filter(|&&k| k != NULL_KEY) {
+            offsets[k as usize + 1] += 1;
+        }
+        for k in 0..n_keys {
+            offsets[k + 1] += offsets[k];
+        }
+        let total = offsets[n_keys];
+        let mut fill = offsets.clone();
+        let mut row = vec![0u32; total];
+        for (i, &k) in keys.iter().enumerate() {
+            if k != NULL_KEY {
+                row[fill[k as usize]] = i as u32;
+                fill[k as usize] += 1;
+            }
+        }
+        for k in 0..n_keys {
+            // Stable: equal timestamps keep row order.
+            row[offsets[k]..offsets[k + 1]].sort_by_key(|&r| ts[r as usize]);
+        }
+        let ts = row.iter().map(|&r| ts[r as usize]).collect();
+        Groups { offsets, ts, row }
+    }
+}
+
+/// For each left row, the index of its matching right row, or [`NO_MATCH`].
+/// Keys must come from one [`super::KeyInterner`] (codes `< n_keys`).
+/// `tolerance_ms` bounds `|left ts - right ts|`.
+pub fn asof_join(
+    left_keys: &[u32],
+    left_ts: &[i64],
+    right_keys: &[u32],
+    right_ts: &[i64],
+    n_keys: usize,
+    direction: AsofDirection,
+    tolerance_ms: Option<i64>,
+) -> Result<Vec<u32>, TsError> {
+    let n = same_len("as-of left key/ts", &[left_keys.len(), left_ts.len()])?;
+    same_len("as-of right key/ts", &[right_keys.len(), right_ts.len()])?;
+    if tolerance_ms.is_some_and(|t| t < 0) {
+        return Err(TsError::Param("as-of tolerance must be >= 0".into()));
+    }
+    let g = Groups::new(right_keys, right_ts, n_keys);
+    // Per key: cursors as absolute positions in `g`, and the last left ts.
+    let mut lt: Vec<usize> = g.offsets[..n_keys].to_vec();
+    let mut le: Vec<usize> = lt.clone();
+    let mut last = vec![i64::MIN; n_keys];
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let k = left_keys[i];
+        if k == NULL_KEY {
+            out.push(NO_MATCH);
+            continue;
+        }
+        let k = k as usize;
+        let t = left_ts[i];
+        let (start, end) = (g.offsets[k], g.offsets[k + 1]);
+        let group = &g.ts[start..end];
+        if t < last[k] {
+            lt[k] = start + group.partition_point(|&x| x < t);
+            le[k] = start + group.partition_point(|&x| x <= t);
+        } else {
+            let (mut a, mut b) = (lt[k], le[k].max(lt[k]));
+            while a < end && g.ts[a] < t {
+                a += 1;
+            }
+            b = b.max(a);
+            while b < end && g.ts[b] <= t {
+                b += 1;
+            }
+            lt[k] = a;
+            le[k] = b;
+        }
+        last[k] = t;
+        let back = (le[k] > start).then(|| le[k] - 1);
+        let fwd = (lt[k] < end).then_some(lt[k]);
+        let pick = match direction {
+            AsofDirection::Backward => back,
+            AsofDirection::Forward => fwd,
+            AsofDirection::Nearest => match (back, fwd) {
+                (Some(b), Some(f)) => Some(if t - g.ts[b] <= g.ts[f] - t { b } else { f }),
+                (b, f) => b.or(f),
+            },
+        };
+        let pick = pick.filter(|&p| tolerance_ms.is_none_or(|tol| (t - g.ts[p]).abs() <= tol));
+        out.push(pick.map_or(NO_MATCH, |p| g.row[p]));
+    }
+    Ok(out)
+}
+
+/// The simple definition, for tests: scan every right row.
+#[cfg(test)]
+pub(crate) fn asof_reference(
+    lk: &[u32],
+    lt: &[i64],
+    rk: &[u32],
+    rt: &[i64],
+    dir: AsofDirection,
+    tol: Option<i64>,
+) -> Vec<u32> {
+    lk.iter()
+        .zip(lt)
+        .map(|(&k, &t)| {
+            let cands = (0..rk.len()).filter(|&j| rk[j] == k);
+            // Among equal right timestamps: the last row going backward, the
+            // first going forward (what a stable sort + cursor gives).
+            let back = cands
+                .clone()
+                .filter(|&j| rt[j] <= t)
+                .fold(None, |best: Option<usize>, j| match best {
+                    Some(b) if rt[b] > rt[j] => Some(b),
+                    _ => Some(j),
+                });
+            let fwd = cands
+                .filter(|&j| rt[j] >= t)
+                .fold(None, |best: Option<usize>, j| match best {
+                    Some(b) if rt[b] <= rt[j] => Some(b),
+                    _ => Some(j),
+                });
+            let pick = match dir {
+                AsofDirection::Backward => back,
+                AsofDirection::Forward => fwd,
+                AsofDirection::Nearest => match (back, fwd) {
+                    (Some(b), Some(f)) => Some(if t - rt[b] <= rt[f] - t { b } else { f }),
+                    (b, f) => b.or(f),
+                },
+            };
+            pick.filter(|&p| tol.is_none_or(|tol| (t - rt[p]).abs() <= tol))
+                .map_or(NO_MATCH, |p| p as u32)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn backward_forward_nearest_with_tolerance() {
+        // Right: key 0 at 10, 20, 30; key 1 at 15.
+        let (rk, rt) = (vec![0, 1, 0, 0], vec![10, 15, 20, 30]);
+        let (lk, lt) = (vec![0, 0, 0, 1, 0], vec![5, 10, 24, 100, 26]);
+        let j = |d, tol| asof_join(&lk, &lt, &rk, &rt, 2, d, tol).unwrap();
+        let m = NO_MATCH;
+        assert_eq!(j(AsofDirection::Backward, None), vec![m, 0, 2, 1, 2]);
+        assert_eq!(j(AsofDirection::Forward, None), vec![0, 0, 3, m, 3]);
+        assert_eq!(j(AsofDirection::Nearest, None), vec![0, 0, 2, 1, 3]);
+        assert_eq!(j(AsofDirection::Backward, Some(5)), vec![m, 0, 2, m, m]);
+        assert!(asof_join(&lk, &lt, &rk, &rt, 2, AsofDirection::Nearest, Some(-1)).is_err());
+    }
+
+    fn side(max_len: usize) -> impl Strategy<Value = (Vec<u32>, Vec<i64>)> {
+        prop::collection::vec((0u32..3, 0i64..60), 0..max_len)
+            .prop_map(|v| v.into_iter().unzip())
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_reference(
+            (lk, lt) in side(80),
+            (rk, rt) in side(30),
+            dir in prop_oneof![Just(AsofDirection::Backward), Just(AsofDirection::Forward), Just(AsofDirection::Nearest)],
+            tol in prop::option::of(0i64..20),
+        ) {
+            let got = asof_join(&lk, &lt, &rk, &rt, 3, dir, tol).unwrap();
+            prop_assert_eq!(got, asof_reference(&lk, &lt, &rk, &rt, dir, tol));
+        }
+    }
+}
