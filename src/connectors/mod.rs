@@ -6,6 +6,7 @@
 //! bronze) plus what could be decoded from it. It never validates ranges or
 //! writes tables; that is the ingest stage's job, the same for every protocol.
 
+pub mod files;
 pub mod modbus;
 pub mod mqtt;
 

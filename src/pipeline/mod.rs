@@ -3,6 +3,7 @@
 //! quarantine rows with reasons, and reading batches for the twins.
 
 pub mod ingest;
+pub mod oee;
 pub mod validate;
 
 pub use ingest::{IngestStats, IngestStatus, Shard};

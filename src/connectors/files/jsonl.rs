@@ -1,0 +1,405 @@
+//! JSON lines: one object per line, fields picked by path (`signals.power_kw`)
+//! into typed columns; other fields are skipped without being decoded.
+//!
+//! The scanner is written for this job rather than building a JSON tree per
+//! line: it walks the bytes once, compares keys against the few wanted
+//! names of the current level, and parses a wanted value straight into its
+//! column. It still checks the whole line is well-formed JSON (an unclosed
+//! string or a missing brace rejects the line), so a damaged line is
+//! reported, never half-loaded.
+
+use std::path::Path;
+
+use super::{read_lines, ColumnKind, Columns, FileError, FileSchema, LineParser, ParsedFile};
+
+/// Wanted fields of one object level.
+#[derive(Default)]
+struct Level {
+    fields: Vec<(Vec<u8>, Target)>,
+}
+
+enum Target {
+    Column(usize),
+    Object(Level),
+}
+
+impl Level {
+    fn insert(&mut self, path: &[String], col: usize) -> Result<(), String> {
+        let key = path[0].as_bytes().to_vec();
+        let pos = self.fields.iter().position(|f| f.0 == key);
+        if path.len() == 1 {
+            if pos.is_some() {
+                return Err(format!("field `{}` mapped twice", path[0]));
+            }
+            self.fields.push((key, Target::Column(col)));
+            return Ok(());
+        }
+        let i = match pos {
+            Some(i) => i,
+            None => {
+                self.fields.push((key, Target::Object(Level::default())));
+                self.fields.len() - 1
+            }
+        };
+        match &mut self.fields[i].1 {
+            Target::Object(l) => l.insert(&path[1..], col),
+            Target::Column(_) => Err(format!("field `{}` is both a value and an object", path[0])),
+        }
+    }
+
+    #[inline]
+    fn find(&self, key: &[u8]) -> Option<&Target> {
+        self.fields.iter().find(|f| f.0 == key).map(|f| &f.1)
+    }
+}
+
+struct JsonParser {
+    root: Level,
+    kinds: Vec<ColumnKind>,
+}
+
+/// Read a JSON-lines file into batches of `schema` (see the module docs of
+/// [`super`]), with `threads` readers.
+pub fn read_jsonl(path: &Path, schema: &FileSchema, threads: usize) -> Result<ParsedFile, FileError> {
+    let mut root = Level::default();
+    for (i, c) in schema.columns.iter().enumerate() {
+        if c.source.is_empty() || c.source.iter().any(|s| s.is_empty()) {
+            return Err(FileError::Format {
+                path: path.display().to_string(),
+                message: format!("column `{}`: empty field path", c.name),
+            });
+        }
+        root.insert(&c.source, i).map_err(|message| FileError::Format {
+            path: path.display().to_string(),
+            message,
+        })?;
+    }
+    let p = JsonParser {
+        root,
+        kinds: schema.columns.iter().map(|c| c.kind).collect(),
+    };
+    read_lines(path, schema, &p, 0, threads)
+}
+
+impl LineParser for JsonParser {
+    fn parse(&self, line: &[u8], cols: &mut Columns) -> Result<(), String> {
+        let mut s = Scan { b: line, i: 0 };
+        s.ws();
+        s.object(Some(&self.root), self, cols)?;
+        s.ws();
+        if s.i != line.len() {
+            return Err(format!("unexpected text after the object at byte {}", s.i));
+        }
+        Ok(())
+    }
+}
+
+struct Scan<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Scan<'a> {
+    #[inline]
+    fn ws(&mut self) {
+        while self.i < self.b.len() && matches!(self.b[self.i], b' ' | b'\t' | b'\r' | b'\n') {
+            self.i += 1;
+        }
+    }
+
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn expect(&mut self, c: u8) -> Result<(), String> {
+        self.ws();
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(format!("expected `{}` at byte {}", c as char, self.i))
+        }
+    }
+
+    /// A string starting at `"`: the raw bytes between the quotes and
+    /// whether they contain escapes.
+    #[inline]
+    fn string(&mut self) -> Result<(&'a [u8], bool), String> {
+        let start = self.i + 1;
+        let mut j = start;
+        let mut escaped = false;
+        loop {
+            match memchr::memchr2(b'"', b'\\', &self.b[j..]) {
+                None => return Err(format!("unterminated string at byte {}", self.i)),
+                Some(k) => {
+                    j += k;
+                    if self.b[j] == b'\\' {
+                        escaped = true;
+                        j += 2;
+                        if j > self.b.len() {
+                            return Err("unterminated string".into());
+                        }
+                    } else {
+                        self.i = j + 1;
+                        return Ok((&self.b[start..j], escaped));
+                    }
+                }
+            }
+        }
+    }
+
+    fn object(&mut self, level: Option<&Level>, p: &JsonParser, cols: &mut Columns) -> Result<(), String> {
+        self.expect(b'{')?;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            self.ws();
+            if self.peek() != Some(b'"') {
+                return Err(format!("expected a field name at byte {}", self.i));
+            }
+            let (key, esc) = self.string()?;
+            let key_buf;
+            let key = if esc {
+                key_buf = unescape(key)?;
+                &key_buf[..]
+            } else {
+                key
+            };
+            self.expect(b':')?;
+            self.ws();
+            match level.and_then(|l| l.find(key)) {
+                Some(Target::Column(c)) => self.value_into(*c, p.kinds[*c], cols)?,
+                Some(Target::Object(l)) => {
+                    if self.peek() == Some(b'{') {
+                        self.object(Some(l), p, cols)?;
+                    } else if self.b[self.i..].starts_with(b"null") {
+                        self.i += 4;
+                    } else {
+                        return Err(format!(
+                            "field `{}` is not an object",
+                            String::from_utf8_lossy(key)
+                        ));
+                    }
+                }
+                None => self.skip()?,
+            }
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                _ => return Err(format!("expected `,` or `}}` at byte {}", self.i)),
+            }
+        }
+    }
+
+    /// Parse a scalar into column `c`.
+    #[inline]
+    fn value_into(&mut self, c: usize, kind: ColumnKind, cols: &mut Columns) -> Result<(), String> {
+        match self.peek() {
+            Some(b'"') => {
+                let (s, esc) = self.string()?;
+                if esc {
+                    let u = unescape(s)?;
+                    cols.push_parsed(c, &u)
+                } else {
+                    cols.push_parsed(c, s)
+                }
+            }
+            Some(b'n') if self.b[self.i..].starts_with(b"null") => {
+                self.i += 4;
+                cols.push_null(c)
+            }
+            Some(b't' | b'f' | b'{' | b'[') => Err(format!(
+                "field `{}`: expected {}, found {}",
+                cols.name(c),
+                kind_name(kind),
+                match self.peek() {
+                    Some(b'{') => "an object",
+                    Some(b'[') => "an array",
+                    _ => "a boolean",
+                }
+            )),
+            Some(_) => {
+                let st = self.i;
+                while self.i < self.b.len()
+                    && !matches!(self.b[self.i], b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n')
+                {
+                    self.i += 1;
+                }
+                let tok = &self.b[st..self.i];
+                if kind == ColumnKind::Text {
+                    return Err(format!("field `{}`: expected a string", cols.name(c)));
+                }
+                cols.push_parsed(c, tok)
+            }
+            None => Err("line ends inside a value".into()),
+        }
+    }
+
+    /// Skip any value (checking its brackets and strings).
+    fn skip(&mut self) -> Result<(), String> {
+        let mut depth = 0usize;
+        loop {
+            self.ws();
+            match self.peek() {
+                None => return Err("line ends inside a value".into()),
+                Some(b'"') => {
+                    self.string()?;
+                }
+                Some(b'{' | b'[') => {
+                    depth += 1;
+                    self.i += 1;
+                    continue;
+                }
+                Some(b'}' | b']') => {
+                    if depth == 0 {
+                        return Err(format!("unexpected bracket at byte {}", self.i));
+                    }
+                    depth -= 1;
+                    self.i += 1;
+                }
+                Some(b',' | b':') if depth > 0 => {
+                    self.i += 1;
+                    continue;
+                }
+                Some(_) => {
+                    let st = self.i;
+                    while self.i < self.b.len()
+                        && !matches!(self.b[self.i], b',' | b'}' | b']' | b':' | b' ' | b'\t' | b'\r' | b'\n')
+                    {
+                        self.i += 1;
+                    }
+                    if st == self.i {
+                        return Err(format!("unexpected `{}` at byte {}", self.b[st] as char, st));
+                    }
+                }
+            }
+            if depth == 0 {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn kind_name(k: ColumnKind) -> &'static str {
+    match k {
+        ColumnKind::Timestamp => "a timestamp",
+        ColumnKind::Float => "a number",
+        ColumnKind::Int => "an integer",
+        ColumnKind::Text => "a string",
+    }
+}
+
+/// Decode JSON string escapes.
+fn unescape(s: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        let c = s[i];
+        if c != b'\\' {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let e = *s.get(i + 1).ok_or("bad escape")?;
+        i += 2;
+        match e {
+            b'"' | b'\\' | b'/' => out.push(e),
+            b'b' => out.push(8),
+            b'f' => out.push(12),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'u' => {
+                let hex = |at: usize| -> Result<u32, String> {
+                    let h = s.get(at..at + 4).ok_or("bad \\u escape")?;
+                    u32::from_str_radix(std::str::from_utf8(h).map_err(|_| "bad \\u escape")?, 16)
+                        .map_err(|_| "bad \\u escape".to_string())
+                };
+                let mut cp = hex(i)?;
+                i += 4;
+                if (0xD800..0xDC00).contains(&cp) && s.get(i..i + 2) == Some(b"\\u") {
+                    let lo = hex(i + 2)?;
+                    if (0xDC00..0xE000).contains(&lo) {
+                        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                        i += 6;
+                    }
+                }
+                let ch = char::from_u32(cp).ok_or("bad \\u escape")?;
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+            }
+            _ => return Err(format!("bad escape `\\{}`", e as char)),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::FileColumn;
+    use super::*;
+    use deltalake::arrow::array::{Array, AsArray};
+    use deltalake::arrow::datatypes::{Float64Type, TimestampMillisecondType};
+    use std::io::Write;
+
+    fn schema() -> FileSchema {
+        FileSchema {
+            columns: vec![
+                FileColumn::new("machine_id", "machine", ColumnKind::Text, false),
+                FileColumn::new("ts", "ts", ColumnKind::Timestamp, false),
+                FileColumn::new("power_kw", "signals.power_kw", ColumnKind::Float, true),
+                FileColumn::new("rpm", "signals.rpm", ColumnKind::Float, true),
+            ],
+        }
+    }
+
+    #[test]
+    fn good_lines_load_bad_lines_are_rejected_with_reasons() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        let lines = [
+            r#"{"machine":"mc-1","ts":1704090600001,"extra":[1,{"a":"}"}],"signals":{"power_kw":1.754,"rpm":null}}"#,
+            r#"{"signals":{"rpm":6000.5},"ts":"2024-01-01T06:30:01Z","machine":"mc-\u0032"}"#,
+            r#"{"machine":"mc-1","ts":1704090600001,"signals":{"power_kw":"hot"}}"#,
+            r#"{"machine":"mc-1","ts":1704090600001,"signals":{"power_kw":1.0}"#,
+            r#"{"machine":"mc-1","signals":{}}"#,
+            r#"{"machine":"mc-1","ts":1,"ts":2}"#,
+            r#"{"machine":"mc-1","ts":5,"signals":{"power_kw":true}}"#,
+            r#"not json"#,
+            "",
+            r#"{"machine":"mc-3","ts":7}"#,
+        ];
+        for l in lines {
+            writeln!(f, "{l}").unwrap();
+        }
+        f.flush().unwrap();
+        for threads in [1, 3] {
+            let p = read_jsonl(f.path(), &schema(), threads).unwrap();
+            assert_eq!(p.rows(), 3, "threads {threads}");
+            let reasons: Vec<&str> = p.rejected.iter().map(|r| r.reason.as_str()).collect();
+            assert_eq!(p.rejected.len(), 6, "{reasons:?}");
+            assert!(reasons.iter().any(|r| r.contains("`power_kw`: `hot` is not a number")));
+            assert!(reasons.iter().any(|r| r.contains("field `ts` is missing")));
+            assert!(reasons.iter().any(|r| r.contains("given twice")));
+            assert!(reasons.iter().any(|r| r.contains("found a boolean")));
+            let all: Vec<_> = p.batches.iter().collect();
+            let b = deltalake::arrow::compute::concat_batches(&all[0].schema(), all.iter().copied()).unwrap();
+            let ts = b.column(1).as_primitive::<TimestampMillisecondType>();
+            let pw = b.column(2).as_primitive::<Float64Type>();
+            let m = deltalake::arrow::compute::cast(b.column(0), &deltalake::arrow::datatypes::DataType::Utf8).unwrap();
+            let m = m.as_string::<i32>();
+            assert_eq!(m.value(1), "mc-2");
+            assert_eq!(ts.value(1), 1_704_090_601_000);
+            assert_eq!(pw.value(0), 1.754);
+            assert!(pw.is_null(1) && b.column(3).is_null(0) && b.column(3).is_valid(1));
+            assert_eq!(m.value(2), "mc-3");
+        }
+    }
+}

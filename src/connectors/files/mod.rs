@@ -1,0 +1,503 @@
+//! Files dropped in a landing folder (JSON lines, CSV), read into typed Arrow
+//! batches with a given schema.
+//!
+//! A file is split into as many byte ranges as there are cores; each range
+//! starts after a newline, is read in 8 MiB chunks (`pread`, no whole-file
+//! buffer) and parsed into its own column buffers, so the cores never share
+//! anything but the file. Text columns are dictionary-encoded as they are
+//! read (a handful of machine, plant and line ids repeat millions of times).
+//!
+//! A line that cannot be parsed is not dropped: it is returned as
+//! [`Rejected`] with its byte offset, the reason and the text, for the
+//! caller to quarantine; the good lines still come through. Errors that make
+//! the whole file unusable (cannot read it, CSV header without a required
+//! column) are [`FileError`]s.
+
+mod csv;
+mod dict;
+mod jsonl;
+pub mod text;
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use deltalake::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMillisecondArray};
+use deltalake::arrow::buffer::NullBuffer;
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+pub use csv::read_csv;
+use dict::DictBuilder;
+pub use jsonl::read_jsonl;
+
+/// Errors that stop a whole file.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Format { path: String, message: String },
+    #[error("{path}: {source}")]
+    Arrow {
+        path: String,
+        #[source]
+        source: deltalake::arrow::error::ArrowError,
+    },
+}
+
+/// Type of a column read from text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnKind {
+    /// UTC epoch ms from an integer or an ISO-8601 text; Arrow `Timestamp(ms, UTC)`.
+    Timestamp,
+    Float,
+    Int,
+    /// UTF-8 text, dictionary-encoded.
+    Text,
+}
+
+/// One output column and where it comes from.
+#[derive(Debug, Clone)]
+pub struct FileColumn {
+    /// Output column name.
+    pub name: String,
+    /// JSON: the field path (`["signals", "power_kw"]`); CSV: the header name.
+    pub source: Vec<String>,
+    pub kind: ColumnKind,
+    /// Whether a missing or null value is allowed (else the line is rejected).
+    pub nullable: bool,
+}
+
+impl FileColumn {
+    /// A column read from a field (path separated by dots) of the same name's leaf.
+    pub fn new(name: &str, source: &str, kind: ColumnKind, nullable: bool) -> FileColumn {
+        FileColumn {
+            name: name.into(),
+            source: source.split('.').map(str::to_string).collect(),
+            kind,
+            nullable,
+        }
+    }
+}
+
+/// The columns to read.
+#[derive(Debug, Clone)]
+pub struct FileSchema {
+    pub columns: Vec<FileColumn>,
+}
+
+impl FileSchema {
+    /// Arrow schema of the batches produced.
+    pub fn arrow_schema(&self) -> SchemaRef {
+        Arc::new(Schema::new(
+            self.columns
+                .iter()
+                .map(|c| {
+                    let t = match c.kind {
+                        ColumnKind::Timestamp => {
+                            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+                        }
+                        ColumnKind::Float => DataType::Float64,
+                        ColumnKind::Int => DataType::Int64,
+                        ColumnKind::Text => DataType::Dictionary(
+                            Box::new(DataType::UInt32),
+                            Box::new(DataType::Utf8),
+                        ),
+                    };
+                    Field::new(&c.name, t, c.nullable)
+                })
+                .collect::<Vec<_>>(),
+        ))
+    }
+}
+
+/// A line that was not loaded, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    /// Byte offset of the line in the file.
+    pub offset: u64,
+    pub reason: String,
+    /// The line (cut at 1 KiB).
+    pub text: String,
+}
+
+/// What a file gave.
+#[derive(Debug, Default)]
+pub struct ParsedFile {
+    pub batches: Vec<RecordBatch>,
+    pub rejected: Vec<Rejected>,
+}
+
+impl ParsedFile {
+    /// Rows loaded.
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+}
+
+const BATCH_ROWS: usize = 131_072;
+const CHUNK: usize = 8 << 20;
+
+/// One column being filled.
+enum Buf {
+    I64(Vec<i64>, Vec<bool>),
+    F64(Vec<f64>, Vec<bool>),
+    Text(DictBuilder),
+}
+
+/// Column buffers of one thread, with row rollback for rejected lines.
+pub(crate) struct Columns {
+    schema: SchemaRef,
+    kinds: Vec<ColumnKind>,
+    nullable: Vec<bool>,
+    bufs: Vec<Buf>,
+    rows: usize,
+    set: Vec<bool>,
+    batches: Vec<RecordBatch>,
+}
+
+impl Columns {
+    fn new(schema: &FileSchema) -> Columns {
+        let bufs = schema
+            .columns
+            .iter()
+            .map(|c| match c.kind {
+                ColumnKind::Timestamp | ColumnKind::Int => Buf::I64(Vec::new(), Vec::new()),
+                ColumnKind::Float => Buf::F64(Vec::new(), Vec::new()),
+                ColumnKind::Text => Buf::Text(DictBuilder::default()),
+            })
+            .collect();
+        Columns {
+            schema: schema.arrow_schema(),
+            kinds: schema.columns.iter().map(|c| c.kind).collect(),
+            nullable: schema.columns.iter().map(|c| c.nullable).collect(),
+            bufs,
+            rows: 0,
+            set: vec![false; schema.columns.len()],
+            batches: Vec::new(),
+        }
+    }
+
+    fn name(&self, c: usize) -> &str {
+        self.schema.field(c).name()
+    }
+
+    /// Mark column `c` as given in this row; error on a repeated field.
+    #[inline]
+    fn claim(&mut self, c: usize) -> Result<(), String> {
+        if std::mem::replace(&mut self.set[c], true) {
+            return Err(format!("field `{}` given twice", self.name(c)));
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn push_i64(&mut self, c: usize, v: i64) -> Result<(), String> {
+        self.claim(c)?;
+        if let Buf::I64(v_, ok) = &mut self.bufs[c] {
+            v_.push(v);
+            ok.push(true);
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn push_f64(&mut self, c: usize, v: f64) -> Result<(), String> {
+        self.claim(c)?;
+        if let Buf::F64(v_, ok) = &mut self.bufs[c] {
+            v_.push(v);
+            ok.push(true);
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn push_text(&mut self, c: usize, s: &[u8]) -> Result<(), String> {
+        self.claim(c)?;
+        if let Buf::Text(d) = &mut self.bufs[c] {
+            d.push(s)
+                .map_err(|_| format!("field `{}`: not UTF-8", self.schema.field(c).name()))?;
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn push_null(&mut self, c: usize) -> Result<(), String> {
+        self.claim(c)?;
+        if !self.nullable[c] {
+            return Err(format!("field `{}` is null", self.name(c)));
+        }
+        match &mut self.bufs[c] {
+            Buf::I64(v, ok) => {
+                v.push(0);
+                ok.push(false);
+            }
+            Buf::F64(v, ok) => {
+                v.push(0.0);
+                ok.push(false);
+            }
+            Buf::Text(d) => d.push_null(),
+        }
+        Ok(())
+    }
+
+    /// Push a text value into column `c`, converted to the column's kind.
+    fn push_parsed(&mut self, c: usize, s: &[u8]) -> Result<(), String> {
+        let bad = |what: &str| format!("field `{}`: `{}` is not {what}", self.name(c), String::from_utf8_lossy(s));
+        match self.kinds[c] {
+            ColumnKind::Text => self.push_text(c, s),
+            ColumnKind::Float => match text::parse_f64(s) {
+                Some(v) => self.push_f64(c, v),
+                None => Err(bad("a number")),
+            },
+            ColumnKind::Int => match text::parse_i64(s) {
+                Some(v) => self.push_i64(c, v),
+                None => Err(bad("an integer")),
+            },
+            ColumnKind::Timestamp => match text::parse_i64(s).or_else(|| text::parse_iso_ms(s)) {
+                Some(v) => self.push_i64(c, v),
+                None => Err(bad("a timestamp (epoch ms or ISO-8601)")),
+            },
+        }
+    }
+
+    /// Close the current row: unset columns become null (or reject the row).
+    fn end_row(&mut self) -> Result<(), String> {
+        for c in 0..self.set.len() {
+            if !self.set[c] {
+                if !self.nullable[c] {
+                    return Err(format!("field `{}` is missing", self.name(c)));
+                }
+                self.push_null(c)?;
+            }
+        }
+        self.set.iter_mut().for_each(|s| *s = false);
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Undo a partly pushed row.
+    fn rollback(&mut self) {
+        let n = self.rows;
+        for b in &mut self.bufs {
+            match b {
+                Buf::I64(v, ok) => {
+                    v.truncate(n);
+                    ok.truncate(n);
+                }
+                Buf::F64(v, ok) => {
+                    v.truncate(n);
+                    ok.truncate(n);
+                }
+                Buf::Text(d) => d.truncate(n),
+            }
+        }
+        self.set.iter_mut().for_each(|s| *s = false);
+    }
+
+    fn flush(&mut self) -> Result<(), deltalake::arrow::error::ArrowError> {
+        if self.rows == 0 {
+            return Ok(());
+        }
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.bufs.len());
+        for (b, kind) in self.bufs.iter_mut().zip(&self.kinds) {
+            cols.push(match b {
+                Buf::I64(v, ok) => {
+                    let nulls = nulls(std::mem::take(ok));
+                    let v = std::mem::take(v);
+                    if *kind == ColumnKind::Timestamp {
+                        Arc::new(TimestampMillisecondArray::new(v.into(), nulls).with_timezone("UTC"))
+                    } else {
+                        Arc::new(Int64Array::new(v.into(), nulls))
+                    }
+                }
+                Buf::F64(v, ok) => {
+                    let nulls = nulls(std::mem::take(ok));
+                    Arc::new(Float64Array::new(std::mem::take(v).into(), nulls))
+                }
+                Buf::Text(d) => Arc::new(d.finish()?),
+            });
+        }
+        self.batches
+            .push(RecordBatch::try_new(self.schema.clone(), cols)?);
+        self.rows = 0;
+        Ok(())
+    }
+}
+
+fn nulls(ok: Vec<bool>) -> Option<NullBuffer> {
+    let n = NullBuffer::from(ok);
+    (n.null_count() > 0).then_some(n)
+}
+
+/// Parse one line into the columns.
+pub(crate) trait LineParser: Sync {
+    fn parse(&self, line: &[u8], cols: &mut Columns) -> Result<(), String>;
+}
+
+/// Read `path` in parallel ranges, parsing each line after `skip_first`
+/// (a header) with `parser`.
+pub(crate) fn read_lines(
+    path: &Path,
+    schema: &FileSchema,
+    parser: &dyn LineParser,
+    data_start: u64,
+    threads: usize,
+) -> Result<ParsedFile, FileError> {
+    let pstr = path.display().to_string();
+    let io = |source| FileError::Io {
+        path: pstr.clone(),
+        source,
+    };
+    let file = File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let threads = threads.max(1) as u64;
+    let span = (len - data_start.min(len)).div_ceil(threads).max(1);
+    let results: Vec<Result<(Vec<RecordBatch>, Vec<Rejected>), FileError>> =
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (file, pstr) = (&file, &pstr);
+                    s.spawn(move || {
+                        let a = (data_start + t * span).min(len);
+                        let b = (data_start + (t + 1) * span).min(len);
+                        let mut cols = Columns::new(schema);
+                        let mut rejected = Vec::new();
+                        let arrow = |source| FileError::Arrow {
+                            path: pstr.clone(),
+                            source,
+                        };
+                        scan_range(file, a, b, a == data_start, |off, line| {
+                            if line.is_empty() {
+                                return Ok(());
+                            }
+                            let r = parser.parse(line, &mut cols).and_then(|_| cols.end_row());
+                            if let Err(reason) = r {
+                                cols.rollback();
+                                let cut = &line[..line.len().min(1024)];
+                                rejected.push(Rejected {
+                                    offset: off,
+                                    reason,
+                                    text: String::from_utf8_lossy(cut).into_owned(),
+                                });
+                            } else if cols.rows >= BATCH_ROWS {
+                                cols.flush().map_err(arrow)?;
+                            }
+                            Ok(())
+                        })
+                        .map_err(|source| FileError::Io {
+                            path: pstr.clone(),
+                            source,
+                        })?
+                        .map_err(|e: FileError| e)?;
+                        cols.flush().map_err(arrow)?;
+                        Ok((cols.batches, rejected))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(FileError::Format {
+                            path: pstr.clone(),
+                            message: "a reader thread panicked".into(),
+                        })
+                    })
+                })
+                .collect()
+        });
+    let mut out = ParsedFile::default();
+    for r in results {
+        let (b, rej) = r?;
+        out.batches.extend(b);
+        out.rejected.extend(rej);
+    }
+    Ok(out)
+}
+
+/// Call `f(offset, line)` for every line that starts in `[a, b)`. Unless
+/// `at_line_start`, the range begins after the first newline at or after
+/// `a - 1`. A trailing `\r` is removed.
+fn scan_range<E>(
+    file: &File,
+    a: u64,
+    b: u64,
+    at_line_start: bool,
+    mut f: impl FnMut(u64, &[u8]) -> Result<(), E>,
+) -> std::io::Result<Result<(), E>> {
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + 4096);
+    // File offset of buf[0].
+    let mut pos = if at_line_start { a } else { a - 1 };
+    let mut skip_partial = !at_line_start;
+    loop {
+        let filled = buf.len();
+        buf.resize(filled + CHUNK, 0);
+        let n = read_full(file, &mut buf[filled..], pos + filled as u64)?;
+        buf.truncate(filled + n);
+        let eof = n == 0;
+        let mut ls = 0usize;
+        if skip_partial {
+            match memchr::memchr(b'\n', &buf) {
+                Some(nl) => {
+                    ls = nl + 1;
+                    skip_partial = false;
+                }
+                None if eof => return Ok(Ok(())),
+                None => {
+                    pos += buf.len() as u64;
+                    buf.clear();
+                    continue;
+                }
+            }
+        }
+        while let Some(nl) = memchr::memchr(b'\n', &buf[ls..]) {
+            let off = pos + ls as u64;
+            if off >= b {
+                return Ok(Ok(()));
+            }
+            let mut line = &buf[ls..ls + nl];
+            if line.last() == Some(&b'\r') {
+                line = &line[..line.len() - 1];
+            }
+            if let Err(e) = f(off, line) {
+                return Ok(Err(e));
+            }
+            ls += nl + 1;
+        }
+        if eof {
+            let off = pos + ls as u64;
+            if ls < buf.len() && off < b {
+                if let Err(e) = f(off, &buf[ls..]) {
+                    return Ok(Err(e));
+                }
+            }
+            return Ok(Ok(()));
+        }
+        buf.drain(..ls);
+        pos += ls as u64;
+    }
+}
+
+fn read_full(file: &File, buf: &mut [u8], mut off: u64) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = file.read_at(&mut buf[done..], off)?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+        off += n as u64;
+    }
+    Ok(done)
+}
+
+/// Number of reader threads: the machine's cores.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
