@@ -5,6 +5,9 @@
 //!   quarantine) -> twins, committed in Delta; readings/s and the delay from
 //!   publish to twin (REST visibility) and to the silver commit.
 //! * `scale`: many twins live in one process; resident memory per twin.
+//! * `--data DIR --workload W`: the peer workloads ([`peers`]).
+
+pub mod peers;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

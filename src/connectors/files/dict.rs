@@ -13,7 +13,8 @@ use foldhash::{HashMap, HashMapExt};
 /// Builds one dictionary-encoded text column.
 pub(crate) struct DictBuilder {
     codes: Vec<u32>,
-    valid: Vec<bool>,
+    /// Rows that are null (rare).
+    nulls: Vec<u32>,
     values: Vec<String>,
     /// (packed value + 1 in the top byte's length field, code); 0 = empty slot.
     table: Vec<(u128, u32)>,
@@ -23,8 +24,8 @@ pub(crate) struct DictBuilder {
 impl Default for DictBuilder {
     fn default() -> Self {
         DictBuilder {
-            codes: Vec::new(),
-            valid: Vec::new(),
+            codes: Vec::with_capacity(super::BATCH_ROWS),
+            nulls: Vec::new(),
             values: Vec::new(),
             table: vec![(0, 0); 256],
             long: HashMap::new(),
@@ -52,20 +53,21 @@ impl DictBuilder {
     pub fn push(&mut self, s: &[u8]) -> Result<(), std::str::Utf8Error> {
         let code = self.code(s)?;
         self.codes.push(code);
-        self.valid.push(true);
         Ok(())
     }
 
     /// Add a null row.
     pub fn push_null(&mut self) {
+        self.nulls.push(self.codes.len() as u32);
         self.codes.push(0);
-        self.valid.push(false);
     }
 
     /// Keep the first `n` rows.
     pub fn truncate(&mut self, n: usize) {
         self.codes.truncate(n);
-        self.valid.truncate(n);
+        while self.nulls.last().is_some_and(|&r| r as usize >= n) {
+            self.nulls.pop();
+        }
     }
 
     #[inline]
@@ -124,9 +126,14 @@ impl DictBuilder {
     pub fn finish(
         &mut self,
     ) -> Result<DictionaryArray<UInt32Type>, deltalake::arrow::error::ArrowError> {
-        let nulls = NullBuffer::from(std::mem::take(&mut self.valid));
-        let nulls = (nulls.null_count() > 0).then_some(nulls);
-        let keys = UInt32Array::new(std::mem::take(&mut self.codes).into(), nulls);
+        let codes = std::mem::replace(&mut self.codes, Vec::with_capacity(super::BATCH_ROWS));
+        let nulls = std::mem::take(&mut self.nulls);
+        let nulls = (!nulls.is_empty()).then(|| {
+            let mut ok = vec![true; codes.len()];
+            nulls.iter().for_each(|&r| ok[r as usize] = false);
+            NullBuffer::from(ok)
+        });
+        let keys = UInt32Array::new(codes.into(), nulls);
         let values = Arc::new(StringArray::from_iter_values(self.values.iter()));
         DictionaryArray::try_new(keys, values)
     }

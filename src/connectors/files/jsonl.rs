@@ -49,7 +49,18 @@ impl Level {
 
     #[inline]
     fn find(&self, key: &[u8]) -> Option<&Target> {
-        self.fields.iter().find(|f| f.0 == key).map(|f| &f.1)
+        // Compare length and first byte before the bytes: field names of
+        // one level rarely share both.
+        let (len, first) = (key.len(), key.first().copied());
+        self.fields
+            .iter()
+            .find(|f| {
+                f.0.len() == len
+                    && f.0.first().copied() == first
+                    // Inline byte loop: names are short, a memcmp call costs more.
+                    && f.0.iter().zip(key).all(|(a, b)| a == b)
+            })
+            .map(|f| &f.1)
     }
 }
 
@@ -123,11 +134,23 @@ impl<'a> Scan<'a> {
     }
 
     /// A string starting at `"`: the raw bytes between the quotes and
-    /// whether they contain escapes.
+    /// whether they contain escapes. Keys and ids are short, so a plain byte
+    /// loop beats a vectorised search's set-up; long strings switch to it.
     #[inline]
     fn string(&mut self) -> Result<(&'a [u8], bool), String> {
         let start = self.i + 1;
         let mut j = start;
+        let short_end = (start + 32).min(self.b.len());
+        while j < short_end {
+            match self.b[j] {
+                b'"' => {
+                    self.i = j + 1;
+                    return Ok((&self.b[start..j], false));
+                }
+                b'\\' => break,
+                _ => j += 1,
+            }
+        }
         let mut escaped = false;
         loop {
             match memchr::memchr2(b'"', b'\\', &self.b[j..]) {
@@ -227,6 +250,17 @@ impl<'a> Scan<'a> {
                 }
             )),
             Some(_) => {
+                if kind == ColumnKind::Float {
+                    if let Some((v, n)) = super::text::scan_f64(&self.b[self.i..]) {
+                        let end = self.i + n;
+                        if end == self.b.len()
+                            || matches!(self.b[end], b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n')
+                        {
+                            self.i = end;
+                            return cols.push_f64(c, v);
+                        }
+                    }
+                }
                 let st = self.i;
                 while self.i < self.b.len()
                     && !matches!(self.b[self.i], b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n')

@@ -143,10 +143,53 @@ impl ParsedFile {
 const BATCH_ROWS: usize = 131_072;
 const CHUNK: usize = 8 << 20;
 
+/// Values of one column plus the (rare) rows that are null, so that a
+/// column without nulls costs no validity work per row.
+struct Vals<T> {
+    v: Vec<T>,
+    nulls: Vec<u32>,
+}
+
+impl<T: Copy + Default> Vals<T> {
+    fn new() -> Self {
+        Vals {
+            v: Vec::with_capacity(BATCH_ROWS),
+            nulls: Vec::new(),
+        }
+    }
+    #[inline]
+    fn push(&mut self, x: T) {
+        self.v.push(x);
+    }
+    fn push_null(&mut self) {
+        self.nulls.push(self.v.len() as u32);
+        self.v.push(T::default());
+    }
+    fn truncate(&mut self, n: usize) {
+        self.v.truncate(n);
+        while self.nulls.last().is_some_and(|&r| r as usize >= n) {
+            self.nulls.pop();
+        }
+    }
+    /// The values and validity so far; the buffers restart empty.
+    fn take(&mut self) -> (Vec<T>, Option<NullBuffer>) {
+        let v = std::mem::replace(&mut self.v, Vec::with_capacity(BATCH_ROWS));
+        let nulls = std::mem::take(&mut self.nulls);
+        if nulls.is_empty() {
+            return (v, None);
+        }
+        let mut ok = vec![true; v.len()];
+        for r in nulls {
+            ok[r as usize] = false;
+        }
+        (v, Some(NullBuffer::from(ok)))
+    }
+}
+
 /// One column being filled.
 enum Buf {
-    I64(Vec<i64>, Vec<bool>),
-    F64(Vec<f64>, Vec<bool>),
+    I64(Vals<i64>),
+    F64(Vals<f64>),
     Text(DictBuilder),
 }
 
@@ -167,8 +210,8 @@ impl Columns {
             .columns
             .iter()
             .map(|c| match c.kind {
-                ColumnKind::Timestamp | ColumnKind::Int => Buf::I64(Vec::new(), Vec::new()),
-                ColumnKind::Float => Buf::F64(Vec::new(), Vec::new()),
+                ColumnKind::Timestamp | ColumnKind::Int => Buf::I64(Vals::new()),
+                ColumnKind::Float => Buf::F64(Vals::new()),
                 ColumnKind::Text => Buf::Text(DictBuilder::default()),
             })
             .collect();
@@ -199,9 +242,8 @@ impl Columns {
     #[inline]
     fn push_i64(&mut self, c: usize, v: i64) -> Result<(), String> {
         self.claim(c)?;
-        if let Buf::I64(v_, ok) = &mut self.bufs[c] {
-            v_.push(v);
-            ok.push(true);
+        if let Buf::I64(b) = &mut self.bufs[c] {
+            b.push(v);
         }
         Ok(())
     }
@@ -209,9 +251,8 @@ impl Columns {
     #[inline]
     fn push_f64(&mut self, c: usize, v: f64) -> Result<(), String> {
         self.claim(c)?;
-        if let Buf::F64(v_, ok) = &mut self.bufs[c] {
-            v_.push(v);
-            ok.push(true);
+        if let Buf::F64(b) = &mut self.bufs[c] {
+            b.push(v);
         }
         Ok(())
     }
@@ -233,14 +274,8 @@ impl Columns {
             return Err(format!("field `{}` is null", self.name(c)));
         }
         match &mut self.bufs[c] {
-            Buf::I64(v, ok) => {
-                v.push(0);
-                ok.push(false);
-            }
-            Buf::F64(v, ok) => {
-                v.push(0.0);
-                ok.push(false);
-            }
+            Buf::I64(b) => b.push_null(),
+            Buf::F64(b) => b.push_null(),
             Buf::Text(d) => d.push_null(),
         }
         Ok(())
@@ -286,14 +321,8 @@ impl Columns {
         let n = self.rows;
         for b in &mut self.bufs {
             match b {
-                Buf::I64(v, ok) => {
-                    v.truncate(n);
-                    ok.truncate(n);
-                }
-                Buf::F64(v, ok) => {
-                    v.truncate(n);
-                    ok.truncate(n);
-                }
+                Buf::I64(b) => b.truncate(n),
+                Buf::F64(b) => b.truncate(n),
                 Buf::Text(d) => d.truncate(n),
             }
         }
@@ -307,18 +336,17 @@ impl Columns {
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.bufs.len());
         for (b, kind) in self.bufs.iter_mut().zip(&self.kinds) {
             cols.push(match b {
-                Buf::I64(v, ok) => {
-                    let nulls = nulls(std::mem::take(ok));
-                    let v = std::mem::take(v);
+                Buf::I64(b) => {
+                    let (v, nulls) = b.take();
                     if *kind == ColumnKind::Timestamp {
                         Arc::new(TimestampMillisecondArray::new(v.into(), nulls).with_timezone("UTC"))
                     } else {
                         Arc::new(Int64Array::new(v.into(), nulls))
                     }
                 }
-                Buf::F64(v, ok) => {
-                    let nulls = nulls(std::mem::take(ok));
-                    Arc::new(Float64Array::new(std::mem::take(v).into(), nulls))
+                Buf::F64(b) => {
+                    let (v, nulls) = b.take();
+                    Arc::new(Float64Array::new(v.into(), nulls))
                 }
                 Buf::Text(d) => Arc::new(d.finish()?),
             });
@@ -328,11 +356,6 @@ impl Columns {
         self.rows = 0;
         Ok(())
     }
-}
-
-fn nulls(ok: Vec<bool>) -> Option<NullBuffer> {
-    let n = NullBuffer::from(ok);
-    (n.null_count() > 0).then_some(n)
 }
 
 /// Parse one line into the columns.

@@ -24,6 +24,17 @@ pub fn parse_f64(b: &[u8]) -> Option<f64> {
 
 #[inline]
 fn fast_f64(b: &[u8]) -> Option<f64> {
+    match scan_f64(b) {
+        Some((v, n)) if n == b.len() => Some(v),
+        _ => None,
+    }
+}
+
+/// Parse the decimal number at the start of `b` on the fast path: the value
+/// and the bytes it took, or `None` when the fast path does not apply (the
+/// caller then takes the token and uses [`parse_f64`]).
+#[inline]
+pub fn scan_f64(b: &[u8]) -> Option<(f64, usize)> {
     let (neg, mut i) = match b.first()? {
         b'-' => (true, 1),
         b'+' => (false, 1),
@@ -70,7 +81,7 @@ fn fast_f64(b: &[u8]) -> Option<f64> {
         }
         exp += if eneg { -e } else { e };
     }
-    if i != b.len() || digits > 19 || m >= (1u64 << 53) || !(-22..=22).contains(&exp) {
+    if digits > 19 || m >= (1u64 << 53) || !(-22..=22).contains(&exp) {
         return None;
     }
     let v = m as f64;
@@ -79,7 +90,7 @@ fn fast_f64(b: &[u8]) -> Option<f64> {
     } else {
         v * POW10[exp as usize]
     };
-    Some(if neg { -v } else { v })
+    Some((if neg { -v } else { v }, i))
 }
 
 /// Parse a decimal integer.
@@ -90,7 +101,15 @@ pub fn parse_i64(b: &[u8]) -> Option<i64> {
         b'+' => (false, &b[1..]),
         _ => (false, b),
     };
-    if digits.is_empty() || digits.len() > 18 {
+    if digits.is_empty() {
+        return None;
+    }
+    if digits.len() > 18 {
+        // Possibly still in range (19 digits): let the standard parser decide,
+        // but only for all-digit text.
+        if !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
         return std::str::from_utf8(b).ok()?.parse().ok();
     }
     let mut v: i64 = 0;
