@@ -20,6 +20,8 @@ pub mod metrics;
 pub mod pipeline;
 /// Wiring of a running platform.
 pub mod platform;
+/// SQL over the lake tables (DataFusion), with time travel.
+pub mod query;
 /// Simulated PLCs speaking real protocols.
 pub mod sim;
 /// Time-series kernels on Arrow arrays: as-of join, rolling, windows, resampling.

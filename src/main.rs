@@ -6,7 +6,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use std::sync::Arc;
+
 use ironlake::config::Config;
+use ironlake::lake::Lakehouse;
+use ironlake::query::format::Format;
+use ironlake::query::SqlEngine;
 use ironlake::platform::{Platform, Probes};
 use ironlake::sim::{Scenario, Simulator};
 
@@ -75,6 +80,35 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Run one read-only SQL query over the lake tables (`layer.table` names,
+    /// `VERSION AS OF n` / `TIMESTAMP AS OF '...'` for time travel).
+    Sql {
+        /// The query, e.g. "SELECT asset_id, count(*) FROM silver.readings GROUP BY 1".
+        query: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Lakehouse root (default: `lake.root` of the config).
+        #[arg(long)]
+        lakehouse: Option<String>,
+        /// Platform config (default: the one built into the binary).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Table maintenance: list, history, optimize, vacuum, checkpoint.
+    Lake {
+        #[command(subcommand)]
+        op: LakeOp,
+        /// Lakehouse root (default: `lake.root` of the config).
+        #[arg(long, global = true)]
+        lakehouse: Option<String>,
+        /// Platform config (default: the one built into the binary).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
     /// Benchmarks: `bench ingest`, `bench scale`, or the peer workloads
     /// with `bench --data DIR --workload W [--json]`.
     #[command(args_conflicts_with_subcommands = true)]
@@ -94,6 +128,104 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         warmup: usize,
     },
+}
+
+#[derive(Subcommand)]
+enum LakeOp {
+    /// Every table of every layer.
+    Tables,
+    /// The commits of a table, newest first.
+    History {
+        /// `layer.table`, e.g. silver.readings.
+        table: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Compact small files into large ones.
+    Optimize {
+        table: String,
+        /// Target file size in MiB.
+        #[arg(long, default_value_t = 128)]
+        target_mb: u64,
+    },
+    /// Delete files no version within the retention needs.
+    Vacuum {
+        table: String,
+        /// Keep files needed by versions younger than this (Delta's default: 168 h).
+        #[arg(long, default_value_t = 168)]
+        retention_hours: u64,
+        /// Only list what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write a log checkpoint at the current version.
+    Checkpoint { table: String },
+}
+
+/// The lakehouse named by --lakehouse, or by the config's `lake.root`.
+fn open_lake(lakehouse: Option<String>, config: Option<&PathBuf>) -> Result<Arc<Lakehouse>> {
+    let root = match lakehouse {
+        Some(l) => l,
+        None => load(config)?.platform.lake.root,
+    };
+    Ok(Arc::new(Lakehouse::open(&root)?))
+}
+
+async fn lake_op(op: LakeOp, lake: &Lakehouse) -> Result<()> {
+    match op {
+        LakeOp::Tables => {
+            for layer in ironlake::query::LAYERS {
+                for t in lake.list_tables(layer) {
+                    println!("{layer}.{t}");
+                }
+            }
+        }
+        LakeOp::History { table, limit } => {
+            for c in lake.table_history(&table, Some(limit)).await? {
+                let when = c
+                    .timestamp_ms
+                    .and_then(chrono::DateTime::from_timestamp_millis)
+                    .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                    .unwrap_or_default();
+                println!("{:>6}  {when}  {:<14} {} {}", c.version, c.operation, c.parameters, c.metrics);
+            }
+        }
+        LakeOp::Optimize { table, target_mb } => {
+            let bar = spinner(&format!("optimizing {table}"));
+            let r = lake.optimize(&table, target_mb << 20).await;
+            bar.finish_and_clear();
+            let r = r?;
+            println!(
+                "{table}: {} files compacted into {} in {} partitions (version {})",
+                r.files_removed,
+                r.files_added,
+                r.partitions_optimized,
+                r.version.map_or("-".into(), |v| v.to_string())
+            );
+        }
+        LakeOp::Vacuum { table, retention_hours, dry_run } => {
+            let bar = spinner(&format!("vacuuming {table}"));
+            let r = lake.vacuum(&table, retention_hours, dry_run).await;
+            bar.finish_and_clear();
+            let r = r?;
+            let verb = if r.dry_run { "would delete" } else { "deleted" };
+            println!("{table}: {verb} {} files", r.files_deleted.len());
+            for f in r.files_deleted.iter().take(50) {
+                println!("  {f}");
+            }
+        }
+        LakeOp::Checkpoint { table } => {
+            lake.checkpoint(&table).await?;
+            println!("{table}: checkpoint written");
+        }
+    }
+    Ok(())
+}
+
+fn spinner(msg: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner().with_message(msg.to_string());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
 }
 
 fn init_logging() {
@@ -183,8 +315,12 @@ fn plant_tree(cfg: &Config) -> String {
 
 /// Print without panicking when stdout is closed early (`ironlake check | head`).
 fn print_stdout(text: &str) {
+    print_stdout_bytes(text.as_bytes());
+}
+
+fn print_stdout_bytes(b: &[u8]) {
     use std::io::Write;
-    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    let _ = std::io::stdout().lock().write_all(b);
 }
 
 fn main() -> Result<()> {
@@ -268,6 +404,37 @@ async fn cli_main() -> Result<()> {
         Cmd::Check { config } => {
             let cfg = load(config.as_ref())?;
             print_stdout(&plant_tree(&cfg));
+        }
+        Cmd::Sql {
+            query,
+            format,
+            out,
+            lakehouse,
+            config,
+        } => {
+            let lake = open_lake(lakehouse, config.as_ref())?;
+            let result = SqlEngine::new(lake).query(&query).await?;
+            match out {
+                Some(path) => {
+                    let f = std::fs::File::create(&path)
+                        .with_context(|| format!("creating {}", path.display()))?;
+                    ironlake::query::format::write(&result, format, std::io::BufWriter::new(f))?;
+                    eprintln!("{} rows written to {}", result.rows(), path.display());
+                }
+                None => {
+                    let mut buf = Vec::new();
+                    ironlake::query::format::write(&result, format, &mut buf)?;
+                    print_stdout_bytes(&buf);
+                }
+            }
+        }
+        Cmd::Lake {
+            op,
+            lakehouse,
+            config,
+        } => {
+            let lake = open_lake(lakehouse, config.as_ref())?;
+            lake_op(op, &lake).await?;
         }
         Cmd::Bench {
             which: Some(which), ..

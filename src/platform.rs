@@ -137,6 +137,7 @@ impl Platform {
             lake.clone(),
             all_writers.clone(),
             ingest.clone(),
+            tokio::runtime::Handle::current(),
         );
         let actor_thread = std::thread::Builder::new()
             .name("ironlake-actors".into())
@@ -144,11 +145,13 @@ impl Platform {
                 let sys = actix::System::new();
                 sys.block_on(async move {
                     let (registry, arbiters) = twins::spawn_all(&model, shared, &checkpoints);
-                    let (health, lake, writers, ingest) = api_parts;
+                    let (health, lake, writers, ingest, runtime) = api_parts;
                     let state = crate::api::ApiState {
                         model: model.clone(),
                         twins: registry.clone(),
                         health,
+                        sql: crate::query::SqlEngine::new(lake.clone()),
+                        runtime,
                         lake,
                         writers,
                         ingest,

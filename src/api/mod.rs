@@ -20,6 +20,8 @@ use crate::lake::read::HistoryQuery;
 use crate::lake::writer::TableWriter;
 use crate::lake::Lakehouse;
 use crate::pipeline::IngestStats;
+use crate::query::format::{self, Format};
+use crate::query::{QueryError, SqlEngine};
 use crate::twins::{Aggregate, GetAggregate, GetSnapshot, GetSummary, TwinRegistry};
 pub use time::parse_time;
 
@@ -32,6 +34,11 @@ pub struct ApiState {
     pub writers: Vec<TableWriter>,
     pub ingest: Arc<IngestStats>,
     pub started_ms: i64,
+    /// SQL over the lake (`POST /api/sql`).
+    pub sql: SqlEngine,
+    /// The platform's multi-threaded runtime: queries run there, not on
+    /// the HTTP workers' single-threaded loops.
+    pub runtime: tokio::runtime::Handle,
 }
 
 /// An API error: status plus message.
@@ -109,7 +116,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/lines/{id}", web::get().to(line))
         .route("/api/assets", web::get().to(assets))
         .route("/api/assets/{id}", web::get().to(asset))
-        .route("/api/assets/{id}/history", web::get().to(history));
+        .route("/api/assets/{id}/history", web::get().to(history))
+        .route("/api/sql", web::post().to(sql));
 }
 
 async fn index() -> HttpResponse {
@@ -123,7 +131,8 @@ async fn index() -> HttpResponse {
             "GET /api/lines/{id}",
             "GET /api/assets?plant=&line=&kind=",
             "GET /api/assets/{id}",
-            "GET /api/assets/{id}/history?signal=&from=&to=&limit="
+            "GET /api/assets/{id}/history?signal=&from=&to=&limit=",
+            "POST /api/sql {\"sql\": \"SELECT ...\", \"format\": \"json|csv|arrow\", \"max_rows\": 10000}"
         ]
     }))
 }
@@ -390,4 +399,110 @@ async fn history(
         "asset": a.id, "signal": q.signal, "from": from, "to": to, "limit": limit,
         "truncated": truncated, "count": points.len(), "points": points,
     })))
+}
+
+/// Body of `POST /api/sql` (or the query itself as `text/plain`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlRequest {
+    sql: String,
+    #[serde(default)]
+    format: Option<Format>,
+    #[serde(default)]
+    max_rows: Option<usize>,
+}
+
+const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+const SQL_DEFAULT_ROWS: usize = 10_000;
+const SQL_MAX_ROWS: usize = 1_000_000;
+
+/// `POST /api/sql`: one read-only query. JSON (default): `{"columns":
+/// [{"name","type"}], "rows": [{..}], "row_count", "truncated",
+/// "elapsed_ms"}`; `format: "arrow"` or `Accept: application/vnd.apache.arrow.stream`:
+/// an Arrow IPC stream; `"csv"`: CSV with a header. Bad SQL is a 400 with the
+/// parser's or planner's message.
+async fn sql(s: State, req: actix_web::HttpRequest, body: web::Bytes) -> Result<HttpResponse> {
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::BadRequest("body is not UTF-8".into()))?;
+    let is_json = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let r: SqlRequest = if is_json {
+        serde_json::from_str(text).map_err(|e| ApiError::BadRequest(format!("body: {e}")))?
+    } else {
+        SqlRequest {
+            sql: text.to_string(),
+            format: None,
+            max_rows: None,
+        }
+    };
+    let wants_arrow = req
+        .headers()
+        .get(actix_web::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains(ARROW_STREAM));
+    let fmt = r
+        .format
+        .unwrap_or(if wants_arrow { Format::Arrow } else { Format::Json });
+    if !matches!(fmt, Format::Json | Format::Csv | Format::Arrow) {
+        return Err(ApiError::BadRequest("format must be json, csv or arrow".into()));
+    }
+    let max_rows = r.max_rows.unwrap_or(SQL_DEFAULT_ROWS).min(SQL_MAX_ROWS);
+    let engine = s.sql.clone();
+    let started = std::time::Instant::now();
+    let result = s
+        .runtime
+        .spawn(async move { engine.query_limited(&r.sql, max_rows).await })
+        .await
+        .map_err(|e| ApiError::Internal(format!("query task: {e}")))?
+        .map_err(|e: QueryError| {
+            if e.is_user_error() {
+                ApiError::BadRequest(e.to_string())
+            } else {
+                ApiError::Internal(e.to_string())
+            }
+        })?;
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let (result, truncated) = result;
+    let mut buf = Vec::new();
+    let ferr = |e: format::FormatError| ApiError::Internal(e.to_string());
+    match fmt {
+        Format::Arrow => {
+            format::write(&result, Format::Arrow, &mut buf).map_err(ferr)?;
+            Ok(HttpResponse::Ok()
+                .content_type(ARROW_STREAM)
+                .insert_header(("x-ironlake-truncated", truncated.to_string()))
+                .body(buf))
+        }
+        Format::Csv => {
+            format::write(&result, Format::Csv, &mut buf).map_err(ferr)?;
+            Ok(HttpResponse::Ok()
+                .content_type("text/csv")
+                .insert_header(("x-ironlake-truncated", truncated.to_string()))
+                .body(buf))
+        }
+        _ => {
+            format::write(&result, Format::Json, &mut buf).map_err(ferr)?;
+            let columns: Vec<_> = result
+                .schema
+                .fields()
+                .iter()
+                .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
+                .collect();
+            let rows = if buf.is_empty() { b"[]".to_vec() } else { buf };
+            let mut out = format!(
+                "{{\"columns\":{},\"row_count\":{},\"truncated\":{},\"elapsed_ms\":{:.1},\"rows\":",
+                serde_json::Value::Array(columns),
+                result.rows(),
+                truncated,
+                elapsed_ms
+            )
+            .into_bytes();
+            out.extend_from_slice(&rows);
+            out.push(b'}');
+            Ok(HttpResponse::Ok().content_type("application/json").body(out))
+        }
+    }
 }

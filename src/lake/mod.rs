@@ -6,6 +6,7 @@
 //! appending to tables; it never decides what is valid data (the ingest stage
 //! does) and never holds live state.
 
+pub mod ops;
 pub mod read;
 pub mod rows;
 pub mod schema;
@@ -38,6 +39,12 @@ pub enum LakeError {
         table: &'static str,
         #[source]
         source: deltalake::datafusion::error::DataFusionError,
+    },
+    #[error("table {table}: {source}")]
+    Open {
+        table: String,
+        #[source]
+        source: deltalake::DeltaTableError,
     },
     #[error("arrow: {0}")]
     Arrow(#[from] deltalake::arrow::error::ArrowError),
@@ -76,10 +83,43 @@ impl Lakehouse {
     /// URL of a table's directory (`<root>/<layer>/<table>/`).
     pub fn table_url(&self, t: Table) -> Url {
         let (layer, name) = t.name().split_once('.').unwrap_or(("", t.name()));
-        // Joining a relative path onto a directory URL cannot fail.
+        self.table_url_by_name(layer, name)
+    }
+
+    /// URL of any table by layer and name (`<root>/<layer>/<name>/`).
+    pub fn table_url_by_name(&self, layer: &str, name: &str) -> Url {
         self.root
             .join(&format!("{layer}/{name}/"))
             .unwrap_or_else(|_| self.root.clone())
+    }
+
+    /// Whether a Delta table exists at `layer.name`. On object storage only
+    /// the tables of the contract are known without listing.
+    pub fn table_exists(&self, layer: &str, name: &str) -> bool {
+        match self.table_url_by_name(layer, name).to_file_path() {
+            Ok(p) => p.join("_delta_log").is_dir(),
+            Err(_) => Table::from_name(&format!("{layer}.{name}")).is_some(),
+        }
+    }
+
+    /// Names of the tables of a layer, sorted.
+    pub fn list_tables(&self, layer: &str) -> Vec<String> {
+        let mut out: Vec<String> = match self.table_url_by_name(layer, "x").to_file_path() {
+            Ok(p) => std::fs::read_dir(p.parent().unwrap_or(&p))
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok())
+                        .filter(|e| e.path().join("_delta_log").is_dir())
+                        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Err(_) => Table::ALL
+                .iter()
+                .filter_map(|t| t.name().strip_prefix(&format!("{layer}.")).map(str::to_string))
+                .collect(),
+        };
+        out.sort();
+        out
     }
 
     /// Local directory of a table, when the lakehouse is on local disk.

@@ -1,0 +1,138 @@
+//! Table maintenance: compaction (`optimize`), removal of files no version
+//! needs any more (`vacuum`), the commit history, and log checkpoints.
+//! `ironlake lake ...` and the pipelines' housekeeping call these.
+
+use std::num::NonZeroU64;
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use super::{LakeError, Lakehouse};
+use deltalake::DeltaTable;
+
+/// One commit of a table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Commit {
+    pub version: u64,
+    /// Commit time, UTC ms.
+    pub timestamp_ms: Option<i64>,
+    pub operation: String,
+    pub parameters: serde_json::Value,
+    /// Operation metrics (rows and files written, ...), when recorded.
+    pub metrics: serde_json::Value,
+}
+
+/// What `optimize` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct OptimizeReport {
+    pub files_added: u64,
+    pub files_removed: u64,
+    pub partitions_optimized: u64,
+    pub version: Option<u64>,
+}
+
+/// What `vacuum` did (or would do, on a dry run).
+#[derive(Debug, Clone, Serialize)]
+pub struct VacuumReport {
+    pub dry_run: bool,
+    pub files_deleted: Vec<String>,
+}
+
+impl Lakehouse {
+    /// Open an existing table by its `layer.table` name.
+    pub async fn open_by_name(&self, name: &str) -> Result<DeltaTable, LakeError> {
+        let unknown = || LakeError::Root {
+            root: self.root().to_string(),
+            message: format!("no table `{name}` (tables are named layer.table, e.g. silver.readings)"),
+        };
+        let (layer, table) = name.split_once('.').ok_or_else(unknown)?;
+        if !self.table_exists(layer, table) {
+            return Err(unknown());
+        }
+        DeltaTable::try_from_url(self.table_url_by_name(layer, table))
+            .await
+            .map_err(|source| LakeError::Open {
+                table: name.to_string(),
+                source,
+            })
+    }
+
+    /// The newest `limit` commits of a table, newest first.
+    pub async fn table_history(&self, name: &str, limit: Option<usize>) -> Result<Vec<Commit>, LakeError> {
+        let t = self.open_by_name(name).await?;
+        let newest = t.version().unwrap_or(0);
+        let open = |source| LakeError::Open {
+            table: name.to_string(),
+            source,
+        };
+        let infos: Vec<_> = t.history(limit).collect().await;
+        let mut out = Vec::with_capacity(infos.len());
+        for (i, info) in infos.into_iter().enumerate() {
+            let info = info.map_err(open)?;
+            let metrics = info
+                .info
+                .get("operationMetrics")
+                .cloned()
+                .unwrap_or(serde_json::Value::Null);
+            out.push(Commit {
+                // Commits are listed newest first, one per version.
+                version: newest.saturating_sub(i as u64),
+                timestamp_ms: info.in_commit_timestamp.or(info.timestamp),
+                operation: info.operation.unwrap_or_default(),
+                parameters: serde_json::to_value(info.operation_parameters.unwrap_or_default())
+                    .unwrap_or_default(),
+                metrics,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Compact small files into files of about `target_bytes`.
+    pub async fn optimize(&self, name: &str, target_bytes: u64) -> Result<OptimizeReport, LakeError> {
+        let t = self.open_by_name(name).await?;
+        let open = |source| LakeError::Open {
+            table: name.to_string(),
+            source,
+        };
+        let target = NonZeroU64::new(target_bytes.max(1 << 20)).unwrap_or(NonZeroU64::MIN);
+        let (t, m) = t.optimize().with_target_size(target).await.map_err(open)?;
+        Ok(OptimizeReport {
+            files_added: m.num_files_added,
+            files_removed: m.num_files_removed,
+            partitions_optimized: m.partitions_optimized,
+            version: t.version(),
+        })
+    }
+
+    /// Delete files that no version younger than `retention_hours` needs.
+    /// A retention under the table's own (7 days by default) is refused, as
+    /// it could break readers still on an older version.
+    pub async fn vacuum(&self, name: &str, retention_hours: u64, dry_run: bool) -> Result<VacuumReport, LakeError> {
+        let t = self.open_by_name(name).await?;
+        let open = |source| LakeError::Open {
+            table: name.to_string(),
+            source,
+        };
+        let (_, m) = t
+            .vacuum()
+            .with_retention_period(chrono::Duration::hours(retention_hours as i64))
+            .with_dry_run(dry_run)
+            .await
+            .map_err(open)?;
+        Ok(VacuumReport {
+            dry_run: m.dry_run,
+            files_deleted: m.files_deleted,
+        })
+    }
+
+    /// Write a checkpoint of the table's log at its current version.
+    pub async fn checkpoint(&self, name: &str) -> Result<(), LakeError> {
+        let t = self.open_by_name(name).await?;
+        deltalake::checkpoints::create_checkpoint(&t, None)
+            .await
+            .map_err(|source| LakeError::Open {
+                table: name.to_string(),
+                source,
+            })
+    }
+}
