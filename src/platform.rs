@@ -303,12 +303,12 @@ impl Platform {
 async fn dedup_floors(lake: &Lakehouse, config: &Config) -> HashMap<(AssetIdx, SignalIdx), i64> {
     let since = (chrono::Utc::now() - chrono::Duration::days(1)).format("%Y-%m-%d");
     let sql = format!(
-        "SELECT asset_id, signal, max(ts) FROM silver_readings WHERE date >= DATE '{since}' GROUP BY asset_id, signal"
+        "SELECT asset_id, signal, max(ts) FROM silver.readings WHERE date >= DATE '{since}' GROUP BY asset_id, signal"
     );
     let mut out = HashMap::new();
-    match lake.query(&sql).await {
-        Ok(batches) => {
-            for b in batches {
+    match crate::query::SqlEngine::new(Arc::new(lake.clone())).query(&sql).await {
+        Ok(result) => {
+            for b in result.batches {
                 let (Ok(a), Ok(s)) = (string_column(&b, 0), string_column(&b, 1)) else {
                     continue;
                 };

@@ -46,11 +46,11 @@ async fn tables_read_back_with_python_deltalake_polars_and_duckdb() {
         let lake = lake.clone();
         async move {
             for t in [
-                "bronze_raw_events",
-                "silver_readings",
-                "silver_asset_events",
-                "silver_quarantine",
-                "gold_asset_state",
+                "bronze.raw_events",
+                "silver.readings",
+                "silver.asset_events",
+                "silver.quarantine",
+                "gold.asset_state",
             ] {
                 if count(&lake, &format!("SELECT count(*) FROM {t}")).await == 0 {
                     return None;
@@ -75,11 +75,7 @@ async fn tables_read_back_with_python_deltalake_polars_and_duckdb() {
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for t in Table::ALL {
-        let ours = count(
-            &lake,
-            &format!("SELECT count(*) FROM {}", t.name().replace('.', "_")),
-        )
-        .await;
+        let ours = count(&lake, &format!("SELECT count(*) FROM {}", t.name())).await;
         let r = &report[t.name()];
         assert!(ours > 0, "{}", t.name());
         for engine in ["deltalake_rows", "polars_rows", "duckdb_rows"] {

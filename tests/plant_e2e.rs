@@ -167,25 +167,25 @@ async fn modbus_plc_to_twin_rest_and_silver_with_reconnect() {
     // Silver holds the rows, without duplicates.
     let n = count(
         &lake,
-        "SELECT count(*) FROM silver_readings WHERE asset_id = 'mill-1'",
+        "SELECT count(*) FROM silver.readings WHERE asset_id = 'mill-1'",
     )
     .await;
     assert!(n > 50, "silver rows: {n}");
     let dups = count(
         &lake,
-        "SELECT count(*) FROM (SELECT asset_id, signal, ts FROM silver_readings GROUP BY asset_id, signal, ts HAVING count(*) > 1)",
+        "SELECT count(*) FROM (SELECT asset_id, signal, ts FROM silver.readings GROUP BY asset_id, signal, ts HAVING count(*) > 1)",
     )
     .await;
     assert_eq!(dups, 0);
     let bronze = count(
         &lake,
-        "SELECT count(*) FROM bronze_raw_events WHERE asset_id = 'mill-1'",
+        "SELECT count(*) FROM bronze.raw_events WHERE asset_id = 'mill-1'",
     )
     .await;
     assert!(bronze > 5, "one bronze row per poll: {bronze}");
     let states = count(
         &lake,
-        "SELECT count(*) FROM silver_asset_events WHERE kind = 'state'",
+        "SELECT count(*) FROM silver.asset_events WHERE kind = 'state'",
     )
     .await;
     assert!(states >= 2, "state changes recorded: {states}");
@@ -262,10 +262,7 @@ async fn mqtt_through_embedded_broker_with_bad_payloads_quarantined() {
     eventually(30, "every bad payload quarantined with its reason", || {
         let lake = lake.clone();
         async move {
-            let b = lake
-                .query("SELECT DISTINCT expectation FROM silver_quarantine")
-                .await
-                .ok()?;
+            let b = query(&lake, "SELECT DISTINCT expectation FROM silver.quarantine").await;
             let got = strings(&b, 0);
             expected
                 .iter()
@@ -275,10 +272,11 @@ async fn mqtt_through_embedded_broker_with_bad_payloads_quarantined() {
     })
     .await;
     // Reasons say what is wrong.
-    let b = lake
-        .query("SELECT reason, signal, payload FROM silver_quarantine WHERE expectation = 'out_of_range'")
-        .await
-        .unwrap();
+    let b = query(
+        &lake,
+        "SELECT reason, signal, payload FROM silver.quarantine WHERE expectation = 'out_of_range'",
+    )
+    .await;
     let reason = strings(&b, 0).remove(0);
     assert!(
         reason.contains("999") && reason.contains("oil_temp"),
@@ -287,7 +285,7 @@ async fn mqtt_through_embedded_broker_with_bad_payloads_quarantined() {
     // Bronze keeps the unparseable messages with parse_error.
     let parse_errors = count(
         &lake,
-        "SELECT count(*) FROM bronze_raw_events WHERE parse_error IS NOT NULL",
+        "SELECT count(*) FROM bronze.raw_events WHERE parse_error IS NOT NULL",
     )
     .await;
     assert!(
@@ -296,7 +294,7 @@ async fn mqtt_through_embedded_broker_with_bad_payloads_quarantined() {
     );
     let unassigned = count(
         &lake,
-        "SELECT count(*) FROM bronze_raw_events WHERE plant = 'unassigned'",
+        "SELECT count(*) FROM bronze.raw_events WHERE plant = 'unassigned'",
     )
     .await;
     assert!(unassigned >= 1);
@@ -323,14 +321,14 @@ async fn mqtt_through_embedded_broker_with_bad_payloads_quarantined() {
     platform.stop().await;
     let dups = count(
         &lake,
-        "SELECT count(*) FROM (SELECT asset_id, signal, ts FROM silver_readings GROUP BY asset_id, signal, ts HAVING count(*) > 1)",
+        "SELECT count(*) FROM (SELECT asset_id, signal, ts FROM silver.readings GROUP BY asset_id, signal, ts HAVING count(*) > 1)",
     )
     .await;
     assert_eq!(dups, 0);
     assert!(
         count(
             &lake,
-            "SELECT count(*) FROM silver_readings WHERE asset_id = 'press-1'"
+            "SELECT count(*) FROM silver.readings WHERE asset_id = 'press-1'"
         )
         .await
             > 20

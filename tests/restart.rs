@@ -40,7 +40,7 @@ async fn twin_state_survives_restart_and_supervisor_restart() {
     // Supervisor restart: the twin comes back from its last periodic checkpoint.
     eventually(10, "a periodic checkpoint was committed", || {
         let lake = first.lake.clone();
-        async move { (count(&lake, "SELECT count(*) FROM gold_asset_state").await > 0).then_some(()) }
+        async move { (count(&lake, "SELECT count(*) FROM gold.asset_state").await > 0).then_some(()) }
     })
     .await;
     let twin = first.twins.machines[0].clone();

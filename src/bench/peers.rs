@@ -158,7 +158,7 @@ fn telemetry_file_schema(jsonl: bool) -> FileSchema {
 }
 
 /// Read a Parquet file into Arrow batches with `threads` readers (row groups
-/// split between them), strings as dictionaries and timestamps in ms.
+/// split between them), strings as dictionaries.
 pub fn read_parquet(path: &Path, threads: usize) -> Result<Vec<RecordBatch>> {
     let open = || File::open(path).with_context(|| format!("{}", path.display()));
     let probe = ParquetRecordBatchReaderBuilder::try_new(open()?)
@@ -174,7 +174,6 @@ pub fn read_parquet(path: &Path, threads: usize) -> Result<Vec<RecordBatch>> {
                     DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
                         DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
                     }
-                    DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Millisecond, tz.clone()),
                     t => t.clone(),
                 };
                 Field::new(f.name(), t, f.is_nullable())
@@ -221,7 +220,24 @@ fn load(dir: &Path, table: &str, threads: usize) -> Result<RecordBatch> {
         .first()
         .map(|b| b.schema())
         .ok_or_else(|| anyhow!("{}: no rows", path.display()))?;
-    Ok(concat_batches(&schema, &batches)?)
+    let b = concat_batches(&schema, &batches)?;
+    // The workloads compute on epoch milliseconds.
+    let mut fields = Vec::new();
+    let mut cols = Vec::new();
+    for (f, c) in schema.fields().iter().zip(b.columns()) {
+        match f.data_type() {
+            DataType::Timestamp(u, tz) if *u != TimeUnit::Millisecond => {
+                let t = DataType::Timestamp(TimeUnit::Millisecond, tz.clone());
+                cols.push(cast(c, &t)?);
+                fields.push(Field::new(f.name(), t, f.is_nullable()));
+            }
+            _ => {
+                cols.push(c.clone());
+                fields.push(f.as_ref().clone());
+            }
+        }
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
 }
 
 fn column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {

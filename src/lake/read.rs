@@ -144,39 +144,6 @@ impl Lakehouse {
         }
         Ok(out)
     }
-
-    /// Run a read-only SQL query over the lake tables (registered as
-    /// `bronze_raw_events`, `silver_readings`, ...) and return the batches.
-    /// Used by tests and tools; the governed SQL endpoint comes with the query module.
-    pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, LakeError> {
-        let ctx = SessionContext::new();
-        for t in Table::ALL {
-            let table = self.open_or_create(t).await?;
-            table
-                .update_datafusion_session(&ctx.state())
-                .map_err(|source| LakeError::Delta {
-                    table: t.name(),
-                    source,
-                })?;
-            let qerr = |source| LakeError::Query {
-                table: t.name(),
-                source,
-            };
-            let provider = table.table_provider().await.map_err(qerr)?;
-            ctx.register_table(t.name().replace('.', "_"), provider)
-                .map_err(qerr)?;
-        }
-        let qerr = |source| LakeError::Query {
-            table: "sql",
-            source,
-        };
-        ctx.sql(sql)
-            .await
-            .map_err(qerr)?
-            .collect()
-            .await
-            .map_err(qerr)
-    }
 }
 
 /// A column of a query result as plain UTF-8 strings, whatever string layout

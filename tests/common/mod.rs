@@ -92,6 +92,35 @@ pub async fn get(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
     .unwrap()
 }
 
+/// POST a body; returns (status, content type, body bytes).
+pub async fn post(addr: SocketAddr, path: &str, content_type: &str, body: &str) -> (u16, String, Vec<u8>) {
+    let url = format!("http://{addr}{path}");
+    let (ct, body) = (content_type.to_string(), body.to_string());
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        let mut resp = agent
+            .post(&url)
+            .header("content-type", &ct)
+            .send(body.as_bytes())
+            .expect("HTTP request");
+        let status = resp.status().as_u16();
+        let rct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let bytes = resp.body_mut().read_to_vec().expect("body");
+        (status, rct, bytes)
+    })
+    .await
+    .unwrap()
+}
+
 /// Poll `f` until it returns `Some`, or panic with `what` after `secs` seconds.
 pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
 where
@@ -147,11 +176,16 @@ pub fn scenario(mqtt_port: u16, tick_ms: u64) -> ironlake::sim::ScenarioFile {
 
 /// Count rows of a SQL query over the lake.
 pub async fn count(lake: &ironlake::lake::Lakehouse, sql: &str) -> i64 {
-    let b = lake
+    ironlake::lake::read::scalar_i64(&query(lake, sql).await).unwrap_or(0)
+}
+
+/// Run SQL over the lake (`layer.table` names) and collect the batches.
+pub async fn query(lake: &ironlake::lake::Lakehouse, sql: &str) -> Vec<deltalake::arrow::array::RecordBatch> {
+    ironlake::query::SqlEngine::new(std::sync::Arc::new(lake.clone()))
         .query(sql)
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    ironlake::lake::read::scalar_i64(&b).unwrap_or(0)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .batches
 }
 
 /// Values of a string column of a query result.
