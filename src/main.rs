@@ -98,6 +98,17 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Declarative pipelines (config/pipelines/*.toml): list them or run updates.
+    Pipeline {
+        #[command(subcommand)]
+        op: PipelineOp,
+        /// Lakehouse root (default: `lake.root` of the config).
+        #[arg(long, global = true)]
+        lakehouse: Option<String>,
+        /// Platform config (default: the one built into the binary).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
     /// Table maintenance: list, history, optimize, vacuum, checkpoint.
     Lake {
         #[command(subcommand)]
@@ -128,6 +139,96 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         warmup: usize,
     },
+}
+
+#[derive(Subcommand)]
+enum PipelineOp {
+    /// The pipelines of the config, with source, target and expectations.
+    List,
+    /// Run one update of a pipeline (or of all, in file order).
+    Run {
+        /// Pipeline name (default: every enabled pipeline).
+        name: Option<String>,
+        /// Rebuild the target from all source data.
+        #[arg(long)]
+        full_refresh: bool,
+    },
+}
+
+async fn pipeline_op(op: PipelineOp, cfg: &Config, lake: Arc<Lakehouse>) -> Result<()> {
+    use ironlake::pipeline::run::{RunOptions, Runner, Status};
+    match op {
+        PipelineOp::List => {
+            for p in &cfg.pipelines {
+                let from = p.source.clone().unwrap_or_else(|| "silver.asset_events, silver.readings".into());
+                println!(
+                    "{:<14} {:<12} {} -> {}{}",
+                    p.name,
+                    format!("{:?}", p.kind).to_lowercase(),
+                    from,
+                    p.target,
+                    if p.enabled { "" } else { "  (disabled)" }
+                );
+                for e in &p.expectations {
+                    println!("{:>16} {:?}: {} ({})", "", e.action, e.name, e.condition);
+                }
+            }
+        }
+        PipelineOp::Run { name, full_refresh } => {
+            let selected: Vec<_> = match &name {
+                Some(n) => {
+                    let p = cfg.pipelines.iter().find(|p| &p.name == n || &p.target == n).with_context(|| {
+                        let names: Vec<_> = cfg.pipelines.iter().map(|p| p.name.as_str()).collect();
+                        format!("no pipeline `{n}` (have: {})", names.join(", "))
+                    })?;
+                    vec![p]
+                }
+                None => cfg.pipelines.iter().filter(|p| p.enabled).collect(),
+            };
+            let runner = Runner::new(lake, cfg.model.clone(), cfg.platform.pipelines.clone());
+            let mut failed = 0;
+            for p in selected {
+                let bar = indicatif::ProgressBar::new(1).with_message(p.name.clone());
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{msg:14} [{bar:30}] {pos}/{len} steps {elapsed}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                let r = runner.run(p, RunOptions { full_refresh }, Some(&bar)).await;
+                bar.finish_and_clear();
+                let secs = (r.finished_ms - r.started_ms) as f64 / 1000.0;
+                match r.status {
+                    Status::UpToDate => println!("{} -> {}: up to date", r.pipeline, r.target),
+                    Status::Ok => {
+                        let exp: Vec<String> = r
+                            .expectations
+                            .iter()
+                            .filter(|e| e.failed > 0)
+                            .map(|e| format!("{} {:?}: {}", e.name, e.action, e.failed).to_lowercase())
+                            .collect();
+                        println!(
+                            "{} -> {}: {} rows in, {} out, {} dropped, {} warned{} (version {}, {secs:.2} s)",
+                            r.pipeline,
+                            r.target,
+                            r.rows_in,
+                            r.rows_out,
+                            r.rows_dropped,
+                            r.rows_warned,
+                            if exp.is_empty() { String::new() } else { format!(" [{}]", exp.join(", ")) },
+                            r.target_version.map_or("-".into(), |v| v.to_string()),
+                        );
+                    }
+                    Status::Failed => {
+                        failed += 1;
+                        eprintln!("{} -> {}: FAILED: {}", r.pipeline, r.target, r.message.unwrap_or_default());
+                    }
+                }
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} pipeline update(s) failed; the targets were left unchanged");
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -427,6 +528,16 @@ async fn cli_main() -> Result<()> {
                     print_stdout_bytes(&buf);
                 }
             }
+        }
+        Cmd::Pipeline {
+            op,
+            lakehouse,
+            config,
+        } => {
+            let cfg = load(config.as_ref())?;
+            let root = lakehouse.unwrap_or_else(|| cfg.platform.lake.root.clone());
+            let lake = Arc::new(Lakehouse::open(&root)?);
+            pipeline_op(op, &cfg, lake).await?;
         }
         Cmd::Lake {
             op,

@@ -62,6 +62,23 @@ pub struct Plant {
     pub lat: Option<f64>,
     pub lon: Option<f64>,
     pub areas: Vec<Area>,
+    /// Shifts: (minutes after local midnight, name), sorted.
+    pub shifts: Vec<(u32, String)>,
+}
+
+impl Plant {
+    /// The plant's shift calendar in its time zone.
+    pub fn shift_calendar(&self) -> crate::timeseries::LocalShifts {
+        let tz = crate::config::parse_timezone(&self.timezone).unwrap_or(chrono_tz::UTC);
+        // Validated when the model was built: non-empty and distinct.
+        crate::timeseries::LocalShifts::new(tz, self.shifts.clone())
+            .unwrap_or_else(|_| crate::timeseries::LocalShifts::new(tz, default_shifts()).expect("default shifts"))
+    }
+}
+
+/// Three 8-hour shifts: early 06:00, late 14:00, night 22:00.
+pub fn default_shifts() -> Vec<(u32, String)> {
+    vec![(360, "early".into()), (840, "late".into()), (1320, "night".into())]
 }
 
 /// An area of a plant.
@@ -238,9 +255,30 @@ impl AssetModel {
             self.asset_index.insert(asset.id.0.clone(), asset.idx);
             self.assets.push(asset);
         }
+        let mut shifts = Vec::new();
+        for (i, sh) in pf.shifts.iter().enumerate() {
+            let Some(m) = crate::timeseries::LocalShifts::parse_time_of_day(&sh.start) else {
+                return Err(err(
+                    format!("shifts[{i}].start"),
+                    format!("`{}` is not a time of day HH:MM", sh.start),
+                ));
+            };
+            if shifts.iter().any(|(s, _)| *s == m) {
+                return Err(err(
+                    format!("shifts[{i}].start"),
+                    format!("two shifts start at {}", sh.start),
+                ));
+            }
+            shifts.push((m, sh.name.clone()));
+        }
+        if shifts.is_empty() {
+            shifts = default_shifts();
+        }
+        shifts.sort();
         self.plant_index
             .insert(plant_id.0.clone(), self.plants.len());
         self.plants.push(Plant {
+            shifts,
             id: plant_id,
             name: pf.plant.name.clone().unwrap_or_else(|| pf.plant.id.clone()),
             timezone: pf.plant.timezone.clone(),

@@ -400,7 +400,9 @@ pub fn w5(states: &RecordBatch, counts: &RecordBatch) -> Result<oee::OeeShifts> 
         .iter()
         .map(|s| match s.as_str() {
             "RUNNING" => oee::RUNNING,
-            "IDLE" | "DOWN" | "SETUP" => oee::PLANNED,
+            "IDLE" => 1,
+            "DOWN" => 2,
+            "SETUP" => 3,
             _ => oee::UNPLANNED,
         })
         .collect();
@@ -425,7 +427,7 @@ pub fn w5(states: &RecordBatch, counts: &RecordBatch) -> Result<oee::OeeShifts> 
         length_ms: SHIFT_MS,
         origin_ms: 0,
     };
-    Ok(oee::oee_per_shift(&st, &ct, interner.len(), &cal)?)
+    Ok(oee::oee_per_shift(&st, &ct, 4, interner.len(), &cal)?)
 }
 
 // ------------------------------------------------------------------ checksums

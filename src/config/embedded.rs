@@ -23,6 +23,18 @@ pub static EMBEDDED: Embedded = Embedded(&[
         include_str!("../../config/plants/plant-b.toml"),
     ),
     (
+        "config/pipelines/oee_shift.toml",
+        include_str!("../../config/pipelines/oee_shift.toml"),
+    ),
+    (
+        "config/pipelines/energy_shift.toml",
+        include_str!("../../config/pipelines/energy_shift.toml"),
+    ),
+    (
+        "config/pipelines/alarm_log.toml",
+        include_str!("../../config/pipelines/alarm_log.toml"),
+    ),
+    (
         "twins/cnc_mill.toml",
         include_str!("../../twins/cnc_mill.toml"),
     ),

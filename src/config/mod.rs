@@ -133,6 +133,30 @@ pub struct PlatformFile {
     pub twin: TwinConfig,
     pub ingest: IngestConfig,
     pub mqtt: MqttConfig,
+    #[serde(default)]
+    pub pipelines: PipelinesConfig,
+}
+
+/// `[pipelines]`: the declarative silver/gold pipelines.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelinesConfig {
+    /// Directory of pipeline files (`*.toml`), relative to the config file.
+    pub dir: String,
+    /// Run every enabled pipeline this often while the platform runs (0: never).
+    pub interval_s: u64,
+    /// Gold jobs recompute the shifts of this many hours back on each update.
+    pub lookback_h: u64,
+}
+
+impl Default for PipelinesConfig {
+    fn default() -> Self {
+        PipelinesConfig {
+            dir: "pipelines".into(),
+            interval_s: 60,
+            lookback_h: 48,
+        }
+    }
 }
 
 /// `[plant]` of a plant file.
@@ -255,6 +279,18 @@ pub struct PlantFile {
     pub lines: Vec<LineConfig>,
     #[serde(default)]
     pub machines: Vec<MachineConfig>,
+    /// Shift pattern in the plant's time zone (default: 06:00, 14:00, 22:00).
+    #[serde(default)]
+    pub shifts: Vec<ShiftConfig>,
+}
+
+/// `[[shifts]]` of a plant file: a shift starting every day at a local time.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShiftConfig {
+    pub name: String,
+    /// Local start time, `HH:MM`.
+    pub start: String,
 }
 
 /// The loaded, validated configuration.
@@ -262,6 +298,8 @@ pub struct PlantFile {
 pub struct Config {
     pub platform: PlatformFile,
     pub model: Arc<AssetModel>,
+    /// Pipelines of `[pipelines].dir`.
+    pub pipelines: Vec<crate::pipeline::spec::Pipeline>,
     /// Where it was loaded from (`embedded:` for the built-in default).
     pub origin: String,
 }
@@ -331,6 +369,7 @@ impl Config {
         Ok(Config {
             platform,
             model: Arc::new(model),
+            pipelines: Vec::new(),
             origin: "in-memory".into(),
         })
     }
@@ -357,11 +396,45 @@ fn load_with(src: &dyn FileSource, path: &Path, origin: String) -> Result<Config
         plants.push((pfile, pf));
     }
     let model = AssetModel::build(twin_types, plants)?;
+    let pipelines = load_pipelines_with(src, &base.join(&platform.pipelines.dir))?;
     Ok(Config {
         platform,
         model: Arc::new(model),
+        pipelines,
         origin,
     })
+}
+
+/// Pipeline files of a directory (none if it does not exist).
+fn load_pipelines_with(
+    src: &dyn FileSource,
+    dir: &Path,
+) -> Result<Vec<crate::pipeline::spec::Pipeline>, ConfigError> {
+    let files = match src.list_toml(dir) {
+        Ok(f) => f,
+        Err(ConfigError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Vec::new())
+        }
+        Err(e) => return Err(e),
+    };
+    let mut out: Vec<crate::pipeline::spec::Pipeline> = Vec::new();
+    for p in files {
+        let file = p.display().to_string();
+        let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("pipeline");
+        let pl = crate::pipeline::spec::Pipeline::from_toml(&src.read(&p)?, &file, stem)?;
+        if let Some(other) = out.iter().find(|o| o.name == pl.name || o.target == pl.target) {
+            return Err(ConfigError::Invalid {
+                file,
+                key: "pipeline".into(),
+                message: format!(
+                    "pipeline `{}` -> {} clashes with `{}` -> {} ({}): names and targets must be unique",
+                    pl.name, pl.target, other.name, other.target, other.file
+                ),
+            });
+        }
+        out.push(pl);
+    }
+    Ok(out)
 }
 
 /// Load every `*.toml` twin type of a directory from disk.

@@ -14,6 +14,9 @@ pub enum Table {
     SilverAssetEvents,
     SilverQuarantine,
     GoldAssetState,
+    GoldOeeShift,
+    GoldEnergyShift,
+    SystemPipelineRuns,
 }
 
 fn ts() -> DataType {
@@ -99,7 +102,76 @@ static ASSET_STATE: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+static OEE_SHIFT: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        f("plant", DataType::Utf8, false),
+        f("line", DataType::Utf8, false),
+        f("asset_id", DataType::Utf8, false),
+        f("shift_start", ts(), false),
+        f("shift_end", ts(), false),
+        f("shift", DataType::Utf8, false),
+        f("planned_ms", DataType::Int64, false),
+        f("running_ms", DataType::Int64, false),
+        f("idle_ms", DataType::Int64, false),
+        f("down_ms", DataType::Int64, false),
+        f("setup_ms", DataType::Int64, false),
+        f("good", DataType::Int64, false),
+        f("reject", DataType::Int64, false),
+        f("ideal_ms", DataType::Float64, false),
+        f("speed_loss_ms", DataType::Float64, true),
+        f("availability", DataType::Float64, true),
+        f("performance", DataType::Float64, true),
+        f("quality", DataType::Float64, true),
+        f("oee", DataType::Float64, true),
+        f("computed_at", ts(), false),
+    ]))
+});
+
+static ENERGY_SHIFT: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        f("plant", DataType::Utf8, false),
+        f("line", DataType::Utf8, false),
+        f("asset_id", DataType::Utf8, false),
+        f("shift_start", ts(), false),
+        f("shift_end", ts(), false),
+        f("shift", DataType::Utf8, false),
+        f("kwh", DataType::Float64, false),
+        f("idle_kwh", DataType::Float64, false),
+        f("good", DataType::Int64, false),
+        f("kwh_per_good_part", DataType::Float64, true),
+        f("samples", DataType::Int64, false),
+        f("computed_at", ts(), false),
+    ]))
+});
+
+static PIPELINE_RUNS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        f("run_id", DataType::Utf8, false),
+        f("pipeline", DataType::Utf8, false),
+        f("target", DataType::Utf8, false),
+        f("started", ts(), false),
+        f("finished", ts(), false),
+        f("status", DataType::Utf8, false),
+        f("rows_in", DataType::Int64, false),
+        f("rows_out", DataType::Int64, false),
+        f("rows_dropped", DataType::Int64, false),
+        f("rows_warned", DataType::Int64, false),
+        f("expectations", DataType::Utf8, false),
+        f("source_versions", DataType::Utf8, false),
+        f("target_version", DataType::Int64, true),
+        f("message", DataType::Utf8, true),
+        f("date", DataType::Date32, false),
+    ]))
+});
+
 impl Table {
+    /// Tables written by the pipelines (created on their first update).
+    pub const PIPELINE: [Table; 3] = [
+        Table::GoldOeeShift,
+        Table::GoldEnergyShift,
+        Table::SystemPipelineRuns,
+    ];
+
     /// All tables, in layer order.
     pub const ALL: [Table; 5] = [
         Table::BronzeRawEvents,
@@ -117,12 +189,18 @@ impl Table {
             Table::SilverAssetEvents => "silver.asset_events",
             Table::SilverQuarantine => "silver.quarantine",
             Table::GoldAssetState => "gold.asset_state",
+            Table::GoldOeeShift => "gold.oee_shift",
+            Table::GoldEnergyShift => "gold.energy_shift",
+            Table::SystemPipelineRuns => "system.pipeline_runs",
         }
     }
 
     /// Table by `layer.table` name.
     pub fn from_name(name: &str) -> Option<Table> {
-        Table::ALL.into_iter().find(|t| t.name() == name)
+        Table::ALL
+            .into_iter()
+            .chain(Table::PIPELINE)
+            .find(|t| t.name() == name)
     }
 
     /// One-line description stored as the table comment.
@@ -135,6 +213,9 @@ impl Table {
             }
             Table::SilverQuarantine => "Rejected input with the rule it broke and why",
             Table::GoldAssetState => "Twin checkpoints: state, statistics, health",
+            Table::GoldOeeShift => "OEE per machine and shift, with the losses behind it",
+            Table::GoldEnergyShift => "Energy per machine and shift, per good part, and while not running",
+            Table::SystemPipelineRuns => "Every pipeline update: rows in/out, expectations, status",
         }
     }
 
@@ -146,11 +227,18 @@ impl Table {
             Table::SilverAssetEvents => EVENTS.clone(),
             Table::SilverQuarantine => QUARANTINE.clone(),
             Table::GoldAssetState => ASSET_STATE.clone(),
+            Table::GoldOeeShift => OEE_SHIFT.clone(),
+            Table::GoldEnergyShift => ENERGY_SHIFT.clone(),
+            Table::SystemPipelineRuns => PIPELINE_RUNS.clone(),
         }
     }
 
     /// Partition columns.
     pub fn partition_columns(self) -> &'static [&'static str] {
-        &["plant", "date"]
+        match self {
+            Table::GoldOeeShift | Table::GoldEnergyShift => &["plant"],
+            Table::SystemPipelineRuns => &["date"],
+            _ => &["plant", "date"],
+        }
     }
 }

@@ -19,9 +19,10 @@ use crate::timeseries::rolling::f64_array;
 use crate::timeseries::shifts::{counter_deltas, state_durations, ShiftCalendar};
 use crate::timeseries::{RowOrder, TsError};
 
-/// State class of a running machine.
+/// State class of a running machine. Classes `1..n_classes` are planned
+/// but not running time (e.g. idle, down, setup), kept apart as the losses.
 pub const RUNNING: u8 = 0;
-/// State class of planned but not running time (idle, down, setup).
+/// A planned, not running class (for callers that need only one).
 pub const PLANNED: u8 = 1;
 /// A state that is not planned production time (OFF, planned stop).
 pub const UNPLANNED: u8 = u8::MAX;
@@ -57,6 +58,10 @@ pub struct OeeShifts {
     pub shift_end: Vec<i64>,
     pub planned_ms: Vec<i64>,
     pub running_ms: Vec<i64>,
+    /// Time per state class (`state_ms[class][row]`).
+    pub state_ms: Vec<Vec<i64>>,
+    /// Ideal time for the parts made (ms).
+    pub ideal_ms: Vec<f64>,
     pub good: Vec<i64>,
     pub reject: Vec<i64>,
     pub availability: Float64Array,
@@ -69,6 +74,7 @@ pub struct OeeShifts {
 pub fn oee_per_shift(
     states: &StateEvents<'_>,
     counts: &CounterSamples<'_>,
+    n_classes: usize,
     n_keys: usize,
     calendar: &dyn ShiftCalendar,
 ) -> Result<OeeShifts, TsError> {
@@ -77,7 +83,7 @@ pub fn oee_per_shift(
         states.keys,
         states.ts,
         states.class,
-        2,
+        n_classes.max(1),
         n_keys,
         &s_order,
         calendar,
@@ -102,13 +108,14 @@ pub fn oee_per_shift(
     }
     let running = d.ms[RUNNING as usize].clone();
     let planned: Vec<i64> = (0..rows)
-        .map(|r| d.ms[RUNNING as usize][r] + d.ms[PLANNED as usize][r])
+        .map(|r| d.ms.iter().map(|c| c[r]).sum())
         .collect();
     let mut cols: [(Vec<f64>, Vec<bool>); 4] = Default::default();
     for r in 0..rows {
         let parts = good[r] + reject[r];
         let a = (planned[r] > 0).then(|| running[r] as f64 / planned[r] as f64);
-        let p = (running[r] > 0).then(|| ideal[r] / running[r] as f64);
+        // An unknown ideal cycle time (NaN) gives no performance.
+        let p = (running[r] > 0 && !ideal[r].is_nan()).then(|| ideal[r] / running[r] as f64);
         let q = (parts > 0).then(|| good[r] as f64 / parts as f64);
         let o = match (a, p, q) {
             (Some(a), Some(p), Some(q)) => Some(a * p * q),
@@ -126,6 +133,8 @@ pub fn oee_per_shift(
         shift_end: d.shift_end.clone(),
         planned_ms: planned,
         running_ms: running,
+        state_ms: d.ms.clone(),
+        ideal_ms: ideal,
         good,
         reject,
         availability: f64_array(a.0, a.1),
@@ -163,8 +172,9 @@ mod tests {
             ideal_cycle_ms: IdealCycle::Constant(30_000.0),
         };
         let cal = FixedShifts { length_ms: 8 * h, origin_ms: 0 };
-        let o = oee_per_shift(&st, &ct, 1, &cal).unwrap();
+        let o = oee_per_shift(&st, &ct, 2, 1, &cal).unwrap();
         assert_eq!(o.key.len(), 1);
+        assert_eq!(o.state_ms[PLANNED as usize][0], 2 * h);
         assert_eq!((o.planned_ms[0], o.running_ms[0]), (8 * h, 6 * h));
         // good: 300 + 100 (restart) + 270 = 670; reject: 15 + 5 + 10 = 30.
         assert_eq!((o.good[0], o.reject[0]), (670, 30));
@@ -176,7 +186,7 @@ mod tests {
         // No parts and no running time: nulls, not zeros.
         let idle = StateEvents { keys: &[0, 0], ts: &[0, h], class: &[PLANNED, PLANNED] };
         let none = CounterSamples { keys: &[], ts: &[], good: &[], reject: &[], ideal_cycle_ms: IdealCycle::Constant(1.0) };
-        let o = oee_per_shift(&idle, &none, 1, &cal).unwrap();
+        let o = oee_per_shift(&idle, &none, 2, 1, &cal).unwrap();
         assert!(o.performance.is_null(0) && o.quality.is_null(0) && o.oee.is_null(0));
         assert_eq!(o.availability.value(0), 0.0);
     }

@@ -101,7 +101,7 @@ impl SqlEngine {
     pub fn session(&self) -> SessionContext {
         let config = SessionConfig::new()
             .with_information_schema(true)
-            .with_default_catalog_and_schema("ironlake", "silver")
+            .with_default_catalog_and_schema("ironlake", "public")
             .with_create_default_catalog_and_schema(true);
         let ctx = SessionContext::new_with_config(config);
         let state = ctx.state();

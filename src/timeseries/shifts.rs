@@ -38,6 +38,88 @@ impl ShiftCalendar for FixedShifts {
     }
 }
 
+/// A plant's shift pattern in local time: shifts start at fixed local
+/// times every day (e.g. 06:00, 14:00, 22:00 in Europe/Berlin). On the night
+/// of a daylight-saving change the shift spanning it is an hour shorter or
+/// longer, as it is on the shop floor. A start time that does not exist that
+/// day (inside the spring-forward gap) moves to the first valid instant.
+#[derive(Debug, Clone)]
+pub struct LocalShifts {
+    tz: chrono_tz::Tz,
+    /// (minutes after local midnight, name), sorted.
+    starts: Vec<(u32, String)>,
+    cache: std::cell::Cell<(i64, i64, usize)>,
+}
+
+impl LocalShifts {
+    /// Shifts starting at `starts` (minutes after local midnight, name).
+    pub fn new(tz: chrono_tz::Tz, mut starts: Vec<(u32, String)>) -> Result<LocalShifts, TsError> {
+        if starts.is_empty() {
+            return Err(TsError::Param("a shift calendar needs at least one shift".into()));
+        }
+        starts.sort();
+        if starts.windows(2).any(|w| w[0].0 == w[1].0) || starts.iter().any(|s| s.0 >= 24 * 60) {
+            return Err(TsError::Param("shift start times must be distinct times of day".into()));
+        }
+        Ok(LocalShifts {
+            tz,
+            starts,
+            cache: std::cell::Cell::new((0, 0, 0)),
+        })
+    }
+
+    /// Parse `HH:MM`.
+    pub fn parse_time_of_day(s: &str) -> Option<u32> {
+        let (h, m) = s.trim().split_once(':')?;
+        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60).then_some(h * 60 + m)
+    }
+
+    /// The shift containing `ts_ms`: (start, end, name).
+    pub fn shift(&self, ts_ms: i64) -> (i64, i64, &str) {
+        let (a, b, i) = self.cache.get();
+        if a <= ts_ms && ts_ms < b {
+            return (a, b, &self.starts[i].1);
+        }
+        use chrono::{Duration, TimeZone};
+        let local = self
+            .tz
+            .timestamp_millis_opt(ts_ms)
+            .single()
+            .map(|d| d.naive_local().date())
+            .unwrap_or_default();
+        // Every start of the day before, the day, and the day after.
+        let mut cands: Vec<(i64, usize)> = Vec::with_capacity(self.starts.len() * 3);
+        for d in [local - Duration::days(1), local, local + Duration::days(1)] {
+            for (i, (mins, _)) in self.starts.iter().enumerate() {
+                let naive = d.and_hms_opt(mins / 60, mins % 60, 0).unwrap_or_default();
+                let mut at = self.tz.from_local_datetime(&naive).earliest();
+                let mut step = naive;
+                while at.is_none() {
+                    step += Duration::minutes(15);
+                    at = self.tz.from_local_datetime(&step).earliest();
+                }
+                if let Some(at) = at {
+                    cands.push((at.timestamp_millis(), i));
+                }
+            }
+        }
+        cands.sort();
+        let k = cands.partition_point(|c| c.0 <= ts_ms).saturating_sub(1);
+        let (start, i) = cands[k];
+        let end = cands.get(k + 1).map_or(start + 8 * 3_600_000, |c| c.0);
+        self.cache.set((start, end, i));
+        (start, end, &self.starts[i].1)
+    }
+}
+
+impl ShiftCalendar for LocalShifts {
+    fn shift_at(&self, ts_ms: i64) -> (i64, i64) {
+        let (a, b, _) = self.shift(ts_ms);
+        (a, b)
+    }
+}
+
 /// Milliseconds per (key, shift) and state class.
 #[derive(Debug, Default)]
 pub struct ShiftDurations {
@@ -170,6 +252,31 @@ mod tests {
         assert_eq!((d.ms[0][s1], d.ms[1][s1]), (H, 7 * H));
         assert_eq!((d.ms[0][s2], d.ms[1][s2]), (0, H));
         assert_eq!(d.len(), 3);
+    }
+
+    #[test]
+    fn local_shifts_follow_the_time_zone_and_dst() {
+        let tz: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
+        let cal = LocalShifts::new(
+            tz,
+            vec![(6 * 60, "early".into()), (14 * 60, "late".into()), (22 * 60, "night".into())],
+        )
+        .unwrap();
+        // 2026-03-28 23:00 UTC = 2026-03-29 00:00 CET: inside the night shift
+        // that started 2026-03-28 22:00 CET (21:00 UTC); clocks jump at 02:00,
+        // so it ends 06:00 CEST = 04:00 UTC: 7 hours.
+        let t = 1_774_738_800_000;
+        let (a, b, name) = cal.shift(t);
+        assert_eq!(name, "night");
+        assert_eq!(a, t - 2 * H);
+        assert_eq!(b - a, 7 * H);
+        // A summer early shift: 06:00 CEST = 04:00 UTC.
+        let (a, b, name) = cal.shift(1_782_894_000_000); // 2026-07-01 08:20 UTC
+        assert_eq!((name, (b - a) / H), ("early", 8));
+        assert_eq!(a % (24 * H), 4 * H);
+        assert!(LocalShifts::new(tz, vec![]).is_err());
+        assert_eq!(LocalShifts::parse_time_of_day("22:30"), Some(1350));
+        assert_eq!(LocalShifts::parse_time_of_day("24:00"), None);
     }
 
     #[test]
