@@ -68,6 +68,7 @@ pub struct Platform {
     collector: Option<JoinHandle<()>>,
     http: actix_web::dev::ServerHandle,
     actor_thread: Option<std::thread::JoinHandle<()>>,
+    pipelines: Option<JoinHandle<()>>,
 }
 
 impl Platform {
@@ -138,6 +139,7 @@ impl Platform {
             all_writers.clone(),
             ingest.clone(),
             tokio::runtime::Handle::current(),
+            config.pipelines.clone(),
         );
         let actor_thread = std::thread::Builder::new()
             .name("ironlake-actors".into())
@@ -145,13 +147,14 @@ impl Platform {
                 let sys = actix::System::new();
                 sys.block_on(async move {
                     let (registry, arbiters) = twins::spawn_all(&model, shared, &checkpoints);
-                    let (health, lake, writers, ingest, runtime) = api_parts;
+                    let (health, lake, writers, ingest, runtime, pipelines) = api_parts;
                     let state = crate::api::ApiState {
                         model: model.clone(),
                         twins: registry.clone(),
                         health,
                         sql: crate::query::SqlEngine::new(lake.clone()),
                         runtime,
+                        pipelines,
                         lake,
                         writers,
                         ingest,
@@ -215,7 +218,23 @@ impl Platform {
             )));
         }
 
+        // Pipelines in the background.
+        let pipelines = (p.pipelines.interval_s > 0 && config.pipelines.iter().any(|p| p.enabled)).then(|| {
+            let runner = crate::pipeline::run::Runner::new(
+                lake.clone(),
+                config.model.clone(),
+                p.pipelines.clone(),
+            );
+            tokio::spawn(pipeline_loop(
+                runner,
+                config.pipelines.clone(),
+                Duration::from_secs(p.pipelines.interval_s),
+                shutdown.clone(),
+            ))
+        });
+
         Ok(Platform {
+            pipelines,
             http_addr,
             lake,
             twins,
@@ -258,6 +277,10 @@ impl Platform {
     /// writers (final commit), HTTP and actors.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
+        if let Some(j) = self.pipelines.take() {
+            // An update in flight finishes its commit (or leaves nothing).
+            let _ = tokio::time::timeout(Duration::from_secs(30), j).await;
+        }
         for j in self.connector_joins.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(5), j).await;
         }
@@ -295,6 +318,33 @@ impl Platform {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
         info!("platform stopped");
+    }
+}
+
+/// Run every enabled pipeline each `every`, until `stop`.
+async fn pipeline_loop(
+    runner: crate::pipeline::run::Runner,
+    pipelines: Vec<crate::pipeline::spec::Pipeline>,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for p in pipelines.iter().filter(|p| p.enabled) {
+            if stop.is_cancelled() {
+                return;
+            }
+            let r = runner.run(p, Default::default(), None).await;
+            if r.status == crate::pipeline::run::Status::Ok {
+                info!(pipeline = %r.pipeline, rows_in = r.rows_in, rows_out = r.rows_out, dropped = r.rows_dropped, "pipeline updated");
+            }
+        }
     }
 }
 

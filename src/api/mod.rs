@@ -5,6 +5,7 @@
 
 mod time;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -39,6 +40,8 @@ pub struct ApiState {
     /// The platform's multi-threaded runtime: queries run there, not on
     /// the HTTP workers' single-threaded loops.
     pub runtime: tokio::runtime::Handle,
+    /// The configured pipelines (`GET /api/pipelines`).
+    pub pipelines: Vec<crate::pipeline::spec::Pipeline>,
 }
 
 /// An API error: status plus message.
@@ -117,7 +120,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/assets", web::get().to(assets))
         .route("/api/assets/{id}", web::get().to(asset))
         .route("/api/assets/{id}/history", web::get().to(history))
-        .route("/api/sql", web::post().to(sql));
+        .route("/api/sql", web::post().to(sql))
+        .route("/api/pipelines", web::get().to(pipelines));
 }
 
 async fn index() -> HttpResponse {
@@ -132,6 +136,7 @@ async fn index() -> HttpResponse {
             "GET /api/assets?plant=&line=&kind=",
             "GET /api/assets/{id}",
             "GET /api/assets/{id}/history?signal=&from=&to=&limit=",
+            "GET /api/pipelines",
             "POST /api/sql {\"sql\": \"SELECT ...\", \"format\": \"json|csv|arrow\", \"max_rows\": 10000}"
         ]
     }))
@@ -505,4 +510,58 @@ async fn sql(s: State, req: actix_web::HttpRequest, body: web::Bytes) -> Result<
             Ok(HttpResponse::Ok().content_type("application/json").body(out))
         }
     }
+}
+
+/// `GET /api/pipelines`: every configured pipeline with its latest recorded
+/// update from `system.pipeline_runs` (null before the first).
+async fn pipelines(s: State) -> Result<HttpResponse> {
+    let engine = s.sql.clone();
+    let q = "SELECT pipeline, status, started, finished, rows_in, rows_out, rows_dropped, rows_warned, \
+             expectations, source_versions, target_version, message FROM ( \
+               SELECT *, row_number() OVER (PARTITION BY pipeline ORDER BY started DESC) AS rn \
+               FROM system.pipeline_runs) WHERE rn = 1";
+    let has_runs = s.lake.table_exists("system", "pipeline_runs");
+    let last: HashMap<String, serde_json::Value> = if has_runs {
+        let r = s
+            .runtime
+            .spawn(async move { engine.query(q).await })
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let mut buf = Vec::new();
+        format::write(&r, Format::Json, &mut buf).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(if buf.is_empty() { b"[]" } else { &buf })
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        rows.into_iter()
+            .filter_map(|mut v| {
+                let name = v.get("pipeline")?.as_str()?.to_string();
+                for k in ["expectations", "source_versions"] {
+                    if let Some(t) = v.get(k).and_then(|x| x.as_str()) {
+                        let parsed = serde_json::from_str(t).unwrap_or(serde_json::Value::Null);
+                        v[k] = parsed;
+                    }
+                }
+                Some((name, v))
+            })
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let out: Vec<_> = s
+        .pipelines
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "kind": p.kind,
+                "description": p.description,
+                "source": p.source,
+                "target": p.target,
+                "enabled": p.enabled,
+                "expectations": p.expectations,
+                "last_run": last.get(&p.name),
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(out))
 }
