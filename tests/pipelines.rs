@@ -191,7 +191,15 @@ async fn oee_and_energy_match_a_hand_computed_shift() {
         value: None,
         message: None,
     };
-    let events = ironlake::lake::rows::events_batch(&[ev(t(6.0), "RUNNING"), ev(t(8.0), "DOWN"), ev(t(9.0), "RUNNING")]).unwrap();
+    let mut alarm = ev(t(8.0) - 120_000, "spindle_overload");
+    alarm.kind = "alarm_raised";
+    let events = ironlake::lake::rows::events_batch(&[
+        ev(t(6.0), "RUNNING"),
+        alarm,
+        ev(t(8.0), "DOWN"),
+        ev(t(9.0), "RUNNING"),
+    ])
+    .unwrap();
     let mut rd = ironlake::lake::rows::ReadingRows::new(1024);
     let mut push = |ts: i64, signal: &str, v: f64| rd.push(ts, "plant-o", "line-o", "mill-o", signal, v, "GOOD", ts);
     for (h, good) in [(6.0, 1000.0), (10.0, 1100.0), (12.0, 20.0), (13.0 + 59.0 / 60.0, 60.0)] {
@@ -209,7 +217,7 @@ async fn oee_and_energy_match_a_hand_computed_shift() {
     }
     let defaults = ironlake::config::Config::embedded().unwrap().pipelines;
     let run = Runner::new(lake.clone(), cfg.model.clone(), PipelinesConfig::default());
-    for name in ["oee_shift", "energy_shift"] {
+    for name in ["oee_shift", "energy_shift", "downtime", "reliability"] {
         let p = defaults.iter().find(|p| p.name == name).unwrap();
         let r = run.run(p, RunOptions::default(), None).await;
         assert_eq!(r.status, Status::Ok, "{name}: {:?}", r.message);
@@ -242,6 +250,16 @@ async fn oee_and_energy_match_a_hand_computed_shift() {
     assert!((f(4, 0) - 0.5).abs() < 1e-9);
     // The 14:00 sample opens the late shift and integrates nothing yet.
     assert_eq!(f(1, 1), 0.0);
+
+    // The stop, its length and the alarm that explains it.
+    let d = query(&lake, "SELECT state, reason, shift, CAST(duration_ms AS BIGINT), open FROM gold.downtime_events").await;
+    assert_eq!((strings(&d, 0), strings(&d, 1), strings(&d, 2)), (vec!["DOWN".to_string()], vec!["spindle_overload".to_string()], vec!["early".to_string()]));
+    assert_eq!(count(&lake, "SELECT duration_ms FROM gold.downtime_events").await, H);
+    // MTBF 7 h of running per failure, MTTR 1 h.
+    let rel = query(&lake, "SELECT mtbf_h, mttr_h, failures FROM gold.reliability").await;
+    let b = &rel[0];
+    assert_eq!(b.column(0).as_any().downcast_ref::<Float64Array>().unwrap().value(0), 7.0);
+    assert_eq!(b.column(1).as_any().downcast_ref::<Float64Array>().unwrap().value(0), 1.0);
 
     // Rerun: nothing new, nothing committed.
     let oee = defaults.iter().find(|p| p.name == "oee_shift").unwrap();
@@ -295,7 +313,7 @@ async fn demo_data_flows_from_bronze_to_gold() {
     let (status, body) = get(platform.http_addr, "/api/pipelines").await;
     assert_eq!(status, 200);
     let list = body.as_array().unwrap();
-    assert_eq!(list.len(), 3);
+    assert_eq!(list.len(), 5);
     for p in list.iter().filter(|p| p["kind"] != "sql") {
         assert_eq!(p["last_run"]["status"], "ok", "{p}");
         assert!(p["last_run"]["rows_out"].as_i64().unwrap() >= 2, "{p}");

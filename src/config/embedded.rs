@@ -31,6 +31,14 @@ pub static EMBEDDED: Embedded = Embedded(&[
         include_str!("../../config/pipelines/energy_shift.toml"),
     ),
     (
+        "config/pipelines/downtime.toml",
+        include_str!("../../config/pipelines/downtime.toml"),
+    ),
+    (
+        "config/pipelines/reliability.toml",
+        include_str!("../../config/pipelines/reliability.toml"),
+    ),
+    (
         "config/pipelines/alarm_log.toml",
         include_str!("../../config/pipelines/alarm_log.toml"),
     ),

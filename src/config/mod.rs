@@ -147,6 +147,8 @@ pub struct PipelinesConfig {
     pub interval_s: u64,
     /// Gold jobs recompute the shifts of this many hours back on each update.
     pub lookback_h: u64,
+    /// MTBF / MTTR cover this many trailing days.
+    pub reliability_days: u64,
 }
 
 impl Default for PipelinesConfig {
@@ -155,6 +157,7 @@ impl Default for PipelinesConfig {
             dir: "pipelines".into(),
             interval_s: 60,
             lookback_h: 48,
+            reliability_days: 30,
         }
     }
 }

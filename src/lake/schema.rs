@@ -16,6 +16,8 @@ pub enum Table {
     GoldAssetState,
     GoldOeeShift,
     GoldEnergyShift,
+    GoldDowntimeEvents,
+    GoldReliability,
     SystemPipelineRuns,
 }
 
@@ -144,6 +146,39 @@ static ENERGY_SHIFT: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+static DOWNTIME: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        f("plant", DataType::Utf8, false),
+        f("line", DataType::Utf8, false),
+        f("asset_id", DataType::Utf8, false),
+        f("start", ts(), false),
+        f("end", ts(), false),
+        f("duration_ms", DataType::Int64, false),
+        f("state", DataType::Utf8, false),
+        f("reason", DataType::Utf8, false),
+        f("shift_start", ts(), false),
+        f("shift", DataType::Utf8, false),
+        f("open", DataType::Boolean, false),
+        f("computed_at", ts(), false),
+    ]))
+});
+
+static RELIABILITY: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        f("plant", DataType::Utf8, false),
+        f("line", DataType::Utf8, false),
+        f("asset_id", DataType::Utf8, false),
+        f("window_start", ts(), false),
+        f("window_end", ts(), false),
+        f("running_ms", DataType::Int64, false),
+        f("down_ms", DataType::Int64, false),
+        f("failures", DataType::Int64, false),
+        f("mtbf_h", DataType::Float64, true),
+        f("mttr_h", DataType::Float64, true),
+        f("computed_at", ts(), false),
+    ]))
+});
+
 static PIPELINE_RUNS: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         f("run_id", DataType::Utf8, false),
@@ -166,9 +201,11 @@ static PIPELINE_RUNS: LazyLock<SchemaRef> = LazyLock::new(|| {
 
 impl Table {
     /// Tables written by the pipelines (created on their first update).
-    pub const PIPELINE: [Table; 3] = [
+    pub const PIPELINE: [Table; 5] = [
         Table::GoldOeeShift,
         Table::GoldEnergyShift,
+        Table::GoldDowntimeEvents,
+        Table::GoldReliability,
         Table::SystemPipelineRuns,
     ];
 
@@ -191,6 +228,8 @@ impl Table {
             Table::GoldAssetState => "gold.asset_state",
             Table::GoldOeeShift => "gold.oee_shift",
             Table::GoldEnergyShift => "gold.energy_shift",
+            Table::GoldDowntimeEvents => "gold.downtime_events",
+            Table::GoldReliability => "gold.reliability",
             Table::SystemPipelineRuns => "system.pipeline_runs",
         }
     }
@@ -215,6 +254,8 @@ impl Table {
             Table::GoldAssetState => "Twin checkpoints: state, statistics, health",
             Table::GoldOeeShift => "OEE per machine and shift, with the losses behind it",
             Table::GoldEnergyShift => "Energy per machine and shift, per good part, and while not running",
+            Table::GoldDowntimeEvents => "Every stop of every machine: duration, state and reason",
+            Table::GoldReliability => "MTBF and MTTR per machine over a trailing window",
             Table::SystemPipelineRuns => "Every pipeline update: rows in/out, expectations, status",
         }
     }
@@ -229,6 +270,8 @@ impl Table {
             Table::GoldAssetState => ASSET_STATE.clone(),
             Table::GoldOeeShift => OEE_SHIFT.clone(),
             Table::GoldEnergyShift => ENERGY_SHIFT.clone(),
+            Table::GoldDowntimeEvents => DOWNTIME.clone(),
+            Table::GoldReliability => RELIABILITY.clone(),
             Table::SystemPipelineRuns => PIPELINE_RUNS.clone(),
         }
     }
@@ -236,7 +279,10 @@ impl Table {
     /// Partition columns.
     pub fn partition_columns(self) -> &'static [&'static str] {
         match self {
-            Table::GoldOeeShift | Table::GoldEnergyShift => &["plant"],
+            Table::GoldOeeShift
+            | Table::GoldEnergyShift
+            | Table::GoldDowntimeEvents
+            | Table::GoldReliability => &["plant"],
             Table::SystemPipelineRuns => &["date"],
             _ => &["plant", "date"],
         }

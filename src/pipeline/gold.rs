@@ -43,25 +43,26 @@ pub enum GoldError {
 /// A step longer than this is a gap in the power signal (integrates nothing).
 const POWER_GAP_MS: i64 = 300_000;
 
-fn ts_sql(ms: i64) -> String {
+pub(super) fn ts_sql(ms: i64) -> String {
     let d = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
     format!("TIMESTAMP '{}'", d.format("%Y-%m-%dT%H:%M:%S%.3fZ"))
 }
 
-fn date_sql(ms: i64) -> String {
+pub(super) fn date_sql(ms: i64) -> String {
     let d = chrono::DateTime::from_timestamp_millis(ms - 86_400_000).unwrap_or_default();
     format!("DATE '{}'", d.format("%Y-%m-%d"))
 }
 
 /// Rows (asset, ts ms, text, value) of a query.
-struct Rows {
-    asset: Vec<String>,
-    ts: Vec<i64>,
-    text: Vec<String>,
-    value: Vec<f64>,
+#[derive(Debug)]
+pub(super) struct Rows {
+    pub asset: Vec<String>,
+    pub ts: Vec<i64>,
+    pub text: Vec<String>,
+    pub value: Vec<f64>,
 }
 
-async fn rows(sql: &SqlEngine, q: &str) -> Result<Rows, GoldError> {
+pub(super) async fn rows(sql: &SqlEngine, q: &str) -> Result<Rows, GoldError> {
     let r = sql.query(q).await?;
     let mut out = Rows {
         asset: vec![],
@@ -85,7 +86,7 @@ async fn rows(sql: &SqlEngine, q: &str) -> Result<Rows, GoldError> {
 }
 
 /// Events of `kind_filter` in the window plus the last one before it per key.
-fn windowed(select: &str, table: &str, filter: &str, key: &str, from: Option<i64>) -> String {
+pub(super) fn windowed(select: &str, table: &str, filter: &str, key: &str, from: Option<i64>) -> String {
     match from {
         None => format!("SELECT {select} FROM {table} WHERE {filter}"),
         Some(f) => format!(
@@ -144,18 +145,7 @@ async fn inputs(sql: &SqlEngine, model: &AssetModel, from: Option<i64>, power: b
         ),
     )
     .await?;
-    let window = from.map_or(String::new(), |f| format!("WHERE ts >= {} AND date >= {}", ts_sql(f), date_sql(f)));
-    let h = sql
-        .query(&format!("SELECT asset_id, max(ts) FROM silver.readings {window} GROUP BY asset_id"))
-        .await?;
-    let mut horizon = HashMap::new();
-    for b in &h.batches {
-        let a = string_column(b, 0)?;
-        let t = b.column(1).as_primitive::<TimestampMicrosecondType>();
-        for i in 0..b.num_rows() {
-            horizon.insert(a.value(i).to_string(), t.value(i) / 1000);
-        }
-    }
+    let horizon = horizon(sql, from).await?;
     let power = if power {
         let w = from.map_or(String::new(), |f| format!("AND ts >= {} AND date >= {}", ts_sql(f), date_sql(f)));
         rows(sql, &format!("SELECT asset_id, ts, signal, value FROM silver.readings WHERE signal = 'power' {w} ORDER BY ts")).await?
@@ -163,6 +153,23 @@ async fn inputs(sql: &SqlEngine, model: &AssetModel, from: Option<i64>, power: b
         Rows { asset: vec![], ts: vec![], text: vec![], value: vec![] }
     };
     Ok(Inputs { states, counters, horizon, power })
+}
+
+/// Newest reading per asset since `from`: how far each asset's data reaches.
+pub(super) async fn horizon(sql: &SqlEngine, from: Option<i64>) -> Result<HashMap<String, i64>, GoldError> {
+    let window = from.map_or(String::new(), |f| format!("WHERE ts >= {} AND date >= {}", ts_sql(f), date_sql(f)));
+    let h = sql
+        .query(&format!("SELECT asset_id, max(ts) FROM silver.readings {window} GROUP BY asset_id"))
+        .await?;
+    let mut out = HashMap::new();
+    for b in &h.batches {
+        let a = string_column(b, 0)?;
+        let t = b.column(1).as_primitive::<TimestampMicrosecondType>();
+        for i in 0..b.num_rows() {
+            out.insert(a.value(i).to_string(), t.value(i) / 1000);
+        }
+    }
+    Ok(out)
 }
 
 /// State classes: RUNNING 0, IDLE 1, DOWN 2, SETUP 3.
@@ -245,7 +252,7 @@ fn plant_data(inp: &Inputs, model: &AssetModel, plant: &str) -> PlantData {
     d
 }
 
-fn us(v: &[i64]) -> TimestampMicrosecondArray {
+pub(super) fn us(v: &[i64]) -> TimestampMicrosecondArray {
     TimestampMicrosecondArray::from(v.iter().map(|t| t * 1000).collect::<Vec<_>>()).with_timezone("UTC")
 }
 

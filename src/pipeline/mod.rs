@@ -3,6 +3,7 @@
 //! reasons, reading batches for the twins), and the declarative pipelines
 //! that build silver and gold tables from them with expectations.
 
+pub mod downtime;
 pub mod gold;
 pub mod ingest;
 pub mod oee;

@@ -177,7 +177,7 @@ impl Runner {
         };
         let res = match p.kind {
             Kind::Sql => self.run_sql(p, opts, &mut r, progress).await,
-            Kind::OeeShift | Kind::EnergyShift => self.run_gold(p, opts, &mut r).await,
+            _ => self.run_gold(p, opts, &mut r).await,
         };
         if let Err(e) = res {
             r.status = Status::Failed;
@@ -325,11 +325,14 @@ impl Runner {
             return Ok(());
         }
         let now = now_ms();
-        let from = (target.is_some() && !opts.full_refresh)
+        // Reliability is a trailing window: always rebuilt whole.
+        let from = (target.is_some() && !opts.full_refresh && p.kind != Kind::Reliability)
             .then(|| now - self.config.lookback_h as i64 * 3_600_000);
         let batch = match p.kind {
             Kind::OeeShift => gold::oee_shift(&self.sql, &self.model, from, now).await?,
-            _ => gold::energy_shift(&self.sql, &self.model, from, now).await?,
+            Kind::EnergyShift => gold::energy_shift(&self.sql, &self.model, from, now).await?,
+            Kind::Downtime => super::downtime::downtime_events(&self.sql, &self.model, from, now).await?,
+            _ => super::downtime::reliability(&self.sql, &self.model, self.config.reliability_days, now).await?,
         };
         r.rows_in = batch.num_rows();
         let ctx = self.sql.session();
@@ -341,9 +344,11 @@ impl Runner {
         let partition: Vec<String> = table
             .map(|t| t.partition_columns().iter().map(|s| s.to_string()).collect())
             .unwrap_or_else(|| vec!["plant".into()]);
+        // Rows are keyed by when they start: replace exactly those recomputed.
+        let key = if p.kind == Kind::Downtime { "start" } else { "shift_start" };
         let predicate = from.map(|f| {
             let d = chrono::DateTime::from_timestamp_millis(f).unwrap_or_default();
-            format!("shift_start >= '{}'", d.format("%Y-%m-%dT%H:%M:%S%.6fZ"))
+            format!("{key} >= '{}'", d.format("%Y-%m-%dT%H:%M:%S%.6fZ"))
         });
         r.target_version = self
             .commit(&p.target, out, &partition, SaveMode::Overwrite, predicate, txns)

@@ -6,7 +6,7 @@
 //! ```toml
 //! [pipeline]
 //! name = "alarm_log"                 # default: the file name
-//! kind = "sql"                       # sql | oee_shift | energy_shift
+//! kind = "sql"                       # sql | oee_shift | energy_shift | downtime | reliability
 //! source = "silver.asset_events"     # read incrementally (new commits only)
 //! target = "gold.alarm_log"
 //! partition_by = ["plant", "date"]
@@ -34,6 +34,10 @@ pub enum Kind {
     OeeShift,
     /// Energy per machine and shift from the power signal.
     EnergyShift,
+    /// Every stop with its duration and reason.
+    Downtime,
+    /// MTBF and MTTR per machine over a trailing window.
+    Reliability,
 }
 
 /// What happens to rows that break an expectation.
@@ -142,6 +146,8 @@ impl Pipeline {
             Kind::Sql => None,
             Kind::OeeShift => Some("gold.oee_shift"),
             Kind::EnergyShift => Some("gold.energy_shift"),
+            Kind::Downtime => Some("gold.downtime_events"),
+            Kind::Reliability => Some("gold.reliability"),
         };
         let target = p
             .target
