@@ -251,6 +251,11 @@ async fn oee_and_energy_match_a_hand_computed_shift() {
     // The 14:00 sample opens the late shift and integrates nothing yet.
     assert_eq!(f(1, 1), 0.0);
 
+    // Cycle time: 7 h of running for 165 parts, against the ideal 45 s.
+    let c = query(&lake, "SELECT avg_cycle_s, ideal_cycle_s FROM gold.oee_shift").await;
+    assert!((c[0].column(0).as_any().downcast_ref::<Float64Array>().unwrap().value(0) - 25_200.0 / 165.0).abs() < 1e-9);
+    assert_eq!(c[0].column(1).as_any().downcast_ref::<Float64Array>().unwrap().value(0), 45.0);
+
     // The stop, its length and the alarm that explains it.
     let d = query(&lake, "SELECT state, reason, shift, CAST(duration_ms AS BIGINT), open FROM gold.downtime_events").await;
     assert_eq!((strings(&d, 0), strings(&d, 1), strings(&d, 2)), (vec!["DOWN".to_string()], vec!["spindle_overload".to_string()], vec!["early".to_string()]));

@@ -121,6 +121,8 @@ static OEE_SHIFT: LazyLock<SchemaRef> = LazyLock::new(|| {
         f("reject", DataType::Int64, false),
         f("ideal_ms", DataType::Float64, false),
         f("speed_loss_ms", DataType::Float64, true),
+        f("avg_cycle_s", DataType::Float64, true),
+        f("ideal_cycle_s", DataType::Float64, true),
         f("availability", DataType::Float64, true),
         f("performance", DataType::Float64, true),
         f("quality", DataType::Float64, true),

@@ -273,8 +273,10 @@ pub async fn oee_shift(sql: &SqlEngine, model: &AssetModel, from: Option<i64>, n
                 continue;
             }
             let name = &d.assets.names()[o.key[r] as usize];
-            let line = model.asset(name).map_or("", |a| a.line.as_str());
-            cols.push(plant.id.as_str(), line, name, &o, r, cal.shift(o.shift_start[r]).2);
+            let asset = model.asset(name);
+            let line = asset.map_or("", |a| a.line.as_str());
+            let ideal = asset.and_then(|a| a.twin.ideal_cycle_s);
+            cols.push(plant.id.as_str(), line, name, &o, r, cal.shift(o.shift_start[r]).2, ideal);
         }
     }
     cols.finish(now_ms)
@@ -323,6 +325,8 @@ struct OeeCols {
     reject: Vec<i64>,
     ideal: Vec<f64>,
     speed_loss: Vec<Option<f64>>,
+    cycle: Vec<Option<f64>>,
+    ideal_cycle: Vec<Option<f64>>,
     a: Vec<Option<f64>>,
     p: Vec<Option<f64>>,
     q: Vec<Option<f64>>,
@@ -334,7 +338,21 @@ fn opt(a: &Float64Array, r: usize) -> Option<f64> {
 }
 
 impl OeeCols {
-    fn push(&mut self, plant: &str, line: &str, asset: &str, o: &oee::OeeShifts, r: usize, shift: &str) {
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        plant: &str,
+        line: &str,
+        asset: &str,
+        o: &oee::OeeShifts,
+        r: usize,
+        shift: &str,
+        ideal_cycle_s: Option<f64>,
+    ) {
+        let parts = o.good[r] + o.reject[r];
+        // Actual cycle time: running time per part made.
+        self.cycle.push((parts > 0).then(|| o.running_ms[r] as f64 / parts as f64 / 1000.0));
+        self.ideal_cycle.push(ideal_cycle_s);
         self.plant.push(plant.into());
         self.line.push(line.into());
         self.asset.push(asset.into());
@@ -380,6 +398,8 @@ impl OeeCols {
             i(self.reject),
             Arc::new(Float64Array::from(self.ideal)),
             f(self.speed_loss),
+            f(self.cycle),
+            f(self.ideal_cycle),
             f(self.a),
             f(self.p),
             f(self.q),
