@@ -17,6 +17,7 @@
 //! read-only: DDL, DML and `SET` are refused.
 
 pub mod format;
+pub mod functions;
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -116,6 +117,7 @@ impl SqlEngine {
             }
             let _ = catalog.register_schema(TIME_TRAVEL_SCHEMA, Arc::new(MemorySchemaProvider::new()));
         }
+        functions::KernelFunction::register(self, &ctx);
         ctx
     }
 
