@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use ironlake::config::Config;
 use ironlake::lake::Lakehouse;
+use ironlake::platform::{Platform, Probes};
 use ironlake::query::format::Format;
 use ironlake::query::SqlEngine;
-use ironlake::platform::{Platform, Probes};
 use ironlake::sim::{Scenario, Simulator};
 
 /// mimalloc: faster than the system allocator for the many short-lived
@@ -160,7 +160,10 @@ async fn pipeline_op(op: PipelineOp, cfg: &Config, lake: Arc<Lakehouse>) -> Resu
     match op {
         PipelineOp::List => {
             for p in &cfg.pipelines {
-                let from = p.source.clone().unwrap_or_else(|| "silver.asset_events, silver.readings".into());
+                let from = p
+                    .source
+                    .clone()
+                    .unwrap_or_else(|| "silver.asset_events, silver.readings".into());
                 println!(
                     "{:<14} {:<12} {} -> {}{}",
                     p.name,
@@ -177,10 +180,15 @@ async fn pipeline_op(op: PipelineOp, cfg: &Config, lake: Arc<Lakehouse>) -> Resu
         PipelineOp::Run { name, full_refresh } => {
             let selected: Vec<_> = match &name {
                 Some(n) => {
-                    let p = cfg.pipelines.iter().find(|p| &p.name == n || &p.target == n).with_context(|| {
-                        let names: Vec<_> = cfg.pipelines.iter().map(|p| p.name.as_str()).collect();
-                        format!("no pipeline `{n}` (have: {})", names.join(", "))
-                    })?;
+                    let p = cfg
+                        .pipelines
+                        .iter()
+                        .find(|p| &p.name == n || &p.target == n)
+                        .with_context(|| {
+                            let names: Vec<_> =
+                                cfg.pipelines.iter().map(|p| p.name.as_str()).collect();
+                            format!("no pipeline `{n}` (have: {})", names.join(", "))
+                        })?;
                     vec![p]
                 }
                 None => cfg.pipelines.iter().filter(|p| p.enabled).collect(),
@@ -190,8 +198,10 @@ async fn pipeline_op(op: PipelineOp, cfg: &Config, lake: Arc<Lakehouse>) -> Resu
             for p in selected {
                 let bar = indicatif::ProgressBar::new(1).with_message(p.name.clone());
                 bar.set_style(
-                    indicatif::ProgressStyle::with_template("{msg:14} [{bar:30}] {pos}/{len} steps {elapsed}")
-                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                    indicatif::ProgressStyle::with_template(
+                        "{msg:14} [{bar:30}] {pos}/{len} steps {elapsed}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
                 );
                 let r = runner.run(p, RunOptions { full_refresh }, Some(&bar)).await;
                 bar.finish_and_clear();
@@ -203,7 +213,9 @@ async fn pipeline_op(op: PipelineOp, cfg: &Config, lake: Arc<Lakehouse>) -> Resu
                             .expectations
                             .iter()
                             .filter(|e| e.failed > 0)
-                            .map(|e| format!("{} {:?}: {}", e.name, e.action, e.failed).to_lowercase())
+                            .map(|e| {
+                                format!("{} {:?}: {}", e.name, e.action, e.failed).to_lowercase()
+                            })
                             .collect();
                         println!(
                             "{} -> {}: {} rows in, {} out, {} dropped, {} warned{} (version {}, {secs:.2} s)",
@@ -219,12 +231,19 @@ async fn pipeline_op(op: PipelineOp, cfg: &Config, lake: Arc<Lakehouse>) -> Resu
                     }
                     Status::Failed => {
                         failed += 1;
-                        eprintln!("{} -> {}: FAILED: {}", r.pipeline, r.target, r.message.unwrap_or_default());
+                        eprintln!(
+                            "{} -> {}: FAILED: {}",
+                            r.pipeline,
+                            r.target,
+                            r.message.unwrap_or_default()
+                        );
                     }
                 }
             }
             if failed > 0 {
-                anyhow::bail!("{failed} pipeline update(s) failed; the targets were left unchanged");
+                anyhow::bail!(
+                    "{failed} pipeline update(s) failed; the targets were left unchanged"
+                );
             }
         }
     }
@@ -288,7 +307,10 @@ async fn lake_op(op: LakeOp, lake: &Lakehouse) -> Result<()> {
                     .and_then(chrono::DateTime::from_timestamp_millis)
                     .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
                     .unwrap_or_default();
-                println!("{:>6}  {when}  {:<14} {} {}", c.version, c.operation, c.parameters, c.metrics);
+                println!(
+                    "{:>6}  {when}  {:<14} {} {}",
+                    c.version, c.operation, c.parameters, c.metrics
+                );
             }
         }
         LakeOp::Optimize { table, target_mb } => {
@@ -304,7 +326,11 @@ async fn lake_op(op: LakeOp, lake: &Lakehouse) -> Result<()> {
                 r.version.map_or("-".into(), |v| v.to_string())
             );
         }
-        LakeOp::Vacuum { table, retention_hours, dry_run } => {
+        LakeOp::Vacuum {
+            table,
+            retention_hours,
+            dry_run,
+        } => {
             let bar = spinner(&format!("vacuuming {table}"));
             let r = lake.vacuum(&table, retention_hours, dry_run).await;
             bar.finish_and_clear();
@@ -558,7 +584,9 @@ async fn cli_main() -> Result<()> {
             warmup,
         } => {
             let (Some(data), Some(w)) = (data, workload) else {
-                anyhow::bail!("bench: give a subcommand (ingest, scale) or --data DIR --workload W");
+                anyhow::bail!(
+                    "bench: give a subcommand (ingest, scale) or --data DIR --workload W"
+                );
             };
             ironlake::bench::peers::run(&data, &w, json, warmup)?
         }

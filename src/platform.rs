@@ -219,19 +219,20 @@ impl Platform {
         }
 
         // Pipelines in the background.
-        let pipelines = (p.pipelines.interval_s > 0 && config.pipelines.iter().any(|p| p.enabled)).then(|| {
-            let runner = crate::pipeline::run::Runner::new(
-                lake.clone(),
-                config.model.clone(),
-                p.pipelines.clone(),
-            );
-            tokio::spawn(pipeline_loop(
-                runner,
-                config.pipelines.clone(),
-                Duration::from_secs(p.pipelines.interval_s),
-                shutdown.clone(),
-            ))
-        });
+        let pipelines = (p.pipelines.interval_s > 0 && config.pipelines.iter().any(|p| p.enabled))
+            .then(|| {
+                let runner = crate::pipeline::run::Runner::new(
+                    lake.clone(),
+                    config.model.clone(),
+                    p.pipelines.clone(),
+                );
+                tokio::spawn(pipeline_loop(
+                    runner,
+                    config.pipelines.clone(),
+                    Duration::from_secs(p.pipelines.interval_s),
+                    shutdown.clone(),
+                ))
+            });
 
         Ok(Platform {
             pipelines,
@@ -356,7 +357,10 @@ async fn dedup_floors(lake: &Lakehouse, config: &Config) -> HashMap<(AssetIdx, S
         "SELECT asset_id, signal, max(ts) FROM silver.readings WHERE date >= DATE '{since}' GROUP BY asset_id, signal"
     );
     let mut out = HashMap::new();
-    match crate::query::SqlEngine::new(Arc::new(lake.clone())).query(&sql).await {
+    match crate::query::SqlEngine::new(Arc::new(lake.clone()))
+        .query(&sql)
+        .await
+    {
         Ok(result) => {
             for b in result.batches {
                 let (Ok(a), Ok(s)) = (string_column(&b, 0), string_column(&b, 1)) else {

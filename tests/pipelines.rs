@@ -21,7 +21,11 @@ use ironlake::pipeline::spec::Pipeline;
 
 fn src_batch(rows: &[(i64, Option<f64>)]) -> RecordBatch {
     let schema = Arc::new(Schema::new(vec![
-        Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
         Field::new("plant", DataType::Utf8, false),
         Field::new("asset_id", DataType::Utf8, false),
         Field::new("value", DataType::Float64, true),
@@ -29,10 +33,17 @@ fn src_batch(rows: &[(i64, Option<f64>)]) -> RecordBatch {
     RecordBatch::try_new(
         schema,
         vec![
-            Arc::new(TimestampMicrosecondArray::from(rows.iter().map(|r| r.0 * 1000).collect::<Vec<_>>()).with_timezone("UTC")),
+            Arc::new(
+                TimestampMicrosecondArray::from(
+                    rows.iter().map(|r| r.0 * 1000).collect::<Vec<_>>(),
+                )
+                .with_timezone("UTC"),
+            ),
             Arc::new(StringArray::from(vec!["plant-p"; rows.len()])),
             Arc::new(StringArray::from(vec!["m1"; rows.len()])),
-            Arc::new(Float64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+            Arc::new(Float64Array::from(
+                rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+            )),
         ],
     )
     .unwrap()
@@ -45,7 +56,10 @@ async fn append(lake: &Lakehouse, rows: &[(i64, Option<f64>)]) {
     let t = if lake.table_exists("silver", "src") {
         lake.open_by_name("silver.src").await.unwrap()
     } else {
-        deltalake::DeltaTableBuilder::from_url(url).unwrap().build().unwrap()
+        deltalake::DeltaTableBuilder::from_url(url)
+            .unwrap()
+            .build()
+            .unwrap()
     };
     t.write(vec![src_batch(rows)])
         .with_partition_columns(vec!["plant".to_string()])
@@ -59,7 +73,10 @@ fn pipeline(toml: &str) -> Pipeline {
 }
 
 fn runner(lake: &Arc<Lakehouse>) -> Runner {
-    let cfg = config(platform(std::path::Path::new("/nonexistent"), 1, false), &plant("plant-p", "l", &[]));
+    let cfg = config(
+        platform(std::path::Path::new("/nonexistent"), 1, false),
+        &plant("plant-p", "l", &[]),
+    );
     Runner::new(lake.clone(), cfg.model.clone(), PipelinesConfig::default())
 }
 
@@ -89,19 +106,37 @@ async fn sql_pipeline_expectations_incremental_exactly_once() {
     let lake = Arc::new(Lakehouse::open(dir.path().to_str().unwrap()).unwrap());
     let run = runner(&lake);
     let clean = pipeline(CLEAN);
-    append(&lake, &[(1_000, Some(1.0)), (2_000, Some(2.0)), (3_000, Some(-1.0)), (4_000, Some(5.0))]).await;
+    append(
+        &lake,
+        &[
+            (1_000, Some(1.0)),
+            (2_000, Some(2.0)),
+            (3_000, Some(-1.0)),
+            (4_000, Some(5.0)),
+        ],
+    )
+    .await;
 
     // drop quarantines, warn counts and keeps.
     let r = run.run(&clean, RunOptions::default(), None).await;
     assert_eq!(r.status, Status::Ok, "{:?}", r.message);
-    assert_eq!((r.rows_in, r.rows_out, r.rows_dropped, r.rows_warned), (4, 3, 1, 1));
+    assert_eq!(
+        (r.rows_in, r.rows_out, r.rows_dropped, r.rows_warned),
+        (4, 3, 1, 1)
+    );
     assert_eq!(r.expectations[0].failed, 1);
     assert_eq!(count(&lake, "SELECT count(*) FROM gold.clean").await, 3);
-    assert_eq!(count(&lake, "SELECT CAST(sum(doubled) AS BIGINT) FROM gold.clean").await, 16);
+    assert_eq!(
+        count(&lake, "SELECT CAST(sum(doubled) AS BIGINT) FROM gold.clean").await,
+        16
+    );
     let q = query(&lake, "SELECT expectation, payload, plant, asset_id FROM silver.quarantine WHERE source = 'pipeline:clean'").await;
     assert_eq!(strings(&q, 0), vec!["positive"]);
     assert!(strings(&q, 1)[0].contains("-1"), "{:?}", strings(&q, 1));
-    assert_eq!((strings(&q, 2)[0].as_str(), strings(&q, 3)[0].as_str()), ("plant-p", "m1"));
+    assert_eq!(
+        (strings(&q, 2)[0].as_str(), strings(&q, 3)[0].as_str()),
+        ("plant-p", "m1")
+    );
 
     // A rerun with nothing new changes nothing.
     let v1 = r.target_version;
@@ -115,9 +150,17 @@ async fn sql_pipeline_expectations_incremental_exactly_once() {
     append(&lake, &[(7_000, Some(7.0)), (8_000, None)]).await;
     let r = run.run(&clean, RunOptions::default(), None).await;
     // warned: 4 and 7 are not below 4, and NULL is not either.
-    assert_eq!((r.rows_in, r.rows_out, r.rows_dropped, r.rows_warned), (4, 3, 1, 3), "{:?}", r.message);
+    assert_eq!(
+        (r.rows_in, r.rows_out, r.rows_dropped, r.rows_warned),
+        (4, 3, 1, 3),
+        "{:?}",
+        r.message
+    );
     assert_eq!(count(&lake, "SELECT count(*) FROM gold.clean").await, 6);
-    assert_eq!(count(&lake, "SELECT count(DISTINCT ts) FROM gold.clean").await, 6);
+    assert_eq!(
+        count(&lake, "SELECT count(DISTINCT ts) FROM gold.clean").await,
+        6
+    );
 
     // Compacting the source adds no rows downstream.
     lake.optimize("silver.src", 1 << 20).await.unwrap();
@@ -126,34 +169,78 @@ async fn sql_pipeline_expectations_incremental_exactly_once() {
     assert_eq!(count(&lake, "SELECT count(*) FROM gold.clean").await, 6);
 
     // A full refresh rebuilds the same table.
-    let r = run.run(&clean, RunOptions { full_refresh: true }, None).await;
+    let r = run
+        .run(&clean, RunOptions { full_refresh: true }, None)
+        .await;
     assert_eq!((r.status, r.rows_in, r.rows_out), (Status::Ok, 8, 6));
     assert_eq!(count(&lake, "SELECT count(*) FROM gold.clean").await, 6);
 
     // fail: the update stops, the target is not created, the run says why.
-    let strict = pipeline(&CLEAN.replace("name = \"clean\"", "name = \"strict\"").replace("gold.clean", "gold.strict").replace("\"drop\"", "\"fail\""));
+    let strict = pipeline(
+        &CLEAN
+            .replace("name = \"clean\"", "name = \"strict\"")
+            .replace("gold.clean", "gold.strict")
+            .replace("\"drop\"", "\"fail\""),
+    );
     let r = run.run(&strict, RunOptions::default(), None).await;
     assert_eq!(r.status, Status::Failed);
     let msg = r.message.unwrap();
-    assert!(msg.contains("`positive`") && msg.contains("-1") && msg.contains("not changed"), "{msg}");
+    assert!(
+        msg.contains("`positive`") && msg.contains("-1") && msg.contains("not changed"),
+        "{msg}"
+    );
     assert!(!lake.table_exists("gold", "strict"));
 
     // A query or an expectation that no longer fits the data: clear failure, no write.
     for (toml, says) in [
-        (CLEAN.replace("value * 2 AS doubled", "nope").replace("gold.clean", "gold.bad1").replace("name = \"clean\"", "name = \"bad1\""), "nope"),
-        (CLEAN.replace("value > 0", "missing_col > 0").replace("gold.clean", "gold.bad2").replace("name = \"clean\"", "name = \"bad2\""), "expectation `positive`"),
+        (
+            CLEAN
+                .replace("value * 2 AS doubled", "nope")
+                .replace("gold.clean", "gold.bad1")
+                .replace("name = \"clean\"", "name = \"bad1\""),
+            "nope",
+        ),
+        (
+            CLEAN
+                .replace("value > 0", "missing_col > 0")
+                .replace("gold.clean", "gold.bad2")
+                .replace("name = \"clean\"", "name = \"bad2\""),
+            "expectation `positive`",
+        ),
     ] {
         let r = run.run(&pipeline(&toml), RunOptions::default(), None).await;
         assert_eq!(r.status, Status::Failed);
-        assert!(r.message.as_deref().unwrap_or("").contains(says), "{:?}", r.message);
+        assert!(
+            r.message.as_deref().unwrap_or("").contains(says),
+            "{:?}",
+            r.message
+        );
     }
     assert!(!lake.table_exists("gold", "bad1") && !lake.table_exists("gold", "bad2"));
 
     // Every update that did something is in system.pipeline_runs.
-    assert_eq!(count(&lake, "SELECT count(*) FROM system.pipeline_runs WHERE pipeline = 'clean' AND status = 'ok'").await, 3);
-    assert_eq!(count(&lake, "SELECT count(*) FROM system.pipeline_runs WHERE status = 'failed'").await, 3);
+    assert_eq!(
+        count(
+            &lake,
+            "SELECT count(*) FROM system.pipeline_runs WHERE pipeline = 'clean' AND status = 'ok'"
+        )
+        .await,
+        3
+    );
+    assert_eq!(
+        count(
+            &lake,
+            "SELECT count(*) FROM system.pipeline_runs WHERE status = 'failed'"
+        )
+        .await,
+        3
+    );
     let d = query(&lake, "SELECT expectations FROM system.pipeline_runs WHERE pipeline = 'clean' ORDER BY started LIMIT 1").await;
-    assert!(strings(&d, 0)[0].contains("\"positive\""), "{:?}", strings(&d, 0));
+    assert!(
+        strings(&d, 0)[0].contains("\"positive\""),
+        "{:?}",
+        strings(&d, 0)
+    );
 
     // A source that loses its append-only nature stops the pipeline.
     let src = lake.open_by_name("silver.src").await.unwrap();
@@ -162,7 +249,10 @@ async fn sql_pipeline_expectations_incremental_exactly_once() {
     let r = run.run(&clean, RunOptions::default(), None).await;
     assert_eq!(r.status, Status::Failed);
     assert!(r.message.unwrap().contains("append-only"));
-    assert_eq!(lake.open_by_name("gold.clean").await.unwrap().version(), v_before);
+    assert_eq!(
+        lake.open_by_name("gold.clean").await.unwrap().version(),
+        v_before
+    );
 }
 
 const H: i64 = 3_600_000;
@@ -177,7 +267,11 @@ async fn oee_and_energy_match_a_hand_computed_shift() {
     let lake = Arc::new(Lakehouse::open(dir.path().to_str().unwrap()).unwrap());
     let cfg = config(
         platform(dir.path(), 1, false),
-        &plant("plant-o", "line-o", &[("mill-o", "cnc_mill", mqtt("t/mill-o"))]),
+        &plant(
+            "plant-o",
+            "line-o",
+            &[("mill-o", "cnc_mill", mqtt("t/mill-o"))],
+        ),
     );
     let day = (ironlake::connectors::now_ms() / (24 * H) - 1) * 24 * H;
     let t = |h: f64| day + (h * H as f64) as i64;
@@ -201,8 +295,15 @@ async fn oee_and_energy_match_a_hand_computed_shift() {
     ])
     .unwrap();
     let mut rd = ironlake::lake::rows::ReadingRows::new(1024);
-    let mut push = |ts: i64, signal: &str, v: f64| rd.push(ts, "plant-o", "line-o", "mill-o", signal, v, "GOOD", ts);
-    for (h, good) in [(6.0, 1000.0), (10.0, 1100.0), (12.0, 20.0), (13.0 + 59.0 / 60.0, 60.0)] {
+    let mut push = |ts: i64, signal: &str, v: f64| {
+        rd.push(ts, "plant-o", "line-o", "mill-o", signal, v, "GOOD", ts)
+    };
+    for (h, good) in [
+        (6.0, 1000.0),
+        (10.0, 1100.0),
+        (12.0, 20.0),
+        (13.0 + 59.0 / 60.0, 60.0),
+    ] {
         push(t(h), "good_parts", good);
     }
     push(t(6.0), "rejected_parts", 50.0);
@@ -212,8 +313,17 @@ async fn oee_and_energy_match_a_hand_computed_shift() {
     }
     let readings = rd.finish().unwrap();
     use ironlake::lake::Table;
-    for (table, batch) in [(Table::SilverAssetEvents, events), (Table::SilverReadings, readings)] {
-        lake.open_or_create(table).await.unwrap().write(vec![batch]).with_save_mode(SaveMode::Append).await.unwrap();
+    for (table, batch) in [
+        (Table::SilverAssetEvents, events),
+        (Table::SilverReadings, readings),
+    ] {
+        lake.open_or_create(table)
+            .await
+            .unwrap()
+            .write(vec![batch])
+            .with_save_mode(SaveMode::Append)
+            .await
+            .unwrap();
     }
     let defaults = ironlake::config::Config::embedded().unwrap().pipelines;
     let run = Runner::new(lake.clone(), cfg.model.clone(), PipelinesConfig::default());
@@ -224,10 +334,26 @@ async fn oee_and_energy_match_a_hand_computed_shift() {
     }
 
     let o = query(&lake, "SELECT shift, planned_ms, running_ms, down_ms, idle_ms, setup_ms, good, reject, ideal_ms, speed_loss_ms, availability, performance, quality, oee FROM gold.oee_shift").await;
-    assert_eq!(o.iter().map(|b| b.num_rows()).sum::<usize>(), 1, "one machine, one shift with state time");
+    assert_eq!(
+        o.iter().map(|b| b.num_rows()).sum::<usize>(),
+        1,
+        "one machine, one shift with state time"
+    );
     let b = &o[0];
-    let i = |c: usize| b.column(c).as_any().downcast_ref::<deltalake::arrow::array::Int64Array>().unwrap().value(0);
-    let f = |c: usize| b.column(c).as_any().downcast_ref::<Float64Array>().unwrap().value(0);
+    let i = |c: usize| {
+        b.column(c)
+            .as_any()
+            .downcast_ref::<deltalake::arrow::array::Int64Array>()
+            .unwrap()
+            .value(0)
+    };
+    let f = |c: usize| {
+        b.column(c)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap()
+            .value(0)
+    };
     assert_eq!(strings(&o, 0), vec!["early"]);
     assert_eq!((i(1), i(2), i(3), i(4), i(5)), (8 * H, 7 * H, H, 0, 0));
     // good: 100, then 20 after the restart, then 40; rejects 5.
@@ -243,7 +369,13 @@ async fn oee_and_energy_match_a_hand_computed_shift() {
     let e = query(&lake, "SELECT shift, kwh, idle_kwh, good, kwh_per_good_part, samples FROM gold.energy_shift ORDER BY shift_start").await;
     assert_eq!(strings(&e, 0), vec!["early", "late"]);
     let b = &e[0];
-    let f = |c: usize, r: usize| b.column(c).as_any().downcast_ref::<Float64Array>().unwrap().value(r);
+    let f = |c: usize, r: usize| {
+        b.column(c)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap()
+            .value(r)
+    };
     // 480 one-minute steps of 10 kW = 80 kWh; 60 of them while DOWN.
     assert!((f(1, 0) - 80.0).abs() < 1e-9, "{}", f(1, 0));
     assert!((f(2, 0) - 10.0).abs() < 1e-9, "{}", f(2, 0));
@@ -252,27 +384,98 @@ async fn oee_and_energy_match_a_hand_computed_shift() {
     assert_eq!(f(1, 1), 0.0);
 
     // Cycle time: 7 h of running for 165 parts, against the ideal 45 s.
-    let c = query(&lake, "SELECT avg_cycle_s, ideal_cycle_s FROM gold.oee_shift").await;
-    assert!((c[0].column(0).as_any().downcast_ref::<Float64Array>().unwrap().value(0) - 25_200.0 / 165.0).abs() < 1e-9);
-    assert_eq!(c[0].column(1).as_any().downcast_ref::<Float64Array>().unwrap().value(0), 45.0);
+    let c = query(
+        &lake,
+        "SELECT avg_cycle_s, ideal_cycle_s FROM gold.oee_shift",
+    )
+    .await;
+    assert!(
+        (c[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap()
+            .value(0)
+            - 25_200.0 / 165.0)
+            .abs()
+            < 1e-9
+    );
+    assert_eq!(
+        c[0].column(1)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap()
+            .value(0),
+        45.0
+    );
 
     // The stop, its length and the alarm that explains it.
-    let d = query(&lake, "SELECT state, reason, shift, CAST(duration_ms AS BIGINT), open FROM gold.downtime_events").await;
-    assert_eq!((strings(&d, 0), strings(&d, 1), strings(&d, 2)), (vec!["DOWN".to_string()], vec!["spindle_overload".to_string()], vec!["early".to_string()]));
-    assert_eq!(count(&lake, "SELECT duration_ms FROM gold.downtime_events").await, H);
+    let d = query(
+        &lake,
+        "SELECT state, reason, shift, CAST(duration_ms AS BIGINT), open FROM gold.downtime_events",
+    )
+    .await;
+    assert_eq!(
+        (strings(&d, 0), strings(&d, 1), strings(&d, 2)),
+        (
+            vec!["DOWN".to_string()],
+            vec!["spindle_overload".to_string()],
+            vec!["early".to_string()]
+        )
+    );
+    assert_eq!(
+        count(&lake, "SELECT duration_ms FROM gold.downtime_events").await,
+        H
+    );
     // MTBF 7 h of running per failure, MTTR 1 h.
-    let rel = query(&lake, "SELECT mtbf_h, mttr_h, failures FROM gold.reliability").await;
+    let rel = query(
+        &lake,
+        "SELECT mtbf_h, mttr_h, failures FROM gold.reliability",
+    )
+    .await;
     let b = &rel[0];
-    assert_eq!(b.column(0).as_any().downcast_ref::<Float64Array>().unwrap().value(0), 7.0);
-    assert_eq!(b.column(1).as_any().downcast_ref::<Float64Array>().unwrap().value(0), 1.0);
+    assert_eq!(
+        b.column(0)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap()
+            .value(0),
+        7.0
+    );
+    assert_eq!(
+        b.column(1)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap()
+            .value(0),
+        1.0
+    );
 
     // Rerun: nothing new, nothing committed.
     let oee = defaults.iter().find(|p| p.name == "oee_shift").unwrap();
-    assert_eq!(run.run(oee, RunOptions::default(), None).await.status, Status::UpToDate);
+    assert_eq!(
+        run.run(oee, RunOptions::default(), None).await.status,
+        Status::UpToDate
+    );
     // A late counter sample lands in its shift; the row is replaced, not duplicated.
     let mut rd = ironlake::lake::rows::ReadingRows::new(4);
-    rd.push(t(13.99), "plant-o", "line-o", "mill-o", "good_parts", 70.0, "GOOD", t(14.5));
-    lake.open_or_create(Table::SilverReadings).await.unwrap().write(vec![rd.finish().unwrap()]).with_save_mode(SaveMode::Append).await.unwrap();
+    rd.push(
+        t(13.99),
+        "plant-o",
+        "line-o",
+        "mill-o",
+        "good_parts",
+        70.0,
+        "GOOD",
+        t(14.5),
+    );
+    lake.open_or_create(Table::SilverReadings)
+        .await
+        .unwrap()
+        .write(vec![rd.finish().unwrap()])
+        .with_save_mode(SaveMode::Append)
+        .await
+        .unwrap();
     let r = run.run(oee, RunOptions::default(), None).await;
     assert_eq!(r.status, Status::Ok, "{:?}", r.message);
     assert_eq!(count(&lake, "SELECT count(*) FROM gold.oee_shift").await, 1);
@@ -289,16 +492,25 @@ async fn demo_data_flows_from_bronze_to_gold() {
     let plant = plant(
         "plant-g",
         "line-g",
-        &[("mill-g", "cnc_mill", modbus(p1, 100)), ("press-g", "press", mqtt("test/line-g/press-g"))],
+        &[
+            ("mill-g", "cnc_mill", modbus(p1, 100)),
+            ("press-g", "press", mqtt("test/line-g/press-g")),
+        ],
     );
     let mut pf = platform(dir.path(), mq, true);
     pf.pipelines.interval_s = 1;
     let mut cfg = config(pf, &plant);
     cfg.pipelines = ironlake::config::Config::embedded().unwrap().pipelines;
-    let platform = ironlake::platform::Platform::start(cfg.clone(), ironlake::platform::Probes::default()).await.unwrap();
-    let sim = ironlake::sim::Simulator::start(&ironlake::sim::Scenario::from_model(scenario(mq, 100), cfg.model.clone()), 3)
-        .await
-        .unwrap();
+    let platform =
+        ironlake::platform::Platform::start(cfg.clone(), ironlake::platform::Probes::default())
+            .await
+            .unwrap();
+    let sim = ironlake::sim::Simulator::start(
+        &ironlake::sim::Scenario::from_model(scenario(mq, 100), cfg.model.clone()),
+        3,
+    )
+    .await
+    .unwrap();
     let lake = platform.lake.clone();
     eventually(40, "OEE and energy rows for both machines", || {
         let lake = lake.clone();
@@ -324,7 +536,14 @@ async fn demo_data_flows_from_bronze_to_gold() {
         assert!(p["last_run"]["rows_out"].as_i64().unwrap() >= 2, "{p}");
     }
     // Every OEE figure is a ratio in range; planned time adds up.
-    assert_eq!(count(&lake, "SELECT count(*) FROM gold.oee_shift WHERE availability < 0 OR availability > 1").await, 0);
+    assert_eq!(
+        count(
+            &lake,
+            "SELECT count(*) FROM gold.oee_shift WHERE availability < 0 OR availability > 1"
+        )
+        .await,
+        0
+    );
     assert_eq!(count(&lake, "SELECT count(*) FROM gold.oee_shift WHERE planned_ms <> running_ms + idle_ms + down_ms + setup_ms").await, 0);
     sim.stop().await;
     platform.stop().await;

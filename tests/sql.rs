@@ -23,7 +23,8 @@ fn cli(args: &[&str]) -> std::process::Output {
 }
 
 fn json(bytes: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(bytes)))
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(bytes)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -40,7 +41,9 @@ async fn sql_over_rest_and_cli_returns_what_the_tables_hold() {
         ],
     );
     let cfg = config(platform(dir.path(), mq, true), &plant);
-    let platform = Platform::start(cfg.clone(), Probes::default()).await.unwrap();
+    let platform = Platform::start(cfg.clone(), Probes::default())
+        .await
+        .unwrap();
     let sc = scenario(mq, 100);
     let sim = Simulator::start(&Scenario::from_model(sc, cfg.model.clone()), 9)
         .await
@@ -49,7 +52,11 @@ async fn sql_over_rest_and_cli_returns_what_the_tables_hold() {
     eventually(30, "readings of both machines in silver", || {
         let lake = lake.clone();
         async move {
-            let n = count(&lake, "SELECT count(DISTINCT asset_id) FROM silver.readings").await;
+            let n = count(
+                &lake,
+                "SELECT count(DISTINCT asset_id) FROM silver.readings",
+            )
+            .await;
             (n == 2).then_some(())
         }
     })
@@ -58,7 +65,8 @@ async fn sql_over_rest_and_cli_returns_what_the_tables_hold() {
     platform.flush().await.unwrap();
 
     // JSON: rows as objects, typed columns, the same numbers as the table.
-    let q = "SELECT asset_id, count(*) AS n FROM silver.readings GROUP BY asset_id ORDER BY asset_id";
+    let q =
+        "SELECT asset_id, count(*) AS n FROM silver.readings GROUP BY asset_id ORDER BY asset_id";
     let body = serde_json::json!({ "sql": q }).to_string();
     let (status, ct, bytes) = post(addr, "/api/sql", "application/json", &body).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
@@ -70,7 +78,11 @@ async fn sql_over_rest_and_cli_returns_what_the_tables_hold() {
     assert_eq!(doc["truncated"], false);
     let mill_rest = doc["rows"][0]["n"].as_i64().unwrap();
     assert_eq!(doc["rows"][0]["asset_id"], "mill-q");
-    let mill_table = count(&lake, "SELECT count(*) FROM silver.readings WHERE asset_id = 'mill-q'").await;
+    let mill_table = count(
+        &lake,
+        "SELECT count(*) FROM silver.readings WHERE asset_id = 'mill-q'",
+    )
+    .await;
     assert_eq!(mill_rest, mill_table);
 
     // Arrow IPC: the same rows, typed.
@@ -78,19 +90,39 @@ async fn sql_over_rest_and_cli_returns_what_the_tables_hold() {
     let (status, ct, bytes) = post(addr, "/api/sql", "application/json", &body).await;
     assert_eq!(status, 200);
     assert_eq!(ct, "application/vnd.apache.arrow.stream");
-    let reader = deltalake::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+    let reader =
+        deltalake::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+            .unwrap();
     let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
-    assert_eq!(batches[0].column(1).as_primitive::<Int64Type>().value(0), mill_table);
+    assert_eq!(
+        batches[0].column(1).as_primitive::<Int64Type>().value(0),
+        mill_table
+    );
 
     // Plain-text body, CSV out, and the row cap.
-    let (status, _, bytes) = post(addr, "/api/sql", "text/plain", "SELECT ts FROM silver.readings").await;
+    let (status, _, bytes) = post(
+        addr,
+        "/api/sql",
+        "text/plain",
+        "SELECT ts FROM silver.readings",
+    )
+    .await;
     assert_eq!(status, 200);
-    assert_eq!(json(&bytes)["row_count"].as_u64().unwrap() as i64, count(&lake, "SELECT count(*) FROM silver.readings").await.min(10_000));
+    assert_eq!(
+        json(&bytes)["row_count"].as_u64().unwrap() as i64,
+        count(&lake, "SELECT count(*) FROM silver.readings")
+            .await
+            .min(10_000)
+    );
     let body = serde_json::json!({ "sql": "SELECT asset_id FROM silver.readings", "format": "csv", "max_rows": 3 }).to_string();
     let (status, ct, bytes) = post(addr, "/api/sql", "application/json", &body).await;
     assert_eq!((status, ct.as_str()), (200, "text/csv"));
-    assert_eq!(String::from_utf8(bytes).unwrap().lines().count(), 4, "header + 3 rows");
+    assert_eq!(
+        String::from_utf8(bytes).unwrap().lines().count(),
+        4,
+        "header + 3 rows"
+    );
 
     // Mistakes are 400s that say what is wrong.
     for (sql, says) in [
@@ -99,13 +131,22 @@ async fn sql_over_rest_and_cli_returns_what_the_tables_hold() {
         ("SELECT nope FROM silver.readings", "nope"),
         ("DROP TABLE silver.readings", "read-only"),
         ("SELECT 1; SELECT 2", "one statement"),
-        ("SELECT * FROM silver.readings VERSION AS OF 99999", "does not exist"),
-        ("SELECT * FROM silver.readings TIMESTAMP AS OF 'yesterday-ish'", "RFC 3339"),
+        (
+            "SELECT * FROM silver.readings VERSION AS OF 99999",
+            "does not exist",
+        ),
+        (
+            "SELECT * FROM silver.readings TIMESTAMP AS OF 'yesterday-ish'",
+            "RFC 3339",
+        ),
     ] {
         let (status, _, bytes) = post(addr, "/api/sql", "text/plain", sql).await;
         let doc = json(&bytes);
         assert_eq!(status, 400, "{sql}: {doc}");
-        assert!(doc["error"].as_str().unwrap().contains(says), "{sql}: {doc}");
+        assert!(
+            doc["error"].as_str().unwrap().contains(says),
+            "{sql}: {doc}"
+        );
     }
     let (status, _, _) = post(addr, "/api/sql", "application/json", "{\"query\": 1}").await;
     assert_eq!(status, 400);
@@ -115,18 +156,33 @@ async fn sql_over_rest_and_cli_returns_what_the_tables_hold() {
     let (status, _, bytes) = post(addr, "/api/sql", "text/plain", q).await;
     let doc = json(&bytes);
     assert_eq!(status, 200, "{doc}");
-    assert!(doc["rows"][0]["n"].as_i64().unwrap() > 0 && doc["rows"][0]["a"] == 1, "{doc}");
+    assert!(
+        doc["rows"][0]["n"].as_i64().unwrap() > 0 && doc["rows"][0]["a"] == 1,
+        "{doc}"
+    );
     let q = "SELECT count(*) AS n FROM ts_gaps('silver.readings', 'spindle_speed', 1)";
     let (status, _, bytes) = post(addr, "/api/sql", "text/plain", q).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
-    for bad in ["SELECT * FROM ts_gaps('silver.nope', 'x', 10)", "SELECT * FROM ts_resample('silver.readings', 'x', 0)"] {
+    for bad in [
+        "SELECT * FROM ts_gaps('silver.nope', 'x', 10)",
+        "SELECT * FROM ts_resample('silver.readings', 'x', 0)",
+    ] {
         let (status, _, bytes) = post(addr, "/api/sql", "text/plain", bad).await;
         assert_eq!(status, 400, "{bad}: {}", String::from_utf8_lossy(&bytes));
-        assert!(json(&bytes)["error"].as_str().unwrap().contains("usage"), "{bad}");
+        assert!(
+            json(&bytes)["error"].as_str().unwrap().contains("usage"),
+            "{bad}"
+        );
     }
 
     // Time travel: version 0 is the empty table as created.
-    let (status, _, bytes) = post(addr, "/api/sql", "text/plain", "SELECT count(*) AS n FROM silver.readings VERSION AS OF 0").await;
+    let (status, _, bytes) = post(
+        addr,
+        "/api/sql",
+        "text/plain",
+        "SELECT count(*) AS n FROM silver.readings VERSION AS OF 0",
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(json(&bytes)["rows"][0]["n"], 0);
     platform.stop().await;
@@ -134,38 +190,107 @@ async fn sql_over_rest_and_cli_returns_what_the_tables_hold() {
     // The CLI sees the same table.
     let root = dir.path().to_str().unwrap();
     let total = count(&lake, "SELECT count(*) FROM silver.readings").await;
-    let out = cli(&["sql", "--lakehouse", root, "--format", "csv", "SELECT count(*) AS n FROM silver.readings"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("n\n{total}\n"));
+    let out = cli(&[
+        "sql",
+        "--lakehouse",
+        root,
+        "--format",
+        "csv",
+        "SELECT count(*) AS n FROM silver.readings",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("n\n{total}\n")
+    );
     let pq = dir.path().join("mill.parquet");
     let out = cli(&[
-        "sql", "--lakehouse", root, "--format", "parquet", "--out", pq.to_str().unwrap(),
+        "sql",
+        "--lakehouse",
+        root,
+        "--format",
+        "parquet",
+        "--out",
+        pq.to_str().unwrap(),
         "SELECT * FROM silver.readings WHERE asset_id = 'mill-q'",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let back = ironlake::bench::peers::read_parquet(&pq, 1).unwrap();
-    let mill_now = count(&lake, "SELECT count(*) FROM silver.readings WHERE asset_id = 'mill-q'").await;
-    assert_eq!(back.iter().map(|b| b.num_rows()).sum::<usize>() as i64, mill_now);
+    let mill_now = count(
+        &lake,
+        "SELECT count(*) FROM silver.readings WHERE asset_id = 'mill-q'",
+    )
+    .await;
+    assert_eq!(
+        back.iter().map(|b| b.num_rows()).sum::<usize>() as i64,
+        mill_now
+    );
     let out = cli(&["sql", "--lakehouse", root, "SELECT * FROM gold.nope"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("gold.nope"));
 
     // Maintenance: history lists the commits; optimize compacts without
     // changing what a query returns; time travel still reaches old versions.
-    let out = cli(&["lake", "--lakehouse", root, "history", "silver.readings", "--limit", "3"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(&[
+        "lake",
+        "--lakehouse",
+        root,
+        "history",
+        "silver.readings",
+        "--limit",
+        "3",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let hist = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(hist.lines().count(), 3, "{hist}");
     assert!(hist.contains("WRITE"), "{hist}");
     let rows_before = count(&lake, "SELECT count(*) FROM silver.readings").await;
     let out = cli(&["lake", "--lakehouse", root, "optimize", "silver.readings"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("compacted"));
-    assert_eq!(count(&lake, "SELECT count(*) FROM silver.readings").await, rows_before);
-    let out = cli(&["lake", "--lakehouse", root, "history", "silver.readings", "--limit", "1"]);
+    assert_eq!(
+        count(&lake, "SELECT count(*) FROM silver.readings").await,
+        rows_before
+    );
+    let out = cli(&[
+        "lake",
+        "--lakehouse",
+        root,
+        "history",
+        "silver.readings",
+        "--limit",
+        "1",
+    ]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("OPTIMIZE"));
-    let out = cli(&["lake", "--lakehouse", root, "vacuum", "silver.readings", "--dry-run"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(&[
+        "lake",
+        "--lakehouse",
+        root,
+        "vacuum",
+        "silver.readings",
+        "--dry-run",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = cli(&["lake", "--lakehouse", root, "history", "silver.nope"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no table `silver.nope`"));

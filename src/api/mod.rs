@@ -427,8 +427,8 @@ const SQL_MAX_ROWS: usize = 1_000_000;
 /// an Arrow IPC stream; `"csv"`: CSV with a header. Bad SQL is a 400 with the
 /// parser's or planner's message.
 async fn sql(s: State, req: actix_web::HttpRequest, body: web::Bytes) -> Result<HttpResponse> {
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::BadRequest("body is not UTF-8".into()))?;
+    let text =
+        std::str::from_utf8(&body).map_err(|_| ApiError::BadRequest("body is not UTF-8".into()))?;
     let is_json = req
         .headers()
         .get(actix_web::http::header::CONTENT_TYPE)
@@ -448,11 +448,15 @@ async fn sql(s: State, req: actix_web::HttpRequest, body: web::Bytes) -> Result<
         .get(actix_web::http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains(ARROW_STREAM));
-    let fmt = r
-        .format
-        .unwrap_or(if wants_arrow { Format::Arrow } else { Format::Json });
+    let fmt = r.format.unwrap_or(if wants_arrow {
+        Format::Arrow
+    } else {
+        Format::Json
+    });
     if !matches!(fmt, Format::Json | Format::Csv | Format::Arrow) {
-        return Err(ApiError::BadRequest("format must be json, csv or arrow".into()));
+        return Err(ApiError::BadRequest(
+            "format must be json, csv or arrow".into(),
+        ));
     }
     let max_rows = r.max_rows.unwrap_or(SQL_DEFAULT_ROWS).min(SQL_MAX_ROWS);
     let engine = s.sql.clone();
@@ -507,7 +511,9 @@ async fn sql(s: State, req: actix_web::HttpRequest, body: web::Bytes) -> Result<
             .into_bytes();
             out.extend_from_slice(&rows);
             out.push(b'}');
-            Ok(HttpResponse::Ok().content_type("application/json").body(out))
+            Ok(HttpResponse::Ok()
+                .content_type("application/json")
+                .body(out))
         }
     }
 }
@@ -530,8 +536,9 @@ async fn pipelines(s: State) -> Result<HttpResponse> {
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         let mut buf = Vec::new();
         format::write(&r, Format::Json, &mut buf).map_err(|e| ApiError::Internal(e.to_string()))?;
-        let rows: Vec<serde_json::Value> = serde_json::from_slice(if buf.is_empty() { b"[]" } else { &buf })
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let rows: Vec<serde_json::Value> =
+            serde_json::from_slice(if buf.is_empty() { b"[]" } else { &buf })
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
         rows.into_iter()
             .filter_map(|mut v| {
                 let name = v.get("pipeline")?.as_str()?.to_string();

@@ -71,14 +71,19 @@ impl Plant {
     pub fn shift_calendar(&self) -> crate::timeseries::LocalShifts {
         let tz = crate::config::parse_timezone(&self.timezone).unwrap_or(chrono_tz::UTC);
         // Validated when the model was built: non-empty and distinct.
-        crate::timeseries::LocalShifts::new(tz, self.shifts.clone())
-            .unwrap_or_else(|_| crate::timeseries::LocalShifts::new(tz, default_shifts()).expect("default shifts"))
+        crate::timeseries::LocalShifts::new(tz, self.shifts.clone()).unwrap_or_else(|_| {
+            crate::timeseries::LocalShifts::new(tz, default_shifts()).expect("default shifts")
+        })
     }
 }
 
 /// Three 8-hour shifts: early 06:00, late 14:00, night 22:00.
 pub fn default_shifts() -> Vec<(u32, String)> {
-    vec![(360, "early".into()), (840, "late".into()), (1320, "night".into())]
+    vec![
+        (360, "early".into()),
+        (840, "late".into()),
+        (1320, "night".into()),
+    ]
 }
 
 /// An area of a plant.

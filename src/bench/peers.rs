@@ -21,7 +21,9 @@ use deltalake::arrow::compute::{cast, concat_batches, take};
 use deltalake::arrow::datatypes::{
     DataType, Field, Float64Type, Int64Type, Schema, TimeUnit, TimestampMillisecondType,
 };
-use deltalake::parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use deltalake::parquet::arrow::arrow_reader::{
+    ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use serde_json::{json, Map, Value};
 
 use crate::connectors::files::{self, ColumnKind, FileColumn, FileSchema};
@@ -56,7 +58,10 @@ pub const WORKLOADS: [&str; 8] = ["W0", "W1", "W2", "W3", "W4", "W5", "W6", "W7"
 pub fn run(dir: &Path, workload: &str, json: bool, warmup: usize) -> Result<()> {
     let w = workload.to_ascii_uppercase();
     if !WORKLOADS.contains(&w.as_str()) {
-        bail!("unknown workload `{workload}`: expected one of {}", WORKLOADS.join(", "));
+        bail!(
+            "unknown workload `{workload}`: expected one of {}",
+            WORKLOADS.join(", ")
+        );
     }
     let threads = files::default_threads();
     let (seconds, checksum) = match w.as_str() {
@@ -145,13 +150,22 @@ fn check_rejected(p: &files::ParsedFile) -> Result<()> {
 /// The telemetry file schema of W6 (JSON: `machine`, `signals.*`) and W7 (CSV).
 fn telemetry_file_schema(jsonl: bool) -> FileSchema {
     let mut columns = vec![
-        FileColumn::new("machine_id", if jsonl { "machine" } else { "machine_id" }, ColumnKind::Text, false),
+        FileColumn::new(
+            "machine_id",
+            if jsonl { "machine" } else { "machine_id" },
+            ColumnKind::Text,
+            false,
+        ),
         FileColumn::new("ts", "ts", ColumnKind::Timestamp, false),
         FileColumn::new("plant", "plant", ColumnKind::Text, false),
         FileColumn::new("line", "line", ColumnKind::Text, false),
     ];
     for (s, _, _) in SIGNALS {
-        let src = if jsonl { format!("signals.{s}") } else { s.to_string() };
+        let src = if jsonl {
+            format!("signals.{s}")
+        } else {
+            s.to_string()
+        };
         columns.push(FileColumn::new(s, &src, ColumnKind::Float, true));
     }
     FileSchema { columns }
@@ -193,16 +207,20 @@ pub fn read_parquet(path: &Path, threads: usize) -> Result<Vec<RecordBatch>> {
                         return Ok(Vec::new());
                     }
                     let opts = ArrowReaderOptions::new().with_schema(hint);
-                    let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(open()?, opts)?
-                        .with_row_groups(rgs)
-                        .with_batch_size(262_144)
-                        .build()?;
+                    let reader =
+                        ParquetRecordBatchReaderBuilder::try_new_with_options(open()?, opts)?
+                            .with_row_groups(rgs)
+                            .with_batch_size(262_144)
+                            .build()?;
                     Ok(reader.collect::<Result<Vec<_>, _>>()?)
                 })
             })
             .collect();
         hs.into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("reader thread panicked"))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("reader thread panicked")))
+            })
             .collect()
     });
     let mut out = Vec::new();
@@ -276,10 +294,14 @@ pub fn w1(t: &RecordBatch) -> Result<RecordBatch> {
         let c = f64_col(t, name)?;
         let v = c.values();
         match c.nulls() {
-            None => ok.iter_mut().zip(v.iter()).for_each(|(o, &x)| *o &= x >= lo && x <= hi),
-            Some(nb) => ok.iter_mut().enumerate().for_each(|(i, o)| {
-                *o &= nb.is_valid(i) && v[i] >= lo && v[i] <= hi
-            }),
+            None => ok
+                .iter_mut()
+                .zip(v.iter())
+                .for_each(|(o, &x)| *o &= x >= lo && x <= hi),
+            Some(nb) => ok
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, o)| *o &= nb.is_valid(i) && v[i] >= lo && v[i] <= hi),
         }
     }
     let keep = dedup_first(&keys.codes, ts, keys.len(), Some(&ok))?;
@@ -307,9 +329,18 @@ pub fn w2(silver: &RecordBatch, states: &RecordBatch) -> Result<RecordBatch> {
         None,
     )?;
     let idx = UInt32Array::from_iter(m.iter().map(|&i| (i != u32::MAX).then_some(i)));
-    let mut fields: Vec<Field> = silver.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<Field> = silver
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     let mut cols: Vec<ArrayRef> = silver.columns().to_vec();
-    for (name, out) in [("state", "state"), ("product_code", "product_code"), ("ts", "state_ts")] {
+    for (name, out) in [
+        ("state", "state"),
+        ("product_code", "product_code"),
+        ("ts", "state_ts"),
+    ] {
         let c = take(column(states, name)?.as_ref(), &idx, None)?;
         fields.push(Field::new(out, c.data_type().clone(), true));
         cols.push(c);
@@ -340,7 +371,12 @@ pub fn w3(silver: &RecordBatch) -> Result<RecordBatch> {
                 .then(|| (vib.value(i) - mean.value(i)) / std.value(i))
         })
         .collect();
-    let mut fields: Vec<Field> = silver.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<Field> = silver
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     let mut cols: Vec<ArrayRef> = silver.columns().to_vec();
     for (name, c) in [("vib_mean", mean), ("vib_std", std), ("z", z)] {
         fields.push(Field::new(name, DataType::Float64, true));
@@ -379,11 +415,21 @@ pub fn w4(silver: &RecordBatch) -> Result<RecordBatch> {
         ("temp_avg", Arc::new(t.mean())),
         ("temp_min", Arc::new(t.min_array())),
         ("temp_max", Arc::new(t.max_array())),
-        ("temp_count", Arc::new(Int64Array::from_iter_values(t.count.iter().map(|&c| c as i64)))),
+        (
+            "temp_count",
+            Arc::new(Int64Array::from_iter_values(
+                t.count.iter().map(|&c| c as i64),
+            )),
+        ),
         ("power_avg", Arc::new(p.mean())),
         ("power_min", Arc::new(p.min_array())),
         ("power_max", Arc::new(p.max_array())),
-        ("power_count", Arc::new(Int64Array::from_iter_values(p.count.iter().map(|&c| c as i64)))),
+        (
+            "power_count",
+            Arc::new(Int64Array::from_iter_values(
+                p.count.iter().map(|&c| c as i64),
+            )),
+        ),
         ("energy_kwh", Arc::new(Float64Array::from(en.sum.clone()))),
     ];
     Ok(RecordBatch::try_from_iter(cols)?)
@@ -483,13 +529,13 @@ fn w2_checksum(b: &RecordBatch) -> Result<Map<String, Value>> {
     let sts = column(b, "state_ts")?.as_primitive::<TimestampMillisecondType>();
     let mut n = std::collections::BTreeMap::<&str, u64>::new();
     let (mut nulls, mut lag, mut prod) = (0u64, 0i64, 0i64);
-    for i in 0..b.num_rows() {
+    for (i, &t) in ts.iter().enumerate() {
         if state.is_null(i) {
             nulls += 1;
             continue;
         }
         *n.entry(state.value(i)).or_default() += 1;
-        lag += ts[i] - sts.value(i);
+        lag += t - sts.value(i);
         prod += product.value(i)[1..].parse::<i64>().unwrap_or(0);
     }
     let mut m = Map::new();
@@ -506,13 +552,18 @@ fn w2_checksum(b: &RecordBatch) -> Result<Map<String, Value>> {
 fn w3_checksum(b: &RecordBatch) -> Result<Map<String, Value>> {
     let z = f64_col(b, "z")?;
     let (sum_z, n_z) = sum_valid(z);
-    let anomalies = (0..z.len()).filter(|&i| z.is_valid(i) && z.value(i).abs() > Z_LIMIT).count();
+    let anomalies = (0..z.len())
+        .filter(|&i| z.is_valid(i) && z.value(i).abs() > Z_LIMIT)
+        .count();
     let mut m = Map::new();
     m.insert("rows".into(), json!(b.num_rows()));
     m.insert("n_z".into(), json!(n_z));
     m.insert("n_anomaly".into(), json!(anomalies));
     m.insert("sum_z".into(), json!(sum_z));
-    m.insert("sum_mean".into(), json!(sum_valid(f64_col(b, "vib_mean")?).0));
+    m.insert(
+        "sum_mean".into(),
+        json!(sum_valid(f64_col(b, "vib_mean")?).0),
+    );
     m.insert("sum_std".into(), json!(sum_valid(f64_col(b, "vib_std")?).0));
     Ok(m)
 }
@@ -523,10 +574,21 @@ fn w4_checksum(b: &RecordBatch) -> Result<Map<String, Value>> {
     let mut m = Map::new();
     m.insert("windows".into(), json!(b.num_rows()));
     for c in ["temp_count", "power_count"] {
-        m.insert(format!("sum_{c}"), json!(i64_col(b, c)?.values().iter().sum::<i64>()));
+        m.insert(
+            format!("sum_{c}"),
+            json!(i64_col(b, c)?.values().iter().sum::<i64>()),
+        );
     }
     m.insert("ws_sum".into(), json!(ws_sum));
-    for c in ["temp_avg", "temp_min", "temp_max", "power_avg", "power_min", "power_max", "energy_kwh"] {
+    for c in [
+        "temp_avg",
+        "temp_min",
+        "temp_max",
+        "power_avg",
+        "power_min",
+        "power_max",
+        "energy_kwh",
+    ] {
         m.insert(format!("sum_{c}"), json!(sum_valid(f64_col(b, c)?).0));
     }
     Ok(m)

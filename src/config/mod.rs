@@ -425,7 +425,10 @@ fn load_pipelines_with(
         let file = p.display().to_string();
         let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("pipeline");
         let pl = crate::pipeline::spec::Pipeline::from_toml(&src.read(&p)?, &file, stem)?;
-        if let Some(other) = out.iter().find(|o| o.name == pl.name || o.target == pl.target) {
+        if let Some(other) = out
+            .iter()
+            .find(|o| o.name == pl.name || o.target == pl.target)
+        {
             return Err(ConfigError::Invalid {
                 file,
                 key: "pipeline".into(),

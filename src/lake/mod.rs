@@ -115,7 +115,11 @@ impl Lakehouse {
                 .unwrap_or_default(),
             Err(_) => Table::ALL
                 .iter()
-                .filter_map(|t| t.name().strip_prefix(&format!("{layer}.")).map(str::to_string))
+                .filter_map(|t| {
+                    t.name()
+                        .strip_prefix(&format!("{layer}."))
+                        .map(str::to_string)
+                })
                 .collect(),
         };
         out.sort();

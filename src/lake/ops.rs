@@ -43,7 +43,9 @@ impl Lakehouse {
     pub async fn open_by_name(&self, name: &str) -> Result<DeltaTable, LakeError> {
         let unknown = || LakeError::Root {
             root: self.root().to_string(),
-            message: format!("no table `{name}` (tables are named layer.table, e.g. silver.readings)"),
+            message: format!(
+                "no table `{name}` (tables are named layer.table, e.g. silver.readings)"
+            ),
         };
         let (layer, table) = name.split_once('.').ok_or_else(unknown)?;
         if !self.table_exists(layer, table) {
@@ -58,7 +60,11 @@ impl Lakehouse {
     }
 
     /// The newest `limit` commits of a table, newest first.
-    pub async fn table_history(&self, name: &str, limit: Option<usize>) -> Result<Vec<Commit>, LakeError> {
+    pub async fn table_history(
+        &self,
+        name: &str,
+        limit: Option<usize>,
+    ) -> Result<Vec<Commit>, LakeError> {
         let t = self.open_by_name(name).await?;
         let newest = t.version().unwrap_or(0);
         let open = |source| LakeError::Open {
@@ -88,7 +94,11 @@ impl Lakehouse {
     }
 
     /// Compact small files into files of about `target_bytes`.
-    pub async fn optimize(&self, name: &str, target_bytes: u64) -> Result<OptimizeReport, LakeError> {
+    pub async fn optimize(
+        &self,
+        name: &str,
+        target_bytes: u64,
+    ) -> Result<OptimizeReport, LakeError> {
         let t = self.open_by_name(name).await?;
         let open = |source| LakeError::Open {
             table: name.to_string(),
@@ -107,7 +117,12 @@ impl Lakehouse {
     /// Delete files that no version younger than `retention_hours` needs.
     /// A retention under the table's own (7 days by default) is refused, as
     /// it could break readers still on an older version.
-    pub async fn vacuum(&self, name: &str, retention_hours: u64, dry_run: bool) -> Result<VacuumReport, LakeError> {
+    pub async fn vacuum(
+        &self,
+        name: &str,
+        retention_hours: u64,
+        dry_run: bool,
+    ) -> Result<VacuumReport, LakeError> {
         let t = self.open_by_name(name).await?;
         let open = |source| LakeError::Open {
             table: name.to_string(),

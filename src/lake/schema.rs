@@ -255,7 +255,9 @@ impl Table {
             Table::SilverQuarantine => "Rejected input with the rule it broke and why",
             Table::GoldAssetState => "Twin checkpoints: state, statistics, health",
             Table::GoldOeeShift => "OEE per machine and shift, with the losses behind it",
-            Table::GoldEnergyShift => "Energy per machine and shift, per good part, and while not running",
+            Table::GoldEnergyShift => {
+                "Energy per machine and shift, per good part, and while not running"
+            }
             Table::GoldDowntimeEvents => "Every stop of every machine: duration, state and reason",
             Table::GoldReliability => "MTBF and MTTR per machine over a trailing window",
             Table::SystemPipelineRuns => "Every pipeline update: rows in/out, expectations, status",

@@ -14,7 +14,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use deltalake::arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
+use deltalake::arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+};
 
 use super::gold::{horizon, rows, us, windowed, GoldError, Rows};
 use crate::assets::AssetModel;
@@ -61,10 +63,27 @@ fn by_asset(states: &Rows) -> HashMap<String, Vec<usize>> {
 }
 
 /// `gold.downtime_events` rows for stops starting at or after `from`.
-pub async fn downtime_events(sql: &SqlEngine, model: &AssetModel, from: Option<i64>, now_ms: i64) -> Result<RecordBatch, GoldError> {
-    let states = rows(sql, &windowed("asset_id, ts, code, value", "silver.asset_events", "kind = 'state'", "asset_id", from)).await?;
+pub async fn downtime_events(
+    sql: &SqlEngine,
+    model: &AssetModel,
+    from: Option<i64>,
+    now_ms: i64,
+) -> Result<RecordBatch, GoldError> {
+    let states = rows(
+        sql,
+        &windowed(
+            "asset_id, ts, code, value",
+            "silver.asset_events",
+            "kind = 'state'",
+            "asset_id",
+            from,
+        ),
+    )
+    .await?;
     let alarm_from = from.map(|f| f - REASON_BEFORE_MS);
-    let alarm_window = alarm_from.map_or(String::new(), |f| format!("AND ts >= {}", super::gold::ts_sql(f)));
+    let alarm_window = alarm_from.map_or(String::new(), |f| {
+        format!("AND ts >= {}", super::gold::ts_sql(f))
+    });
     let alarms = rows(
         sql,
         &format!("SELECT asset_id, ts, code, value FROM silver.asset_events WHERE kind = 'alarm_raised' {alarm_window}"),
@@ -86,18 +105,33 @@ pub async fn downtime_events(sql: &SqlEngine, model: &AssetModel, from: Option<i
     let sk: Vec<u32> = stops.iter().map(|s| keys.code(&s.0)).collect();
     let st: Vec<i64> = stops.iter().map(|s| s.1 + REASON_AFTER_MS).collect();
     let ak: Vec<u32> = alarms.asset.iter().map(|a| keys.code(a)).collect();
-    let m = asof_join(&sk, &st, &ak, &alarms.ts, keys.len(), AsofDirection::Backward, Some(REASON_BEFORE_MS + REASON_AFTER_MS))?;
+    let m = asof_join(
+        &sk,
+        &st,
+        &ak,
+        &alarms.ts,
+        keys.len(),
+        AsofDirection::Backward,
+        Some(REASON_BEFORE_MS + REASON_AFTER_MS),
+    )?;
     let mut c: [Vec<String>; 6] = Default::default();
-    let (mut start, mut end, mut dur, mut shift_start, mut open) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut start, mut end, mut dur, mut shift_start, mut open) =
+        (vec![], vec![], vec![], vec![], vec![]);
     for (i, (asset, a, b, state, is_open)) in stops.into_iter().enumerate() {
-        let Some(meta) = model.asset(&asset) else { continue };
+        let Some(meta) = model.asset(&asset) else {
+            continue;
+        };
         let plant = model.plant(meta.plant.as_str());
         let (ss, shift_name) = plant.map_or((a, String::new()), |p| {
             let cal = p.shift_calendar();
             let (s, _, n) = cal.shift(a);
             (s, n.to_string())
         });
-        let reason = if m[i] == u32::MAX { "unspecified".to_string() } else { alarms.text[m[i] as usize].clone() };
+        let reason = if m[i] == u32::MAX {
+            "unspecified".to_string()
+        } else {
+            alarms.text[m[i] as usize].clone()
+        };
         c[0].push(meta.plant.as_str().to_string());
         c[1].push(meta.line.as_str().to_string());
         c[2].push(asset);
@@ -127,13 +161,31 @@ pub async fn downtime_events(sql: &SqlEngine, model: &AssetModel, from: Option<i
         Arc::new(BooleanArray::from(open)),
         Arc::new(us(&vec![now_ms; n])),
     ];
-    Ok(RecordBatch::try_new(Table::GoldDowntimeEvents.arrow_schema(), cols)?)
+    Ok(RecordBatch::try_new(
+        Table::GoldDowntimeEvents.arrow_schema(),
+        cols,
+    )?)
 }
 
 /// `gold.reliability`: MTBF and MTTR per machine over `[now - days, now]`.
-pub async fn reliability(sql: &SqlEngine, model: &AssetModel, days: u64, now_ms: i64) -> Result<RecordBatch, GoldError> {
+pub async fn reliability(
+    sql: &SqlEngine,
+    model: &AssetModel,
+    days: u64,
+    now_ms: i64,
+) -> Result<RecordBatch, GoldError> {
     let from = now_ms - days as i64 * 86_400_000;
-    let states = rows(sql, &windowed("asset_id, ts, code, value", "silver.asset_events", "kind = 'state'", "asset_id", Some(from))).await?;
+    let states = rows(
+        sql,
+        &windowed(
+            "asset_id, ts, code, value",
+            "silver.asset_events",
+            "kind = 'state'",
+            "asset_id",
+            Some(from),
+        ),
+    )
+    .await?;
     let horizon = horizon(sql, Some(from)).await?;
     let mut out: Vec<(String, i64, i64, i64)> = Vec::new();
     for (asset, idx) in by_asset(&states) {
@@ -156,9 +208,12 @@ pub async fn reliability(sql: &SqlEngine, model: &AssetModel, days: u64, now_ms:
     }
     out.sort();
     let mut c: [Vec<String>; 3] = Default::default();
-    let (mut run_c, mut down_c, mut fail_c, mut mtbf, mut mttr) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut run_c, mut down_c, mut fail_c, mut mtbf, mut mttr) =
+        (vec![], vec![], vec![], vec![], vec![]);
     for (asset, running, down, failures) in out {
-        let Some(meta) = model.asset(&asset) else { continue };
+        let Some(meta) = model.asset(&asset) else {
+            continue;
+        };
         c[0].push(meta.plant.as_str().to_string());
         c[1].push(meta.line.as_str().to_string());
         c[2].push(asset);
@@ -184,7 +239,10 @@ pub async fn reliability(sql: &SqlEngine, model: &AssetModel, days: u64, now_ms:
         Arc::new(Float64Array::from(mttr)),
         Arc::new(us(&vec![now_ms; n])),
     ];
-    Ok(RecordBatch::try_new(Table::GoldReliability.arrow_schema(), cols)?)
+    Ok(RecordBatch::try_new(
+        Table::GoldReliability.arrow_schema(),
+        cols,
+    )?)
 }
 
 #[cfg(test)]
@@ -196,7 +254,12 @@ mod tests {
         let r = Rows {
             asset: vec!["m".into(); 4],
             ts: vec![0, 10, 20, 30],
-            text: vec!["DOWN".into(), "DOWN".into(), "RUNNING".into(), "IDLE".into()],
+            text: vec![
+                "DOWN".into(),
+                "DOWN".into(),
+                "RUNNING".into(),
+                "IDLE".into(),
+            ],
             value: vec![0.0; 4],
         };
         let s = stretches(&r, &[0, 1, 2, 3], Some(45));

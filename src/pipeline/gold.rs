@@ -31,13 +31,25 @@ use crate::timeseries::{integrate_hold, KeyInterner, RowOrder, ShiftCalendar};
 #[derive(Debug, thiserror::Error)]
 pub enum GoldError {
     #[error(transparent)]
-    Query(#[from] QueryError),
+    Query(Box<QueryError>),
     #[error(transparent)]
     Kernel(#[from] crate::timeseries::TsError),
     #[error("arrow: {0}")]
     Arrow(#[from] deltalake::arrow::error::ArrowError),
     #[error(transparent)]
-    Lake(#[from] crate::lake::LakeError),
+    Lake(Box<crate::lake::LakeError>),
+}
+
+impl From<QueryError> for GoldError {
+    fn from(e: QueryError) -> Self {
+        GoldError::Query(Box::new(e))
+    }
+}
+
+impl From<crate::lake::LakeError> for GoldError {
+    fn from(e: crate::lake::LakeError) -> Self {
+        GoldError::Lake(Box::new(e))
+    }
 }
 
 /// A step longer than this is a gap in the power signal (integrates nothing).
@@ -79,14 +91,21 @@ pub(super) async fn rows(sql: &SqlEngine, q: &str) -> Result<Rows, GoldError> {
             out.asset.push(a.value(i).to_string());
             out.ts.push(t.value(i) / 1000);
             out.text.push(x.value(i).to_string());
-            out.value.push(if v.is_null(i) { f64::NAN } else { v.value(i) });
+            out.value
+                .push(if v.is_null(i) { f64::NAN } else { v.value(i) });
         }
     }
     Ok(out)
 }
 
 /// Events of `kind_filter` in the window plus the last one before it per key.
-pub(super) fn windowed(select: &str, table: &str, filter: &str, key: &str, from: Option<i64>) -> String {
+pub(super) fn windowed(
+    select: &str,
+    table: &str,
+    filter: &str,
+    key: &str,
+    from: Option<i64>,
+) -> String {
     match from {
         None => format!("SELECT {select} FROM {table} WHERE {filter}"),
         Some(f) => format!(
@@ -108,7 +127,12 @@ struct Inputs {
     power: Rows,
 }
 
-async fn inputs(sql: &SqlEngine, model: &AssetModel, from: Option<i64>, power: bool) -> Result<Inputs, GoldError> {
+async fn inputs(
+    sql: &SqlEngine,
+    model: &AssetModel,
+    from: Option<i64>,
+    power: bool,
+) -> Result<Inputs, GoldError> {
     let states = rows(
         sql,
         &windowed(
@@ -122,7 +146,10 @@ async fn inputs(sql: &SqlEngine, model: &AssetModel, from: Option<i64>, power: b
     .await?;
     let mut counter_signals: Vec<String> = Vec::new();
     for a in &model.assets {
-        for s in [a.twin.good_counter, a.twin.reject_counter].into_iter().flatten() {
+        for s in [a.twin.good_counter, a.twin.reject_counter]
+            .into_iter()
+            .flatten()
+        {
             let name = &a.twin.signals[s as usize].name;
             if !counter_signals.contains(name) {
                 counter_signals.push(name.clone());
@@ -132,7 +159,11 @@ async fn inputs(sql: &SqlEngine, model: &AssetModel, from: Option<i64>, power: b
     let list = if counter_signals.is_empty() {
         "''".to_string()
     } else {
-        counter_signals.iter().map(|s| format!("'{}'", s.replace('\'', "''"))).collect::<Vec<_>>().join(", ")
+        counter_signals
+            .iter()
+            .map(|s| format!("'{}'", s.replace('\'', "''")))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     let counters = rows(
         sql,
@@ -147,19 +178,38 @@ async fn inputs(sql: &SqlEngine, model: &AssetModel, from: Option<i64>, power: b
     .await?;
     let horizon = horizon(sql, from).await?;
     let power = if power {
-        let w = from.map_or(String::new(), |f| format!("AND ts >= {} AND date >= {}", ts_sql(f), date_sql(f)));
+        let w = from.map_or(String::new(), |f| {
+            format!("AND ts >= {} AND date >= {}", ts_sql(f), date_sql(f))
+        });
         rows(sql, &format!("SELECT asset_id, ts, signal, value FROM silver.readings WHERE signal = 'power' {w} ORDER BY ts")).await?
     } else {
-        Rows { asset: vec![], ts: vec![], text: vec![], value: vec![] }
+        Rows {
+            asset: vec![],
+            ts: vec![],
+            text: vec![],
+            value: vec![],
+        }
     };
-    Ok(Inputs { states, counters, horizon, power })
+    Ok(Inputs {
+        states,
+        counters,
+        horizon,
+        power,
+    })
 }
 
 /// Newest reading per asset since `from`: how far each asset's data reaches.
-pub(super) async fn horizon(sql: &SqlEngine, from: Option<i64>) -> Result<HashMap<String, i64>, GoldError> {
-    let window = from.map_or(String::new(), |f| format!("WHERE ts >= {} AND date >= {}", ts_sql(f), date_sql(f)));
+pub(super) async fn horizon(
+    sql: &SqlEngine,
+    from: Option<i64>,
+) -> Result<HashMap<String, i64>, GoldError> {
+    let window = from.map_or(String::new(), |f| {
+        format!("WHERE ts >= {} AND date >= {}", ts_sql(f), date_sql(f))
+    });
     let h = sql
-        .query(&format!("SELECT asset_id, max(ts) FROM silver.readings {window} GROUP BY asset_id"))
+        .query(&format!(
+            "SELECT asset_id, max(ts) FROM silver.readings {window} GROUP BY asset_id"
+        ))
         .await?;
     let mut out = HashMap::new();
     for b in &h.batches {
@@ -201,14 +251,25 @@ struct PlantData {
 fn plant_data(inp: &Inputs, model: &AssetModel, plant: &str) -> PlantData {
     let mut d = PlantData {
         assets: KeyInterner::new(),
-        s_keys: vec![], s_ts: vec![], s_class: vec![],
-        c_keys: vec![], c_ts: vec![], good: vec![], reject: vec![],
-        good_valid: vec![], reject_valid: vec![], ideal: vec![],
+        s_keys: vec![],
+        s_ts: vec![],
+        s_class: vec![],
+        c_keys: vec![],
+        c_ts: vec![],
+        good: vec![],
+        reject: vec![],
+        good_valid: vec![],
+        reject_valid: vec![],
+        ideal: vec![],
     };
     let in_plant = |id: &str| model.asset(id).filter(|a| a.plant.as_str() == plant);
     // States sorted per asset by time, closed at the asset's data horizon.
-    let mut idx: Vec<usize> = (0..inp.states.asset.len()).filter(|&i| in_plant(&inp.states.asset[i]).is_some()).collect();
-    idx.sort_by(|&a, &b| (&inp.states.asset[a], inp.states.ts[a]).cmp(&(&inp.states.asset[b], inp.states.ts[b])));
+    let mut idx: Vec<usize> = (0..inp.states.asset.len())
+        .filter(|&i| in_plant(&inp.states.asset[i]).is_some())
+        .collect();
+    idx.sort_by(|&a, &b| {
+        (&inp.states.asset[a], inp.states.ts[a]).cmp(&(&inp.states.asset[b], inp.states.ts[b]))
+    });
     let mut last: HashMap<u32, i64> = HashMap::new();
     for &i in &idx {
         let k = d.assets.code(&inp.states.asset[i]);
@@ -228,10 +289,17 @@ fn plant_data(inp: &Inputs, model: &AssetModel, plant: &str) -> PlantData {
         }
     }
     // Counter samples: one row per (asset, ts) with good and reject columns.
-    let mut idx: Vec<usize> = (0..inp.counters.asset.len()).filter(|&i| in_plant(&inp.counters.asset[i]).is_some()).collect();
-    idx.sort_by(|&a, &b| (&inp.counters.asset[a], inp.counters.ts[a]).cmp(&(&inp.counters.asset[b], inp.counters.ts[b])));
+    let mut idx: Vec<usize> = (0..inp.counters.asset.len())
+        .filter(|&i| in_plant(&inp.counters.asset[i]).is_some())
+        .collect();
+    idx.sort_by(|&a, &b| {
+        (&inp.counters.asset[a], inp.counters.ts[a])
+            .cmp(&(&inp.counters.asset[b], inp.counters.ts[b]))
+    });
     for &i in &idx {
-        let Some(asset) = in_plant(&inp.counters.asset[i]) else { continue };
+        let Some(asset) = in_plant(&inp.counters.asset[i]) else {
+            continue;
+        };
         let sig = asset.twin.signal(&inp.counters.text[i]);
         let is_good = sig.is_some() && sig == asset.twin.good_counter;
         let is_reject = sig.is_some() && sig == asset.twin.reject_counter;
@@ -247,17 +315,24 @@ fn plant_data(inp: &Inputs, model: &AssetModel, plant: &str) -> PlantData {
         d.reject.push(if is_reject { v } else { 0 });
         d.good_valid.push(is_good);
         d.reject_valid.push(is_reject);
-        d.ideal.push(asset.twin.ideal_cycle_s.map_or(f64::NAN, |s| s * 1000.0));
+        d.ideal
+            .push(asset.twin.ideal_cycle_s.map_or(f64::NAN, |s| s * 1000.0));
     }
     d
 }
 
 pub(super) fn us(v: &[i64]) -> TimestampMicrosecondArray {
-    TimestampMicrosecondArray::from(v.iter().map(|t| t * 1000).collect::<Vec<_>>()).with_timezone("UTC")
+    TimestampMicrosecondArray::from(v.iter().map(|t| t * 1000).collect::<Vec<_>>())
+        .with_timezone("UTC")
 }
 
 /// `gold.oee_shift` rows for shifts starting at or after `from`.
-pub async fn oee_shift(sql: &SqlEngine, model: &AssetModel, from: Option<i64>, now_ms: i64) -> Result<RecordBatch, GoldError> {
+pub async fn oee_shift(
+    sql: &SqlEngine,
+    model: &AssetModel,
+    from: Option<i64>,
+    now_ms: i64,
+) -> Result<RecordBatch, GoldError> {
     let inp = inputs(sql, model, from, false).await?;
     let mut cols = OeeCols::default();
     for plant in &model.plants {
@@ -276,13 +351,25 @@ pub async fn oee_shift(sql: &SqlEngine, model: &AssetModel, from: Option<i64>, n
             let asset = model.asset(name);
             let line = asset.map_or("", |a| a.line.as_str());
             let ideal = asset.and_then(|a| a.twin.ideal_cycle_s);
-            cols.push(plant.id.as_str(), line, name, &o, r, cal.shift(o.shift_start[r]).2, ideal);
+            cols.push(
+                plant.id.as_str(),
+                line,
+                name,
+                &o,
+                r,
+                cal.shift(o.shift_start[r]).2,
+                ideal,
+            );
         }
     }
     cols.finish(now_ms)
 }
 
-fn plant_oee(d: &PlantData, n: usize, cal: &dyn ShiftCalendar) -> Result<oee::OeeShifts, GoldError> {
+fn plant_oee(
+    d: &PlantData,
+    n: usize,
+    cal: &dyn ShiftCalendar,
+) -> Result<oee::OeeShifts, GoldError> {
     // good and reject come in separate rows: deltas per column, nulls skipped.
     let order = RowOrder::for_rows(&d.c_keys, n, &d.c_ts);
     let dg = counter_deltas(&d.c_keys, &d.good, Some(&d.good_valid), n, &order)?;
@@ -297,7 +384,11 @@ fn plant_oee(d: &PlantData, n: usize, cal: &dyn ShiftCalendar) -> Result<oee::Oe
         cg[i] = e.0;
         cr[i] = e.1;
     });
-    let st = StateEvents { keys: &d.s_keys, ts: &d.s_ts, class: &d.s_class };
+    let st = StateEvents {
+        keys: &d.s_keys,
+        ts: &d.s_ts,
+        class: &d.s_class,
+    };
     let ct = CounterSamples {
         keys: &d.c_keys,
         ts: &d.c_ts,
@@ -351,7 +442,8 @@ impl OeeCols {
     ) {
         let parts = o.good[r] + o.reject[r];
         // Actual cycle time: running time per part made.
-        self.cycle.push((parts > 0).then(|| o.running_ms[r] as f64 / parts as f64 / 1000.0));
+        self.cycle
+            .push((parts > 0).then(|| o.running_ms[r] as f64 / parts as f64 / 1000.0));
         self.ideal_cycle.push(ideal_cycle_s);
         self.plant.push(plant.into());
         self.line.push(line.into());
@@ -366,11 +458,14 @@ impl OeeCols {
         self.setup.push(o.state_ms[3][r]);
         self.good.push(o.good[r]);
         self.reject.push(o.reject[r]);
-        let ideal = if o.ideal_ms[r].is_nan() { 0.0 } else { o.ideal_ms[r] };
+        let ideal = if o.ideal_ms[r].is_nan() {
+            0.0
+        } else {
+            o.ideal_ms[r]
+        };
         self.ideal.push(ideal);
-        self.speed_loss.push(
-            (!o.ideal_ms[r].is_nan()).then(|| o.running_ms[r] as f64 - o.ideal_ms[r]),
-        );
+        self.speed_loss
+            .push((!o.ideal_ms[r].is_nan()).then(|| o.running_ms[r] as f64 - o.ideal_ms[r]));
         self.a.push(opt(&o.availability, r));
         self.p.push(opt(&o.performance, r));
         self.q.push(opt(&o.quality, r));
@@ -406,15 +501,25 @@ impl OeeCols {
             f(self.oee),
             Arc::new(us(&vec![now_ms; n])),
         ];
-        Ok(RecordBatch::try_new(Table::GoldOeeShift.arrow_schema(), cols)?)
+        Ok(RecordBatch::try_new(
+            Table::GoldOeeShift.arrow_schema(),
+            cols,
+        )?)
     }
 }
 
 /// `gold.energy_shift` rows for shifts starting at or after `from`.
-pub async fn energy_shift(sql: &SqlEngine, model: &AssetModel, from: Option<i64>, now_ms: i64) -> Result<RecordBatch, GoldError> {
+pub async fn energy_shift(
+    sql: &SqlEngine,
+    model: &AssetModel,
+    from: Option<i64>,
+    now_ms: i64,
+) -> Result<RecordBatch, GoldError> {
     let inp = inputs(sql, model, from, true).await?;
-    let (mut plant_c, mut line_c, mut asset_c, mut start_c, mut end_c, mut shift_c) = (vec![], vec![], vec![], vec![], vec![], vec![]);
-    let (mut kwh_c, mut idle_c, mut good_c, mut per_c, mut n_c) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut plant_c, mut line_c, mut asset_c, mut start_c, mut end_c, mut shift_c) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut kwh_c, mut idle_c, mut good_c, mut per_c, mut n_c) =
+        (vec![], vec![], vec![], vec![], vec![]);
     for plant in &model.plants {
         let cal = plant.shift_calendar();
         let d = plant_data(&inp, model, plant.id.as_str());
@@ -430,7 +535,10 @@ pub async fn energy_shift(sql: &SqlEngine, model: &AssetModel, from: Option<i64>
         let mut interner = d.assets;
         let (mut pk, mut pt, mut pv) = (vec![], vec![], vec![]);
         for i in 0..inp.power.asset.len() {
-            if model.asset(&inp.power.asset[i]).is_some_and(|a| a.plant.as_str() == plant.id.as_str()) {
+            if model
+                .asset(&inp.power.asset[i])
+                .is_some_and(|a| a.plant.as_str() == plant.id.as_str())
+            {
                 pk.push(interner.code(&inp.power.asset[i]));
                 pt.push(inp.power.ts[i]);
                 pv.push(inp.power.value[i]);
@@ -474,7 +582,11 @@ pub async fn energy_shift(sql: &SqlEngine, model: &AssetModel, from: Option<i64>
             let name = interner.names()[k as usize].clone();
             let good = good_by_shift.get(&(k, start)).copied().unwrap_or(0);
             plant_c.push(plant.id.as_str().to_string());
-            line_c.push(model.asset(&name).map_or(String::new(), |a| a.line.as_str().to_string()));
+            line_c.push(
+                model
+                    .asset(&name)
+                    .map_or(String::new(), |a| a.line.as_str().to_string()),
+            );
             asset_c.push(name);
             start_c.push(start);
             end_c.push(end);
@@ -501,5 +613,8 @@ pub async fn energy_shift(sql: &SqlEngine, model: &AssetModel, from: Option<i64>
         Arc::new(Int64Array::from(n_c)),
         Arc::new(us(&vec![now_ms; n])),
     ];
-    Ok(RecordBatch::try_new(Table::GoldEnergyShift.arrow_schema(), cols)?)
+    Ok(RecordBatch::try_new(
+        Table::GoldEnergyShift.arrow_schema(),
+        cols,
+    )?)
 }

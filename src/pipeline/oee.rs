@@ -107,9 +107,7 @@ pub fn oee_per_shift(
         ideal[r] += (dg[i] + dr[i]) as f64 * cycle;
     }
     let running = d.ms[RUNNING as usize].clone();
-    let planned: Vec<i64> = (0..rows)
-        .map(|r| d.ms.iter().map(|c| c[r]).sum())
-        .collect();
+    let planned: Vec<i64> = (0..rows).map(|r| d.ms.iter().map(|c| c[r]).sum()).collect();
     let mut cols: [(Vec<f64>, Vec<bool>); 4] = Default::default();
     for r in 0..rows {
         let parts = good[r] + reject[r];
@@ -171,7 +169,10 @@ mod tests {
             reject: &[10, 25, 5, 15],
             ideal_cycle_ms: IdealCycle::Constant(30_000.0),
         };
-        let cal = FixedShifts { length_ms: 8 * h, origin_ms: 0 };
+        let cal = FixedShifts {
+            length_ms: 8 * h,
+            origin_ms: 0,
+        };
         let o = oee_per_shift(&st, &ct, 2, 1, &cal).unwrap();
         assert_eq!(o.key.len(), 1);
         assert_eq!(o.state_ms[PLANNED as usize][0], 2 * h);
@@ -184,8 +185,18 @@ mod tests {
         assert!((o.quality.value(0) - 670.0 / 700.0).abs() < 1e-12);
         assert!((o.oee.value(0) - 0.75 * perf * 670.0 / 700.0).abs() < 1e-12);
         // No parts and no running time: nulls, not zeros.
-        let idle = StateEvents { keys: &[0, 0], ts: &[0, h], class: &[PLANNED, PLANNED] };
-        let none = CounterSamples { keys: &[], ts: &[], good: &[], reject: &[], ideal_cycle_ms: IdealCycle::Constant(1.0) };
+        let idle = StateEvents {
+            keys: &[0, 0],
+            ts: &[0, h],
+            class: &[PLANNED, PLANNED],
+        };
+        let none = CounterSamples {
+            keys: &[],
+            ts: &[],
+            good: &[],
+            reject: &[],
+            ideal_cycle_ms: IdealCycle::Constant(1.0),
+        };
         let o = oee_per_shift(&idle, &none, 2, 1, &cal).unwrap();
         assert!(o.performance.is_null(0) && o.quality.is_null(0) && o.oee.is_null(0));
         assert_eq!(o.availability.value(0), 0.0);

@@ -149,7 +149,12 @@ impl Runner {
 
     /// Run one update of `p` and record it. Never returns an error: a failed
     /// update is a report with status `failed` and the reason.
-    pub async fn run(&self, p: &Pipeline, opts: RunOptions, progress: Option<&indicatif::ProgressBar>) -> RunReport {
+    pub async fn run(
+        &self,
+        p: &Pipeline,
+        opts: RunOptions,
+        progress: Option<&indicatif::ProgressBar>,
+    ) -> RunReport {
         let started_ms = now_ms();
         let mut r = RunReport {
             run_id: format!("{}-{started_ms}", p.name),
@@ -291,7 +296,11 @@ impl Runner {
                     &p.target,
                     out,
                     &p.partition_by,
-                    if overwrite { SaveMode::Overwrite } else { SaveMode::Append },
+                    if overwrite {
+                        SaveMode::Overwrite
+                    } else {
+                        SaveMode::Append
+                    },
                     None,
                     vec![Transaction::new(&app, upto as i64)],
                 )
@@ -305,7 +314,12 @@ impl Runner {
         Ok(())
     }
 
-    async fn run_gold(&self, p: &Pipeline, opts: RunOptions, r: &mut RunReport) -> Result<(), PipelineError> {
+    async fn run_gold(
+        &self,
+        p: &Pipeline,
+        opts: RunOptions,
+        r: &mut RunReport,
+    ) -> Result<(), PipelineError> {
         let sources = ["silver.asset_events", "silver.readings"];
         let target = self.open_target(&p.target).await?;
         let mut unchanged = target.is_some() && !opts.full_refresh;
@@ -331,8 +345,18 @@ impl Runner {
         let batch = match p.kind {
             Kind::OeeShift => gold::oee_shift(&self.sql, &self.model, from, now).await?,
             Kind::EnergyShift => gold::energy_shift(&self.sql, &self.model, from, now).await?,
-            Kind::Downtime => super::downtime::downtime_events(&self.sql, &self.model, from, now).await?,
-            _ => super::downtime::reliability(&self.sql, &self.model, self.config.reliability_days, now).await?,
+            Kind::Downtime => {
+                super::downtime::downtime_events(&self.sql, &self.model, from, now).await?
+            }
+            _ => {
+                super::downtime::reliability(
+                    &self.sql,
+                    &self.model,
+                    self.config.reliability_days,
+                    now,
+                )
+                .await?
+            }
         };
         r.rows_in = batch.num_rows();
         let ctx = self.sql.session();
@@ -342,16 +366,32 @@ impl Runner {
         let out = self.expectations(p, &ctx, df, r).await?;
         let table = Table::from_name(&p.target);
         let partition: Vec<String> = table
-            .map(|t| t.partition_columns().iter().map(|s| s.to_string()).collect())
+            .map(|t| {
+                t.partition_columns()
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            })
             .unwrap_or_else(|| vec!["plant".into()]);
         // Rows are keyed by when they start: replace exactly those recomputed.
-        let key = if p.kind == Kind::Downtime { "start" } else { "shift_start" };
+        let key = if p.kind == Kind::Downtime {
+            "start"
+        } else {
+            "shift_start"
+        };
         let predicate = from.map(|f| {
             let d = chrono::DateTime::from_timestamp_millis(f).unwrap_or_default();
             format!("{key} >= '{}'", d.format("%Y-%m-%dT%H:%M:%S%.6fZ"))
         });
         r.target_version = self
-            .commit(&p.target, out, &partition, SaveMode::Overwrite, predicate, txns)
+            .commit(
+                &p.target,
+                out,
+                &partition,
+                SaveMode::Overwrite,
+                predicate,
+                txns,
+            )
             .await?;
         Ok(())
     }
@@ -378,13 +418,18 @@ impl Runner {
                 })?;
             df = expr;
         }
-        let batches = df.collect().await.map_err(|e| PipelineError::Query(QueryError::Exec(e)))?;
+        let batches = df
+            .collect()
+            .await
+            .map_err(|e| PipelineError::Query(QueryError::Exec(e)))?;
         let mut keep_batches = Vec::new();
         let mut quarantine = Vec::new();
         for b in &batches {
-            let data = b.project(&(0..out_cols).collect::<Vec<_>>()).map_err(|e| PipelineError::Write {
-                table: p.target.clone(),
-                message: e.to_string(),
+            let data = b.project(&(0..out_cols).collect::<Vec<_>>()).map_err(|e| {
+                PipelineError::Write {
+                    table: p.target.clone(),
+                    message: e.to_string(),
+                }
             })?;
             let mut dropped: Option<BooleanArray> = None;
             for (i, e) in p.expectations.iter().enumerate() {
@@ -392,7 +437,11 @@ impl Runner {
                 let Some(ok) = col.as_boolean_opt() else {
                     return Err(PipelineError::BadExpectation {
                         name: e.name.clone(),
-                        message: format!("`{}` is {}, not a boolean condition", e.condition, col.data_type()),
+                        message: format!(
+                            "`{}` is {}, not a boolean condition",
+                            e.condition,
+                            col.data_type()
+                        ),
                     });
                 };
                 // NULL counts as broken: the condition could not be affirmed.
@@ -418,8 +467,11 @@ impl Runner {
                         // Quarantine under the first drop expectation a row breaks.
                         let fresh = match &dropped {
                             None => broken.clone(),
-                            Some(d) => deltalake::arrow::compute::and(&broken, &not(d).unwrap_or(broken.clone()))
-                                .unwrap_or(broken.clone()),
+                            Some(d) => deltalake::arrow::compute::and(
+                                &broken,
+                                &not(d).unwrap_or(broken.clone()),
+                            )
+                            .unwrap_or(broken.clone()),
                         };
                         let rows = filter_record_batch(&data, &fresh).unwrap_or(data.slice(0, 0));
                         quarantine.push((e.name.clone(), e.condition.clone(), rows));
@@ -432,10 +484,13 @@ impl Runner {
             }
             let kept = match &dropped {
                 None => data,
-                Some(d) => filter_record_batch(&data, &not(d).map_err(|e| PipelineError::Write {
-                    table: p.target.clone(),
-                    message: e.to_string(),
-                })?)
+                Some(d) => filter_record_batch(
+                    &data,
+                    &not(d).map_err(|e| PipelineError::Write {
+                        table: p.target.clone(),
+                        message: e.to_string(),
+                    })?,
+                )
                 .map_err(|e| PipelineError::Write {
                     table: p.target.clone(),
                     message: e.to_string(),
@@ -457,15 +512,28 @@ impl Runner {
     }
 
     /// Write dropped rows to `silver.quarantine`.
-    async fn quarantine(&self, p: &Pipeline, name: &str, cond: &str, rows: &RecordBatch) -> Result<(), PipelineError> {
+    async fn quarantine(
+        &self,
+        p: &Pipeline,
+        name: &str,
+        cond: &str,
+        rows: &RecordBatch,
+    ) -> Result<(), PipelineError> {
         if rows.num_rows() == 0 {
             return Ok(());
         }
-        let plants = rows.column_by_name("plant").and_then(|c| deltalake::arrow::compute::cast(c, &deltalake::arrow::datatypes::DataType::Utf8).ok());
-        let assets = rows.column_by_name("asset_id").and_then(|c| deltalake::arrow::compute::cast(c, &deltalake::arrow::datatypes::DataType::Utf8).ok());
+        let plants = rows.column_by_name("plant").and_then(|c| {
+            deltalake::arrow::compute::cast(c, &deltalake::arrow::datatypes::DataType::Utf8).ok()
+        });
+        let assets = rows.column_by_name("asset_id").and_then(|c| {
+            deltalake::arrow::compute::cast(c, &deltalake::arrow::datatypes::DataType::Utf8).ok()
+        });
         let now = now_ms();
         let mut q = crate::lake::rows::QuarantineRows::new();
-        let reason = format!("pipeline `{}` -> {}: expectation `{name}` ({cond}) is false or null", p.name, p.target);
+        let reason = format!(
+            "pipeline `{}` -> {}: expectation `{name}` ({cond}) is false or null",
+            p.name, p.target
+        );
         let source = format!("pipeline:{}", p.name);
         for i in 0..rows.num_rows() {
             let s = |a: &Option<deltalake::arrow::array::ArrayRef>| {
@@ -474,8 +542,18 @@ impl Runner {
                     a.is_valid(i).then(|| a.value(i).to_string())
                 })
             };
-            let plant = s(&plants).unwrap_or_else(|| crate::connectors::UNASSIGNED_PLANT.to_string());
-            q.push(now, &source, &plant, s(&assets).as_deref(), None, name, &reason, &rows_json(&rows.slice(i, 1)));
+            let plant =
+                s(&plants).unwrap_or_else(|| crate::connectors::UNASSIGNED_PLANT.to_string());
+            q.push(
+                now,
+                &source,
+                &plant,
+                s(&assets).as_deref(),
+                None,
+                name,
+                &reason,
+                &rows_json(&rows.slice(i, 1)),
+            );
         }
         let batch = q.finish()?;
         let t = self.lake.open_or_create(Table::SilverQuarantine).await?;
@@ -521,7 +599,8 @@ impl Runner {
             }
         };
         let empty = batches.first().map(|b| b.slice(0, 0));
-        let mut batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+        let mut batches: Vec<RecordBatch> =
+            batches.into_iter().filter(|b| b.num_rows() > 0).collect();
         if batches.is_empty() {
             batches.extend(empty);
         }
@@ -561,8 +640,12 @@ impl Runner {
 
 /// A `system.pipeline_runs` row.
 fn run_batch(r: &RunReport) -> Result<RecordBatch, LakeError> {
-    use deltalake::arrow::array::{ArrayRef, Date32Array, Int64Array, StringArray, TimestampMicrosecondArray};
-    let ts = |ms: i64| Arc::new(TimestampMicrosecondArray::from(vec![ms * 1000]).with_timezone("UTC")) as ArrayRef;
+    use deltalake::arrow::array::{
+        ArrayRef, Date32Array, Int64Array, StringArray, TimestampMicrosecondArray,
+    };
+    let ts = |ms: i64| {
+        Arc::new(TimestampMicrosecondArray::from(vec![ms * 1000]).with_timezone("UTC")) as ArrayRef
+    };
     let s = |v: &str| Arc::new(StringArray::from(vec![v.to_string()])) as ArrayRef;
     let i = |v: usize| Arc::new(Int64Array::from(vec![v as i64])) as ArrayRef;
     let cols: Vec<ArrayRef> = vec![
@@ -580,9 +663,14 @@ fn run_batch(r: &RunReport) -> Result<RecordBatch, LakeError> {
         s(&serde_json::to_string(&r.source_versions).unwrap_or_default()),
         Arc::new(Int64Array::from(vec![r.target_version.map(|v| v as i64)])),
         Arc::new(StringArray::from(vec![r.message.clone()])),
-        Arc::new(Date32Array::from(vec![crate::lake::rows::day_of(r.started_ms)])),
+        Arc::new(Date32Array::from(vec![crate::lake::rows::day_of(
+            r.started_ms,
+        )])),
     ];
-    Ok(RecordBatch::try_new(Table::SystemPipelineRuns.arrow_schema(), cols)?)
+    Ok(RecordBatch::try_new(
+        Table::SystemPipelineRuns.arrow_schema(),
+        cols,
+    )?)
 }
 
 /// Rows as a JSON array (for messages and quarantine payloads).
@@ -590,7 +678,11 @@ fn rows_json(b: &RecordBatch) -> String {
     let mut buf = Vec::new();
     let mut w = deltalake::arrow::json::ArrayWriter::new(&mut buf);
     let ok = w.write(b).is_ok() && w.finish().is_ok();
-    let s = if ok { String::from_utf8_lossy(&buf).into_owned() } else { String::new() };
+    let s = if ok {
+        String::from_utf8_lossy(&buf).into_owned()
+    } else {
+        String::new()
+    };
     // A single row reads better as an object.
     if b.num_rows() == 1 {
         s.trim_start_matches('[').trim_end_matches(']').to_string()

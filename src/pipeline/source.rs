@@ -154,7 +154,8 @@ pub async fn read_files(
                 let col = if col.data_type() == field.data_type() {
                     col
                 } else {
-                    cast(&col, field.data_type()).map_err(|e| ferr(format!("column {}: {e}", field.name())))?
+                    cast(&col, field.data_type())
+                        .map_err(|e| ferr(format!("column {}: {e}", field.name())))?
                 };
                 cols.push(col);
             }
@@ -171,7 +172,9 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
+            if let Ok(v) =
+                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+            {
                 out.push(v);
                 i += 3;
                 continue;
@@ -187,7 +190,10 @@ fn percent_decode(s: &str) -> String {
 mod tests {
     #[test]
     fn percent_decoding() {
-        assert_eq!(super::percent_decode("plant=a%20b/date=2026-11-25/x.parquet"), "plant=a b/date=2026-11-25/x.parquet");
+        assert_eq!(
+            super::percent_decode("plant=a%20b/date=2026-11-25/x.parquet"),
+            "plant=a b/date=2026-11-25/x.parquet"
+        );
         assert_eq!(super::percent_decode("100%"), "100%");
     }
 }

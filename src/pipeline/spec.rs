@@ -124,7 +124,8 @@ fn table_name_ok(s: &str, layers: &[&str]) -> bool {
     s.split_once('.').is_some_and(|(l, t)| {
         layers.contains(&l)
             && !t.is_empty()
-            && t.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && t.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
     })
 }
 
@@ -139,8 +140,15 @@ impl Pipeline {
         };
         let p = f.pipeline;
         let name = p.name.unwrap_or_else(|| stem.to_string());
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            return Err(bad("pipeline.name", format!("`{name}`: use letters, digits, `_` and `-`")));
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(bad(
+                "pipeline.name",
+                format!("`{name}`: use letters, digits, `_` and `-`"),
+            ));
         }
         let default_target = match p.kind {
             Kind::Sql => None,
@@ -152,43 +160,71 @@ impl Pipeline {
         let target = p
             .target
             .or(default_target.map(str::to_string))
-            .ok_or_else(|| bad("pipeline.target", "missing: the `layer.table` to write".into()))?;
+            .ok_or_else(|| {
+                bad(
+                    "pipeline.target",
+                    "missing: the `layer.table` to write".into(),
+                )
+            })?;
         if !table_name_ok(&target, &TARGET_LAYERS) {
             return Err(bad(
                 "pipeline.target",
-                format!("`{target}`: expected silver.<name> or gold.<name> (lower case, digits, `_`)"),
+                format!(
+                    "`{target}`: expected silver.<name> or gold.<name> (lower case, digits, `_`)"
+                ),
             ));
         }
         let dialect = DatabricksDialect {};
         if p.kind == Kind::Sql {
             let source = p.source.as_deref().unwrap_or_default();
             if !table_name_ok(source, &crate::query::LAYERS) {
-                return Err(bad("pipeline.source", format!("`{source}`: expected the `layer.table` to read")));
+                return Err(bad(
+                    "pipeline.source",
+                    format!("`{source}`: expected the `layer.table` to read"),
+                ));
             }
             if source == target {
-                return Err(bad("pipeline.source", "a pipeline cannot read its own target".into()));
+                return Err(bad(
+                    "pipeline.source",
+                    "a pipeline cannot read its own target".into(),
+                ));
             }
             let sql = p.sql.as_deref().unwrap_or_default();
             if sql.trim().is_empty() {
-                return Err(bad("pipeline.sql", "missing: the query over `source`".into()));
+                return Err(bad(
+                    "pipeline.sql",
+                    "missing: the query over `source`".into(),
+                ));
             }
-            let stmts = Parser::parse_sql(&dialect, sql)
-                .map_err(|e| bad("pipeline.sql", e.to_string()))?;
-            if stmts.len() != 1 || !matches!(stmts[0], deltalake::datafusion::sql::sqlparser::ast::Statement::Query(_)) {
-                return Err(bad("pipeline.sql", "must be exactly one SELECT query".into()));
+            let stmts =
+                Parser::parse_sql(&dialect, sql).map_err(|e| bad("pipeline.sql", e.to_string()))?;
+            if stmts.len() != 1
+                || !matches!(
+                    stmts[0],
+                    deltalake::datafusion::sql::sqlparser::ast::Statement::Query(_)
+                )
+            {
+                return Err(bad(
+                    "pipeline.sql",
+                    "must be exactly one SELECT query".into(),
+                ));
             }
         }
         let mut names = std::collections::HashSet::new();
         for (i, e) in f.expectations.iter().enumerate() {
             if !names.insert(e.name.clone()) {
-                return Err(bad(&format!("expectations[{i}].name"), format!("`{}` is used twice", e.name)));
+                return Err(bad(
+                    &format!("expectations[{i}].name"),
+                    format!("`{}` is used twice", e.name),
+                ));
             }
             let whole = Parser::new(&dialect)
                 .try_with_sql(&e.condition)
                 .and_then(|mut p| {
                     p.parse_expr()?;
                     // One expression and nothing after it.
-                    Ok(p.peek_token().token == deltalake::datafusion::sql::sqlparser::tokenizer::Token::EOF)
+                    Ok(p.peek_token().token
+                        == deltalake::datafusion::sql::sqlparser::tokenizer::Token::EOF)
                 });
             match whole {
                 Ok(true) => {}
@@ -229,22 +265,40 @@ mod tests {
     fn bad_definitions_name_file_and_key() {
         let ok = "[pipeline]\nsource = \"silver.readings\"\ntarget = \"gold.x\"\nsql = \"SELECT * FROM source\"\n[[expectations]]\nname = \"v\"\ncondition = \"value > 0\"\naction = \"drop\"\n";
         let p = Pipeline::from_toml(ok, "p.toml", "x").unwrap();
-        assert_eq!((p.name.as_str(), p.expectations[0].action), ("x", Action::Drop));
+        assert_eq!(
+            (p.name.as_str(), p.expectations[0].action),
+            ("x", Action::Drop)
+        );
         let cases = [
-            (ok.replace("value > 0", "value >"), "expectations[0].condition"),
-            (ok.replace("value > 0", "true) AS x FROM t --"), "expectations[0].condition"),
+            (
+                ok.replace("value > 0", "value >"),
+                "expectations[0].condition",
+            ),
+            (
+                ok.replace("value > 0", "true) AS x FROM t --"),
+                "expectations[0].condition",
+            ),
             (ok.replace("gold.x", "bronze.x"), "pipeline.target"),
             (ok.replace("SELECT * FROM source", "SELEC"), "pipeline.sql"),
-            (ok.replace("SELECT * FROM source", "DROP TABLE source"), "pipeline.sql"),
+            (
+                ok.replace("SELECT * FROM source", "DROP TABLE source"),
+                "pipeline.sql",
+            ),
             (ok.replace("silver.readings", "readings"), "pipeline.source"),
             (ok.replace("\"drop\"", "\"explode\""), "action"),
-            (format!("{ok}[[expectations]]\nname = \"v\"\ncondition = \"true\"\n"), "expectations[1].name"),
+            (
+                format!("{ok}[[expectations]]\nname = \"v\"\ncondition = \"true\"\n"),
+                "expectations[1].name",
+            ),
         ];
         for (text, key) in cases {
-            let e = Pipeline::from_toml(&text, "p.toml", "x").unwrap_err().to_string();
+            let e = Pipeline::from_toml(&text, "p.toml", "x")
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("p.toml") && e.contains(key), "{key}: {e}");
         }
-        let gold = Pipeline::from_toml("[pipeline]\nkind = \"oee_shift\"\n", "o.toml", "oee").unwrap();
+        let gold =
+            Pipeline::from_toml("[pipeline]\nkind = \"oee_shift\"\n", "o.toml", "oee").unwrap();
         assert_eq!(gold.target, "gold.oee_shift");
     }
 }

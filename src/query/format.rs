@@ -47,14 +47,21 @@ pub fn write<W: Write + Send>(r: &QueryResult, format: Format, out: W) -> Result
                 &r.batches,
             )?;
             writeln!(out, "{t}")?;
-            writeln!(out, "({} row{})", r.rows(), if r.rows() == 1 { "" } else { "s" })?;
+            writeln!(
+                out,
+                "({} row{})",
+                r.rows(),
+                if r.rows() == 1 { "" } else { "s" }
+            )?;
         }
         Format::Csv => {
             let mut w = deltalake::arrow::csv::WriterBuilder::new()
                 .with_header(true)
                 .build(out);
             if batches.is_empty() {
-                w.write(&deltalake::arrow::array::RecordBatch::new_empty(r.schema.clone()))?;
+                w.write(&deltalake::arrow::array::RecordBatch::new_empty(
+                    r.schema.clone(),
+                ))?;
             }
             for b in batches {
                 w.write(b)?;
@@ -71,7 +78,8 @@ pub fn write<W: Write + Send>(r: &QueryResult, format: Format, out: W) -> Result
             w.finish()?;
         }
         Format::Parquet => {
-            let mut w = deltalake::parquet::arrow::ArrowWriter::try_new(out, r.schema.clone(), None)?;
+            let mut w =
+                deltalake::parquet::arrow::ArrowWriter::try_new(out, r.schema.clone(), None)?;
             for b in batches {
                 w.write(b)?;
             }

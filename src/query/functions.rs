@@ -20,8 +20,12 @@ use deltalake::arrow::array::{
     Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
-use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
-use deltalake::datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use deltalake::arrow::datatypes::{
+    DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
+};
+use deltalake::datafusion::catalog::{
+    Session, TableFunctionArgs, TableFunctionImpl, TableProvider,
+};
 use deltalake::datafusion::datasource::memory::MemorySourceConfig;
 use deltalake::datafusion::error::{DataFusionError, Result};
 use deltalake::datafusion::logical_expr::{Expr, TableType};
@@ -36,8 +40,14 @@ use crate::timeseries::{KeyInterner, RowOrder};
 /// Which kernel a call runs.
 #[derive(Debug, Clone)]
 enum Op {
-    Resample { interval_ms: i64, fill: Fill, max_gap_ms: Option<i64> },
-    Gaps { threshold_ms: i64 },
+    Resample {
+        interval_ms: i64,
+        fill: Fill,
+        max_gap_ms: Option<i64>,
+    },
+    Gaps {
+        threshold_ms: i64,
+    },
 }
 
 /// A registered function: `ts_resample` or `ts_gaps`.
@@ -51,7 +61,13 @@ impl KernelFunction {
     /// Register `ts_resample` and `ts_gaps` in a session.
     pub fn register(engine: &SqlEngine, ctx: &deltalake::datafusion::prelude::SessionContext) {
         for name in ["ts_resample", "ts_gaps"] {
-            ctx.register_udtf(name, Arc::new(KernelFunction { engine: engine.clone(), name }));
+            ctx.register_udtf(
+                name,
+                Arc::new(KernelFunction {
+                    engine: engine.clone(),
+                    name,
+                }),
+            );
         }
     }
 }
@@ -62,9 +78,12 @@ fn plan_err(msg: String) -> DataFusionError {
 
 fn text(e: &Expr) -> Option<String> {
     match e {
-        Expr::Literal(ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)), _) => {
-            Some(s.clone())
-        }
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::Utf8View(Some(s))
+            | ScalarValue::LargeUtf8(Some(s)),
+            _,
+        ) => Some(s.clone()),
         _ => None,
     }
 }
@@ -86,13 +105,28 @@ impl TableFunctionImpl for KernelFunction {
             _ => "ts_gaps('layer.table', 'signal', threshold_ms [, 'since'])",
         };
         let bad = |what: &str| plan_err(format!("{}: {what}; usage: {usage}", self.name));
-        let table = a.first().and_then(text).ok_or_else(|| bad("first argument: a table name in quotes"))?;
-        let (layer, name) = table.split_once('.').ok_or_else(|| bad("the table is named layer.table"))?;
-        if !super::LAYERS.contains(&layer) || !super::valid_name(name) || !self.engine.lake.table_exists(layer, name) {
+        let table = a
+            .first()
+            .and_then(text)
+            .ok_or_else(|| bad("first argument: a table name in quotes"))?;
+        let (layer, name) = table
+            .split_once('.')
+            .ok_or_else(|| bad("the table is named layer.table"))?;
+        if !super::LAYERS.contains(&layer)
+            || !super::valid_name(name)
+            || !self.engine.lake.table_exists(layer, name)
+        {
             return Err(bad(&format!("no table `{table}`")));
         }
-        let signal = a.get(1).and_then(text).ok_or_else(|| bad("second argument: a signal name in quotes"))?;
-        let n = a.get(2).and_then(int).filter(|&v| v > 0).ok_or_else(|| bad("third argument: milliseconds > 0"))?;
+        let signal = a
+            .get(1)
+            .and_then(text)
+            .ok_or_else(|| bad("second argument: a signal name in quotes"))?;
+        let n = a
+            .get(2)
+            .and_then(int)
+            .filter(|&v| v > 0)
+            .ok_or_else(|| bad("third argument: milliseconds > 0"))?;
         let (op, since_at) = match self.name {
             "ts_resample" => {
                 let fill = match a.get(3) {
@@ -106,7 +140,14 @@ impl TableFunctionImpl for KernelFunction {
                     None => None,
                     Some(e) => Some(int(e).ok_or_else(|| bad("fifth argument: max gap in ms"))?),
                 };
-                (Op::Resample { interval_ms: n, fill, max_gap_ms }, 5)
+                (
+                    Op::Resample {
+                        interval_ms: n,
+                        fill,
+                        max_gap_ms,
+                    },
+                    5,
+                )
             }
             _ => (Op::Gaps { threshold_ms: n }, 3),
         };
@@ -157,14 +198,18 @@ struct KernelTable {
 }
 
 fn us_array(ms: &[i64]) -> TimestampMicrosecondArray {
-    TimestampMicrosecondArray::from(ms.iter().map(|t| t * 1000).collect::<Vec<_>>()).with_timezone("UTC")
+    TimestampMicrosecondArray::from(ms.iter().map(|t| t * 1000).collect::<Vec<_>>())
+        .with_timezone("UTC")
 }
 
 impl KernelTable {
     async fn compute(&self) -> Result<RecordBatch> {
         let since = self.since.map_or(String::new(), |ms| {
             let d = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
-            format!(" AND ts >= TIMESTAMP '{}'", d.format("%Y-%m-%dT%H:%M:%S%.3fZ"))
+            format!(
+                " AND ts >= TIMESTAMP '{}'",
+                d.format("%Y-%m-%dT%H:%M:%S%.3fZ")
+            )
         });
         let sql = format!(
             "SELECT asset_id, ts, value FROM {} WHERE signal = '{}'{since} ORDER BY ts",
@@ -193,13 +238,35 @@ impl KernelTable {
         let order = RowOrder::for_rows(&k, keys.len(), &t);
         let names = StringArray::from_iter_values(keys.names().iter());
         let name_of = |codes: &[u32]| -> Result<ArrayRef> {
-            Ok(deltalake::arrow::compute::take(&names, &deltalake::arrow::array::UInt32Array::from(codes.to_vec()), None)?)
+            Ok(deltalake::arrow::compute::take(
+                &names,
+                &deltalake::arrow::array::UInt32Array::from(codes.to_vec()),
+                None,
+            )?)
         };
         let kerr = |e: crate::timeseries::TsError| DataFusionError::External(Box::new(e));
         let cols: Vec<ArrayRef> = match &self.op {
-            Op::Resample { interval_ms, fill, max_gap_ms } => {
-                let r = resample(&k, &t, &values, keys.len(), &order, *interval_ms, *fill, *max_gap_ms).map_err(kerr)?;
-                vec![name_of(&r.key)?, Arc::new(us_array(&r.ts)), Arc::new(r.value)]
+            Op::Resample {
+                interval_ms,
+                fill,
+                max_gap_ms,
+            } => {
+                let r = resample(
+                    &k,
+                    &t,
+                    &values,
+                    keys.len(),
+                    &order,
+                    *interval_ms,
+                    *fill,
+                    *max_gap_ms,
+                )
+                .map_err(kerr)?;
+                vec![
+                    name_of(&r.key)?,
+                    Arc::new(us_array(&r.ts)),
+                    Arc::new(r.value),
+                ]
             }
             Op::Gaps { threshold_ms } => {
                 let g = gaps(&k, &t, keys.len(), &order, *threshold_ms).map_err(kerr)?;
@@ -234,6 +301,10 @@ impl TableProvider for KernelTable {
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let batch = self.compute().await?;
-        Ok(MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema.clone(), projection.cloned())?)
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            self.schema.clone(),
+            projection.cloned(),
+        )?)
     }
 }

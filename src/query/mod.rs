@@ -115,7 +115,8 @@ impl SqlEngine {
                 };
                 let _ = catalog.register_schema(layer, Arc::new(schema));
             }
-            let _ = catalog.register_schema(TIME_TRAVEL_SCHEMA, Arc::new(MemorySchemaProvider::new()));
+            let _ =
+                catalog.register_schema(TIME_TRAVEL_SCHEMA, Arc::new(MemorySchemaProvider::new()));
         }
         functions::KernelFunction::register(self, &ctx);
         ctx
@@ -132,7 +133,11 @@ impl SqlEngine {
 
     /// Run one statement, keeping at most `max_rows` rows; the flag tells
     /// whether more rows were cut.
-    pub async fn query_limited(&self, sql: &str, max_rows: usize) -> Result<(QueryResult, bool), QueryError> {
+    pub async fn query_limited(
+        &self,
+        sql: &str,
+        max_rows: usize,
+    ) -> Result<(QueryResult, bool), QueryError> {
         let ctx = self.session();
         let df = self.plan(&ctx, sql).await?;
         let schema = Arc::new(df.schema().as_arrow().clone());
@@ -200,8 +205,12 @@ impl SqlEngine {
             .with_allow_dml(false)
             .with_allow_statements(false)
             .verify_plan(&plan)
-            .map_err(|e| QueryError::Sql(format!("{} (queries are read-only)", e.strip_backtrace())))?;
-        ctx.execute_logical_plan(plan).await.map_err(QueryError::Plan)
+            .map_err(|e| {
+                QueryError::Sql(format!("{} (queries are read-only)", e.strip_backtrace()))
+            })?;
+        ctx.execute_logical_plan(plan)
+            .await
+            .map_err(QueryError::Plan)
     }
 
     /// A table as of a version or instant.
@@ -223,12 +232,14 @@ impl SqlEngine {
         };
         match version {
             TableVersion::VersionAsOf(e) => {
-                let v: u64 = literal(e)
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| err(format!("VERSION AS OF takes a version number, not `{e}`")))?;
+                let v: u64 = literal(e).and_then(|s| s.parse().ok()).ok_or_else(|| {
+                    err(format!("VERSION AS OF takes a version number, not `{e}`"))
+                })?;
                 let newest = t.version().unwrap_or(0);
                 if v > newest {
-                    return Err(err(format!("version {v} does not exist (newest is {newest})")));
+                    return Err(err(format!(
+                        "version {v} does not exist (newest is {newest})"
+                    )));
                 }
                 t.load_version(v)
                     .await
@@ -236,7 +247,9 @@ impl SqlEngine {
             }
             TableVersion::TimestampAsOf(e) | TableVersion::ForSystemTimeAsOf(e) => {
                 let s = literal(e).ok_or_else(|| {
-                    err(format!("TIMESTAMP AS OF takes a quoted RFC 3339 time, not `{e}`"))
+                    err(format!(
+                        "TIMESTAMP AS OF takes a quoted RFC 3339 time, not `{e}`"
+                    ))
                 })?;
                 let ms = crate::api::parse_time(&s, crate::connectors::now_ms()).map_err(err)?;
                 let at = chrono::DateTime::from_timestamp_millis(ms)
@@ -245,7 +258,11 @@ impl SqlEngine {
                     .await
                     .map_err(|e| err(format!("no version at or before {s}: {e}")))?;
             }
-            other => return Err(err(format!("`{other}` is not supported; use VERSION AS OF n or TIMESTAMP AS OF '...'"))),
+            other => {
+                return Err(err(format!(
+                    "`{other}` is not supported; use VERSION AS OF n or TIMESTAMP AS OF '...'"
+                )))
+            }
         }
         provider(&t, state).await.map_err(QueryError::Plan)
     }
@@ -300,7 +317,11 @@ impl VisitorMut for TimeTravel {
 }
 
 /// Open `layer.table` if it exists.
-async fn open_table(lake: &Lakehouse, layer: &str, table: &str) -> Result<Option<DeltaTable>, QueryError> {
+async fn open_table(
+    lake: &Lakehouse,
+    layer: &str,
+    table: &str,
+) -> Result<Option<DeltaTable>, QueryError> {
     if !LAYERS.contains(&layer) || !valid_name(table) {
         return Ok(None);
     }
@@ -319,10 +340,15 @@ async fn open_table(lake: &Lakehouse, layer: &str, table: &str) -> Result<Option
 
 /// Table names are lower-case identifiers (they are directory names).
 fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-async fn provider(t: &DeltaTable, state: &SessionState) -> Result<Arc<dyn TableProvider>, DataFusionError> {
+async fn provider(
+    t: &DeltaTable,
+    state: &SessionState,
+) -> Result<Arc<dyn TableProvider>, DataFusionError> {
     t.update_datafusion_session(state)
         .map_err(|e| DataFusionError::External(Box::new(e)))?;
     t.table_provider().await

@@ -155,19 +155,20 @@ pub(crate) fn asof_reference(
             let cands = (0..rk.len()).filter(|&j| rk[j] == k);
             // Among equal right timestamps: the last row going backward, the
             // first going forward (what a stable sort + cursor gives).
-            let back = cands
-                .clone()
-                .filter(|&j| rt[j] <= t)
-                .fold(None, |best: Option<usize>, j| match best {
+            let back = cands.clone().filter(|&j| rt[j] <= t).fold(
+                None,
+                |best: Option<usize>, j| match best {
                     Some(b) if rt[b] > rt[j] => Some(b),
                     _ => Some(j),
-                });
-            let fwd = cands
-                .filter(|&j| rt[j] >= t)
-                .fold(None, |best: Option<usize>, j| match best {
-                    Some(b) if rt[b] <= rt[j] => Some(b),
-                    _ => Some(j),
-                });
+                },
+            );
+            let fwd =
+                cands
+                    .filter(|&j| rt[j] >= t)
+                    .fold(None, |best: Option<usize>, j| match best {
+                        Some(b) if rt[b] <= rt[j] => Some(b),
+                        _ => Some(j),
+                    });
             let pick = match dir {
                 AsofDirection::Backward => back,
                 AsofDirection::Forward => fwd,
@@ -202,8 +203,7 @@ mod tests {
     }
 
     fn side(max_len: usize) -> impl Strategy<Value = (Vec<u32>, Vec<i64>)> {
-        prop::collection::vec((0u32..3, 0i64..60), 0..max_len)
-            .prop_map(|v| v.into_iter().unzip())
+        prop::collection::vec((0u32..3, 0i64..60), 0..max_len).prop_map(|v| v.into_iter().unzip())
     }
 
     proptest! {

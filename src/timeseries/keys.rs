@@ -8,8 +8,8 @@
 
 use deltalake::arrow::array::{Array, AsArray, DictionaryArray, StringArray};
 use deltalake::arrow::datatypes::{
-    ArrowDictionaryKeyType, ArrowNativeType, DataType, Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type,
-    UInt32Type, UInt64Type, UInt8Type,
+    ArrowDictionaryKeyType, ArrowNativeType, DataType, Int16Type, Int32Type, Int64Type, Int8Type,
+    UInt16Type, UInt32Type, UInt64Type, UInt8Type,
 };
 use foldhash::HashMap;
 use foldhash::HashMapExt;
@@ -156,13 +156,12 @@ impl KeyInterner {
             .collect();
         let keys = d.keys();
         if keys.null_count() == 0 {
-            out.extend(
-                keys.values()
-                    .iter()
-                    .map(|k| map[k.as_usize()]),
-            );
+            out.extend(keys.values().iter().map(|k| map[k.as_usize()]));
         } else {
-            out.extend(keys.iter().map(|k| k.map_or(NULL_KEY, |k| map[k.as_usize()])));
+            out.extend(
+                keys.iter()
+                    .map(|k| k.map_or(NULL_KEY, |k| map[k.as_usize()])),
+            );
         }
     }
 }

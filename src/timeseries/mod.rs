@@ -30,8 +30,8 @@ pub use asof::{asof_join, AsofDirection};
 pub use dedup::dedup_first;
 pub use keys::{KeyInterner, Keys};
 pub use order::RowOrder;
-pub use rolling::{ema, rolling, RollingSpec, RollingStats, WindowFrame};
 pub use resample::{gaps, resample, Fill};
+pub use rolling::{ema, rolling, RollingSpec, RollingStats, WindowFrame};
 pub use shifts::{counter_deltas, state_durations, FixedShifts, LocalShifts, ShiftCalendar};
 pub use window::{integrate_hold, windows, WindowAggs, WindowSpec};
 

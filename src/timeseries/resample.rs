@@ -56,9 +56,14 @@ pub fn resample(
     fill: Fill,
     max_gap_ms: Option<i64>,
 ) -> Result<Resampled, TsError> {
-    same_len("resample key/ts/values", &[keys.len(), ts.len(), values.len()])?;
+    same_len(
+        "resample key/ts/values",
+        &[keys.len(), ts.len(), values.len()],
+    )?;
     if interval_ms <= 0 {
-        return Err(TsError::Param(format!("resample interval {interval_ms} ms")));
+        return Err(TsError::Param(format!(
+            "resample interval {interval_ms} ms"
+        )));
     }
     let mut prev: Vec<Option<(i64, f64)>> = vec![None; n_keys];
     let (mut ok_key, mut ok_ts, mut out_v, mut out_ok) = (vec![], vec![], vec![], vec![]);
@@ -162,7 +167,10 @@ mod tests {
         let v = Float64Array::from(vec![1.0, 4.0, 6.0, 0.0]);
         let o = RowOrder::Natural(4);
         let r = resample(&keys, &ts, &v, 1, &o, 1_000, Fill::Linear, Some(5_000)).unwrap();
-        assert_eq!(r.ts, vec![1_000, 2_000, 3_000, 4_000, 5_000, 6_000, 7_000, 8_000, 9_000, 10_000]);
+        assert_eq!(
+            r.ts,
+            vec![1_000, 2_000, 3_000, 4_000, 5_000, 6_000, 7_000, 8_000, 9_000, 10_000]
+        );
         assert_eq!(r.value.value(0), 2.0);
         assert_eq!(r.value.value(1), 4.0);
         assert_eq!(r.value.value(2), 6.0);
@@ -172,7 +180,14 @@ mod tests {
         assert_eq!(f.value.value(0), 1.0);
         assert_eq!(f.value.value(5), 6.0);
         let g = gaps(&keys, &ts, 1, &o, 5_000).unwrap();
-        assert_eq!(g, Gaps { key: vec![0], start: vec![3_000], end: vec![10_000] });
+        assert_eq!(
+            g,
+            Gaps {
+                key: vec![0],
+                start: vec![3_000],
+                end: vec![10_000]
+            }
+        );
     }
 
     proptest! {

@@ -196,12 +196,7 @@ impl KeyWindow {
     /// Re-anchor the shifted sums on the newest value and recompute them.
     fn rebuild(&mut self) {
         self.updates = 0;
-        let Some(&(_, anchor, _)) = self
-            .q
-            .iter()
-            .rev()
-            .find(|e| e.2 && e.1.is_finite())
-        else {
+        let Some(&(_, anchor, _)) = self.q.iter().rev().find(|e| e.2 && e.1.is_finite()) else {
             return;
         };
         self.shift = anchor;
@@ -266,7 +261,10 @@ pub fn rolling(
     spec: RollingSpec,
     stats: RollingStats,
 ) -> Result<RollingOut, TsError> {
-    let n = same_len("rolling key/ts/values", &[keys.len(), ts.len(), values.len()])?;
+    let n = same_len(
+        "rolling key/ts/values",
+        &[keys.len(), ts.len(), values.len()],
+    )?;
     match spec.frame {
         WindowFrame::Rows(0) => return Err(TsError::Param("row window of 0 rows".into())),
         WindowFrame::Time(d) if d <= 0 => {
@@ -326,11 +324,15 @@ pub fn rolling(
         let poisoned = w.bad > 0;
         min.set(
             i,
-            w.minq.front().map(|f| if poisoned { f64::NAN } else { f.1 }),
+            w.minq
+                .front()
+                .map(|f| if poisoned { f64::NAN } else { f.1 }),
         );
         max.set(
             i,
-            w.maxq.front().map(|f| if poisoned { f64::NAN } else { f.1 }),
+            w.maxq
+                .front()
+                .map(|f| if poisoned { f64::NAN } else { f.1 }),
         );
     });
     Ok(RollingOut {
@@ -357,7 +359,9 @@ pub fn ema(
     alpha: f64,
 ) -> Result<Float64Array, TsError> {
     if !(alpha > 0.0 && alpha <= 1.0) {
-        return Err(TsError::Param(format!("EMA alpha {alpha}: expected 0 < alpha <= 1")));
+        return Err(TsError::Param(format!(
+            "EMA alpha {alpha}: expected 0 < alpha <= 1"
+        )));
     }
     ema_with(keys, values, n_keys, order, |_, _| alpha)
 }
@@ -374,7 +378,9 @@ pub fn ema_time(
     tau_ms: f64,
 ) -> Result<Float64Array, TsError> {
     if tau_ms.is_nan() || tau_ms <= 0.0 {
-        return Err(TsError::Param(format!("EMA time constant {tau_ms} ms: expected > 0")));
+        return Err(TsError::Param(format!(
+            "EMA time constant {tau_ms} ms: expected > 0"
+        )));
     }
     same_len("ema key/ts", &[keys.len(), ts.len()])?;
     ema_with(keys, values, n_keys, order, |i, prev| {
@@ -413,13 +419,18 @@ fn ema_with(
         }
         out.set(i, s.map(|s| s.0));
     });
-    Ok(out.finish().unwrap_or_else(|| Float64Array::from(Vec::<f64>::new())))
+    Ok(out
+        .finish()
+        .unwrap_or_else(|| Float64Array::from(Vec::<f64>::new())))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// (mean, std, min, max) of a window, or None below min_periods.
+    type Stats = Option<(f64, Option<f64>, f64, f64)>;
 
     /// Two-pass statistics of the window of every row, straight from the definition.
     fn reference(
@@ -428,13 +439,15 @@ mod tests {
         vals: &[Option<f64>],
         frame: WindowFrame,
         min_periods: usize,
-    ) -> Vec<Option<(f64, Option<f64>, f64, f64)>> {
+    ) -> Vec<Stats> {
         (0..keys.len())
             .map(|i| {
                 let same: Vec<usize> = (0..=i).filter(|&j| keys[j] == keys[i]).collect();
                 let win: Vec<usize> = match frame {
                     WindowFrame::Rows(r) => same[same.len().saturating_sub(r)..].to_vec(),
-                    WindowFrame::Time(d) => same.into_iter().filter(|&j| ts[j] > ts[i] - d).collect(),
+                    WindowFrame::Time(d) => {
+                        same.into_iter().filter(|&j| ts[j] > ts[i] - d).collect()
+                    }
                 };
                 let v: Vec<f64> = win.iter().filter_map(|&j| vals[j]).collect();
                 if v.len() < min_periods.max(1) {
@@ -442,8 +455,9 @@ mod tests {
                 }
                 let n = v.len() as f64;
                 let mean = v.iter().sum::<f64>() / n;
-                let std = (v.len() > 1)
-                    .then(|| (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
+                let std = (v.len() > 1).then(|| {
+                    (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+                });
                 let min = v.iter().cloned().fold(f64::INFINITY, f64::min);
                 let max = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 Some((mean, std, min, max))
@@ -455,24 +469,47 @@ mod tests {
         (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
     }
 
-    const ALL: RollingStats = RollingStats { count: true, sum: true, mean: true, std: true, min: true, max: true };
+    const ALL: RollingStats = RollingStats {
+        count: true,
+        sum: true,
+        mean: true,
+        std: true,
+        min: true,
+        max: true,
+    };
 
     fn run(keys: &[u32], ts: &[i64], vals: &[Option<f64>], frame: WindowFrame, mp: usize) {
         let arr = Float64Array::from(vals.to_vec());
         let order = RowOrder::for_rows(keys, 3, ts);
-        let spec = RollingSpec { frame, min_periods: mp };
+        let spec = RollingSpec {
+            frame,
+            min_periods: mp,
+        };
         let out = rolling(keys, ts, &arr, 3, &order, spec, ALL).unwrap();
-        let (mean, std, min, max) = (out.mean.unwrap(), out.std.unwrap(), out.min.unwrap(), out.max.unwrap());
+        let (mean, std, min, max) = (
+            out.mean.unwrap(),
+            out.std.unwrap(),
+            out.min.unwrap(),
+            out.max.unwrap(),
+        );
         for (i, r) in reference(keys, ts, vals, frame, mp).into_iter().enumerate() {
             match r {
                 None => assert!(mean.is_null(i), "row {i}: expected null mean"),
                 Some((m, s, lo, hi)) => {
-                    assert!(close(mean.value(i), m), "row {i}: mean {} vs {m}", mean.value(i));
+                    assert!(
+                        close(mean.value(i), m),
+                        "row {i}: mean {} vs {m}",
+                        mean.value(i)
+                    );
                     assert_eq!(min.value(i), lo, "row {i} min");
                     assert_eq!(max.value(i), hi, "row {i} max");
                     match s {
                         None => assert!(std.is_null(i)),
-                        Some(s) => assert!(close(std.value(i), s) || (s < 1e-12 && std.value(i) < 1e-9), "row {i}: std {} vs {s}", std.value(i)),
+                        Some(s) => assert!(
+                            close(std.value(i), s) || (s < 1e-12 && std.value(i) < 1e-9),
+                            "row {i}: std {} vs {s}",
+                            std.value(i)
+                        ),
                     }
                 }
             }
@@ -482,14 +519,19 @@ mod tests {
     #[test]
     fn constant_windows_are_exact_after_varying_values() {
         // Varying values, then a long constant run (a DOWN machine at 0.05).
-        let mut vals: Vec<Option<f64>> = (0..100).map(|i| Some(1.5 + (i as f64 * 0.37).sin())).collect();
+        let mut vals: Vec<Option<f64>> = (0..100)
+            .map(|i| Some(1.5 + (i as f64 * 0.37).sin()))
+            .collect();
         vals.extend(std::iter::repeat_n(Some(0.05), 200));
         let n = vals.len();
         let keys = vec![0u32; n];
         let ts: Vec<i64> = (0..n as i64).map(|i| i * 1000).collect();
         let arr = Float64Array::from(vals.clone());
         let order = RowOrder::for_rows(&keys, 1, &ts);
-        let spec = RollingSpec { frame: WindowFrame::Rows(60), min_periods: 60 };
+        let spec = RollingSpec {
+            frame: WindowFrame::Rows(60),
+            min_periods: 60,
+        };
         let out = rolling(&keys, &ts, &arr, 1, &order, spec, ALL).unwrap();
         let (mean, std) = (out.mean.unwrap(), out.std.unwrap());
         assert!(mean.is_null(58) && !mean.is_null(59));
@@ -507,7 +549,10 @@ mod tests {
         let ts = vec![0, 1, 2, 3, 4];
         let arr = Float64Array::from(vals);
         let order = RowOrder::for_rows(&keys, 1, &ts);
-        let spec = RollingSpec { frame: WindowFrame::Rows(2), min_periods: 1 };
+        let spec = RollingSpec {
+            frame: WindowFrame::Rows(2),
+            min_periods: 1,
+        };
         let out = rolling(&keys, &ts, &arr, 1, &order, spec, ALL).unwrap();
         let mean = out.mean.unwrap();
         assert!(mean.value(1).is_nan() && mean.value(2).is_nan());
@@ -521,7 +566,10 @@ mod tests {
         let vals = Float64Array::from(vec![Some(10.0), Some(1.0), None, Some(20.0)]);
         let order = RowOrder::Natural(4);
         let e = ema(&keys, &vals, 2, &order, 0.5).unwrap();
-        assert_eq!((e.value(0), e.value(1), e.value(2), e.value(3)), (10.0, 1.0, 10.0, 15.0));
+        assert_eq!(
+            (e.value(0), e.value(1), e.value(2), e.value(3)),
+            (10.0, 1.0, 10.0, 15.0)
+        );
         let ts = vec![0, 0, 500, 1000];
         let e = ema_time(&keys, &ts, &vals, 2, &order, 1000.0).unwrap();
         let a = 1.0 - (-1.0f64).exp();
@@ -531,7 +579,11 @@ mod tests {
 
     fn rows() -> impl Strategy<Value = (Vec<u32>, Vec<i64>, Vec<Option<f64>>)> {
         // Values on a 0.5 grid so that constant and repeated runs are common.
-        prop::collection::vec((0u32..3, 0i64..5, prop::option::weighted(0.9, -4i32..4)), 0..120).prop_map(|v| {
+        prop::collection::vec(
+            (0u32..3, 0i64..5, prop::option::weighted(0.9, -4i32..4)),
+            0..120,
+        )
+        .prop_map(|v| {
             let mut t = 0;
             let mut keys = vec![];
             let mut ts = vec![];

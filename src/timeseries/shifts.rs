@@ -55,11 +55,15 @@ impl LocalShifts {
     /// Shifts starting at `starts` (minutes after local midnight, name).
     pub fn new(tz: chrono_tz::Tz, mut starts: Vec<(u32, String)>) -> Result<LocalShifts, TsError> {
         if starts.is_empty() {
-            return Err(TsError::Param("a shift calendar needs at least one shift".into()));
+            return Err(TsError::Param(
+                "a shift calendar needs at least one shift".into(),
+            ));
         }
         starts.sort();
         if starts.windows(2).any(|w| w[0].0 == w[1].0) || starts.iter().any(|s| s.0 >= 24 * 60) {
-            return Err(TsError::Param("shift start times must be distinct times of day".into()));
+            return Err(TsError::Param(
+                "shift start times must be distinct times of day".into(),
+            ));
         }
         Ok(LocalShifts {
             tz,
@@ -172,7 +176,10 @@ pub fn state_durations(
     calendar: &dyn ShiftCalendar,
 ) -> Result<ShiftDurations, TsError> {
     same_len("state key/ts/class", &[keys.len(), ts.len(), class.len()])?;
-    if let Some(&c) = class.iter().find(|&&c| c != u8::MAX && c as usize >= n_classes) {
+    if let Some(&c) = class
+        .iter()
+        .find(|&&c| c != u8::MAX && c as usize >= n_classes)
+    {
         return Err(TsError::Param(format!("state class {c} >= {n_classes}")));
     }
     let mut out = ShiftDurations {
@@ -243,7 +250,10 @@ mod tests {
         let keys = vec![0, 0, 0, 0];
         let ts = vec![6 * H, 9 * H, 10 * H, 17 * H];
         let class = vec![0, 1, 1, 1];
-        let cal = FixedShifts { length_ms: 8 * H, origin_ms: 0 };
+        let cal = FixedShifts {
+            length_ms: 8 * H,
+            origin_ms: 0,
+        };
         let d = state_durations(&keys, &ts, &class, 2, 1, &RowOrder::Natural(4), &cal).unwrap();
         let s0 = d.row(0, 0).unwrap();
         let s1 = d.row(0, 8 * H).unwrap();
@@ -259,7 +269,11 @@ mod tests {
         let tz: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
         let cal = LocalShifts::new(
             tz,
-            vec![(6 * 60, "early".into()), (14 * 60, "late".into()), (22 * 60, "night".into())],
+            vec![
+                (6 * 60, "early".into()),
+                (14 * 60, "late".into()),
+                (22 * 60, "night".into()),
+            ],
         )
         .unwrap();
         // 2026-03-28 23:00 UTC = 2026-03-29 00:00 CET: inside the night shift

@@ -226,7 +226,10 @@ pub fn integrate_hold(
     max_gap_ms: i64,
     divisor: f64,
 ) -> Result<Float64Array, TsError> {
-    let n = same_len("integrate key/ts/values", &[keys.len(), ts.len(), values.len()])?;
+    let n = same_len(
+        "integrate key/ts/values",
+        &[keys.len(), ts.len(), values.len()],
+    )?;
     let mut out = vec![0.0f64; n];
     let mut prev = vec![usize::MAX; n_keys];
     let v = values.values();
@@ -257,12 +260,28 @@ mod tests {
         let keys = vec![0, 1, 0, 0, 1];
         let ts = vec![59_000, 1_000, 60_000, 119_999, 61_000];
         let v = Float64Array::from(vec![Some(1.0), Some(5.0), Some(2.0), None, Some(7.0)]);
-        let w = windows(&keys, &ts, &[&v], 2, &RowOrder::Natural(5), WindowSpec::tumbling(60_000)).unwrap();
+        let w = windows(
+            &keys,
+            &ts,
+            &[&v],
+            2,
+            &RowOrder::Natural(5),
+            WindowSpec::tumbling(60_000),
+        )
+        .unwrap();
         assert_eq!(w.key, vec![0, 1, 0, 1]);
         assert_eq!(w.start, vec![0, 0, 60_000, 60_000]);
         assert_eq!(w.columns[0].count, vec![1, 1, 1, 1]);
         assert_eq!(w.columns[0].sum, vec![1.0, 5.0, 2.0, 7.0]);
-        assert!(windows(&keys, &ts, &[&v], 2, &RowOrder::Natural(5), WindowSpec::sliding(10, 20)).is_err());
+        assert!(windows(
+            &keys,
+            &ts,
+            &[&v],
+            2,
+            &RowOrder::Natural(5),
+            WindowSpec::sliding(10, 20)
+        )
+        .is_err());
     }
 
     #[test]
@@ -270,7 +289,8 @@ mod tests {
         let keys = vec![0, 0, 1, 0, 0];
         let ts = vec![0, 1_000, 0, 7_000, 8_000];
         let p = Float64Array::from(vec![3.6, 7.2, 1.0, 3.6, 1.0]);
-        let e = integrate_hold(&keys, &ts, &p, 2, &RowOrder::Natural(5), 5_000, 3_600_000.0).unwrap();
+        let e =
+            integrate_hold(&keys, &ts, &p, 2, &RowOrder::Natural(5), 5_000, 3_600_000.0).unwrap();
         assert_eq!(e.values().to_vec(), vec![0.001, 0.0, 0.0, 0.001, 0.0]);
     }
 

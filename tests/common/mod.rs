@@ -93,7 +93,12 @@ pub async fn get(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
 }
 
 /// POST a body; returns (status, content type, body bytes).
-pub async fn post(addr: SocketAddr, path: &str, content_type: &str, body: &str) -> (u16, String, Vec<u8>) {
+pub async fn post(
+    addr: SocketAddr,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> (u16, String, Vec<u8>) {
     let url = format!("http://{addr}{path}");
     let (ct, body) = (content_type.to_string(), body.to_string());
     tokio::task::spawn_blocking(move || {
@@ -180,7 +185,10 @@ pub async fn count(lake: &ironlake::lake::Lakehouse, sql: &str) -> i64 {
 }
 
 /// Run SQL over the lake (`layer.table` names) and collect the batches.
-pub async fn query(lake: &ironlake::lake::Lakehouse, sql: &str) -> Vec<deltalake::arrow::array::RecordBatch> {
+pub async fn query(
+    lake: &ironlake::lake::Lakehouse,
+    sql: &str,
+) -> Vec<deltalake::arrow::array::RecordBatch> {
     ironlake::query::SqlEngine::new(std::sync::Arc::new(lake.clone()))
         .query(sql)
         .await

@@ -19,16 +19,25 @@ struct CsvParser {
 /// non-nullable column must be in the header.
 pub fn read_csv(path: &Path, schema: &FileSchema, threads: usize) -> Result<ParsedFile, FileError> {
     let pstr = path.display().to_string();
-    let file = File::open(path).map_err(|source| FileError::Io { path: pstr.clone(), source })?;
+    let file = File::open(path).map_err(|source| FileError::Io {
+        path: pstr.clone(),
+        source,
+    })?;
     let mut header = Vec::new();
     let n = BufReader::new(file)
         .read_until(b'\n', &mut header)
-        .map_err(|source| FileError::Io { path: pstr.clone(), source })?;
+        .map_err(|source| FileError::Io {
+            path: pstr.clone(),
+            source,
+        })?;
     let fields = split(trim_eol(&header)).map_err(|m| FileError::Format {
         path: pstr.clone(),
         message: format!("header: {m}"),
     })?;
-    let names: Vec<String> = fields.iter().map(|f| String::from_utf8_lossy(f).trim().to_string()).collect();
+    let names: Vec<String> = fields
+        .iter()
+        .map(|f| String::from_utf8_lossy(f).trim().to_string())
+        .collect();
     let mut target = vec![None; names.len()];
     for (c, col) in schema.columns.iter().enumerate() {
         let want = col.source.join(".");
@@ -43,7 +52,10 @@ pub fn read_csv(path: &Path, schema: &FileSchema, threads: usize) -> Result<Pars
             }
         }
     }
-    let p = CsvParser { target, fields: names.len() };
+    let p = CsvParser {
+        target,
+        fields: names.len(),
+    };
     read_lines(path, schema, &p, n as u64, threads)
 }
 
@@ -162,17 +174,37 @@ mod tests {
             let p = read_csv(f.path(), &schema, threads).unwrap();
             assert_eq!(p.rows(), 4);
             assert_eq!(p.rejected.len(), 2);
-            assert!(p.rejected[0].reason.contains("not a timestamp"), "{:?}", p.rejected);
+            assert!(
+                p.rejected[0].reason.contains("not a timestamp"),
+                "{:?}",
+                p.rejected
+            );
             assert!(p.rejected[1].reason.contains("3 fields"));
             let all: Vec<_> = p.batches.iter().collect();
-            let b = deltalake::arrow::compute::concat_batches(&all[0].schema(), all.iter().copied()).unwrap();
-            assert_eq!(b.column(0).as_primitive::<TimestampMillisecondType>().value(0), 1_704_090_600_001);
-            let plant = deltalake::arrow::compute::cast(b.column(2), &deltalake::arrow::datatypes::DataType::Utf8).unwrap();
+            let b =
+                deltalake::arrow::compute::concat_batches(&all[0].schema(), all.iter().copied())
+                    .unwrap();
+            assert_eq!(
+                b.column(0)
+                    .as_primitive::<TimestampMillisecondType>()
+                    .value(0),
+                1_704_090_600_001
+            );
+            let plant = deltalake::arrow::compute::cast(
+                b.column(2),
+                &deltalake::arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap();
             assert_eq!(plant.as_string::<i32>().value(1), "plant \"b\", east");
             let pw = b.column(3).as_primitive::<Float64Type>();
             assert!(pw.value(1).is_nan() && pw.is_null(2) && pw.value(3) == 2.5);
         }
-        let strict = FileSchema { columns: vec![FileColumn::new("x", "missing", ColumnKind::Float, false)] };
-        assert!(read_csv(f.path(), &strict, 1).unwrap_err().to_string().contains("no column `missing`"));
+        let strict = FileSchema {
+            columns: vec![FileColumn::new("x", "missing", ColumnKind::Float, false)],
+        };
+        assert!(read_csv(f.path(), &strict, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("no column `missing`"));
     }
 }

@@ -84,7 +84,9 @@ impl DictBuilder {
         }
         let p = pack(s);
         let mask = self.table.len() - 1;
-        let mut h = ((p as u64 ^ (p >> 64) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize & mask;
+        let mut h = ((p as u64 ^ (p >> 64) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40)
+            as usize
+            & mask;
         loop {
             let (k, c) = self.table[h];
             if k == p {
@@ -113,7 +115,9 @@ impl DictBuilder {
         let old = std::mem::replace(&mut self.table, vec![(0, 0); size]);
         let mask = self.table.len() - 1;
         for (k, c) in old.into_iter().filter(|e| e.0 != 0) {
-            let mut h = ((k as u64 ^ (k >> 64) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as usize & mask;
+            let mut h = ((k as u64 ^ (k >> 64) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40)
+                as usize
+                & mask;
             while self.table[h].0 != 0 {
                 h = (h + 1) & mask;
             }

@@ -71,7 +71,11 @@ struct JsonParser {
 
 /// Read a JSON-lines file into batches of `schema` (see the module docs of
 /// [`super`]), with `threads` readers.
-pub fn read_jsonl(path: &Path, schema: &FileSchema, threads: usize) -> Result<ParsedFile, FileError> {
+pub fn read_jsonl(
+    path: &Path,
+    schema: &FileSchema,
+    threads: usize,
+) -> Result<ParsedFile, FileError> {
     let mut root = Level::default();
     for (i, c) in schema.columns.iter().enumerate() {
         if c.source.is_empty() || c.source.iter().any(|s| s.is_empty()) {
@@ -80,10 +84,11 @@ pub fn read_jsonl(path: &Path, schema: &FileSchema, threads: usize) -> Result<Pa
                 message: format!("column `{}`: empty field path", c.name),
             });
         }
-        root.insert(&c.source, i).map_err(|message| FileError::Format {
-            path: path.display().to_string(),
-            message,
-        })?;
+        root.insert(&c.source, i)
+            .map_err(|message| FileError::Format {
+                path: path.display().to_string(),
+                message,
+            })?;
     }
     let p = JsonParser {
         root,
@@ -172,7 +177,12 @@ impl<'a> Scan<'a> {
         }
     }
 
-    fn object(&mut self, level: Option<&Level>, p: &JsonParser, cols: &mut Columns) -> Result<(), String> {
+    fn object(
+        &mut self,
+        level: Option<&Level>,
+        p: &JsonParser,
+        cols: &mut Columns,
+    ) -> Result<(), String> {
         self.expect(b'{')?;
         self.ws();
         if self.peek() == Some(b'}') {
@@ -254,7 +264,10 @@ impl<'a> Scan<'a> {
                     if let Some((v, n)) = super::text::scan_f64(&self.b[self.i..]) {
                         let end = self.i + n;
                         if end == self.b.len()
-                            || matches!(self.b[end], b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n')
+                            || matches!(
+                                self.b[end],
+                                b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n'
+                            )
                         {
                             self.i = end;
                             return cols.push_f64(c, v);
@@ -263,7 +276,10 @@ impl<'a> Scan<'a> {
                 }
                 let st = self.i;
                 while self.i < self.b.len()
-                    && !matches!(self.b[self.i], b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n')
+                    && !matches!(
+                        self.b[self.i],
+                        b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n'
+                    )
                 {
                     self.i += 1;
                 }
@@ -306,12 +322,18 @@ impl<'a> Scan<'a> {
                 Some(_) => {
                     let st = self.i;
                     while self.i < self.b.len()
-                        && !matches!(self.b[self.i], b',' | b'}' | b']' | b':' | b' ' | b'\t' | b'\r' | b'\n')
+                        && !matches!(
+                            self.b[self.i],
+                            b',' | b'}' | b']' | b':' | b' ' | b'\t' | b'\r' | b'\n'
+                        )
                     {
                         self.i += 1;
                     }
                     if st == self.i {
-                        return Err(format!("unexpected `{}` at byte {}", self.b[st] as char, st));
+                        return Err(format!(
+                            "unexpected `{}` at byte {}",
+                            self.b[st] as char, st
+                        ));
                     }
                 }
             }
@@ -419,15 +441,23 @@ mod tests {
             assert_eq!(p.rows(), 3, "threads {threads}");
             let reasons: Vec<&str> = p.rejected.iter().map(|r| r.reason.as_str()).collect();
             assert_eq!(p.rejected.len(), 6, "{reasons:?}");
-            assert!(reasons.iter().any(|r| r.contains("`power_kw`: `hot` is not a number")));
+            assert!(reasons
+                .iter()
+                .any(|r| r.contains("`power_kw`: `hot` is not a number")));
             assert!(reasons.iter().any(|r| r.contains("field `ts` is missing")));
             assert!(reasons.iter().any(|r| r.contains("given twice")));
             assert!(reasons.iter().any(|r| r.contains("found a boolean")));
             let all: Vec<_> = p.batches.iter().collect();
-            let b = deltalake::arrow::compute::concat_batches(&all[0].schema(), all.iter().copied()).unwrap();
+            let b =
+                deltalake::arrow::compute::concat_batches(&all[0].schema(), all.iter().copied())
+                    .unwrap();
             let ts = b.column(1).as_primitive::<TimestampMillisecondType>();
             let pw = b.column(2).as_primitive::<Float64Type>();
-            let m = deltalake::arrow::compute::cast(b.column(0), &deltalake::arrow::datatypes::DataType::Utf8).unwrap();
+            let m = deltalake::arrow::compute::cast(
+                b.column(0),
+                &deltalake::arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap();
             let m = m.as_string::<i32>();
             assert_eq!(m.value(1), "mc-2");
             assert_eq!(ts.value(1), 1_704_090_601_000);

@@ -23,7 +23,9 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use deltalake::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMillisecondArray};
+use deltalake::arrow::array::{
+    ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMillisecondArray,
+};
 use deltalake::arrow::buffer::NullBuffer;
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
@@ -283,7 +285,13 @@ impl Columns {
 
     /// Push a text value into column `c`, converted to the column's kind.
     fn push_parsed(&mut self, c: usize, s: &[u8]) -> Result<(), String> {
-        let bad = |what: &str| format!("field `{}`: `{}` is not {what}", self.name(c), String::from_utf8_lossy(s));
+        let bad = |what: &str| {
+            format!(
+                "field `{}`: `{}` is not {what}",
+                self.name(c),
+                String::from_utf8_lossy(s)
+            )
+        };
         match self.kinds[c] {
             ColumnKind::Text => self.push_text(c, s),
             ColumnKind::Float => match text::parse_f64(s) {
@@ -339,7 +347,9 @@ impl Columns {
                 Buf::I64(b) => {
                     let (v, nulls) = b.take();
                     if *kind == ColumnKind::Timestamp {
-                        Arc::new(TimestampMillisecondArray::new(v.into(), nulls).with_timezone("UTC"))
+                        Arc::new(
+                            TimestampMillisecondArray::new(v.into(), nulls).with_timezone("UTC"),
+                        )
                     } else {
                         Arc::new(Int64Array::new(v.into(), nulls))
                     }
@@ -381,60 +391,60 @@ pub(crate) fn read_lines(
     let len = file.metadata().map_err(io)?.len();
     let threads = threads.max(1) as u64;
     let span = (len - data_start.min(len)).div_ceil(threads).max(1);
-    let results: Vec<Result<(Vec<RecordBatch>, Vec<Rejected>), FileError>> =
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    let (file, pstr) = (&file, &pstr);
-                    s.spawn(move || {
-                        let a = (data_start + t * span).min(len);
-                        let b = (data_start + (t + 1) * span).min(len);
-                        let mut cols = Columns::new(schema);
-                        let mut rejected = Vec::new();
-                        let arrow = |source| FileError::Arrow {
-                            path: pstr.clone(),
-                            source,
-                        };
-                        scan_range(file, a, b, a == data_start, |off, line| {
-                            if line.is_empty() {
-                                return Ok(());
-                            }
-                            let r = parser.parse(line, &mut cols).and_then(|_| cols.end_row());
-                            if let Err(reason) = r {
-                                cols.rollback();
-                                let cut = &line[..line.len().min(1024)];
-                                rejected.push(Rejected {
-                                    offset: off,
-                                    reason,
-                                    text: String::from_utf8_lossy(cut).into_owned(),
-                                });
-                            } else if cols.rows >= BATCH_ROWS {
-                                cols.flush().map_err(arrow)?;
-                            }
-                            Ok(())
-                        })
-                        .map_err(|source| FileError::Io {
-                            path: pstr.clone(),
-                            source,
-                        })?
-                        .map_err(|e: FileError| e)?;
-                        cols.flush().map_err(arrow)?;
-                        Ok((cols.batches, rejected))
+    type ThreadOut = Result<(Vec<RecordBatch>, Vec<Rejected>), FileError>;
+    let results: Vec<ThreadOut> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (file, pstr) = (&file, &pstr);
+                s.spawn(move || {
+                    let a = (data_start + t * span).min(len);
+                    let b = (data_start + (t + 1) * span).min(len);
+                    let mut cols = Columns::new(schema);
+                    let mut rejected = Vec::new();
+                    let arrow = |source| FileError::Arrow {
+                        path: pstr.clone(),
+                        source,
+                    };
+                    scan_range(file, a, b, a == data_start, |off, line| {
+                        if line.is_empty() {
+                            return Ok(());
+                        }
+                        let r = parser.parse(line, &mut cols).and_then(|_| cols.end_row());
+                        if let Err(reason) = r {
+                            cols.rollback();
+                            let cut = &line[..line.len().min(1024)];
+                            rejected.push(Rejected {
+                                offset: off,
+                                reason,
+                                text: String::from_utf8_lossy(cut).into_owned(),
+                            });
+                        } else if cols.rows >= BATCH_ROWS {
+                            cols.flush().map_err(arrow)?;
+                        }
+                        Ok(())
+                    })
+                    .map_err(|source| FileError::Io {
+                        path: pstr.clone(),
+                        source,
+                    })?
+                    .map_err(|e: FileError| e)?;
+                    cols.flush().map_err(arrow)?;
+                    Ok((cols.batches, rejected))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(FileError::Format {
+                        path: pstr.clone(),
+                        message: "a reader thread panicked".into(),
                     })
                 })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(FileError::Format {
-                            path: pstr.clone(),
-                            message: "a reader thread panicked".into(),
-                        })
-                    })
-                })
-                .collect()
-        });
+            })
+            .collect()
+    });
     let mut out = ParsedFile::default();
     for r in results {
         let (b, rej) = r?;

@@ -197,10 +197,22 @@ mod tests {
 
     #[test]
     fn timestamps() {
-        assert_eq!(parse_iso_ms(b"2024-01-01T06:30:00.001"), Some(1_704_090_600_001));
-        assert_eq!(parse_iso_ms(b"2024-01-01 06:30:00"), Some(1_704_090_600_000));
-        assert_eq!(parse_iso_ms(b"2024-01-01T07:30:00.5+01:00"), Some(1_704_090_600_500));
-        assert_eq!(parse_iso_ms(b"2024-01-01T06:30:00Z"), Some(1_704_090_600_000));
+        assert_eq!(
+            parse_iso_ms(b"2024-01-01T06:30:00.001"),
+            Some(1_704_090_600_001)
+        );
+        assert_eq!(
+            parse_iso_ms(b"2024-01-01 06:30:00"),
+            Some(1_704_090_600_000)
+        );
+        assert_eq!(
+            parse_iso_ms(b"2024-01-01T07:30:00.5+01:00"),
+            Some(1_704_090_600_500)
+        );
+        assert_eq!(
+            parse_iso_ms(b"2024-01-01T06:30:00Z"),
+            Some(1_704_090_600_000)
+        );
         assert_eq!(parse_iso_ms(b"2024-13-01T06:30:00"), None);
         assert_eq!(parse_iso_ms(b"yesterday"), None);
         assert_eq!(days_from_civil(1970, 1, 1), 0);
@@ -209,10 +221,22 @@ mod tests {
 
     #[test]
     fn numbers() {
-        for s in ["0", "-0.0", "31.24", "1e5", "2.5E-3", "NaN", "inf", "123456789012345678901234"] {
+        for s in [
+            "0",
+            "-0.0",
+            "31.24",
+            "1e5",
+            "2.5E-3",
+            "NaN",
+            "inf",
+            "123456789012345678901234",
+        ] {
             let std: f64 = s.parse().unwrap();
             let got = parse_f64(s.as_bytes()).unwrap();
-            assert!(got.to_bits() == std.to_bits() || (got.is_nan() && std.is_nan()), "{s}");
+            assert!(
+                got.to_bits() == std.to_bits() || (got.is_nan() && std.is_nan()),
+                "{s}"
+            );
         }
         for s in ["", "-", ".", "1.2.3", "abc", "1e", "--1"] {
             assert_eq!(parse_f64(s.as_bytes()), None, "{s}");
