@@ -119,3 +119,64 @@ fn bad_twin_types_and_time_zones_are_reported() {
         .to_string();
     assert!(e.contains("/nonexistent/ironlake.toml"), "{e}");
 }
+
+#[test]
+fn shipped_pipelines_load_and_bad_ones_are_refused() {
+    let c = Config::load(Path::new("config/ironlake.toml")).unwrap();
+    let names: Vec<_> = c.pipelines.iter().map(|p| p.name.as_str()).collect();
+    for n in [
+        "oee_shift",
+        "energy_shift",
+        "downtime",
+        "reliability",
+        "alarm_log",
+    ] {
+        assert!(names.contains(&n), "{names:?}");
+    }
+    assert_eq!(
+        Config::embedded().unwrap().pipelines.len(),
+        c.pipelines.len()
+    );
+
+    // A condition that does not parse names the file and the key.
+    let dir = tempfile::tempdir().unwrap();
+    let m = "[[machines]]\nid = \"m\"\nline = \"l\"\ntype = \"press\"\nsource = { protocol = \"mqtt\", topic = \"x/y\" }\n";
+    setup(dir.path(), m);
+    write(
+        dir.path(),
+        "config/pipelines/bad.toml",
+        "[pipeline]\nsource = \"silver.readings\"\ntarget = \"gold.x\"\nsql = \"SELECT * FROM source\"\n[[expectations]]\nname = \"e\"\ncondition = \"value >\"\n",
+    );
+    let e = Config::load(&dir.path().join("config/ironlake.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("bad.toml") && e.contains("expectations[0].condition"),
+        "{e}"
+    );
+    // Two pipelines writing one table.
+    write(
+        dir.path(),
+        "config/pipelines/bad.toml",
+        "[pipeline]\nkind = \"oee_shift\"\n",
+    );
+    write(
+        dir.path(),
+        "config/pipelines/bad2.toml",
+        "[pipeline]\nkind = \"oee_shift\"\n",
+    );
+    let e = Config::load(&dir.path().join("config/ironlake.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("gold.oee_shift") && e.contains("unique"), "{e}");
+}
+
+#[test]
+fn shift_calendars_are_validated() {
+    let shifts = "[[machines]]\nid = \"m\"\nline = \"l\"\ntype = \"press\"\nsource = { protocol = \"mqtt\", topic = \"x/y\" }\n[[shifts]]\nname = \"day\"\nstart = \"25:00\"\n";
+    let e = err(shifts);
+    assert!(e.contains("shifts[0].start") && e.contains("25:00"), "{e}");
+    let dup =
+        shifts.replace("25:00", "06:00") + "[[shifts]]\nname = \"again\"\nstart = \"06:00\"\n";
+    assert!(err(&dup).contains("shifts[1].start"));
+}
