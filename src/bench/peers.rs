@@ -24,6 +24,7 @@ use deltalake::arrow::datatypes::{
 use deltalake::parquet::arrow::arrow_reader::{
     ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
+use rayon::prelude::*;
 use serde_json::{json, Map, Value};
 
 use crate::connectors::files::{self, ColumnKind, FileColumn, FileSchema};
@@ -197,32 +198,25 @@ pub fn read_parquet(path: &Path, threads: usize) -> Result<Vec<RecordBatch>> {
     drop(probe);
     let threads = threads.clamp(1, groups.max(1));
     let per = groups.div_ceil(threads);
-    let parts: Vec<Result<Vec<RecordBatch>>> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..threads)
-            .map(|t| {
-                let hint = hint.clone();
-                s.spawn(move || -> Result<Vec<RecordBatch>> {
-                    let rgs: Vec<usize> = (t * per..((t + 1) * per).min(groups)).collect();
-                    if rgs.is_empty() {
-                        return Ok(Vec::new());
-                    }
-                    let opts = ArrowReaderOptions::new().with_schema(hint);
-                    let reader =
-                        ParquetRecordBatchReaderBuilder::try_new_with_options(open()?, opts)?
-                            .with_row_groups(rgs)
-                            .with_batch_size(262_144)
-                            .build()?;
-                    Ok(reader.collect::<Result<Vec<_>, _>>()?)
-                })
-            })
-            .collect();
-        hs.into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow!("reader thread panicked")))
-            })
-            .collect()
-    });
+    // On the process-wide worker pool: its threads (and their allocator
+    // heaps) live on between reads, as a long-running engine's do.
+    let parts: Vec<Result<Vec<RecordBatch>>> = (0..threads)
+        .into_par_iter()
+        .map(|t| -> Result<Vec<RecordBatch>> {
+            let rgs: Vec<usize> = (t * per..((t + 1) * per).min(groups)).collect();
+            if rgs.is_empty() {
+                return Ok(Vec::new());
+            }
+            let opts = ArrowReaderOptions::new().with_schema(hint.clone());
+            // Batches of 32k rows: buffers small enough to be recycled by the
+            // allocator instead of growing fresh memory per row group.
+            let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(open()?, opts)?
+                .with_row_groups(rgs)
+                .with_batch_size(32_768)
+                .build()?;
+            Ok(reader.collect::<Result<Vec<_>, _>>()?)
+        })
+        .collect();
     let mut out = Vec::new();
     for p in parts {
         out.extend(p?);

@@ -67,6 +67,15 @@ impl Level {
 struct JsonParser {
     root: Level,
     kinds: Vec<ColumnKind>,
+    /// The layout of the file's first line, for the fast path.
+    shape: Option<Vec<Seg>>,
+}
+
+/// One piece of a line's layout: literal bytes (keys, punctuation) that
+/// must match exactly, then the value of a column (none after the last).
+struct Seg {
+    lit: Vec<u8>,
+    col: Option<(usize, ColumnKind)>,
 }
 
 /// Read a JSON-lines file into batches of `schema` (see the module docs of
@@ -90,16 +99,143 @@ pub fn read_jsonl(
                 message,
             })?;
     }
-    let p = JsonParser {
+    let mut p = JsonParser {
         root,
         kinds: schema.columns.iter().map(|c| c.kind).collect(),
+        shape: None,
     };
+    p.shape = first_line(path).and_then(|l| p.learn_shape(&l, schema));
     read_lines(path, schema, &p, 0, threads)
+}
+
+/// The first line of a file (up to 64 KiB), if it can be read.
+fn first_line(path: &Path) -> Option<Vec<u8>> {
+    use std::io::{BufRead, Read};
+    let f = std::fs::File::open(path).ok()?;
+    let mut line = Vec::new();
+    std::io::BufReader::new(f)
+        .take(65_536)
+        .read_until(b'\n', &mut line)
+        .ok()?;
+    while matches!(line.last(), Some(b'\n' | b'\r')) {
+        line.pop();
+    }
+    Some(line)
+}
+
+impl JsonParser {
+    /// Parse `line` with the general scanner, recording where each wanted
+    /// value sits; the bytes between values become the literals of the
+    /// layout. Lines of machine-written JSON (MQTT payload dumps, exports)
+    /// repeat one layout, so the fast path below usually applies.
+    fn learn_shape(&self, line: &[u8], schema: &FileSchema) -> Option<Vec<Seg>> {
+        let mut cols = Columns::new(schema);
+        let mut s = Scan {
+            b: line,
+            i: 0,
+            rec: Some(Vec::new()),
+        };
+        s.ws();
+        s.object(Some(&self.root), self, &mut cols).ok()?;
+        let rec = s.rec.take()?;
+        let mut segs = Vec::with_capacity(rec.len() + 1);
+        let mut prev = 0;
+        for (st, en, c) in rec {
+            segs.push(Seg {
+                lit: line[prev..st].to_vec(),
+                col: Some((c, self.kinds[c])),
+            });
+            prev = en;
+        }
+        segs.push(Seg {
+            lit: line[prev..].to_vec(),
+            col: None,
+        });
+        Some(segs)
+    }
+
+    /// The fast path: the line must have exactly the learned layout (same
+    /// keys, order and spacing); values are parsed in place. Returns false
+    /// (having pushed nothing that counts: the caller rolls back) at the
+    /// first difference, and the general scanner takes the line.
+    fn fast(&self, shape: &[Seg], b: &[u8], cols: &mut Columns) -> bool {
+        let mut i = 0;
+        for seg in shape {
+            if b.len() < i + seg.lit.len() || b[i..i + seg.lit.len()] != seg.lit[..] {
+                return false;
+            }
+            i += seg.lit.len();
+            let Some((c, kind)) = seg.col else { break };
+            let rest = &b[i..];
+            let ok = match kind {
+                _ if rest.starts_with(b"null") => {
+                    i += 4;
+                    cols.push_null(c).is_ok()
+                }
+                ColumnKind::Text => {
+                    if rest.first() != Some(&b'"') {
+                        return false;
+                    }
+                    let mut j = 1;
+                    while j < rest.len() && rest[j] != b'"' {
+                        if rest[j] == b'\\' {
+                            return false;
+                        }
+                        j += 1;
+                    }
+                    if j == rest.len() {
+                        return false;
+                    }
+                    i += j + 1;
+                    cols.push_text(c, &rest[1..j]).is_ok()
+                }
+                ColumnKind::Float => match super::text::scan_f64(rest) {
+                    Some((v, n)) => {
+                        i += n;
+                        cols.push_f64(c, v).is_ok()
+                    }
+                    None => false,
+                },
+                ColumnKind::Timestamp | ColumnKind::Int => {
+                    let (neg, st) = if rest.first() == Some(&b'-') {
+                        (true, 1)
+                    } else {
+                        (false, 0)
+                    };
+                    let mut j = st;
+                    let mut v: i64 = 0;
+                    while j < rest.len() && rest[j].is_ascii_digit() && j - st < 18 {
+                        v = v * 10 + (rest[j] - b'0') as i64;
+                        j += 1;
+                    }
+                    if j == st || rest.get(j).is_some_and(|d| d.is_ascii_digit()) {
+                        return false;
+                    }
+                    i += j;
+                    cols.push_i64(c, if neg { -v } else { v }).is_ok()
+                }
+            };
+            if !ok {
+                return false;
+            }
+        }
+        i == b.len()
+    }
 }
 
 impl LineParser for JsonParser {
     fn parse(&self, line: &[u8], cols: &mut Columns) -> Result<(), String> {
-        let mut s = Scan { b: line, i: 0 };
+        if let Some(shape) = &self.shape {
+            if self.fast(shape, line, cols) {
+                return Ok(());
+            }
+            cols.rollback();
+        }
+        let mut s = Scan {
+            b: line,
+            i: 0,
+            rec: None,
+        };
         s.ws();
         s.object(Some(&self.root), self, cols)?;
         s.ws();
@@ -113,6 +249,8 @@ impl LineParser for JsonParser {
 struct Scan<'a> {
     b: &'a [u8],
     i: usize,
+    /// When learning a layout: (value start, value end, column) of each value.
+    rec: Option<Vec<(usize, usize, usize)>>,
 }
 
 impl<'a> Scan<'a> {
@@ -205,7 +343,13 @@ impl<'a> Scan<'a> {
             self.expect(b':')?;
             self.ws();
             match level.and_then(|l| l.find(key)) {
-                Some(Target::Column(c)) => self.value_into(*c, p.kinds[*c], cols)?,
+                Some(Target::Column(c)) => {
+                    let st = self.i;
+                    self.value_into(*c, p.kinds[*c], cols)?;
+                    if let Some(r) = &mut self.rec {
+                        r.push((st, self.i, *c));
+                    }
+                }
                 Some(Target::Object(l)) => {
                     if self.peek() == Some(b'{') {
                         self.object(Some(l), p, cols)?;
@@ -415,6 +559,56 @@ mod tests {
                 FileColumn::new("rpm", "signals.rpm", ColumnKind::Float, true),
             ],
         }
+    }
+
+    #[test]
+    fn the_fast_path_reads_exactly_what_the_general_scanner_reads() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        let values = [
+            "1.754",
+            "null",
+            "-0.5",
+            "2.5e3",
+            "12345678901234567890.5",
+            "7",
+            "1e400",
+        ];
+        for (i, v) in values.iter().enumerate() {
+            let m = if i == 3 { "mc-\\u00e9" } else { "mc-1" };
+            writeln!(
+                f,
+                r#"{{"machine":"{m}","ts":{},"signals":{{"power_kw":{v},"rpm":{i}}}}}"#,
+                1_704_090_600_000i64 + i as i64
+            )
+            .unwrap();
+        }
+        // A line with another layout, and a bad one, still go the general way.
+        writeln!(
+            f,
+            r#"{{"ts":5,"machine":"mc-2","signals":{{"rpm":1,"power_kw":2}}}}"#
+        )
+        .unwrap();
+        writeln!(
+            f,
+            r#"{{"machine":"mc-1","ts":x,"signals":{{"power_kw":1,"rpm":1}}}}"#
+        )
+        .unwrap();
+        f.flush().unwrap();
+        let fast = read_jsonl(f.path(), &schema(), 1).unwrap();
+        let mut root = Level::default();
+        for (i, c) in schema().columns.iter().enumerate() {
+            root.insert(&c.source, i).unwrap();
+        }
+        let general = JsonParser {
+            root,
+            kinds: schema().columns.iter().map(|c| c.kind).collect(),
+            shape: None,
+        };
+        let slow = read_lines(f.path(), &schema(), &general, 0, 1).unwrap();
+        assert_eq!(fast.rows(), 8);
+        assert_eq!(fast.batches, slow.batches);
+        assert_eq!(fast.rejected, slow.rejected);
+        assert_eq!(fast.rejected.len(), 1);
     }
 
     #[test]

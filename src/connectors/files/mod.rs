@@ -23,6 +23,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 use deltalake::arrow::array::{
     ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMillisecondArray,
 };
@@ -392,59 +394,46 @@ pub(crate) fn read_lines(
     let threads = threads.max(1) as u64;
     let span = (len - data_start.min(len)).div_ceil(threads).max(1);
     type ThreadOut = Result<(Vec<RecordBatch>, Vec<Rejected>), FileError>;
-    let results: Vec<ThreadOut> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let (file, pstr) = (&file, &pstr);
-                s.spawn(move || {
-                    let a = (data_start + t * span).min(len);
-                    let b = (data_start + (t + 1) * span).min(len);
-                    let mut cols = Columns::new(schema);
-                    let mut rejected = Vec::new();
-                    let arrow = |source| FileError::Arrow {
-                        path: pstr.clone(),
-                        source,
-                    };
-                    scan_range(file, a, b, a == data_start, |off, line| {
-                        if line.is_empty() {
-                            return Ok(());
-                        }
-                        let r = parser.parse(line, &mut cols).and_then(|_| cols.end_row());
-                        if let Err(reason) = r {
-                            cols.rollback();
-                            let cut = &line[..line.len().min(1024)];
-                            rejected.push(Rejected {
-                                offset: off,
-                                reason,
-                                text: String::from_utf8_lossy(cut).into_owned(),
-                            });
-                        } else if cols.rows >= BATCH_ROWS {
-                            cols.flush().map_err(arrow)?;
-                        }
-                        Ok(())
-                    })
-                    .map_err(|source| FileError::Io {
-                        path: pstr.clone(),
-                        source,
-                    })?
-                    .map_err(|e: FileError| e)?;
+    // On the process-wide worker pool (threads and allocator heaps persist
+    // between files).
+    let results: Vec<ThreadOut> = (0..threads)
+        .into_par_iter()
+        .map(|t| {
+            let (file, pstr) = (&file, &pstr);
+            let a = (data_start + t * span).min(len);
+            let b = (data_start + (t + 1) * span).min(len);
+            let mut cols = Columns::new(schema);
+            let mut rejected = Vec::new();
+            let arrow = |source| FileError::Arrow {
+                path: pstr.clone(),
+                source,
+            };
+            scan_range(file, a, b, a == data_start, |off, line| {
+                if line.is_empty() {
+                    return Ok(());
+                }
+                let r = parser.parse(line, &mut cols).and_then(|_| cols.end_row());
+                if let Err(reason) = r {
+                    cols.rollback();
+                    let cut = &line[..line.len().min(1024)];
+                    rejected.push(Rejected {
+                        offset: off,
+                        reason,
+                        text: String::from_utf8_lossy(cut).into_owned(),
+                    });
+                } else if cols.rows >= BATCH_ROWS {
                     cols.flush().map_err(arrow)?;
-                    Ok((cols.batches, rejected))
-                })
+                }
+                Ok(())
             })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(FileError::Format {
-                        path: pstr.clone(),
-                        message: "a reader thread panicked".into(),
-                    })
-                })
-            })
-            .collect()
-    });
+            .map_err(|source| FileError::Io {
+                path: pstr.clone(),
+                source,
+            })??;
+            cols.flush().map_err(arrow)?;
+            Ok((cols.batches, rejected))
+        })
+        .collect();
     let mut out = ParsedFile::default();
     for r in results {
         let (b, rej) = r?;
@@ -530,7 +519,7 @@ fn read_full(file: &File, buf: &mut [u8], mut off: u64) -> std::io::Result<usize
     Ok(done)
 }
 
-/// Number of reader threads: the machine's cores.
+/// Number of reader threads: the worker pool's size (the machine's cores).
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    rayon::current_num_threads()
 }
