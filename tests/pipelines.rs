@@ -327,7 +327,13 @@ async fn oee_and_energy_match_a_hand_computed_shift() {
     }
     let defaults = ironlake::config::Config::embedded().unwrap().pipelines;
     let run = Runner::new(lake.clone(), cfg.model.clone(), PipelinesConfig::default());
-    for name in ["oee_shift", "energy_shift", "downtime", "reliability"] {
+    for name in [
+        "oee_shift",
+        "oee_shift_rollup",
+        "energy_shift",
+        "downtime",
+        "reliability",
+    ] {
         let p = defaults.iter().find(|p| p.name == name).unwrap();
         let r = run.run(p, RunOptions::default(), None).await;
         assert_eq!(r.status, Status::Ok, "{name}: {:?}", r.message);
@@ -382,6 +388,16 @@ async fn oee_and_energy_match_a_hand_computed_shift() {
     assert!((f(4, 0) - 0.5).abs() < 1e-9);
     // The 14:00 sample opens the late shift and integrates nothing yet.
     assert_eq!(f(1, 1), 0.0);
+
+    // Line and plant roll-ups: one machine, so the same figures.
+    let roll = query(
+        &lake,
+        "SELECT level, line, machines, availability, good FROM gold.oee_rollup ORDER BY level",
+    )
+    .await;
+    assert_eq!(strings(&roll, 0), vec!["line", "plant"]);
+    assert_eq!(strings(&roll, 1), vec!["line-o", ""]);
+    assert_eq!(count(&lake, "SELECT count(*) FROM gold.oee_rollup WHERE availability = 0.875 AND good = 160 AND machines = 1").await, 2);
 
     // Cycle time: 7 h of running for 165 parts, against the ideal 45 s.
     let c = query(
@@ -512,29 +528,37 @@ async fn demo_data_flows_from_bronze_to_gold() {
     .await
     .unwrap();
     let lake = platform.lake.clone();
-    eventually(40, "OEE and energy rows for both machines", || {
-        let lake = lake.clone();
-        async move {
-            for t in ["gold.oee_shift", "gold.energy_shift"] {
-                if !lake.table_exists("gold", t.trim_start_matches("gold.")) {
-                    return None;
-                }
-                if count(&lake, &format!("SELECT count(DISTINCT asset_id) FROM {t}")).await < 2 {
-                    return None;
-                }
-            }
-            Some(())
-        }
-    })
+    let addr = platform.http_addr;
+    eventually(
+        40,
+        "every gold pipeline updated with both machines",
+        || async move {
+            let (status, body) = get(addr, "/api/pipelines").await;
+            assert_eq!(status, 200);
+            let list = body.as_array().cloned().unwrap_or_default();
+            assert_eq!(list.len(), 6);
+            list.iter()
+                .filter(|p| p["kind"] != "sql")
+                .all(|p| {
+                    p["last_run"]["status"] == "ok"
+                        && p["last_run"]["rows_out"].as_i64().unwrap_or(0) >= 2
+                })
+                .then_some(())
+        },
+    )
     .await;
-    let (status, body) = get(platform.http_addr, "/api/pipelines").await;
-    assert_eq!(status, 200);
-    let list = body.as_array().unwrap();
-    assert_eq!(list.len(), 5);
-    for p in list.iter().filter(|p| p["kind"] != "sql") {
-        assert_eq!(p["last_run"]["status"], "ok", "{p}");
-        assert!(p["last_run"]["rows_out"].as_i64().unwrap() >= 2, "{p}");
-    }
+    assert_eq!(
+        count(&lake, "SELECT count(DISTINCT asset_id) FROM gold.oee_shift").await,
+        2
+    );
+    assert_eq!(
+        count(
+            &lake,
+            "SELECT count(DISTINCT asset_id) FROM gold.energy_shift"
+        )
+        .await,
+        2
+    );
     // Every OEE figure is a ratio in range; planned time adds up.
     assert_eq!(
         count(

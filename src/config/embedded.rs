@@ -27,6 +27,10 @@ pub static EMBEDDED: Embedded = Embedded(&[
         include_str!("../../config/pipelines/oee_shift.toml"),
     ),
     (
+        "config/pipelines/oee_shift_rollup.toml",
+        include_str!("../../config/pipelines/oee_shift_rollup.toml"),
+    ),
+    (
         "config/pipelines/energy_shift.toml",
         include_str!("../../config/pipelines/energy_shift.toml"),
     ),

@@ -15,6 +15,7 @@ pub enum Table {
     SilverQuarantine,
     GoldAssetState,
     GoldOeeShift,
+    GoldOeeRollup,
     GoldEnergyShift,
     GoldDowntimeEvents,
     GoldReliability,
@@ -131,6 +132,31 @@ static OEE_SHIFT: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+static OEE_ROLLUP: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        f("level", DataType::Utf8, false),
+        f("plant", DataType::Utf8, false),
+        f("line", DataType::Utf8, false),
+        f("shift_start", ts(), false),
+        f("shift_end", ts(), false),
+        f("shift", DataType::Utf8, false),
+        f("machines", DataType::Int64, false),
+        f("planned_ms", DataType::Int64, false),
+        f("running_ms", DataType::Int64, false),
+        f("idle_ms", DataType::Int64, false),
+        f("down_ms", DataType::Int64, false),
+        f("setup_ms", DataType::Int64, false),
+        f("good", DataType::Int64, false),
+        f("reject", DataType::Int64, false),
+        f("ideal_ms", DataType::Float64, false),
+        f("availability", DataType::Float64, true),
+        f("performance", DataType::Float64, true),
+        f("quality", DataType::Float64, true),
+        f("oee", DataType::Float64, true),
+        f("computed_at", ts(), false),
+    ]))
+});
+
 static ENERGY_SHIFT: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         f("plant", DataType::Utf8, false),
@@ -203,8 +229,9 @@ static PIPELINE_RUNS: LazyLock<SchemaRef> = LazyLock::new(|| {
 
 impl Table {
     /// Tables written by the pipelines (created on their first update).
-    pub const PIPELINE: [Table; 5] = [
+    pub const PIPELINE: [Table; 6] = [
         Table::GoldOeeShift,
+        Table::GoldOeeRollup,
         Table::GoldEnergyShift,
         Table::GoldDowntimeEvents,
         Table::GoldReliability,
@@ -229,6 +256,7 @@ impl Table {
             Table::SilverQuarantine => "silver.quarantine",
             Table::GoldAssetState => "gold.asset_state",
             Table::GoldOeeShift => "gold.oee_shift",
+            Table::GoldOeeRollup => "gold.oee_rollup",
             Table::GoldEnergyShift => "gold.energy_shift",
             Table::GoldDowntimeEvents => "gold.downtime_events",
             Table::GoldReliability => "gold.reliability",
@@ -255,6 +283,7 @@ impl Table {
             Table::SilverQuarantine => "Rejected input with the rule it broke and why",
             Table::GoldAssetState => "Twin checkpoints: state, statistics, health",
             Table::GoldOeeShift => "OEE per machine and shift, with the losses behind it",
+            Table::GoldOeeRollup => "OEE per line and per plant and shift",
             Table::GoldEnergyShift => {
                 "Energy per machine and shift, per good part, and while not running"
             }
@@ -273,6 +302,7 @@ impl Table {
             Table::SilverQuarantine => QUARANTINE.clone(),
             Table::GoldAssetState => ASSET_STATE.clone(),
             Table::GoldOeeShift => OEE_SHIFT.clone(),
+            Table::GoldOeeRollup => OEE_ROLLUP.clone(),
             Table::GoldEnergyShift => ENERGY_SHIFT.clone(),
             Table::GoldDowntimeEvents => DOWNTIME.clone(),
             Table::GoldReliability => RELIABILITY.clone(),
@@ -284,6 +314,7 @@ impl Table {
     pub fn partition_columns(self) -> &'static [&'static str] {
         match self {
             Table::GoldOeeShift
+            | Table::GoldOeeRollup
             | Table::GoldEnergyShift
             | Table::GoldDowntimeEvents
             | Table::GoldReliability => &["plant"],

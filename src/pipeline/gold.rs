@@ -618,3 +618,70 @@ pub async fn energy_shift(
         cols,
     )?)
 }
+
+/// `gold.oee_rollup`: OEE per line and per plant and shift, summed from the
+/// machine rows of `gold.oee_shift` (times, parts and ideal time add up; the
+/// ratios are recomputed from the sums, never averaged).
+pub async fn oee_rollup(
+    sql: &SqlEngine,
+    from: Option<i64>,
+    now_ms: i64,
+) -> Result<RecordBatch, GoldError> {
+    let window = from.map_or(String::new(), |f| {
+        format!("WHERE shift_start >= {}", ts_sql(f))
+    });
+    let sums =
+        "count(*) AS machines, sum(planned_ms) AS planned_ms, sum(running_ms) AS running_ms, \
+                sum(idle_ms) AS idle_ms, sum(down_ms) AS down_ms, sum(setup_ms) AS setup_ms, \
+                sum(good) AS good, sum(reject) AS reject, sum(ideal_ms) AS ideal_ms";
+    let q = format!(
+        "WITH s AS ( \
+           SELECT 'line' AS level, plant, line, shift_start, shift_end, shift, {sums} FROM gold.oee_shift {window} \
+             GROUP BY plant, line, shift_start, shift_end, shift \
+           UNION ALL \
+           SELECT 'plant' AS level, plant, '' AS line, shift_start, shift_end, shift, {sums} FROM gold.oee_shift {window} \
+             GROUP BY plant, shift_start, shift_end, shift) \
+         SELECT level, plant, line, shift_start, shift_end, shift, machines, planned_ms, running_ms, idle_ms, down_ms, \
+           setup_ms, good, reject, ideal_ms, \
+           CAST(running_ms AS DOUBLE) / NULLIF(planned_ms, 0) AS availability, \
+           ideal_ms / NULLIF(CAST(running_ms AS DOUBLE), 0) AS performance, \
+           CAST(good AS DOUBLE) / NULLIF(good + reject, 0) AS quality \
+         FROM s ORDER BY level, plant, line, shift_start"
+    );
+    let r = sql.query(&q).await?;
+    let b = deltalake::arrow::compute::concat_batches(&r.schema, &r.batches)?;
+    let n = b.num_rows();
+    let f = |name: &str| -> Result<Float64Array, GoldError> {
+        let c = b
+            .column_by_name(name)
+            .ok_or_else(|| deltalake::arrow::error::ArrowError::SchemaError(name.into()))?;
+        Ok(
+            deltalake::arrow::compute::cast(c, &deltalake::arrow::datatypes::DataType::Float64)?
+                .as_primitive::<Float64Type>()
+                .clone(),
+        )
+    };
+    let (a, p, q) = (f("availability")?, f("performance")?, f("quality")?);
+    let oee: Float64Array = (0..n)
+        .map(|i| {
+            (a.is_valid(i) && p.is_valid(i) && q.is_valid(i))
+                .then(|| a.value(i) * p.value(i) * q.value(i))
+        })
+        .collect();
+    let schema = Table::GoldOeeRollup.arrow_schema();
+    let mut cols: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let c: ArrayRef = match field.name().as_str() {
+            "oee" => Arc::new(oee.clone()),
+            "computed_at" => Arc::new(us(&vec![now_ms; n])),
+            name => {
+                let c = b
+                    .column_by_name(name)
+                    .ok_or_else(|| deltalake::arrow::error::ArrowError::SchemaError(name.into()))?;
+                deltalake::arrow::compute::cast(c, field.data_type())?
+            }
+        };
+        cols.push(c);
+    }
+    Ok(RecordBatch::try_new(schema, cols)?)
+}

@@ -320,11 +320,15 @@ impl Runner {
         opts: RunOptions,
         r: &mut RunReport,
     ) -> Result<(), PipelineError> {
-        let sources = ["silver.asset_events", "silver.readings"];
+        let sources: &[&str] = if p.kind == Kind::OeeRollup {
+            &["gold.oee_shift"]
+        } else {
+            &["silver.asset_events", "silver.readings"]
+        };
         let target = self.open_target(&p.target).await?;
         let mut unchanged = target.is_some() && !opts.full_refresh;
         let mut txns = Vec::new();
-        for s in sources {
+        for &s in sources {
             let t = self.lake.open_by_name(s).await?;
             let v = t.version().unwrap_or(0);
             r.source_versions.insert(s.to_string(), v);
@@ -348,6 +352,7 @@ impl Runner {
             Kind::Downtime => {
                 super::downtime::downtime_events(&self.sql, &self.model, from, now).await?
             }
+            Kind::OeeRollup => gold::oee_rollup(&self.sql, from, now).await?,
             _ => {
                 super::downtime::reliability(
                     &self.sql,

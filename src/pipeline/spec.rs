@@ -6,7 +6,7 @@
 //! ```toml
 //! [pipeline]
 //! name = "alarm_log"                 # default: the file name
-//! kind = "sql"                       # sql | oee_shift | energy_shift | downtime | reliability
+//! kind = "sql"                       # sql | oee_shift | oee_rollup | energy_shift | downtime | reliability
 //! source = "silver.asset_events"     # read incrementally (new commits only)
 //! target = "gold.alarm_log"
 //! partition_by = ["plant", "date"]
@@ -38,6 +38,8 @@ pub enum Kind {
     Downtime,
     /// MTBF and MTTR per machine over a trailing window.
     Reliability,
+    /// OEE per line and per plant and shift, from `gold.oee_shift`.
+    OeeRollup,
 }
 
 /// What happens to rows that break an expectation.
@@ -156,6 +158,7 @@ impl Pipeline {
             Kind::EnergyShift => Some("gold.energy_shift"),
             Kind::Downtime => Some("gold.downtime_events"),
             Kind::Reliability => Some("gold.reliability"),
+            Kind::OeeRollup => Some("gold.oee_rollup"),
         };
         let target = p
             .target
