@@ -160,20 +160,16 @@ async fn pipeline_op(op: PipelineOp, cfg: &Config, lake: Arc<Lakehouse>) -> Resu
     match op {
         PipelineOp::List => {
             for p in &cfg.pipelines {
-                let from = p
-                    .source
-                    .clone()
-                    .unwrap_or_else(|| "silver.asset_events, silver.readings".into());
                 println!(
-                    "{:<14} {:<12} {} -> {}{}",
+                    "{:<17} {:<13} {} -> {}{}",
                     p.name,
-                    format!("{:?}", p.kind).to_lowercase(),
-                    from,
+                    p.kind.as_str(),
+                    p.sources().join(", "),
                     p.target,
                     if p.enabled { "" } else { "  (disabled)" }
                 );
                 for e in &p.expectations {
-                    println!("{:>16} {:?}: {} ({})", "", e.action, e.name, e.condition);
+                    println!("{:>19}{:?}: {} ({})", "", e.action, e.name, e.condition);
                 }
             }
         }

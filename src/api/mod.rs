@@ -562,7 +562,7 @@ async fn pipelines(s: State) -> Result<HttpResponse> {
                 "name": p.name,
                 "kind": p.kind,
                 "description": p.description,
-                "source": p.source,
+                "sources": p.sources(),
                 "target": p.target,
                 "enabled": p.enabled,
                 "expectations": p.expectations,

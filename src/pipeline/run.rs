@@ -320,15 +320,12 @@ impl Runner {
         opts: RunOptions,
         r: &mut RunReport,
     ) -> Result<(), PipelineError> {
-        let sources: &[&str] = if p.kind == Kind::OeeRollup {
-            &["gold.oee_shift"]
-        } else {
-            &["silver.asset_events", "silver.readings"]
-        };
+        let sources = p.sources();
         let target = self.open_target(&p.target).await?;
         let mut unchanged = target.is_some() && !opts.full_refresh;
         let mut txns = Vec::new();
-        for &s in sources {
+        for s in &sources {
+            let s = s.as_str();
             let t = self.lake.open_by_name(s).await?;
             let v = t.version().unwrap_or(0);
             r.source_versions.insert(s.to_string(), v);

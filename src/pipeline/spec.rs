@@ -42,6 +42,20 @@ pub enum Kind {
     OeeRollup,
 }
 
+impl Kind {
+    /// The name used in pipeline files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Sql => "sql",
+            Kind::OeeShift => "oee_shift",
+            Kind::EnergyShift => "energy_shift",
+            Kind::Downtime => "downtime",
+            Kind::Reliability => "reliability",
+            Kind::OeeRollup => "oee_rollup",
+        }
+    }
+}
+
 /// What happens to rows that break an expectation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -132,6 +146,15 @@ fn table_name_ok(s: &str, layers: &[&str]) -> bool {
 }
 
 impl Pipeline {
+    /// The tables an update reads (and whose versions it records).
+    pub fn sources(&self) -> Vec<String> {
+        match self.kind {
+            Kind::Sql => self.source.iter().cloned().collect(),
+            Kind::OeeRollup => vec!["gold.oee_shift".into()],
+            _ => vec!["silver.asset_events".into(), "silver.readings".into()],
+        }
+    }
+
     /// Parse and validate a pipeline file; `stem` is the default name.
     pub fn from_toml(text: &str, file: &str, stem: &str) -> Result<Pipeline, ConfigError> {
         let f: PipelineFile = crate::config::parse_toml(text, file)?;
