@@ -323,23 +323,15 @@ pub fn w2(silver: &RecordBatch, states: &RecordBatch) -> Result<RecordBatch> {
         None,
     )?;
     let idx = UInt32Array::from_iter(m.iter().map(|&i| (i != u32::MAX).then_some(i)));
-    let mut fields: Vec<Field> = silver
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    let mut cols: Vec<ArrayRef> = silver.columns().to_vec();
+    let mut extra = Vec::new();
     for (name, out) in [
         ("state", "state"),
         ("product_code", "product_code"),
         ("ts", "state_ts"),
     ] {
-        let c = take(column(states, name)?.as_ref(), &idx, None)?;
-        fields.push(Field::new(out, c.data_type().clone(), true));
-        cols.push(c);
+        extra.push((out, take(column(states, name)?.as_ref(), &idx, None)?));
     }
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
+    with_columns(silver, extra)
 }
 
 /// W3: rolling 60-row mean/std of vibration per machine and its z-score.
@@ -365,16 +357,28 @@ pub fn w3(silver: &RecordBatch) -> Result<RecordBatch> {
                 .then(|| (vib.value(i) - mean.value(i)) / std.value(i))
         })
         .collect();
-    let mut fields: Vec<Field> = silver
+    with_columns(
+        silver,
+        vec![
+            ("vib_mean", Arc::new(mean) as ArrayRef),
+            ("vib_std", Arc::new(std)),
+            ("z", Arc::new(z)),
+        ],
+    )
+}
+
+/// `batch` with nullable columns appended (the input's columns are shared, not copied).
+fn with_columns(batch: &RecordBatch, extra: Vec<(&str, ArrayRef)>) -> Result<RecordBatch> {
+    let mut fields: Vec<Field> = batch
         .schema()
         .fields()
         .iter()
         .map(|f| f.as_ref().clone())
         .collect();
-    let mut cols: Vec<ArrayRef> = silver.columns().to_vec();
-    for (name, c) in [("vib_mean", mean), ("vib_std", std), ("z", z)] {
-        fields.push(Field::new(name, DataType::Float64, true));
-        cols.push(Arc::new(c));
+    let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
+    for (name, c) in extra {
+        fields.push(Field::new(name, c.data_type().clone(), true));
+        cols.push(c);
     }
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
 }

@@ -18,7 +18,7 @@ use deltalake::arrow::array::{
     ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
 };
 
-use super::gold::{horizon, rows, us, windowed, GoldError, Rows};
+use super::gold::{horizon, rows, state_events, us, GoldError, Rows};
 use crate::assets::AssetModel;
 use crate::lake::Table;
 use crate::query::SqlEngine;
@@ -69,20 +69,10 @@ pub async fn downtime_events(
     from: Option<i64>,
     now_ms: i64,
 ) -> Result<RecordBatch, GoldError> {
-    let states = rows(
-        sql,
-        &windowed(
-            "asset_id, ts, code, value",
-            "silver.asset_events",
-            "kind = 'state'",
-            "asset_id",
-            from,
-        ),
-    )
-    .await?;
+    let states = state_events(sql, from).await?;
     let alarm_from = from.map(|f| f - REASON_BEFORE_MS);
     let alarm_window = alarm_from.map_or(String::new(), |f| {
-        format!("AND ts >= {}", super::gold::ts_sql(f))
+        format!("AND ts >= {}", crate::query::timestamp_literal(f))
     });
     let alarms = rows(
         sql,
@@ -175,17 +165,7 @@ pub async fn reliability(
     now_ms: i64,
 ) -> Result<RecordBatch, GoldError> {
     let from = now_ms - days as i64 * 86_400_000;
-    let states = rows(
-        sql,
-        &windowed(
-            "asset_id, ts, code, value",
-            "silver.asset_events",
-            "kind = 'state'",
-            "asset_id",
-            Some(from),
-        ),
-    )
-    .await?;
+    let states = state_events(sql, Some(from)).await?;
     let horizon = horizon(sql, Some(from)).await?;
     let mut out: Vec<(String, i64, i64, i64)> = Vec::new();
     for (asset, idx) in by_asset(&states) {

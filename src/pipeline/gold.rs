@@ -55,10 +55,7 @@ impl From<crate::lake::LakeError> for GoldError {
 /// A step longer than this is a gap in the power signal (integrates nothing).
 const POWER_GAP_MS: i64 = 300_000;
 
-pub(super) fn ts_sql(ms: i64) -> String {
-    let d = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
-    format!("TIMESTAMP '{}'", d.format("%Y-%m-%dT%H:%M:%S%.3fZ"))
-}
+use crate::query::timestamp_literal as ts_sql;
 
 pub(super) fn date_sql(ms: i64) -> String {
     let d = chrono::DateTime::from_timestamp_millis(ms - 86_400_000).unwrap_or_default();
@@ -127,23 +124,25 @@ struct Inputs {
     power: Rows,
 }
 
+/// State changes since `from`, plus each asset's state in force at `from`.
+pub(super) async fn state_events(sql: &SqlEngine, from: Option<i64>) -> Result<Rows, GoldError> {
+    let q = windowed(
+        "asset_id, ts, code, value",
+        "silver.asset_events",
+        "kind = 'state'",
+        "asset_id",
+        from,
+    );
+    rows(sql, &q).await
+}
+
 async fn inputs(
     sql: &SqlEngine,
     model: &AssetModel,
     from: Option<i64>,
     power: bool,
 ) -> Result<Inputs, GoldError> {
-    let states = rows(
-        sql,
-        &windowed(
-            "asset_id, ts, code, value",
-            "silver.asset_events",
-            "kind = 'state'",
-            "asset_id",
-            from,
-        ),
-    )
-    .await?;
+    let states = state_events(sql, from).await?;
     let mut counter_signals: Vec<String> = Vec::new();
     for a in &model.assets {
         for s in [a.twin.good_counter, a.twin.reject_counter]

@@ -381,9 +381,11 @@ impl Runner {
         } else {
             "shift_start"
         };
+        // A plain string literal: delta-rs records the predicate in the commit
+        // and cannot print a `TIMESTAMP '...'` expression back.
         let predicate = from.map(|f| {
             let d = chrono::DateTime::from_timestamp_millis(f).unwrap_or_default();
-            format!("{key} >= '{}'", d.format("%Y-%m-%dT%H:%M:%S%.6fZ"))
+            format!("{key} >= '{}'", d.format("%Y-%m-%dT%H:%M:%S%.3fZ"))
         });
         r.target_version = self
             .commit(

@@ -205,11 +205,7 @@ fn us_array(ms: &[i64]) -> TimestampMicrosecondArray {
 impl KernelTable {
     async fn compute(&self) -> Result<RecordBatch> {
         let since = self.since.map_or(String::new(), |ms| {
-            let d = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
-            format!(
-                " AND ts >= TIMESTAMP '{}'",
-                d.format("%Y-%m-%dT%H:%M:%S%.3fZ")
-            )
+            format!(" AND ts >= {}", super::timestamp_literal(ms))
         });
         let sql = format!(
             "SELECT asset_id, ts, value FROM {} WHERE signal = '{}'{since} ORDER BY ts",

@@ -268,6 +268,13 @@ impl SqlEngine {
     }
 }
 
+/// A SQL timestamp literal for an instant (UTC ms), for queries the
+/// platform writes itself (never from user text).
+pub fn timestamp_literal(ms: i64) -> String {
+    let d = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
+    format!("TIMESTAMP '{}'", d.format("%Y-%m-%dT%H:%M:%S%.3fZ"))
+}
+
 /// The text of a literal (number or string, possibly `TIMESTAMP '...'`).
 fn literal(e: &Expr) -> Option<String> {
     match e {
