@@ -394,12 +394,18 @@ fn print_banner(p: &Platform) {
     println!("ironlake {} is running", env!("CARGO_PKG_VERSION"));
     println!("  REST API    http://{}/api", p.http_addr);
     println!("  assets      http://{}/api/assets", p.http_addr);
+    println!(
+        "  SQL         POST http://{}/api/sql  (or: ironlake sql \"SELECT ...\")",
+        p.http_addr
+    );
     println!("  lakehouse   {}", p.lake.root());
     println!(
-        "  plants {} | lines {} | machines {}",
+        "  plants {} | lines {} | machines {} | pipelines {} (every {} s; GET /api/pipelines)",
         m.plants.len(),
         m.lines.len(),
-        m.assets.len()
+        m.assets.len(),
+        p.config.pipelines.iter().filter(|x| x.enabled).count(),
+        p.config.platform.pipelines.interval_s
     );
     println!("Press Ctrl-C to stop.");
 }
