@@ -131,6 +131,7 @@ async fn sql_over_rest_and_cli_returns_what_the_tables_hold() {
         ("SELECT nope FROM silver.readings", "nope"),
         ("DROP TABLE silver.readings", "read-only"),
         ("SELECT 1; SELECT 2", "one statement"),
+        ("SELECT CAST(asset_id AS INT) FROM silver.readings", "Cast"),
         (
             "SELECT * FROM silver.readings VERSION AS OF 99999",
             "does not exist",

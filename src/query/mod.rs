@@ -67,7 +67,20 @@ impl QueryError {
     /// Whether the query text is at fault (bad SQL, unknown table or column,
     /// a write statement) rather than the platform.
     pub fn is_user_error(&self) -> bool {
-        !matches!(self, QueryError::Lake(_) | QueryError::Exec(_))
+        match self {
+            QueryError::Lake(_) => false,
+            // A failed cast or an overflow is the query's doing; storage
+            // and I/O failures are the platform's.
+            QueryError::Exec(e) => !matches!(
+                e.find_root(),
+                DataFusionError::IoError(_)
+                    | DataFusionError::ObjectStore(_)
+                    | DataFusionError::External(_)
+                    | DataFusionError::ResourcesExhausted(_)
+                    | DataFusionError::Internal(_)
+            ),
+            _ => true,
+        }
     }
 }
 
