@@ -69,6 +69,7 @@ pub struct Platform {
     http: actix_web::dev::ServerHandle,
     actor_thread: Option<std::thread::JoinHandle<()>>,
     pipelines: Option<JoinHandle<()>>,
+    compaction: Option<JoinHandle<()>>,
 }
 
 impl Platform {
@@ -234,7 +235,18 @@ impl Platform {
                 ))
             });
 
+        // Compaction of the ingest tables in the background.
+        let compaction = (p.lake.compact_interval_s > 0).then(|| {
+            tokio::spawn(compaction_loop(
+                lake.clone(),
+                p.lake.target_file_mb << 20,
+                Duration::from_secs(p.lake.compact_interval_s),
+                shutdown.clone(),
+            ))
+        });
+
         Ok(Platform {
+            compaction,
             pipelines,
             http_addr,
             lake,
@@ -278,6 +290,9 @@ impl Platform {
     /// writers (final commit), HTTP and actors.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
+        if let Some(j) = self.compaction.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), j).await;
+        }
         if let Some(j) = self.pipelines.take() {
             // An update in flight finishes its commit (or leaves nothing).
             let _ = tokio::time::timeout(Duration::from_secs(30), j).await;
@@ -319,6 +334,44 @@ impl Platform {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
         info!("platform stopped");
+    }
+}
+
+/// Compact every ingest table each `every`, until `stop`. Writers commit
+/// small files every second; compaction keeps reads fast. It runs beside
+/// the writers: appends and compaction do not conflict in Delta (only
+/// compaction removes files, and only files it rewrote).
+async fn compaction_loop(
+    lake: Arc<Lakehouse>,
+    target_bytes: u64,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for t in Table::ALL {
+            if stop.is_cancelled() {
+                return;
+            }
+            match lake.optimize(t.name(), target_bytes).await {
+                Ok(r) if r.files_removed > 0 => {
+                    info!(
+                        table = t.name(),
+                        files = r.files_removed,
+                        into = r.files_added,
+                        "compacted"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => warn!(table = t.name(), error = %e, "compaction failed; will retry"),
+            }
+        }
     }
 }
 

@@ -515,6 +515,7 @@ async fn demo_data_flows_from_bronze_to_gold() {
     );
     let mut pf = platform(dir.path(), mq, true);
     pf.pipelines.interval_s = 1;
+    pf.lake.compact_interval_s = 2;
     let mut cfg = config(pf, &plant);
     cfg.pipelines = ironlake::config::Config::embedded().unwrap().pipelines;
     let platform =
@@ -551,6 +552,20 @@ async fn demo_data_flows_from_bronze_to_gold() {
         count(&lake, "SELECT count(DISTINCT asset_id) FROM gold.oee_shift").await,
         2
     );
+    // The background compaction rewrites silver's small files (marked as no
+    // data change) without losing or duplicating a row.
+    let rows_before = count(&lake, "SELECT count(*) FROM silver.readings").await;
+    eventually(30, "silver.readings compacted", || {
+        let lake = lake.clone();
+        async move {
+            let h = lake.table_history("silver.readings", Some(50)).await.ok()?;
+            h.iter().any(|c| c.operation == "OPTIMIZE").then_some(())
+        }
+    })
+    .await;
+    assert!(count(&lake, "SELECT count(*) FROM silver.readings").await >= rows_before);
+    let dups = "SELECT count(*) FROM (SELECT asset_id, signal, ts FROM silver.readings GROUP BY 1, 2, 3 HAVING count(*) > 1)";
+    assert_eq!(count(&lake, dups).await, 0);
     assert_eq!(
         count(
             &lake,

@@ -56,6 +56,14 @@ pub struct LakeConfig {
     pub flush_interval_ms: u64,
     /// Target Parquet file size.
     pub target_file_mb: u64,
+    /// Compact the ingest tables' small files this often (0: never; see
+    /// `ironlake lake optimize`).
+    #[serde(default = "compact_interval_s")]
+    pub compact_interval_s: u64,
+}
+
+fn compact_interval_s() -> u64 {
+    3600
 }
 
 /// `[twin]`: defaults for twin actors (a twin type may override windows).
