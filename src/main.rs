@@ -453,27 +453,43 @@ fn print_stdout_bytes(b: &[u8]) {
 }
 
 fn main() -> Result<()> {
-    // Large column buffers on transparent huge pages: one page fault per
-    // 2 MiB instead of per 4 KiB when a kernel or reader fills fresh memory.
+    let cli = Cli::parse();
+    // Batch work (SQL, pipelines, maintenance, the peer workloads) fills
+    // large fresh buffers; the platform cares about tail latency.
+    let batch = matches!(
+        cli.cmd,
+        Cmd::Sql { .. } | Cmd::Pipeline { .. } | Cmd::Lake { .. } | Cmd::Bench { which: None, .. }
+    );
+    // Allocator defaults (each can be overridden with the MIMALLOC_*
+    // environment variable of the same name):
+    // * large OS pages, for batch commands only: column buffers on
+    //   transparent huge pages, one page fault per 2 MiB instead of per
+    //   4 KiB when a kernel or reader fills fresh memory (for the platform,
+    //   zeroing 2 MiB at a time raised the publish-to-twin p99 from ~30 to
+    //   ~50 ms in `bench ingest`);
+    // * purge delay 10 s instead of 10 ms (the decay jemalloc uses by
+    //   default), so a table dropped and rebuilt by the next job does not
+    //   fault in every page again.
+    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15; // mimalloc v3 mimalloc.h
+    let unset = |name: &str| std::env::var_os(name).is_none();
     // SAFETY: mi_option_set is not thread-safe; this runs first, while the
     // process has one thread.
-    // Freed memory is returned to the OS after 10 s instead of 10 ms (the
-    // decay jemalloc uses by default), so that a table dropped and rebuilt
-    // by the next job does not fault in every page again.
-    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15; // mimalloc v3 mimalloc.h
     unsafe {
-        libmimalloc_sys::mi_option_set(libmimalloc_sys::mi_option_large_os_pages, 1);
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10_000);
+        if batch && unset("MIMALLOC_ALLOW_LARGE_OS_PAGES") && unset("MIMALLOC_LARGE_OS_PAGES") {
+            libmimalloc_sys::mi_option_set(libmimalloc_sys::mi_option_large_os_pages, 1);
+        }
+        if unset("MIMALLOC_PURGE_DELAY") {
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10_000);
+        }
     }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(cli_main())
+        .block_on(cli_main(cli))
 }
 
-async fn cli_main() -> Result<()> {
+async fn cli_main(cli: Cli) -> Result<()> {
     init_logging();
-    let cli = Cli::parse();
     match cli.cmd {
         Cmd::Demo {
             http,
