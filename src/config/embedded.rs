@@ -8,7 +8,7 @@ use super::{ConfigError, FileSource};
 /// Files under the repository root, by relative path.
 pub struct Embedded(&'static [(&'static str, &'static str)]);
 
-/// Every file `ironlake demo` needs.
+/// Every file `ironlake demo` needs (pipelines in file-name order, as on disk).
 pub static EMBEDDED: Embedded = Embedded(&[
     (
         "config/ironlake.toml",
@@ -23,6 +23,18 @@ pub static EMBEDDED: Embedded = Embedded(&[
         include_str!("../../config/plants/plant-b.toml"),
     ),
     (
+        "config/pipelines/alarm_log.toml",
+        include_str!("../../config/pipelines/alarm_log.toml"),
+    ),
+    (
+        "config/pipelines/downtime.toml",
+        include_str!("../../config/pipelines/downtime.toml"),
+    ),
+    (
+        "config/pipelines/energy_shift.toml",
+        include_str!("../../config/pipelines/energy_shift.toml"),
+    ),
+    (
         "config/pipelines/oee_shift.toml",
         include_str!("../../config/pipelines/oee_shift.toml"),
     ),
@@ -31,20 +43,8 @@ pub static EMBEDDED: Embedded = Embedded(&[
         include_str!("../../config/pipelines/oee_shift_rollup.toml"),
     ),
     (
-        "config/pipelines/energy_shift.toml",
-        include_str!("../../config/pipelines/energy_shift.toml"),
-    ),
-    (
-        "config/pipelines/downtime.toml",
-        include_str!("../../config/pipelines/downtime.toml"),
-    ),
-    (
         "config/pipelines/reliability.toml",
         include_str!("../../config/pipelines/reliability.toml"),
-    ),
-    (
-        "config/pipelines/alarm_log.toml",
-        include_str!("../../config/pipelines/alarm_log.toml"),
     ),
     (
         "twins/cnc_mill.toml",
