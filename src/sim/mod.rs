@@ -471,7 +471,7 @@ async fn run(
         }
         for m in machines.iter_mut() {
             let a = &model.assets[m.idx];
-            m.sim.step(&f.shifts, t * f.time_scale, dt_sim);
+            m.sim.step(&f.shifts, t * f.time_scale, dt_sim, dt_real);
             let mut ov = Overrides::default();
             let mut extra: Vec<(String, serde_json::Value)> = Vec::new();
             let mut raw: Option<Vec<u8>> = None;

@@ -169,7 +169,13 @@ impl MachineSim {
     }
 
     /// Advance by `dt_s` simulated seconds at simulated time `sim_s`.
-    pub fn step(&mut self, plan: &ShiftPlan, sim_s: f64, dt_s: f64) {
+    ///
+    /// `dt_parts_s` is the wall-clock length of the step: parts are made at
+    /// the machine's cycle time in real time, so that counters, timestamps
+    /// and the ideal cycle time agree and OEE performance stays realistic
+    /// even when the scenario runs the shift plan and wear faster
+    /// (`time_scale`).
+    pub fn step(&mut self, plan: &ShiftPlan, sim_s: f64, dt_s: f64, dt_parts_s: f64) {
         if self.hold_s > 0.0 {
             self.hold_s -= dt_s;
             self.state = self.hold_state;
@@ -196,7 +202,7 @@ impl MachineSim {
             self.degradation = (self.degradation + self.wear_rate * dt_s).min(1.0);
             self.run_hours += dt_s / 3600.0;
             let cycle = self.ideal_cycle_s * (1.08 + 0.3 * self.degradation);
-            self.part_progress += dt_s / cycle;
+            self.part_progress += dt_parts_s / cycle;
             while self.part_progress >= 1.0 {
                 self.part_progress -= 1.0;
                 let p_reject = 0.01 + 0.12 * self.degradation * self.degradation;
@@ -294,7 +300,7 @@ mod tests {
             let mut m = MachineSim::new(twin.clone(), seed);
             let mut out = Vec::new();
             for k in 0..500 {
-                m.step(&plan, k as f64 * 60.0, 60.0);
+                m.step(&plan, k as f64 * 60.0, 60.0, 60.0);
                 out.push(m.values(&Overrides::default()));
             }
             out
