@@ -620,7 +620,9 @@ pub async fn energy_shift(
 
 /// `gold.oee_rollup`: OEE per line and per plant and shift, summed from the
 /// machine rows of `gold.oee_shift` (times, parts and ideal time add up; the
-/// ratios are recomputed from the sums, never averaged).
+/// ratios are recomputed from the sums, never averaged). Performance counts
+/// only the running time of machines that have an ideal cycle time (a
+/// compressor makes no parts and must not dilute it).
 pub async fn oee_rollup(
     sql: &SqlEngine,
     from: Option<i64>,
@@ -632,7 +634,8 @@ pub async fn oee_rollup(
     let sums =
         "count(*) AS machines, sum(planned_ms) AS planned_ms, sum(running_ms) AS running_ms, \
                 sum(idle_ms) AS idle_ms, sum(down_ms) AS down_ms, sum(setup_ms) AS setup_ms, \
-                sum(good) AS good, sum(reject) AS reject, sum(ideal_ms) AS ideal_ms";
+                sum(good) AS good, sum(reject) AS reject, sum(ideal_ms) AS ideal_ms, \
+                sum(CASE WHEN ideal_cycle_s IS NOT NULL THEN running_ms ELSE 0 END) AS rated_running_ms";
     let q = format!(
         "WITH s AS ( \
            SELECT 'line' AS level, plant, line, shift_start, shift_end, shift, {sums} FROM gold.oee_shift {window} \
@@ -643,7 +646,7 @@ pub async fn oee_rollup(
          SELECT level, plant, line, shift_start, shift_end, shift, machines, planned_ms, running_ms, idle_ms, down_ms, \
            setup_ms, good, reject, ideal_ms, \
            CAST(running_ms AS DOUBLE) / NULLIF(planned_ms, 0) AS availability, \
-           ideal_ms / NULLIF(CAST(running_ms AS DOUBLE), 0) AS performance, \
+           ideal_ms / NULLIF(CAST(rated_running_ms AS DOUBLE), 0) AS performance, \
            CAST(good AS DOUBLE) / NULLIF(good + reject, 0) AS quality \
          FROM s ORDER BY level, plant, line, shift_start"
     );
