@@ -337,6 +337,26 @@ impl Platform {
     }
 }
 
+/// Run `round` every `every` (the first time one interval after start)
+/// until `stop`; a round in progress finishes (rounds check `stop` between
+/// their items).
+async fn every_until<F, Fut>(every: Duration, stop: CancellationToken, mut round: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        round().await;
+    }
+}
+
 /// Compact every ingest table each `every`, until `stop`. Writers commit
 /// small files every second; compaction keeps reads fast. It runs beside
 /// the writers: appends and compaction do not conflict in Delta (only
@@ -347,14 +367,7 @@ async fn compaction_loop(
     every: Duration,
     stop: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    every_until(every, stop.clone(), || async {
         for t in Table::ALL {
             if stop.is_cancelled() {
                 return;
@@ -372,7 +385,8 @@ async fn compaction_loop(
                 Err(e) => warn!(table = t.name(), error = %e, "compaction failed; will retry"),
             }
         }
-    }
+    })
+    .await
 }
 
 /// Run every enabled pipeline each `every`, until `stop`.
@@ -382,14 +396,7 @@ async fn pipeline_loop(
     every: Duration,
     stop: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    every_until(every, stop.clone(), || async {
         for p in pipelines.iter().filter(|p| p.enabled) {
             if stop.is_cancelled() {
                 return;
@@ -399,7 +406,8 @@ async fn pipeline_loop(
                 info!(pipeline = %r.pipeline, rows_in = r.rows_in, rows_out = r.rows_out, dropped = r.rows_dropped, "pipeline updated");
             }
         }
-    }
+    })
+    .await
 }
 
 /// Newest committed silver timestamp per (asset, signal) over the last two
