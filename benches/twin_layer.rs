@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ironlake::config::{embedded_twin_types, PlatformFile, TwinConfig};
+use ironlake::config::{PlatformFile, TwinConfig};
+use ironlake::platform::Config;
 use ironlake::twins::TwinOutput;
 use ironlake::twins::{
     GetSnapshot, Ingest, MachineTwin, TwinCore, TwinIdentity, TwinShared, TypedReading,
@@ -26,7 +27,7 @@ fn twin_cfg() -> TwinConfig {
 }
 
 fn identity(i: usize) -> TwinIdentity {
-    let twin = embedded_twin_types().unwrap()["cnc_mill"].clone();
+    let twin = Config::embedded_twin_types().unwrap()["cnc_mill"].clone();
     TwinIdentity {
         idx: i as u32,
         id: Arc::from(format!("mill-{i}")),
@@ -100,7 +101,14 @@ fn bench_actors(c: &mut Criterion) {
         cfg: twin_cfg(),
         out: out_tx,
         visibility: None,
+        health: None,
+        journal_id: Arc::from("bench"),
     });
+    let mailboxes: Arc<Vec<std::sync::atomic::AtomicU32>> = Arc::new(
+        (0..MACHINES)
+            .map(|_| std::sync::atomic::AtomicU32::new(0))
+            .collect(),
+    );
     // The actix system with two arbiters, as in the platform.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -111,8 +119,9 @@ fn bench_actors(c: &mut Criterion) {
                 .map(|i| {
                     let core = TwinCore::new(identity(i), &shared.cfg);
                     let sh = shared.clone();
+                    let mb = mailboxes.clone();
                     actix::Supervisor::start_in_arbiter(&arbiters[i % 2].handle(), move |_| {
-                        MachineTwin::new(core, None, None, sh)
+                        MachineTwin::new(core, None, None, sh, mb)
                     })
                 })
                 .collect();
@@ -136,10 +145,10 @@ fn bench_actors(c: &mut Criterion) {
                     for _ in 0..iters {
                         t0 += SAMPLES as i64 * 100;
                         for (i, a) in addrs.iter().enumerate() {
-                            let msg = Ingest {
+                            let msg = Ingest(ironlake::ingest::TwinBatch {
                                 readings: batch(t0, i as u64 + 1),
-                                rejected: vec![],
-                            };
+                                ..Default::default()
+                            });
                             if let Err(actix::prelude::SendError::Full(m)) = a.try_send(msg) {
                                 let _ = a.send(m).await;
                             }

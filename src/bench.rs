@@ -19,10 +19,12 @@ use clap::Subcommand;
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 
 use crate::assets::TwinType;
-use crate::config::{parse_toml, Config, EmbeddedBrokerConfig, PlantFile, PlatformFile};
-use crate::connectors::now_ms;
+use crate::config::{parse_toml, PlantFile, PlatformFile};
+use crate::connectors::mqtt::{EmbeddedBrokerConfig, MqttConfig};
 use crate::metrics::LatencyProbe;
+use crate::platform::Config;
 use crate::platform::{Platform, Probes};
+use crate::time::now_ms;
 
 /// Benchmark selection.
 #[derive(Subcommand, Debug)]
@@ -93,15 +95,17 @@ fn bench_config(machines: usize, lake: &str, mqtt_port: u16) -> Result<Config> {
     platform.lake.root = lake.into();
     platform.lake.flush_rows = 262_144;
     platform.ingest.queue = 8192;
-    platform.mqtt.port = mqtt_port;
-    platform.mqtt.client_id = "ironlake-bench".into();
-    platform.mqtt.subscribe = vec!["bench/#".into()];
-    platform.mqtt.keep_alive_s = 30;
-    platform.mqtt.embedded = Some(EmbeddedBrokerConfig {
+    let mut mqtt = MqttConfig::from_platform(&platform)?;
+    mqtt.port = mqtt_port;
+    mqtt.client_id = format!("ironlake-bench-{mqtt_port}");
+    mqtt.subscribe = vec!["bench/#".into()];
+    mqtt.keep_alive_s = 30;
+    mqtt.embedded = Some(EmbeddedBrokerConfig {
         enabled: true,
         listen: ([127, 0, 0, 1], mqtt_port).into(),
         max_payload: 65536,
     });
+    mqtt.write_to(&mut platform);
     Ok(Config::from_parts(
         platform,
         twins,

@@ -1,6 +1,24 @@
-//! Small in-process measurements: latency samples for benchmarks and health.
+//! Measurements: the Prometheus registry types every layer uses for its
+//! counters and histograms (exposed by `GET /metrics`), and latency samples
+//! for benchmarks.
 
 use parking_lot::Mutex;
+
+pub use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Buckets (seconds) for latencies from a millisecond to a minute.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// A histogram not (yet) in any registry, with [`LATENCY_BUCKETS`].
+pub fn latency_histogram(name: &str, help: &str) -> Histogram {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()))
+        .expect("valid histogram options")
+}
 
 /// A bounded reservoir of latency samples (milliseconds).
 #[derive(Debug, Default)]

@@ -3,7 +3,7 @@
 use std::fs;
 use std::path::Path;
 
-use ironlake::config::Config;
+use ironlake::platform::Config;
 
 fn write(dir: &Path, name: &str, text: &str) {
     let p = dir.join(name);

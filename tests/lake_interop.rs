@@ -38,7 +38,7 @@ async fn tables_read_back_with_python_deltalake_polars_and_duckdb() {
     let platform = Platform::start(cfg.clone(), Probes::default())
         .await
         .unwrap();
-    let sim = Simulator::start(&Scenario::from_model(sc, cfg.model.clone()), 5)
+    let sim = Simulator::start(&Scenario::from_config(sc, &cfg), 5)
         .await
         .unwrap();
     let lake = platform.lake.clone();

@@ -14,8 +14,7 @@ use common::*;
 use deltalake::arrow::array::{Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use deltalake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use deltalake::protocol::SaveMode;
-use ironlake::config::PipelinesConfig;
-use ironlake::lake::Lakehouse;
+use ironlake::lake::{Lakehouse, TableName};
 use ironlake::pipeline::run::{RunOptions, Runner, Status};
 use ironlake::pipeline::spec::Pipeline;
 
@@ -51,9 +50,10 @@ fn src_batch(rows: &[(i64, Option<f64>)]) -> RecordBatch {
 
 /// Append rows to `silver.src` (one commit), creating it the first time.
 async fn append(lake: &Lakehouse, rows: &[(i64, Option<f64>)]) {
-    let url = lake.table_url_by_name("silver", "src");
+    let name = TableName::parse("silver.src").unwrap();
+    let url = lake.url_of(&name);
     std::fs::create_dir_all(url.to_file_path().unwrap()).unwrap();
-    let t = if lake.table_exists("silver", "src") {
+    let t = if lake.exists(&name) {
         lake.open_by_name("silver.src").await.unwrap()
     } else {
         deltalake::DeltaTableBuilder::from_url(url)
@@ -77,7 +77,13 @@ fn runner(lake: &Arc<Lakehouse>) -> Runner {
         platform(std::path::Path::new("/nonexistent"), 1, false),
         &plant("plant-p", "l", &[]),
     );
-    Runner::new(lake.clone(), cfg.model.clone(), PipelinesConfig::default())
+    Runner::new(
+        lake.clone(),
+        cfg.model.clone(),
+        ironlake::config::PlatformFile::embedded_default()
+            .unwrap()
+            .pipelines,
+    )
 }
 
 const CLEAN: &str = r#"
@@ -170,7 +176,14 @@ async fn sql_pipeline_expectations_incremental_exactly_once() {
 
     // A full refresh rebuilds the same table.
     let r = run
-        .run(&clean, RunOptions { full_refresh: true }, None)
+        .run(
+            &clean,
+            RunOptions {
+                full_refresh: true,
+                ..Default::default()
+            },
+            None,
+        )
         .await;
     assert_eq!((r.status, r.rows_in, r.rows_out), (Status::Ok, 8, 6));
     assert_eq!(count(&lake, "SELECT count(*) FROM gold.clean").await, 6);
@@ -189,7 +202,7 @@ async fn sql_pipeline_expectations_incremental_exactly_once() {
         msg.contains("`positive`") && msg.contains("-1") && msg.contains("not changed"),
         "{msg}"
     );
-    assert!(!lake.table_exists("gold", "strict"));
+    assert!(!lake.exists(&TableName::parse("gold.strict").unwrap()));
 
     // A query or an expectation that no longer fits the data: clear failure, no write.
     for (toml, says) in [
@@ -216,7 +229,10 @@ async fn sql_pipeline_expectations_incremental_exactly_once() {
             r.message
         );
     }
-    assert!(!lake.table_exists("gold", "bad1") && !lake.table_exists("gold", "bad2"));
+    assert!(
+        !lake.exists(&TableName::parse("gold.bad1").unwrap())
+            && !lake.exists(&TableName::parse("gold.bad2").unwrap())
+    );
 
     // Every update that did something is in system.pipeline_runs.
     assert_eq!(
@@ -273,7 +289,7 @@ async fn oee_and_energy_match_a_hand_computed_shift() {
             &[("mill-o", "cnc_mill", mqtt("t/mill-o"))],
         ),
     );
-    let day = (ironlake::connectors::now_ms() / (24 * H) - 1) * 24 * H;
+    let day = (ironlake::time::now_ms() / (24 * H) - 1) * 24 * H;
     let t = |h: f64| day + (h * H as f64) as i64;
     let ev = |ts: i64, code: &str| ironlake::lake::rows::AssetEventRow {
         ts_ms: ts,
@@ -325,8 +341,14 @@ async fn oee_and_energy_match_a_hand_computed_shift() {
             .await
             .unwrap();
     }
-    let defaults = ironlake::config::Config::embedded().unwrap().pipelines;
-    let run = Runner::new(lake.clone(), cfg.model.clone(), PipelinesConfig::default());
+    let defaults = ironlake::platform::Config::embedded().unwrap().pipelines;
+    let run = Runner::new(
+        lake.clone(),
+        cfg.model.clone(),
+        ironlake::config::PlatformFile::embedded_default()
+            .unwrap()
+            .pipelines,
+    );
     for name in [
         "oee_shift",
         "oee_shift_rollup",
@@ -517,13 +539,13 @@ async fn demo_data_flows_from_bronze_to_gold() {
     pf.pipelines.interval_s = 1;
     pf.lake.compact_interval_s = 2;
     let mut cfg = config(pf, &plant);
-    cfg.pipelines = ironlake::config::Config::embedded().unwrap().pipelines;
+    cfg.pipelines = ironlake::platform::Config::embedded().unwrap().pipelines;
     let platform =
         ironlake::platform::Platform::start(cfg.clone(), ironlake::platform::Probes::default())
             .await
             .unwrap();
     let sim = ironlake::sim::Simulator::start(
-        &ironlake::sim::Scenario::from_model(scenario(mq, 100), cfg.model.clone()),
+        &ironlake::sim::Scenario::from_config(scenario(mq, 100), &cfg),
         3,
     )
     .await

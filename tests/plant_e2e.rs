@@ -23,12 +23,9 @@ async fn modbus_plc_to_twin_rest_and_silver_with_reconnect() {
         ],
     );
     let cfg = config(platform(dir.path(), mq, false), &plant);
-    let sim = Simulator::start(
-        &Scenario::from_model(scenario(mq, 200), cfg.model.clone()),
-        7,
-    )
-    .await
-    .unwrap();
+    let sim = Simulator::start(&Scenario::from_config(scenario(mq, 200), &cfg), 7)
+        .await
+        .unwrap();
     let platform = Platform::start(cfg, Probes::default()).await.unwrap();
     let addr = platform.http_addr;
 
@@ -205,12 +202,10 @@ async fn mqtt_through_embedded_broker_with_bad_payloads_quarantined() {
         ],
     );
     let cfg = config(platform(dir.path(), mq, true), &plant);
-    let model = cfg.model.clone();
+    let sc = Scenario::from_config(scenario(mq, 200), &cfg);
     let platform = Platform::start(cfg, Probes::default()).await.unwrap();
     let addr = platform.http_addr;
-    let sim = Simulator::start(&Scenario::from_model(scenario(mq, 200), model), 11)
-        .await
-        .unwrap();
+    let sim = Simulator::start(&sc, 11).await.unwrap();
 
     eventually(30, "press-1 live over MQTT", || async {
         let (_, b) = get(addr, "/api/assets/press-1").await;

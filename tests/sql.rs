@@ -45,7 +45,7 @@ async fn sql_over_rest_and_cli_returns_what_the_tables_hold() {
         .await
         .unwrap();
     let sc = scenario(mq, 100);
-    let sim = Simulator::start(&Scenario::from_model(sc, cfg.model.clone()), 9)
+    let sim = Simulator::start(&Scenario::from_config(sc, &cfg), 9)
         .await
         .unwrap();
     let (lake, addr) = (platform.lake.clone(), platform.http_addr);
@@ -100,11 +100,28 @@ async fn sql_over_rest_and_cli_returns_what_the_tables_hold() {
         mill_table
     );
 
-    // Plain-text body, CSV out, and the row cap.
+    // A plain-text body (what any web page can send cross-site) is refused.
     let (status, _, bytes) = post(
         addr,
         "/api/sql",
         "text/plain",
+        "SELECT ts FROM silver.readings",
+    )
+    .await;
+    assert_eq!(status, 415);
+    assert!(
+        json(&bytes)["error"]
+            .as_str()
+            .unwrap()
+            .contains("application/sql"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    // The query as application/sql, CSV out, and the row cap.
+    let (status, _, bytes) = post(
+        addr,
+        "/api/sql",
+        "application/sql",
         "SELECT ts FROM silver.readings",
     )
     .await;
@@ -141,7 +158,7 @@ async fn sql_over_rest_and_cli_returns_what_the_tables_hold() {
             "RFC 3339",
         ),
     ] {
-        let (status, _, bytes) = post(addr, "/api/sql", "text/plain", sql).await;
+        let (status, _, bytes) = post(addr, "/api/sql", "application/sql", sql).await;
         let doc = json(&bytes);
         assert_eq!(status, 400, "{sql}: {doc}");
         assert!(
@@ -154,7 +171,7 @@ async fn sql_over_rest_and_cli_returns_what_the_tables_hold() {
 
     // Kernels as table functions: a regular grid and the pauses of a signal.
     let q = "SELECT count(*) AS n, count(DISTINCT asset_id) AS a FROM ts_resample('silver.readings', 'spindle_speed', 50, 'ffill')";
-    let (status, _, bytes) = post(addr, "/api/sql", "text/plain", q).await;
+    let (status, _, bytes) = post(addr, "/api/sql", "application/sql", q).await;
     let doc = json(&bytes);
     assert_eq!(status, 200, "{doc}");
     assert!(
@@ -162,13 +179,13 @@ async fn sql_over_rest_and_cli_returns_what_the_tables_hold() {
         "{doc}"
     );
     let q = "SELECT count(*) AS n FROM ts_gaps('silver.readings', 'spindle_speed', 1)";
-    let (status, _, bytes) = post(addr, "/api/sql", "text/plain", q).await;
+    let (status, _, bytes) = post(addr, "/api/sql", "application/sql", q).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
     for bad in [
         "SELECT * FROM ts_gaps('silver.nope', 'x', 10)",
         "SELECT * FROM ts_resample('silver.readings', 'x', 0)",
     ] {
-        let (status, _, bytes) = post(addr, "/api/sql", "text/plain", bad).await;
+        let (status, _, bytes) = post(addr, "/api/sql", "application/sql", bad).await;
         assert_eq!(status, 400, "{bad}: {}", String::from_utf8_lossy(&bytes));
         assert!(
             json(&bytes)["error"].as_str().unwrap().contains("usage"),
@@ -180,7 +197,7 @@ async fn sql_over_rest_and_cli_returns_what_the_tables_hold() {
     let (status, _, bytes) = post(
         addr,
         "/api/sql",
-        "text/plain",
+        "application/sql",
         "SELECT count(*) AS n FROM silver.readings VERSION AS OF 0",
     )
     .await;

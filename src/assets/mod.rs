@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use crate::config::ConfigError as AssetError;
-use crate::config::{MachineConfig, PlantFile, SourceConfig};
+use crate::config::{MachineConfig, PlantFile};
 pub use types::*;
 
 /// Dense index of an asset in the [`AssetModel`] (hot paths use it instead of strings).
@@ -105,48 +105,18 @@ pub struct Line {
     pub assets: Vec<AssetIdx>,
 }
 
-/// Modbus TCP binding of one machine.
+/// Where a machine's signals come from, as configured: the protocol and
+/// its keys. The protocol's connector reads and checks the keys when the
+/// configuration is loaded; the asset model never interprets them.
 #[derive(Debug, Clone)]
-pub struct ModbusSource {
-    pub host: String,
-    pub port: u16,
-    pub unit: u8,
-    pub poll_ms: u64,
-    pub timeout_ms: u64,
-    pub registers: Vec<(SignalIdx, ModbusBinding)>,
-}
-
-/// MQTT binding of one machine.
-#[derive(Debug, Clone)]
-pub struct MqttSource {
-    pub topic: String,
-    /// Dotted path of the source timestamp (epoch ms or RFC 3339); absent -> ingest time.
-    pub ts_field: Option<String>,
-    pub fields: Vec<(String, SignalIdx)>,
-}
-
-/// How a machine's signals reach ironlake.
-#[derive(Debug, Clone)]
-pub enum SourceBinding {
-    Modbus(ModbusSource),
-    Mqtt(MqttSource),
-}
-
-impl SourceBinding {
-    /// Protocol name as shown in the API.
-    pub fn protocol(&self) -> &'static str {
-        match self {
-            SourceBinding::Modbus(_) => "modbus",
-            SourceBinding::Mqtt(_) => "mqtt",
-        }
-    }
-    /// Human-readable endpoint (`modbus://host:port/unit`, `mqtt:topic`).
-    pub fn endpoint(&self) -> String {
-        match self {
-            SourceBinding::Modbus(m) => format!("modbus://{}:{}/{}", m.host, m.port, m.unit),
-            SourceBinding::Mqtt(m) => format!("mqtt:{}", m.topic),
-        }
-    }
+pub struct SourceSpec {
+    /// Protocol name (`modbus`, `mqtt`, ...).
+    pub protocol: String,
+    /// The machine's `source` table without `protocol`.
+    pub table: toml::Table,
+    /// Plant file and key of the table (for error messages).
+    pub file: String,
+    pub key: String,
 }
 
 /// A machine: one twin actor.
@@ -159,7 +129,7 @@ pub struct Asset {
     pub area: String,
     pub line: LineId,
     pub twin: Arc<TwinType>,
-    pub source: SourceBinding,
+    pub source: SourceSpec,
 }
 
 /// The whole installation, validated.
@@ -172,6 +142,25 @@ pub struct AssetModel {
     asset_index: HashMap<Arc<str>, AssetIdx>,
     line_index: HashMap<Arc<str>, usize>,
     plant_index: HashMap<Arc<str>, usize>,
+}
+
+/// Validate twin type files into twin types by kind.
+pub fn twin_types(
+    files: Vec<(String, crate::config::TwinTypeDef)>,
+) -> Result<HashMap<String, Arc<TwinType>>, AssetError> {
+    let mut out: HashMap<String, Arc<TwinType>> = HashMap::new();
+    for (file, def) in files {
+        let t = TwinType::from_def(def, &file)?;
+        if out.contains_key(&t.kind) {
+            return Err(AssetError::invalid(
+                &file,
+                "kind",
+                format!("twin type `{}` is defined twice", t.kind),
+            ));
+        }
+        out.insert(t.kind.clone(), Arc::new(t));
+    }
+    Ok(out)
 }
 
 impl AssetModel {
@@ -339,76 +328,21 @@ impl AssetModel {
                 ),
             )
         })?;
-        let source = match &m.source {
-            SourceConfig::Modbus(s) => {
-                let mut registers = Vec::new();
-                for (idx, def) in twin.signals.iter().enumerate() {
-                    let binding = s.registers.get(&def.name).or(def.modbus.as_ref());
-                    if let Some(b) = binding {
-                        registers.push((idx as SignalIdx, b.clone()));
-                    }
-                }
-                for name in s.registers.keys() {
-                    if twin.signal(name).is_none() {
-                        return Err(err(
-                            key(&format!("source.registers.{name}")),
-                            format!("twin type `{}` has no signal `{name}`", twin.kind),
-                        ));
-                    }
-                }
-                if registers.is_empty() {
-                    return Err(err(
-                        key("source"),
-                        format!(
-                            "no signal of twin type `{}` has a Modbus binding",
-                            twin.kind
-                        ),
-                    ));
-                }
-                if s.poll_ms == 0 {
-                    return Err(err(key("source.poll_ms"), "must be above 0".into()));
-                }
-                SourceBinding::Modbus(ModbusSource {
-                    host: s.host.clone(),
-                    port: s.port,
-                    unit: s.unit,
-                    poll_ms: s.poll_ms,
-                    timeout_ms: s.timeout_ms,
-                    registers,
-                })
+        let mut table = m.source.clone();
+        let protocol = match table.remove("protocol") {
+            Some(toml::Value::String(p)) if !p.is_empty() => p,
+            _ => {
+                return Err(err(
+                    key("source.protocol"),
+                    "missing: the protocol the machine speaks (e.g. \"modbus\" or \"mqtt\")".into(),
+                ))
             }
-            SourceConfig::Mqtt(s) => {
-                if s.topic.is_empty() || s.topic.contains(['+', '#']) {
-                    return Err(err(
-                        key("source.topic"),
-                        "a machine's topic must be a concrete topic without wildcards".into(),
-                    ));
-                }
-                let mut fields = Vec::new();
-                for (idx, def) in twin.signals.iter().enumerate() {
-                    let path = s
-                        .fields
-                        .get(&def.name)
-                        .cloned()
-                        .or_else(|| def.mqtt.as_ref().map(|b| b.field.clone()));
-                    if let Some(p) = path {
-                        fields.push((p, idx as SignalIdx));
-                    }
-                }
-                for name in s.fields.keys() {
-                    if twin.signal(name).is_none() {
-                        return Err(err(
-                            key(&format!("source.fields.{name}")),
-                            format!("twin type `{}` has no signal `{name}`", twin.kind),
-                        ));
-                    }
-                }
-                SourceBinding::Mqtt(MqttSource {
-                    topic: s.topic.clone(),
-                    ts_field: s.ts_field.clone(),
-                    fields,
-                })
-            }
+        };
+        let source = SourceSpec {
+            protocol,
+            table,
+            file: file.to_string(),
+            key: key("source"),
         };
         Ok(Asset {
             idx: self.assets.len() as AssetIdx,

@@ -6,184 +6,9 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
+pub use crate::config::twin_type::*;
 
 use super::{AssetError, SignalIdx};
-
-/// Value type of a signal as the twin understands it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SignalKind {
-    /// A real number (temperatures, speeds, power).
-    Float,
-    /// An integer (codes, counts that are not monotonic).
-    Int,
-    /// A boolean (0/1 on the wire).
-    Bool,
-    /// A monotonic counter (parts, run hours); resets are detected.
-    Counter,
-}
-
-/// Modbus register table a signal lives in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RegisterTable {
-    /// Function code 3.
-    Holding,
-    /// Function code 4.
-    Input,
-    /// Function code 1.
-    Coil,
-}
-
-/// Wire encoding of a Modbus value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RegisterType {
-    U16,
-    I16,
-    U32,
-    I32,
-    F32,
-    /// A single coil bit.
-    Bool,
-}
-
-impl RegisterType {
-    /// Number of 16-bit registers the value occupies.
-    pub fn width(self) -> u16 {
-        match self {
-            RegisterType::U16 | RegisterType::I16 | RegisterType::Bool => 1,
-            RegisterType::U32 | RegisterType::I32 | RegisterType::F32 => 2,
-        }
-    }
-}
-
-/// Order of the two 16-bit words of a 32-bit value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum WordOrder {
-    /// High word first (Modbus convention, "ABCD").
-    #[default]
-    Big,
-    /// Low word first ("CDAB"), common on some PLC brands.
-    Little,
-}
-
-/// Where a signal is found in a Modbus device; `value = raw * scale + offset`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModbusBinding {
-    pub table: RegisterTable,
-    pub address: u16,
-    #[serde(rename = "type")]
-    pub register_type: RegisterType,
-    #[serde(default = "one")]
-    pub scale: f64,
-    #[serde(default)]
-    pub offset: f64,
-    #[serde(default)]
-    pub word_order: WordOrder,
-}
-
-fn one() -> f64 {
-    1.0
-}
-
-/// Where a signal is found in an MQTT JSON payload (dotted path, e.g. `spindle.speed`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MqttBinding {
-    pub field: String,
-}
-
-/// One signal of a twin type.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignalDef {
-    pub name: String,
-    #[serde(default)]
-    pub unit: String,
-    #[serde(rename = "type")]
-    pub kind: SignalKind,
-    /// Lowest valid value; below is quarantined as out of range.
-    pub min: Option<f64>,
-    /// Highest valid value; above is quarantined as out of range.
-    pub max: Option<f64>,
-    #[serde(default)]
-    pub description: String,
-    pub modbus: Option<ModbusBinding>,
-    pub mqtt: Option<MqttBinding>,
-}
-
-impl SignalDef {
-    /// Whether `v` lies inside the valid range.
-    pub fn in_range(&self, v: f64) -> bool {
-        self.min.is_none_or(|m| v >= m) && self.max.is_none_or(|m| v <= m)
-    }
-}
-
-/// Machine states every twin knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum MachineState {
-    Running,
-    Idle,
-    Down,
-    Setup,
-    /// No state signal seen yet.
-    Unknown,
-}
-
-impl MachineState {
-    /// All states, in display order.
-    pub const ALL: [MachineState; 5] = [
-        MachineState::Running,
-        MachineState::Idle,
-        MachineState::Down,
-        MachineState::Setup,
-        MachineState::Unknown,
-    ];
-
-    /// Upper-case name as used in the API and tables.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MachineState::Running => "RUNNING",
-            MachineState::Idle => "IDLE",
-            MachineState::Down => "DOWN",
-            MachineState::Setup => "SETUP",
-            MachineState::Unknown => "UNKNOWN",
-        }
-    }
-}
-
-/// How the machine state is derived from a signal.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StateDef {
-    /// The signal carrying the state code.
-    pub signal: String,
-    /// Code (as written on the wire) to state.
-    pub codes: HashMap<String, MachineState>,
-}
-
-/// Which counter signals count parts.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct CountersDef {
-    pub good: Option<String>,
-    pub reject: Option<String>,
-}
-
-/// Severity of an alarm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    Info,
-    #[default]
-    Warning,
-    Critical,
-}
 
 /// The condition of an alarm rule.
 #[derive(Debug, Clone, PartialEq)]
@@ -204,72 +29,6 @@ pub enum AlarmCondition {
     },
     /// Raise when the value has not changed over `samples` readings (stuck sensor).
     Flatline { samples: usize },
-}
-
-/// Kinds of alarm rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlarmKind {
-    Threshold,
-    Zscore,
-    Flatline,
-}
-
-/// One alarm rule of a twin type, as written.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AlarmRuleDef {
-    pub name: String,
-    pub signal: String,
-    pub kind: AlarmKind,
-    #[serde(default)]
-    pub severity: Severity,
-    #[serde(default)]
-    pub message: String,
-    /// threshold: raise above this value.
-    pub above: Option<f64>,
-    /// threshold: raise below this value.
-    pub below: Option<f64>,
-    /// threshold: clear level (hysteresis).
-    pub clear: Option<f64>,
-    /// zscore: raise above this |z|.
-    pub z: Option<f64>,
-    /// zscore: clear at or below this |z| (default 2).
-    pub clear_z: Option<f64>,
-    /// zscore: readings needed in the window before the rule is armed (default 20).
-    pub min_samples: Option<usize>,
-    /// flatline: identical readings that make a stuck sensor.
-    pub samples: Option<usize>,
-}
-
-/// Rolling-window sizes; defaults come from the platform config.
-#[derive(Debug, Clone, Copy, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct WindowDef {
-    pub count: Option<usize>,
-    pub seconds: Option<f64>,
-    pub ema_alpha: Option<f64>,
-}
-
-/// A twin type as written in `twins/<kind>.toml`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TwinTypeDef {
-    pub kind: String,
-    #[serde(default)]
-    pub name: String,
-    #[serde(default)]
-    pub description: String,
-    /// Ideal cycle time per part, seconds (used by OEE performance).
-    pub ideal_cycle_s: Option<f64>,
-    pub state: Option<StateDef>,
-    #[serde(default)]
-    pub counters: CountersDef,
-    #[serde(default)]
-    pub window: WindowDef,
-    pub signals: Vec<SignalDef>,
-    #[serde(default)]
-    pub alarms: Vec<AlarmRuleDef>,
 }
 
 /// A resolved alarm rule: its signal as an index.
@@ -297,6 +56,8 @@ pub struct TwinType {
     pub reject_counter: Option<SignalIdx>,
     pub alarms: Vec<AlarmRule>,
     pub window: WindowDef,
+    /// The file it was read from (for error messages about its bindings).
+    pub file: String,
 }
 
 impl TwinType {
@@ -333,22 +94,6 @@ impl TwinType {
                     return Err(err(
                         format!("signals[{i}].min"),
                         format!("min {lo} is above max {hi}"),
-                    ));
-                }
-            }
-            if let Some(m) = &s.modbus {
-                let coil = m.table == RegisterTable::Coil;
-                let bool_t = m.register_type == RegisterType::Bool;
-                if coil != bool_t {
-                    return Err(err(
-                        format!("signals[{i}].modbus.type"),
-                        "coils carry type `bool`, registers carry u16/i16/u32/i32/f32".into(),
-                    ));
-                }
-                if !m.scale.is_finite() || m.scale == 0.0 {
-                    return Err(err(
-                        format!("signals[{i}].modbus.scale"),
-                        "must be a finite, non-zero number".into(),
                     ));
                 }
             }
@@ -480,6 +225,7 @@ impl TwinType {
             reject_counter,
             alarms,
             window: def.window,
+            file: file.to_string(),
         })
     }
 

@@ -442,13 +442,7 @@ pub fn w5(states: &RecordBatch, counts: &RecordBatch) -> Result<oee::OeeShifts> 
     let class_of: Vec<u8> = state
         .names
         .iter()
-        .map(|s| match s.as_str() {
-            "RUNNING" => oee::RUNNING,
-            "IDLE" => 1,
-            "DOWN" => 2,
-            "SETUP" => 3,
-            _ => oee::UNPLANNED,
-        })
+        .map(|s| oee::class_of(crate::assets::MachineState::parse(s)))
         .collect();
     let class: Vec<u8> = state
         .codes
@@ -471,7 +465,13 @@ pub fn w5(states: &RecordBatch, counts: &RecordBatch) -> Result<oee::OeeShifts> 
         length_ms: SHIFT_MS,
         origin_ms: 0,
     };
-    Ok(oee::oee_per_shift(&st, &ct, 4, interner.len(), &cal)?)
+    Ok(oee::oee_per_shift(
+        &st,
+        &ct,
+        oee::CLASSES,
+        interner.len(),
+        &cal,
+    )?)
 }
 
 // ------------------------------------------------------------------ checksums

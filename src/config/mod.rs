@@ -1,22 +1,35 @@
-//! Typed configuration: the platform (`config/ironlake.toml`), the plants
-//! (`config/plants/*.toml`) and the twin types (`twins/*.toml`).
+//! Configuration file formats: the platform (`config/ironlake.toml`), the
+//! plants (`config/plants/*.toml`), the twin types (`twins/*.toml`) and the
+//! pipelines (`config/pipelines/*.toml`), parsed with serde, plus reading
+//! them from disk or from the copies built into the binary.
 //!
-//! Everything is parsed with serde and validated at load; every error names the
-//! file and the key to fix. Defaults live in `config/ironlake.toml`, which is
-//! also compiled into the binary so that `ironlake demo` runs from anywhere.
+//! This module owns file formats only: it never builds the asset model
+//! (`assets` does), never reads a protocol's own keys (each connector reads
+//! its `[<protocol>]` section and machine `source` tables) and never
+//! validates a pipeline's SQL (`pipeline::spec` does). Every error names the
+//! file and the key to fix.
+//!
+//! **Defaults.** `config/ironlake.toml` is compiled into the binary and is
+//! the single source of defaults: a user's platform file is laid over it key
+//! by key, so any key it leaves out (in any section) takes the built-in
+//! value. `plants` must be given; `twins` and `pipelines.dir` left out mean
+//! the built-in twin types and pipelines.
 
 mod embedded;
+pub mod pipeline;
+pub mod plant;
+pub mod twin_type;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::assets::{AssetModel, ModbusBinding, TwinType};
-
 pub use embedded::EMBEDDED;
+pub use pipeline::PipelineFile;
+pub use plant::{AreaConfig, LineConfig, MachineConfig, PlantFile, PlantHeader, ShiftConfig};
+pub use twin_type::TwinTypeDef;
 
 /// A configuration problem, always naming the file (and key) to fix.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +48,17 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
+}
+
+impl ConfigError {
+    /// An invalid key of a file.
+    pub fn invalid(file: &str, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: file.to_string(),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
 }
 
 /// `[http]`: the REST API and twin browser.
@@ -56,14 +80,8 @@ pub struct LakeConfig {
     pub flush_interval_ms: u64,
     /// Target Parquet file size.
     pub target_file_mb: u64,
-    /// Compact the ingest tables' small files this often (0: never; see
-    /// `ironlake lake optimize`).
-    #[serde(default = "compact_interval_s")]
+    /// Compact the ingest tables' small files this often (0: never).
     pub compact_interval_s: u64,
-}
-
-fn compact_interval_s() -> u64 {
-    3600
 }
 
 /// `[twin]`: defaults for twin actors (a twin type may override windows).
@@ -84,73 +102,64 @@ pub struct TwinConfig {
     pub arbiters: usize,
     /// A signal not updated for this many seconds shows quality `STALE`.
     pub stale_after_s: f64,
+    /// A machine whose source sent nothing for this many seconds (or whose
+    /// connector reports it disconnected) goes to state `DISCONNECTED`.
+    pub disconnected_after_s: f64,
 }
 
-/// `[ingest]`: the bronze/silver micro-batch stage.
+/// `[ingest]`: the journal and the bronze/silver stage.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IngestConfig {
-    /// Parallel ingest shards (assets are partitioned across them).
+    /// Parallel ingest shards (assets are partitioned across them). A new
+    /// value takes effect once the journal is empty (after a clean stop).
     pub shards: usize,
-    /// Envelopes queued per shard before connectors are slowed down.
+    /// Messages queued per shard before connectors are slowed down.
     pub queue: usize,
+    /// Bytes of payload queued per shard before connectors are slowed down.
+    pub queue_mib: usize,
+    /// Directory of the ingest journal; empty: `_journal` under a local
+    /// lakehouse root (required when the lakehouse is on object storage).
+    pub journal_dir: String,
+    /// Journal segment size; whole segments are deleted once the lake holds them.
+    pub journal_segment_mib: u64,
+    /// Largest accepted message; larger ones are quarantined (`payload_too_large`).
+    pub max_payload_kib: usize,
+    /// Most values accepted from one message; the rest are quarantined (`too_many_fields`).
+    pub max_fields: usize,
+    /// A source timestamp further ahead of the ingest clock is quarantined
+    /// (`future_timestamp`).
+    pub max_future_skew_s: u64,
+    /// A source timestamp older than this is quarantined (`ancient_timestamp`).
+    pub max_past_days: u64,
+    /// Timestamps remembered per signal for exact duplicate detection in
+    /// memory; older repeats are checked against `silver.readings`.
+    pub dedup_recent: usize,
 }
 
-/// `[mqtt.embedded]`: the embedded broker (rumqttd).
+/// `[sql]`: the query engine's own bounded pool (`POST /api/sql`, history,
+/// pipelines, compaction), kept apart from ingestion.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EmbeddedBrokerConfig {
-    pub enabled: bool,
-    pub listen: SocketAddr,
-    /// Largest accepted payload in bytes.
-    #[serde(default = "default_max_payload")]
-    pub max_payload: usize,
-}
-
-fn default_max_payload() -> usize {
-    256 * 1024
-}
-
-/// `[mqtt]`: the broker ironlake subscribes to.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MqttConfig {
-    pub host: String,
-    pub port: u16,
-    pub client_id: String,
-    /// Topic filters to subscribe to; messages on topics bound to no machine are
-    /// quarantined (`unknown_asset`). Empty: subscribe to each machine's topic.
-    #[serde(default)]
-    pub subscribe: Vec<String>,
-    pub keep_alive_s: u64,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub embedded: Option<EmbeddedBrokerConfig>,
-}
-
-/// `config/ironlake.toml`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PlatformFile {
-    /// Plant files, relative to this file.
-    pub plants: Vec<String>,
-    /// Directory of twin types, relative to this file.
-    pub twins: String,
-    pub http: HttpConfig,
-    pub lake: LakeConfig,
-    pub twin: TwinConfig,
-    pub ingest: IngestConfig,
-    pub mqtt: MqttConfig,
-    #[serde(default)]
-    pub pipelines: PipelinesConfig,
+pub struct SqlConfig {
+    /// Threads running queries and batch jobs (at a lower CPU priority).
+    pub threads: usize,
+    /// Memory all queries together may hold; a query that needs more fails
+    /// with a clear error instead of taking the process down.
+    pub memory_mb: usize,
+    /// A query running longer is cancelled.
+    pub timeout_s: u64,
+    /// Queries running at once; more are refused with 503.
+    pub max_concurrent: usize,
 }
 
 /// `[pipelines]`: the declarative silver/gold pipelines.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct PipelinesConfig {
-    /// Directory of pipeline files (`*.toml`), relative to the config file.
-    pub dir: String,
+    /// Directory of pipeline files (`*.toml`), relative to the config file;
+    /// left out: the built-in pipelines.
+    pub dir: Option<String>,
     /// Run every enabled pipeline this often while the platform runs (0: never).
     pub interval_s: u64,
     /// Gold jobs recompute the shifts of this many hours back on each update.
@@ -159,169 +168,115 @@ pub struct PipelinesConfig {
     pub reliability_days: u64,
 }
 
-impl Default for PipelinesConfig {
-    fn default() -> Self {
-        PipelinesConfig {
-            dir: "pipelines".into(),
-            interval_s: 60,
-            lookback_h: 48,
-            reliability_days: 30,
-        }
-    }
-}
-
-/// `[plant]` of a plant file.
+/// `config/ironlake.toml`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PlantHeader {
-    pub id: String,
-    pub name: Option<String>,
-    #[serde(default = "utc")]
-    pub timezone: String,
-    pub lat: Option<f64>,
-    pub lon: Option<f64>,
+pub struct PlatformFile {
+    /// Plant files, relative to this file.
+    pub plants: Vec<String>,
+    /// Directory of twin types, relative to this file; left out: the
+    /// built-in twin types.
+    pub twins: Option<String>,
+    pub http: HttpConfig,
+    pub lake: LakeConfig,
+    pub twin: TwinConfig,
+    pub ingest: IngestConfig,
+    pub sql: SqlConfig,
+    pub pipelines: PipelinesConfig,
+    /// Sections of the connectors (`[mqtt]`, ...), each read by its protocol.
+    #[serde(flatten)]
+    pub connectors: BTreeMap<String, toml::Value>,
 }
 
-fn utc() -> String {
-    "UTC".into()
-}
+/// Keys of the platform file that are not connector sections.
+pub const PLATFORM_KEYS: [&str; 8] = [
+    "plants",
+    "twins",
+    "http",
+    "lake",
+    "twin",
+    "ingest",
+    "sql",
+    "pipelines",
+];
+
+/// Keys never taken from the built-in defaults: paths relative to the
+/// user's file (left out, they mean the built-in files) and the plants.
+const NOT_DEFAULTED: [&[&str]; 3] = [&["plants"], &["twins"], &["pipelines", "dir"]];
 
 impl PlatformFile {
     /// The platform defaults of `config/ironlake.toml` as built into the binary;
     /// programs that assemble a config in code start from these.
     pub fn embedded_default() -> Result<Self, ConfigError> {
         let file = "embedded:config/ironlake.toml";
-        let text = EMBEDDED.get("config/ironlake.toml").unwrap_or_default();
-        let p: PlatformFile = parse_toml(text, file)?;
+        let p: PlatformFile = parse_toml(default_text(), file)?;
         validate_platform(&p, file)?;
         Ok(p)
     }
+
+    /// Parse a platform file, taking every key it leaves out from the
+    /// built-in defaults.
+    pub fn parse_with_defaults(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let user: toml::Table = parse_toml(text, file)?;
+        let mut merged: toml::Table = parse_toml(default_text(), "embedded:config/ironlake.toml")?;
+        for path in NOT_DEFAULTED {
+            remove_path(&mut merged, path);
+        }
+        overlay(&mut merged, user);
+        let p: PlatformFile =
+            toml::Value::Table(merged)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    file: file.to_string(),
+                    message: e.to_string().trim_end().to_string(),
+                })?;
+        validate_platform(&p, file)?;
+        Ok(p)
+    }
+
+    /// A connector's section (`[mqtt]`), if present.
+    pub fn connector(&self, protocol: &str) -> Option<&toml::Value> {
+        self.connectors.get(protocol)
+    }
 }
 
-/// `[[areas]]` of a plant file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AreaConfig {
-    pub id: String,
-    pub name: Option<String>,
+fn default_text() -> &'static str {
+    EMBEDDED.get("config/ironlake.toml").unwrap_or_default()
 }
 
-/// `[[lines]]` of a plant file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LineConfig {
-    pub id: String,
-    pub name: Option<String>,
-    pub area: String,
+/// Lay `top` over `base`: tables merge key by key, anything else replaces.
+fn overlay(base: &mut toml::Table, top: toml::Table) {
+    for (k, v) in top {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(t)) => overlay(b, t),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
 }
 
-/// Modbus TCP source of a machine.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModbusSourceConfig {
-    pub host: String,
-    pub port: u16,
-    #[serde(default = "default_unit")]
-    pub unit: u8,
-    #[serde(default = "default_poll")]
-    pub poll_ms: u64,
-    #[serde(default = "default_timeout")]
-    pub timeout_ms: u64,
-    /// Per-signal overrides of the twin type's register map.
-    #[serde(default)]
-    pub registers: BTreeMap<String, ModbusBinding>,
-}
-
-fn default_unit() -> u8 {
-    1
-}
-fn default_poll() -> u64 {
-    1000
-}
-fn default_timeout() -> u64 {
-    2000
-}
-
-/// MQTT source of a machine.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MqttSourceConfig {
-    pub topic: String,
-    /// Dotted path of the source timestamp in the payload.
-    #[serde(default = "default_ts_field")]
-    pub ts_field: Option<String>,
-    /// Per-signal overrides of the twin type's JSON field paths.
-    #[serde(default)]
-    pub fields: BTreeMap<String, String>,
-}
-
-fn default_ts_field() -> Option<String> {
-    Some("ts".into())
-}
-
-/// Where a machine's signals come from.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "protocol", rename_all = "snake_case")]
-pub enum SourceConfig {
-    Modbus(ModbusSourceConfig),
-    Mqtt(MqttSourceConfig),
-}
-
-/// `[[machines]]` of a plant file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MachineConfig {
-    pub id: String,
-    pub name: Option<String>,
-    pub line: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub source: SourceConfig,
-}
-
-/// A plant file (`config/plants/*.toml`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PlantFile {
-    pub plant: PlantHeader,
-    #[serde(default)]
-    pub areas: Vec<AreaConfig>,
-    #[serde(default)]
-    pub lines: Vec<LineConfig>,
-    #[serde(default)]
-    pub machines: Vec<MachineConfig>,
-    /// Shift pattern in the plant's time zone (default: 06:00, 14:00, 22:00).
-    #[serde(default)]
-    pub shifts: Vec<ShiftConfig>,
-}
-
-/// `[[shifts]]` of a plant file: a shift starting every day at a local time.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShiftConfig {
-    pub name: String,
-    /// Local start time, `HH:MM`.
-    pub start: String,
-}
-
-/// The loaded, validated configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub platform: PlatformFile,
-    pub model: Arc<AssetModel>,
-    /// Pipelines of `[pipelines].dir`.
-    pub pipelines: Vec<crate::pipeline::spec::Pipeline>,
-    /// Where it was loaded from (`embedded:` for the built-in default).
-    pub origin: String,
+fn remove_path(t: &mut toml::Table, path: &[&str]) {
+    match path {
+        [] => {}
+        [last] => {
+            t.remove(*last);
+        }
+        [first, rest @ ..] => {
+            if let Some(toml::Value::Table(inner)) = t.get_mut(*first) {
+                remove_path(inner, rest);
+            }
+        }
+    }
 }
 
 /// Where configuration files are read from: disk or the copy built into the binary.
-trait FileSource {
+pub trait FileSource {
     fn read(&self, path: &Path) -> Result<String, ConfigError>;
     fn list_toml(&self, dir: &Path) -> Result<Vec<PathBuf>, ConfigError>;
 }
 
-struct Disk;
+/// Files on disk.
+pub struct Disk;
 
 impl FileSource for Disk {
     fn read(&self, path: &Path) -> Result<String, ConfigError> {
@@ -355,8 +310,22 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(
     })
 }
 
-impl Config {
-    /// Load a platform config from disk, with its plant files and twin types.
+/// Every file of one configuration, parsed but not yet resolved into a model.
+#[derive(Debug, Clone)]
+pub struct ConfigFiles {
+    /// Where it was loaded from (`embedded:` for the built-in default).
+    pub origin: String,
+    pub platform: PlatformFile,
+    /// Twin type files: (path, definition).
+    pub twin_types: Vec<(String, TwinTypeDef)>,
+    /// Plant files: (path, plant).
+    pub plants: Vec<(String, PlantFile)>,
+    /// Pipeline files: (path, file stem, definition).
+    pub pipelines: Vec<(String, String, PipelineFile)>,
+}
+
+impl ConfigFiles {
+    /// A platform file on disk, with the files it names.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         load_with(&Disk, path, path.display().to_string())
     }
@@ -369,35 +338,26 @@ impl Config {
             "embedded:config/ironlake.toml".into(),
         )
     }
-
-    /// Build a config from parts (used by tests and benchmarks that generate plants).
-    pub fn from_parts(
-        platform: PlatformFile,
-        twin_types: HashMap<String, Arc<TwinType>>,
-        plants: Vec<(String, PlantFile)>,
-    ) -> Result<Self, ConfigError> {
-        let model = AssetModel::build(twin_types, plants)?;
-        Ok(Config {
-            platform,
-            model: Arc::new(model),
-            pipelines: Vec::new(),
-            origin: "in-memory".into(),
-        })
-    }
 }
 
-fn load_with(src: &dyn FileSource, path: &Path, origin: String) -> Result<Config, ConfigError> {
+fn load_with(
+    src: &dyn FileSource,
+    path: &Path,
+    origin: String,
+) -> Result<ConfigFiles, ConfigError> {
     let file = path.display().to_string();
-    let platform: PlatformFile = parse_toml(&src.read(path)?, &file)?;
-    validate_platform(&platform, &file)?;
+    let platform = PlatformFile::parse_with_defaults(&src.read(path)?, &file)?;
     let base = path.parent().unwrap_or(Path::new("."));
-    let twin_types = load_twin_types_with(src, &base.join(&platform.twins))?;
+    let twin_types = match &platform.twins {
+        Some(dir) => read_twin_types(src, &base.join(dir))?,
+        None => embedded_twin_type_files()?,
+    };
     if platform.plants.is_empty() {
-        return Err(ConfigError::Invalid {
-            file,
-            key: "plants".into(),
-            message: "list at least one plant file".into(),
-        });
+        return Err(ConfigError::invalid(
+            &file,
+            "plants",
+            "list at least one plant file",
+        ));
     }
     let mut plants = Vec::new();
     for p in &platform.plants {
@@ -406,21 +366,24 @@ fn load_with(src: &dyn FileSource, path: &Path, origin: String) -> Result<Config
         let pf: PlantFile = parse_toml(&src.read(&pp)?, &pfile)?;
         plants.push((pfile, pf));
     }
-    let model = AssetModel::build(twin_types, plants)?;
-    let pipelines = load_pipelines_with(src, &base.join(&platform.pipelines.dir))?;
-    Ok(Config {
-        platform,
-        model: Arc::new(model),
-        pipelines,
+    let pipelines = match &platform.pipelines.dir {
+        Some(dir) => read_pipelines(src, &base.join(dir))?,
+        None => read_pipelines(&EMBEDDED, Path::new("config/pipelines"))?,
+    };
+    Ok(ConfigFiles {
         origin,
+        platform,
+        twin_types,
+        plants,
+        pipelines,
     })
 }
 
 /// Pipeline files of a directory (none if it does not exist).
-fn load_pipelines_with(
+fn read_pipelines(
     src: &dyn FileSource,
     dir: &Path,
-) -> Result<Vec<crate::pipeline::spec::Pipeline>, ConfigError> {
+) -> Result<Vec<(String, String, PipelineFile)>, ConfigError> {
     let files = match src.list_toml(dir) {
         Ok(f) => f,
         Err(ConfigError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
@@ -428,74 +391,52 @@ fn load_pipelines_with(
         }
         Err(e) => return Err(e),
     };
-    let mut out: Vec<crate::pipeline::spec::Pipeline> = Vec::new();
+    let mut out = Vec::new();
     for p in files {
         let file = p.display().to_string();
-        let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("pipeline");
-        let pl = crate::pipeline::spec::Pipeline::from_toml(&src.read(&p)?, &file, stem)?;
-        if let Some(other) = out
-            .iter()
-            .find(|o| o.name == pl.name || o.target == pl.target)
-        {
-            return Err(ConfigError::Invalid {
-                file,
-                key: "pipeline".into(),
-                message: format!(
-                    "pipeline `{}` -> {} clashes with `{}` -> {} ({}): names and targets must be unique",
-                    pl.name, pl.target, other.name, other.target, other.file
-                ),
-            });
-        }
-        out.push(pl);
+        let stem = p
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("pipeline")
+            .to_string();
+        let def: PipelineFile = parse_toml(&src.read(&p)?, &file)?;
+        out.push((file, stem, def));
     }
     Ok(out)
 }
 
-/// Load every `*.toml` twin type of a directory from disk.
-pub fn load_twin_types(dir: &Path) -> Result<HashMap<String, Arc<TwinType>>, ConfigError> {
-    load_twin_types_with(&Disk, dir)
+/// Every `*.toml` twin type file of a directory on disk.
+pub fn twin_type_files(dir: &Path) -> Result<Vec<(String, TwinTypeDef)>, ConfigError> {
+    read_twin_types(&Disk, dir)
 }
 
-/// The twin types compiled into the binary.
-pub fn embedded_twin_types() -> Result<HashMap<String, Arc<TwinType>>, ConfigError> {
-    load_twin_types_with(&EMBEDDED, Path::new("twins"))
+/// The twin type files compiled into the binary.
+pub fn embedded_twin_type_files() -> Result<Vec<(String, TwinTypeDef)>, ConfigError> {
+    read_twin_types(&EMBEDDED, Path::new("twins"))
 }
 
-fn load_twin_types_with(
+fn read_twin_types(
     src: &dyn FileSource,
     dir: &Path,
-) -> Result<HashMap<String, Arc<TwinType>>, ConfigError> {
-    let mut out = HashMap::new();
+) -> Result<Vec<(String, TwinTypeDef)>, ConfigError> {
+    let mut out = Vec::new();
     for p in src.list_toml(dir)? {
         let file = p.display().to_string();
-        let t = TwinType::from_toml(&src.read(&p)?, &file)?;
-        if out.contains_key(&t.kind) {
-            return Err(ConfigError::Invalid {
-                file,
-                key: "kind".into(),
-                message: format!("twin type `{}` is defined twice", t.kind),
-            });
-        }
-        out.insert(t.kind.clone(), Arc::new(t));
+        let def: TwinTypeDef = parse_toml(&src.read(&p)?, &file)?;
+        out.push((file, def));
     }
     if out.is_empty() {
-        return Err(ConfigError::Invalid {
-            file: dir.display().to_string(),
-            key: "twins".into(),
-            message: "no twin type (*.toml) found".into(),
-        });
+        return Err(ConfigError::invalid(
+            &dir.display().to_string(),
+            "twins",
+            "no twin type (*.toml) found",
+        ));
     }
     Ok(out)
 }
 
 fn validate_platform(p: &PlatformFile, file: &str) -> Result<(), ConfigError> {
-    let bad = |key: &str, message: &str| {
-        Err(ConfigError::Invalid {
-            file: file.to_string(),
-            key: key.to_string(),
-            message: message.to_string(),
-        })
-    };
+    let bad = |key: &str, message: &str| Err(ConfigError::invalid(file, key, message));
     if p.lake.flush_rows == 0 {
         return bad("lake.flush_rows", "must be above 0");
     }
@@ -517,8 +458,44 @@ fn validate_platform(p: &PlatformFile, file: &str) -> Result<(), ConfigError> {
     if p.twin.arbiters == 0 || p.twin.mailbox == 0 {
         return bad("twin.arbiters", "arbiters and mailbox must be above 0");
     }
-    if p.ingest.shards == 0 || p.ingest.queue == 0 {
-        return bad("ingest.shards", "shards and queue must be above 0");
+    if p.twin.disconnected_after_s.is_nan() || p.twin.disconnected_after_s <= 0.0 {
+        return bad("twin.disconnected_after_s", "must be above 0");
+    }
+    if p.ingest.shards == 0 || p.ingest.shards > 256 {
+        return bad("ingest.shards", "must be from 1 to 256");
+    }
+    if p.ingest.queue == 0 || p.ingest.queue_mib == 0 {
+        return bad("ingest.queue", "queue and queue_mib must be above 0");
+    }
+    if p.ingest.max_payload_kib == 0 || p.ingest.max_fields == 0 {
+        return bad(
+            "ingest.max_payload_kib",
+            "max_payload_kib and max_fields must be above 0",
+        );
+    }
+    if p.ingest.max_payload_kib > 256 * 1024 {
+        return bad("ingest.max_payload_kib", "must be at most 262144 (256 MiB)");
+    }
+    if p.ingest.journal_segment_mib == 0 {
+        return bad("ingest.journal_segment_mib", "must be above 0");
+    }
+    if p.ingest.max_past_days == 0 {
+        return bad("ingest.max_past_days", "must be above 0");
+    }
+    if p.ingest.journal_dir.is_empty() && p.lake.root.contains("://") {
+        return bad(
+            "ingest.journal_dir",
+            "the lakehouse is on object storage: give a local directory for the ingest journal",
+        );
+    }
+    if p.sql.threads == 0 || p.sql.max_concurrent == 0 {
+        return bad("sql.threads", "threads and max_concurrent must be above 0");
+    }
+    if p.sql.memory_mb < 16 {
+        return bad("sql.memory_mb", "must be at least 16");
+    }
+    if p.sql.timeout_s == 0 {
+        return bad("sql.timeout_s", "must be above 0");
     }
     Ok(())
 }
@@ -526,4 +503,55 @@ fn validate_platform(p: &PlatformFile, file: &str) -> Result<(), ConfigError> {
 /// Parse an IANA time zone name.
 pub fn parse_timezone(name: &str) -> Option<chrono_tz::Tz> {
     name.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_key_per_section_is_enough() {
+        let text = "plants = [\"p.toml\"]\n[http]\nlisten = \"127.0.0.1:9999\"\n[lake]\nroot = \"/tmp/x\"\n\
+                    [twin]\narbiters = 3\n[ingest]\nshards = 4\n[sql]\ntimeout_s = 5\n\
+                    [pipelines]\ninterval_s = 7\n[mqtt]\nport = 1884\n";
+        let p = PlatformFile::parse_with_defaults(text, "mine.toml").unwrap();
+        let d = PlatformFile::embedded_default().unwrap();
+        assert_eq!(p.http.listen.port(), 9999);
+        assert_eq!(p.lake.root, "/tmp/x");
+        assert_eq!(p.lake.flush_rows, d.lake.flush_rows);
+        assert_eq!(p.twin.arbiters, 3);
+        assert_eq!(p.twin.count_window, d.twin.count_window);
+        assert_eq!(p.ingest.shards, 4);
+        assert_eq!(p.ingest.queue, d.ingest.queue);
+        assert_eq!(p.sql.timeout_s, 5);
+        assert_eq!(p.sql.memory_mb, d.sql.memory_mb);
+        assert_eq!(p.pipelines.interval_s, 7);
+        assert_eq!(p.pipelines.dir, None, "left out: the built-in pipelines");
+        assert_eq!(p.twins, None, "left out: the built-in twin types");
+        let mqtt = p.connector("mqtt").and_then(|v| v.as_table()).unwrap();
+        assert_eq!(mqtt["port"].as_integer(), Some(1884));
+        assert_eq!(mqtt["host"].as_str(), Some("127.0.0.1"));
+        assert!(mqtt["embedded"].as_table().is_some());
+    }
+
+    #[test]
+    fn unknown_and_mistyped_keys_name_the_key() {
+        let e =
+            PlatformFile::parse_with_defaults("plants = []\n[lake]\nflush_rowz = 3\n", "f.toml")
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("f.toml") && e.contains("flush_rowz"), "{e}");
+        let e = PlatformFile::parse_with_defaults(
+            "plants = []\n[lake]\nflush_rows = \"x\"\n",
+            "f.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("f.toml") && e.contains("flush_rows"), "{e}");
+        let e =
+            PlatformFile::parse_with_defaults("plants = []\n[lake]\nflush_rows = 0\n", "f.toml")
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("lake.flush_rows"), "{e}");
+    }
 }

@@ -1,15 +1,28 @@
-//! Connectors: one module per protocol behind one [`Source`] trait.
+//! Connectors: one folder per protocol (`modbus/`, `mqtt/`, ...) holding its
+//! configuration, bindings, runtime and tests, registered in one line of
+//! [`PROTOCOLS`].
 //!
-//! A connector reads from a PLC or broker, stamps the ingest time, maps what it
-//! received to `(asset, signal)` through the twin type's bindings, and emits one
-//! [`Envelope`] per received message or register poll: the raw payload (for
-//! bronze) plus what could be decoded from it. It never validates ranges or
-//! writes tables; that is the ingest stage's job, the same for every protocol.
+//! A protocol reads its own keys: the platform's `[<protocol>]` section,
+//! each machine's `source` table and the twin types' per-signal default
+//! bindings (`<protocol> = {...}`); [`Connectors::resolve`] checks all of
+//! them when the configuration is loaded, so `ironlake check` reports a bad
+//! register address before anything connects.
+//!
+//! A running connector ([`Source`]) reads from a PLC or broker, stamps the
+//! ingest time, maps what it received to `(asset, signal)` through the
+//! bindings, and hands one [`Envelope`] per received message or register
+//! poll to the ingest stage: the raw payload (for bronze) plus what could be
+//! decoded from it, and, where the protocol acknowledges, an [`Ack`] the
+//! ingest stage gives back once the message is durable in its journal. It
+//! never validates ranges or writes tables.
 
 pub mod files;
 pub mod modbus;
 pub mod mqtt;
 
+use std::any::Any;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,11 +32,25 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::assets::{AssetIdx, AssetModel, SignalIdx, SourceBinding};
-use crate::config::MqttConfig;
+use crate::assets::{AssetIdx, AssetModel, SignalDef, SignalIdx};
+use crate::config::{ConfigError, PlatformFile, PLATFORM_KEYS};
+use crate::time::now_ms;
 
 /// Plant recorded for messages that belong to no known asset.
 pub const UNASSIGNED_PLANT: &str = "unassigned";
+
+/// Errors of running connectors.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("{connector}: {message}")]
+    Start { connector: String, message: String },
+    #[error("{connector}: {source}")]
+    Io {
+        connector: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// A value as received, before the twin type's typing and range checks.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +82,14 @@ pub struct SignalValue {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decoded {
     Values(Vec<SignalValue>),
+    /// Some values were decoded; the rest of the payload could not be used
+    /// (too many fields, a Modbus block the device refused): the values go
+    /// on, the rest is quarantined with `code` and `reason`.
+    Partial {
+        values: Vec<SignalValue>,
+        code: &'static str,
+        reason: String,
+    },
     /// The payload as a whole could not be used; the reason is kept in bronze
     /// (`parse_error`) and quarantine.
     Error {
@@ -63,8 +98,39 @@ pub enum Decoded {
     },
 }
 
+impl Decoded {
+    /// The decoded values (none for an error).
+    pub fn values(&self) -> &[SignalValue] {
+        match self {
+            Decoded::Values(v) | Decoded::Partial { values: v, .. } => v,
+            Decoded::Error { .. } => &[],
+        }
+    }
+}
+
+/// Acknowledges one received message to its source once the ingest stage
+/// holds it durably (journaled). Dropping it without [`Ack::done`] leaves
+/// the message unacknowledged, so the source delivers it again.
+#[derive(Debug)]
+pub struct Ack {
+    seq: u64,
+    to: mpsc::UnboundedSender<u64>,
+}
+
+impl Ack {
+    /// A token for the message numbered `seq` of a connection.
+    pub fn new(seq: u64, to: mpsc::UnboundedSender<u64>) -> Ack {
+        Ack { seq, to }
+    }
+
+    /// The message is durable: acknowledge it.
+    pub fn done(self) {
+        let _ = self.to.send(self.seq);
+    }
+}
+
 /// One received message or register poll.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Envelope {
     /// When ironlake received it (UTC ms).
     pub received_ms: i64,
@@ -75,12 +141,63 @@ pub struct Envelope {
     /// The raw payload as text (lossy for binary payloads).
     pub payload: String,
     pub decoded: Decoded,
+    /// Given back once the envelope is durable (protocols that acknowledge).
+    pub ack: Option<Ack>,
+}
+
+impl Envelope {
+    /// Bytes this envelope holds in memory (for queue bounds).
+    pub fn weight(&self) -> usize {
+        let values = match &self.decoded {
+            Decoded::Values(v) | Decoded::Partial { values: v, .. } => {
+                v.len() * std::mem::size_of::<SignalValue>()
+            }
+            Decoded::Error { reason, .. } => reason.len(),
+        };
+        self.payload.len() + values + 128
+    }
+}
+
+/// Limits every connector applies before decoding a message.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLimits {
+    /// Largest payload decoded; larger ones are rejected (`payload_too_large`).
+    pub max_payload: usize,
+    /// Most values taken from one message; the rest are rejected (`too_many_fields`).
+    pub max_fields: usize,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits {
+            max_payload: 1 << 20,
+            max_fields: 1000,
+        }
+    }
+}
+
+/// Payload text kept with a rejected message: at most this many bytes.
+pub const KEPT_PAYLOAD_BYTES: usize = 64 * 1024;
+
+/// The first [`KEPT_PAYLOAD_BYTES`] of a payload as text (lossy UTF-8), with
+/// a note of how much was cut.
+pub fn kept_payload(payload: &[u8]) -> String {
+    if payload.len() <= KEPT_PAYLOAD_BYTES {
+        return String::from_utf8_lossy(payload).into_owned();
+    }
+    let mut s = String::from_utf8_lossy(&payload[..KEPT_PAYLOAD_BYTES]).into_owned();
+    s.push_str(&format!(
+        "… [{} of {} bytes kept]",
+        KEPT_PAYLOAD_BYTES,
+        payload.len()
+    ));
+    s
 }
 
 /// Connection status of an asset's source, as shown by `GET /api/assets/{id}`.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct SourceStatus {
-    pub protocol: &'static str,
+    pub protocol: String,
     pub endpoint: String,
     pub connected: bool,
     /// Last change of `connected` (UTC ms).
@@ -91,25 +208,32 @@ pub struct SourceStatus {
     pub reconnects: u64,
 }
 
-/// Source status of every asset, written by connectors, read by the API.
+/// Source status of every asset, written by connectors, read by the API,
+/// the twins (to tell a disconnected machine) and `/metrics`.
 pub struct HealthBoard {
     slots: Vec<RwLock<SourceStatus>>,
+    /// Connection losses of every connector, by protocol.
+    reconnects: HashMap<String, AtomicU64>,
 }
 
 impl HealthBoard {
     /// One slot per asset of the model.
-    pub fn new(model: &AssetModel) -> Self {
+    pub fn new(model: &AssetModel, connectors: &Connectors) -> Self {
         HealthBoard {
             slots: model
                 .assets
                 .iter()
                 .map(|a| {
                     RwLock::new(SourceStatus {
-                        protocol: a.source.protocol(),
-                        endpoint: a.source.endpoint(),
+                        protocol: a.source.protocol.clone(),
+                        endpoint: connectors.endpoint(a.idx),
                         ..Default::default()
                     })
                 })
+                .collect(),
+            reconnects: PROTOCOLS
+                .iter()
+                .map(|p| (p.name().to_string(), AtomicU64::new(0)))
                 .collect(),
         }
     }
@@ -120,7 +244,7 @@ impl HealthBoard {
             let mut s = slot.write();
             if s.connected != connected || s.since_ms.is_none() {
                 s.since_ms = Some(now_ms());
-                if connected && s.since_ms.is_some() && s.last_message_ms.is_some() {
+                if connected && s.last_message_ms.is_some() {
                     s.reconnects += 1;
                 }
             }
@@ -129,6 +253,24 @@ impl HealthBoard {
                 s.last_error = error;
             }
         }
+    }
+
+    /// Count one lost connection of a connector of `protocol`.
+    pub fn count_reconnect(&self, protocol: &str) {
+        if let Some(c) = self.reconnects.get(protocol) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Connection losses per protocol.
+    pub fn reconnects(&self) -> Vec<(String, u64)> {
+        let mut v: Vec<_> = self
+            .reconnects
+            .iter()
+            .map(|(k, c)| (k.clone(), c.load(Ordering::Relaxed)))
+            .collect();
+        v.sort();
+        v
     }
 
     /// Record that data arrived.
@@ -142,77 +284,271 @@ impl HealthBoard {
     pub fn get(&self, asset: AssetIdx) -> Option<SourceStatus> {
         self.slots.get(asset as usize).map(|s| s.read().clone())
     }
+
+    /// Whether an asset's connector reports its source connected.
+    pub fn is_connected(&self, asset: AssetIdx) -> bool {
+        self.slots
+            .get(asset as usize)
+            .is_some_and(|s| s.read().connected)
+    }
 }
 
-/// Where connectors deliver envelopes: one bounded queue per ingest shard.
-/// A full queue makes the connector wait (back-pressure up to the PLC/broker).
+/// An envelope in an ingest queue, holding its share of the queue's byte
+/// budget until the ingest stage is done with it.
+#[derive(Debug)]
+pub struct Queued {
+    pub env: Envelope,
+    _bytes: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Queued {
+    /// An envelope outside any byte budget (tests, replays).
+    pub fn unbudgeted(env: Envelope) -> Queued {
+        Queued { env, _bytes: None }
+    }
+}
+
+/// Where connectors deliver envelopes: the ingest stage's queues, one per
+/// shard, bounded in messages and in bytes. A full queue makes the
+/// connector wait (back-pressure up to the PLC or broker, which stops
+/// getting acknowledgements).
 #[derive(Clone)]
 pub struct IngestSink {
-    shards: Arc<[mpsc::Sender<Envelope>]>,
+    shards: Arc<[(mpsc::Sender<Queued>, Arc<tokio::sync::Semaphore>)]>,
+    route: Arc<dyn Fn(Option<AssetIdx>) -> usize + Send + Sync>,
+    budget_kib: u32,
 }
 
 impl IngestSink {
-    /// Sink over the given shard queues.
-    pub fn new(shards: Vec<mpsc::Sender<Envelope>>) -> Self {
+    /// A sink over the shard queues; `route` names the shard of an asset;
+    /// each queue holds at most `budget_bytes` of envelopes.
+    pub fn new(
+        shards: Vec<mpsc::Sender<Queued>>,
+        route: Arc<dyn Fn(Option<AssetIdx>) -> usize + Send + Sync>,
+        budget_bytes: usize,
+    ) -> Self {
+        let budget_kib = (budget_bytes / 1024).clamp(1, u32::MAX as usize >> 4) as u32;
         IngestSink {
-            shards: shards.into(),
+            shards: shards
+                .into_iter()
+                .map(|s| {
+                    (
+                        s,
+                        Arc::new(tokio::sync::Semaphore::new(budget_kib as usize)),
+                    )
+                })
+                .collect(),
+            route,
+            budget_kib,
         }
     }
 
-    /// Shard that owns an asset (unknown assets go to shard 0).
-    pub fn shard_of(&self, asset: Option<AssetIdx>) -> usize {
-        asset.map_or(0, |a| a as usize % self.shards.len())
-    }
-
-    /// Deliver an envelope, waiting while the shard is full. Returns false once
-    /// the platform is shutting down.
+    /// Deliver an envelope, waiting while its shard's queue is full (in
+    /// messages or bytes). Returns false once the platform is shutting down.
     pub async fn send(&self, env: Envelope) -> bool {
-        let shard = self.shard_of(env.asset);
-        self.shards[shard].send(env).await.is_ok()
+        let shard = (self.route)(env.asset).min(self.shards.len().saturating_sub(1));
+        let (tx, budget) = &self.shards[shard];
+        // A message larger than the whole budget takes all of it.
+        let kib = ((env.weight() / 1024) as u32).clamp(1, self.budget_kib);
+        let Ok(permit) = budget.clone().acquire_many_owned(kib).await else {
+            return false;
+        };
+        tx.send(Queued {
+            env,
+            _bytes: Some(permit),
+        })
+        .await
+        .is_ok()
     }
+}
+
+/// What a running connector is given.
+#[derive(Clone)]
+pub struct SourceContext {
+    pub sink: IngestSink,
+    pub health: Arc<HealthBoard>,
+    pub shutdown: CancellationToken,
+    pub limits: DecodeLimits,
 }
 
 /// A running connector: reads from its protocol until cancelled.
 pub trait Source: Send {
     /// Name used in logs.
     fn name(&self) -> String;
-    /// Run until `shutdown` fires, delivering envelopes to `sink` and connection
-    /// status to `health`. Must never panic on bad input or lost peers.
-    fn run(
-        self: Box<Self>,
-        sink: IngestSink,
-        health: Arc<HealthBoard>,
-        shutdown: CancellationToken,
-    ) -> BoxFuture<'static, ()>;
+    /// Run until `cx.shutdown` fires, delivering envelopes to `cx.sink` and
+    /// connection status to `cx.health`. Must never panic on bad input or
+    /// lost peers; a connector that ends early is restarted by the platform.
+    fn run(self: Box<Self>, cx: SourceContext) -> BoxFuture<'static, ()>;
+    /// A fresh connector like this one, for a restart.
+    fn respawn(&self) -> Option<Box<dyn Source>>;
 }
 
-/// Build every connector the model needs: one Modbus poller per machine on
-/// Modbus, one MQTT client for all machines on MQTT.
-pub fn build_sources(model: &Arc<AssetModel>, mqtt: &MqttConfig) -> Vec<Box<dyn Source>> {
-    let mut out: Vec<Box<dyn Source>> = Vec::new();
-    let mut any_mqtt = false;
-    for a in &model.assets {
-        match &a.source {
-            SourceBinding::Modbus(m) => out.push(Box::new(modbus::ModbusPoller::new(
-                a.idx,
-                a.id.to_string(),
-                m.clone(),
-            ))),
-            SourceBinding::Mqtt(_) => any_mqtt = true,
+/// A protocol ironlake speaks: reads its configuration and builds its connectors.
+pub trait Protocol: Sync {
+    /// The name in configs (`protocol = "modbus"`, `[mqtt]`).
+    fn name(&self) -> &'static str;
+    /// Check a twin type's default binding of `signal` (`<name> = {...}`).
+    fn check_signal(&self, signal: &SignalDef, binding: &toml::Value) -> Result<(), String>;
+    /// Resolve the platform's `[<name>]` section and every machine bound to
+    /// this protocol. Errors name the file and key.
+    fn resolve(
+        &self,
+        section: Option<&toml::Value>,
+        platform_file: &str,
+        model: &AssetModel,
+        machines: &[AssetIdx],
+    ) -> Result<Box<dyn Connector>, ConfigError>;
+}
+
+/// A protocol's resolved configuration: what runs for it.
+pub trait Connector: Send + Sync {
+    /// The protocol's name.
+    fn protocol(&self) -> &'static str;
+    /// Human-readable endpoint of an asset (`modbus://h:p/unit`, `mqtt:topic`).
+    fn endpoint(&self, asset: AssetIdx) -> Option<String>;
+    /// Start what the connectors need first (e.g. an embedded broker).
+    fn start_services(&self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+    /// The running connectors (e.g. one poller per PLC).
+    fn sources(&self) -> Vec<Box<dyn Source>>;
+    /// For callers that know the protocol (the simulator).
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// Every protocol, registered here and nowhere else.
+pub static PROTOCOLS: &[&dyn Protocol] = &[&modbus::Modbus, &mqtt::Mqtt];
+
+/// The resolved connectors of a configuration.
+#[derive(Clone)]
+pub struct Connectors {
+    list: Vec<Arc<dyn Connector>>,
+}
+
+impl std::fmt::Debug for Connectors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<_> = self.list.iter().map(|c| c.protocol()).collect();
+        write!(f, "Connectors({names:?})")
+    }
+}
+
+fn protocol(name: &str) -> Option<&'static dyn Protocol> {
+    PROTOCOLS.iter().copied().find(|p| p.name() == name)
+}
+
+fn known_protocols() -> String {
+    PROTOCOLS
+        .iter()
+        .map(|p| p.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Connectors {
+    /// Check and resolve every protocol key of a configuration: platform
+    /// sections, machine sources, twin type signal bindings.
+    pub fn resolve(
+        model: &AssetModel,
+        platform: &PlatformFile,
+        platform_file: &str,
+    ) -> Result<Connectors, ConfigError> {
+        for key in platform.connectors.keys() {
+            if protocol(key).is_none() {
+                return Err(ConfigError::invalid(
+                    platform_file,
+                    key,
+                    format!(
+                        "unknown key (keys: {}; connector sections: {})",
+                        PLATFORM_KEYS.join(", "),
+                        known_protocols()
+                    ),
+                ));
+            }
         }
+        let mut kinds: Vec<_> = model.twin_types.values().collect();
+        kinds.sort_by(|a, b| a.kind.cmp(&b.kind));
+        for t in kinds {
+            for (i, s) in t.signals.iter().enumerate() {
+                for (key, v) in &s.bindings {
+                    let Some(p) = protocol(key) else {
+                        return Err(ConfigError::invalid(
+                            &t.file,
+                            &format!("signals[{i}].{key}"),
+                            format!(
+                                "unknown key (signal keys: name, unit, type, min, max, description; protocols: {})",
+                                known_protocols()
+                            ),
+                        ));
+                    };
+                    p.check_signal(s, v).map_err(|m| {
+                        ConfigError::invalid(&t.file, &format!("signals[{i}].{key}"), m)
+                    })?;
+                }
+            }
+        }
+        let mut machines: HashMap<&str, Vec<AssetIdx>> = HashMap::new();
+        for a in &model.assets {
+            if protocol(&a.source.protocol).is_none() {
+                return Err(ConfigError::invalid(
+                    &a.source.file,
+                    &format!("{}.protocol", a.source.key),
+                    format!(
+                        "unknown protocol `{}` (protocols: {})",
+                        a.source.protocol,
+                        known_protocols()
+                    ),
+                ));
+            }
+            machines
+                .entry(a.source.protocol.as_str())
+                .or_default()
+                .push(a.idx);
+        }
+        let used: BTreeSet<&str> = machines
+            .keys()
+            .copied()
+            .chain(platform.connectors.keys().map(String::as_str))
+            .collect();
+        let mut list: Vec<Arc<dyn Connector>> = Vec::new();
+        for name in used {
+            let p = protocol(name).expect("checked above");
+            let ms = machines.get(name).map(Vec::as_slice).unwrap_or_default();
+            let c = p.resolve(platform.connector(name), platform_file, model, ms)?;
+            list.push(Arc::from(c));
+        }
+        Ok(Connectors { list })
     }
-    if any_mqtt {
-        out.push(Box::new(mqtt::MqttSubscriber::new(
-            model.clone(),
-            mqtt.clone(),
-        )));
-    }
-    out
-}
 
-/// Current UTC time in milliseconds.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    /// The endpoint of an asset's source.
+    pub fn endpoint(&self, asset: AssetIdx) -> String {
+        self.list
+            .iter()
+            .find_map(|c| c.endpoint(asset))
+            .unwrap_or_default()
+    }
+
+    /// The connector of a protocol, as its own type.
+    pub fn get<T: 'static>(&self) -> Option<&T> {
+        self.list
+            .iter()
+            .find_map(|c| c.as_any().downcast_ref::<T>())
+    }
+
+    /// Start every connector's services (embedded brokers).
+    pub fn start_services(&self) -> Result<(), ConnectorError> {
+        for c in &self.list {
+            c.start_services()?;
+        }
+        Ok(())
+    }
+
+    /// Every running connector, with the protocol it speaks.
+    pub fn sources(&self) -> Vec<(&'static str, Box<dyn Source>)> {
+        self.list
+            .iter()
+            .flat_map(|c| c.sources().into_iter().map(move |s| (c.protocol(), s)))
+            .collect()
+    }
 }
 
 /// Exponential reconnect back-off: 250 ms doubling to 10 s.
@@ -240,4 +576,20 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.next = Duration::from_millis(250);
     }
+}
+
+/// A table from an optional TOML value (a missing section is empty).
+pub fn section_table(v: Option<&toml::Value>) -> toml::Table {
+    v.and_then(|v| v.as_table()).cloned().unwrap_or_default()
+}
+
+/// Deserialize a protocol's table, with the error naming `file` and `key`.
+pub fn parse_table<T: serde::de::DeserializeOwned>(
+    table: toml::Table,
+    file: &str,
+    key: &str,
+) -> Result<T, ConfigError> {
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::invalid(file, key, e.message().to_string()))
 }

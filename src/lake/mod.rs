@@ -6,6 +6,8 @@
 //! appending to tables; it never decides what is valid data (the ingest stage
 //! does) and never holds live state.
 
+pub mod increments;
+pub mod name;
 pub mod ops;
 pub mod read;
 pub mod rows;
@@ -21,6 +23,7 @@ use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
 use url::Url;
 
+pub use name::{Layer, TableName, TableNameError};
 pub use schema::Table;
 
 /// Errors of the lake layer.
@@ -48,6 +51,8 @@ pub enum LakeError {
     },
     #[error("arrow: {0}")]
     Arrow(#[from] deltalake::arrow::error::ArrowError),
+    #[error("no table `{0}` in the lakehouse (see `ironlake lake tables`)")]
+    NoTable(TableName),
 }
 
 /// The lakehouse root and its tables.
@@ -82,44 +87,46 @@ impl Lakehouse {
 
     /// URL of a table's directory (`<root>/<layer>/<table>/`).
     pub fn table_url(&self, t: Table) -> Url {
-        let (layer, name) = t.name().split_once('.').unwrap_or(("", t.name()));
-        self.table_url_by_name(layer, name)
+        self.url_of(&t.table_name())
     }
 
-    /// URL of any table by layer and name (`<root>/<layer>/<name>/`).
-    pub fn table_url_by_name(&self, layer: &str, name: &str) -> Url {
+    /// URL of any table's directory (`<root>/<layer>/<table>/`).
+    pub fn url_of(&self, name: &TableName) -> Url {
         self.root
-            .join(&format!("{layer}/{name}/"))
+            .join(&format!("{}/{}/", name.layer(), name.table()))
             .unwrap_or_else(|_| self.root.clone())
     }
 
-    /// Whether a Delta table exists at `layer.name`. On object storage only
+    /// Whether a Delta table exists under `name`. On object storage only
     /// the tables of the contract are known without listing.
-    pub fn table_exists(&self, layer: &str, name: &str) -> bool {
-        match self.table_url_by_name(layer, name).to_file_path() {
+    pub fn exists(&self, name: &TableName) -> bool {
+        match self.url_of(name).to_file_path() {
             Ok(p) => p.join("_delta_log").is_dir(),
-            Err(_) => Table::from_name(&format!("{layer}.{name}")).is_some(),
+            Err(_) => Table::from_table_name(name).is_some(),
         }
     }
 
-    /// Names of the tables of a layer, sorted.
-    pub fn list_tables(&self, layer: &str) -> Vec<String> {
-        let mut out: Vec<String> = match self.table_url_by_name(layer, "x").to_file_path() {
-            Ok(p) => std::fs::read_dir(p.parent().unwrap_or(&p))
+    /// The tables of a layer, sorted.
+    pub fn list_tables(&self, layer: Layer) -> Vec<TableName> {
+        let dir = self.root.join(&format!("{layer}/")).ok();
+        let mut out: Vec<TableName> = match dir.map(|d| d.to_file_path()) {
+            Some(Ok(p)) => std::fs::read_dir(p)
                 .map(|rd| {
                     rd.filter_map(|e| e.ok())
                         .filter(|e| e.path().join("_delta_log").is_dir())
-                        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                        .filter_map(|e| {
+                            e.file_name()
+                                .to_str()
+                                .and_then(|n| TableName::new(layer, n).ok())
+                        })
                         .collect()
                 })
                 .unwrap_or_default(),
-            Err(_) => Table::ALL
-                .iter()
-                .filter_map(|t| {
-                    t.name()
-                        .strip_prefix(&format!("{layer}."))
-                        .map(str::to_string)
-                })
+            _ => Table::ALL
+                .into_iter()
+                .chain(Table::PIPELINE)
+                .map(|t| t.table_name())
+                .filter(|n| n.layer() == layer)
                 .collect(),
         };
         out.sort();

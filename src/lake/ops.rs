@@ -7,7 +7,7 @@ use std::num::NonZeroU64;
 use futures::StreamExt;
 use serde::Serialize;
 
-use super::{LakeError, Lakehouse};
+use super::{LakeError, Lakehouse, TableName};
 use deltalake::DeltaTable;
 
 /// One commit of a table.
@@ -41,17 +41,19 @@ pub struct VacuumReport {
 impl Lakehouse {
     /// Open an existing table by its `layer.table` name.
     pub async fn open_by_name(&self, name: &str) -> Result<DeltaTable, LakeError> {
-        let unknown = || LakeError::Root {
+        let n = TableName::parse(name).map_err(|e| LakeError::Root {
             root: self.root().to_string(),
-            message: format!(
-                "no table `{name}` (tables are named layer.table, e.g. silver.readings)"
-            ),
-        };
-        let (layer, table) = name.split_once('.').ok_or_else(unknown)?;
-        if !self.table_exists(layer, table) {
-            return Err(unknown());
+            message: e.to_string(),
+        })?;
+        self.open_existing(&n).await
+    }
+
+    /// Open an existing table.
+    pub async fn open_existing(&self, name: &TableName) -> Result<DeltaTable, LakeError> {
+        if !self.exists(name) {
+            return Err(LakeError::NoTable(name.clone()));
         }
-        DeltaTable::try_from_url(self.table_url_by_name(layer, table))
+        DeltaTable::try_from_url(self.url_of(name))
             .await
             .map_err(|source| LakeError::Open {
                 table: name.to_string(),

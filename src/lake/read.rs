@@ -12,8 +12,8 @@ use deltalake::datafusion::scalar::ScalarValue;
 use deltalake::DeltaTable;
 use serde::Serialize;
 
-use super::rows::day_of;
 use super::{LakeError, Lakehouse, Table};
+use crate::time::day_of;
 
 /// One point of an asset's history.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -27,10 +27,10 @@ pub struct HistoryPoint {
 
 /// A history query over `silver.readings`.
 #[derive(Debug, Clone)]
-pub struct HistoryQuery<'a> {
-    pub plant: &'a str,
-    pub asset_id: &'a str,
-    pub signal: Option<&'a str>,
+pub struct HistoryQuery {
+    pub plant: String,
+    pub asset_id: String,
+    pub signal: Option<String>,
     pub from_ms: i64,
     pub to_ms: i64,
     pub limit: usize,
@@ -58,10 +58,7 @@ async fn open(lake: &Lakehouse, t: Table) -> Result<(SessionContext, DeltaTable)
 impl Lakehouse {
     /// The newest `limit` points of an asset in `[from, to]`, oldest first.
     /// The second value tells whether older points were cut by the limit.
-    pub async fn history(
-        &self,
-        q: &HistoryQuery<'_>,
-    ) -> Result<(Vec<HistoryPoint>, bool), LakeError> {
+    pub async fn history(&self, q: &HistoryQuery) -> Result<(Vec<HistoryPoint>, bool), LakeError> {
         let t = Table::SilverReadings;
         let qerr = |source| LakeError::Query {
             table: t.name(),
@@ -70,14 +67,14 @@ impl Lakehouse {
         let (ctx, table) = open(self, t).await?;
         let provider = table.table_provider().await.map_err(qerr)?;
         let mut filter = col("plant")
-            .eq(lit(q.plant))
+            .eq(lit(q.plant.as_str()))
             .and(col("date").gt_eq(lit(ScalarValue::Date32(Some(day_of(q.from_ms))))))
             .and(col("date").lt_eq(lit(ScalarValue::Date32(Some(day_of(q.to_ms))))))
-            .and(col("asset_id").eq(lit(q.asset_id)))
+            .and(col("asset_id").eq(lit(q.asset_id.as_str())))
             .and(col("ts").gt_eq(ts_lit(q.from_ms)))
             .and(col("ts").lt_eq(ts_lit(q.to_ms)));
-        if let Some(s) = q.signal {
-            filter = filter.and(col("signal").eq(lit(s)));
+        if let Some(s) = &q.signal {
+            filter = filter.and(col("signal").eq(lit(s.as_str())));
         }
         let df = ctx
             .read_table(provider)
@@ -140,6 +137,175 @@ impl Lakehouse {
             let s = string_column(b, 1)?;
             for i in 0..b.num_rows() {
                 out.insert(a.value(i).to_string(), s.value(i).to_string());
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A reading to look for in `silver.readings`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ReadingKey {
+    pub plant: String,
+    pub asset_id: String,
+    pub signal: String,
+    pub ts_ms: i64,
+}
+
+impl Lakehouse {
+    /// Which of `keys` `silver.readings` holds (exact `(asset_id, signal,
+    /// ts)` matches), reading only the `(plant, date)` partitions concerned.
+    pub async fn find_readings(
+        &self,
+        keys: &[ReadingKey],
+    ) -> Result<std::collections::HashSet<ReadingKey>, LakeError> {
+        use std::collections::{BTreeMap, BTreeSet, HashSet};
+        let t = Table::SilverReadings;
+        let qerr = |source| LakeError::Query {
+            table: t.name(),
+            source,
+        };
+        let mut found = HashSet::new();
+        if keys.is_empty() {
+            return Ok(found);
+        }
+        let (ctx, table) = open(self, t).await?;
+        let wanted: HashSet<&ReadingKey> = keys.iter().collect();
+        // One query per plant: partitions pruned by plant and date.
+        let mut by_plant: BTreeMap<&str, Vec<&ReadingKey>> = BTreeMap::new();
+        for k in keys {
+            by_plant.entry(k.plant.as_str()).or_default().push(k);
+        }
+        for (plant, ks) in by_plant {
+            let days: BTreeSet<i32> = ks.iter().map(|k| day_of(k.ts_ms)).collect();
+            let assets: BTreeSet<&str> = ks.iter().map(|k| k.asset_id.as_str()).collect();
+            let ts: BTreeSet<i64> = ks.iter().map(|k| k.ts_ms).collect();
+            let filter = col("plant")
+                .eq(lit(plant))
+                .and(
+                    col("date").in_list(
+                        days.iter()
+                            .map(|d| lit(ScalarValue::Date32(Some(*d))))
+                            .collect(),
+                        false,
+                    ),
+                )
+                .and(col("asset_id").in_list(assets.iter().map(|a| lit(*a)).collect(), false))
+                .and(col("ts").in_list(ts.iter().map(|t| ts_lit(*t)).collect(), false));
+            let provider = table.table_provider().await.map_err(qerr)?;
+            let batches = ctx
+                .read_table(provider)
+                .map_err(qerr)?
+                .filter(filter)
+                .map_err(qerr)?
+                .select(vec![col("asset_id"), col("signal"), col("ts")])
+                .map_err(qerr)?
+                .collect()
+                .await
+                .map_err(qerr)?;
+            for b in &batches {
+                let a = string_column(b, 0)?;
+                let sg = string_column(b, 1)?;
+                let t = b.column(2).as_primitive::<TimestampMicrosecondType>();
+                for i in 0..b.num_rows() {
+                    let k = ReadingKey {
+                        plant: plant.to_string(),
+                        asset_id: a.value(i).to_string(),
+                        signal: sg.value(i).to_string(),
+                        ts_ms: t.value(i) / 1000,
+                    };
+                    if wanted.contains(&k) {
+                        found.insert(k);
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The newest reading per `(asset_id, signal)` in `silver.readings` with
+    /// `from_ms <= ts <= until_ms` (only plausible data counts).
+    pub async fn reading_watermarks(
+        &self,
+        from_ms: i64,
+        until_ms: i64,
+    ) -> Result<Vec<(String, String, i64)>, LakeError> {
+        use deltalake::datafusion::functions_aggregate::expr_fn::max;
+        let t = Table::SilverReadings;
+        let qerr = |source| LakeError::Query {
+            table: t.name(),
+            source,
+        };
+        let (ctx, table) = open(self, t).await?;
+        let provider = table.table_provider().await.map_err(qerr)?;
+        let batches = ctx
+            .read_table(provider)
+            .map_err(qerr)?
+            .filter(
+                col("date")
+                    .gt_eq(lit(ScalarValue::Date32(Some(day_of(from_ms)))))
+                    .and(col("ts").gt_eq(ts_lit(from_ms)))
+                    .and(col("ts").lt_eq(ts_lit(until_ms))),
+            )
+            .map_err(qerr)?
+            .aggregate(
+                vec![col("asset_id"), col("signal")],
+                vec![max(col("ts")).alias("w")],
+            )
+            .map_err(qerr)?
+            .collect()
+            .await
+            .map_err(qerr)?;
+        let mut out = Vec::new();
+        for b in &batches {
+            let a = string_column(b, 0)?;
+            let sg = string_column(b, 1)?;
+            let w = b.column(2).as_primitive::<TimestampMicrosecondType>();
+            for i in 0..b.num_rows() {
+                if w.is_valid(i) {
+                    out.push((
+                        a.value(i).to_string(),
+                        sg.value(i).to_string(),
+                        w.value(i) / 1000,
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The newest event per asset in `silver.asset_events` since `from_ms`.
+    pub async fn last_event_ts(&self, from_ms: i64) -> Result<HashMap<String, i64>, LakeError> {
+        use deltalake::datafusion::functions_aggregate::expr_fn::max;
+        let t = Table::SilverAssetEvents;
+        let qerr = |source| LakeError::Query {
+            table: t.name(),
+            source,
+        };
+        let (ctx, table) = open(self, t).await?;
+        let provider = table.table_provider().await.map_err(qerr)?;
+        let batches = ctx
+            .read_table(provider)
+            .map_err(qerr)?
+            .filter(
+                col("date")
+                    .gt_eq(lit(ScalarValue::Date32(Some(day_of(from_ms)))))
+                    .and(col("ts").gt_eq(ts_lit(from_ms))),
+            )
+            .map_err(qerr)?
+            .aggregate(vec![col("asset_id")], vec![max(col("ts")).alias("w")])
+            .map_err(qerr)?
+            .collect()
+            .await
+            .map_err(qerr)?;
+        let mut out = HashMap::new();
+        for b in &batches {
+            let a = string_column(b, 0)?;
+            let w = b.column(1).as_primitive::<TimestampMicrosecondType>();
+            for i in 0..b.num_rows() {
+                if w.is_valid(i) {
+                    out.insert(a.value(i).to_string(), w.value(i) / 1000);
+                }
             }
         }
         Ok(out)

@@ -11,11 +11,7 @@ use deltalake::arrow::array::{
 
 use super::schema::Table;
 use super::LakeError;
-
-/// UTC day number (days since 1970-01-01) of a UTC millisecond timestamp.
-pub fn day_of(ms: i64) -> i32 {
-    ms.div_euclid(86_400_000) as i32
-}
+use crate::time::day_of;
 
 fn ts_builder(cap: usize) -> TimestampMicrosecondBuilder {
     TimestampMicrosecondBuilder::with_capacity(cap).with_timezone("UTC")

@@ -6,6 +6,8 @@ use std::sync::{Arc, LazyLock};
 
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
+use super::TableName;
+
 /// Every table ironlake writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Table {
@@ -129,6 +131,8 @@ static OEE_SHIFT: LazyLock<SchemaRef> = LazyLock::new(|| {
         f("quality", DataType::Float64, true),
         f("oee", DataType::Float64, true),
         f("computed_at", ts(), false),
+        // Added later: nullable, at the end (schema evolution appends).
+        f("unknown_ms", DataType::Int64, true),
     ]))
 });
 
@@ -154,6 +158,7 @@ static OEE_ROLLUP: LazyLock<SchemaRef> = LazyLock::new(|| {
         f("quality", DataType::Float64, true),
         f("oee", DataType::Float64, true),
         f("computed_at", ts(), false),
+        f("unknown_ms", DataType::Int64, true),
     ]))
 });
 
@@ -270,6 +275,16 @@ impl Table {
             .into_iter()
             .chain(Table::PIPELINE)
             .find(|t| t.name() == name)
+    }
+
+    /// Table by its name.
+    pub fn from_table_name(name: &TableName) -> Option<Table> {
+        Table::from_name(&name.to_string())
+    }
+
+    /// The table's name as a [`TableName`].
+    pub fn table_name(self) -> TableName {
+        TableName::parse(self.name()).expect("contract table names are valid")
     }
 
     /// One-line description stored as the table comment.

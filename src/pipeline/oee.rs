@@ -2,7 +2,9 @@
 //! events and cumulative part counters (the gold OEE job and `bench W5`).
 //!
 //! * availability = running time / planned time (time in every planned
-//!   state, i.e. not OFF or a planned stop);
+//!   state, i.e. not OFF or a planned stop, and not time whose state is
+//!   unknown: a disconnected PLC is neither running nor a loss, it is
+//!   reported as `unknown_ms` of its own);
 //! * performance = ideal time for the parts made / running time, where each
 //!   counter increment is weighted by the ideal cycle time of what was being
 //!   made then (null without running time);
@@ -15,6 +17,7 @@
 
 use deltalake::arrow::array::Float64Array;
 
+use crate::assets::MachineState;
 use crate::timeseries::rolling::f64_array;
 use crate::timeseries::shifts::{counter_deltas, state_durations, ShiftCalendar};
 use crate::timeseries::{RowOrder, TsError};
@@ -26,6 +29,35 @@ pub const RUNNING: u8 = 0;
 pub const PLANNED: u8 = 1;
 /// A state that is not planned production time (OFF, planned stop).
 pub const UNPLANNED: u8 = u8::MAX;
+/// Time whose state is not known (UNKNOWN, DISCONNECTED): tracked, never planned.
+pub const UNKNOWN: u8 = 4;
+
+/// The state classes of a computation: `n` classes, of which `unknown` (if
+/// any) is tracked but not planned time.
+#[derive(Debug, Clone, Copy)]
+pub struct Classes {
+    pub n: usize,
+    pub unknown: Option<u8>,
+}
+
+/// The classes of the machine states: RUNNING, IDLE, DOWN, SETUP and unknown.
+pub const CLASSES: Classes = Classes {
+    n: 5,
+    unknown: Some(UNKNOWN),
+};
+
+/// The OEE class of a machine state (`None`: a code that is no state, such
+/// as OFF, which is not planned time). The one mapping every gold job uses.
+pub fn class_of(state: Option<MachineState>) -> u8 {
+    match state {
+        Some(MachineState::Running) => RUNNING,
+        Some(MachineState::Idle) => 1,
+        Some(MachineState::Down) => 2,
+        Some(MachineState::Setup) => 3,
+        Some(MachineState::Unknown | MachineState::Disconnected) => UNKNOWN,
+        None => UNPLANNED,
+    }
+}
 
 /// State change events: key, time, state class per row.
 pub struct StateEvents<'a> {
@@ -58,6 +90,8 @@ pub struct OeeShifts {
     pub shift_end: Vec<i64>,
     pub planned_ms: Vec<i64>,
     pub running_ms: Vec<i64>,
+    /// Time in the unknown class (0 without one).
+    pub unknown_ms: Vec<i64>,
     /// Time per state class (`state_ms[class][row]`).
     pub state_ms: Vec<Vec<i64>>,
     /// Ideal time for the parts made (ms).
@@ -74,7 +108,7 @@ pub struct OeeShifts {
 pub fn oee_per_shift(
     states: &StateEvents<'_>,
     counts: &CounterSamples<'_>,
-    n_classes: usize,
+    classes: Classes,
     n_keys: usize,
     calendar: &dyn ShiftCalendar,
 ) -> Result<OeeShifts, TsError> {
@@ -83,7 +117,7 @@ pub fn oee_per_shift(
         states.keys,
         states.ts,
         states.class,
-        n_classes.max(1),
+        classes.n.max(1),
         n_keys,
         &s_order,
         calendar,
@@ -107,7 +141,20 @@ pub fn oee_per_shift(
         ideal[r] += (dg[i] + dr[i]) as f64 * cycle;
     }
     let running = d.ms[RUNNING as usize].clone();
-    let planned: Vec<i64> = (0..rows).map(|r| d.ms.iter().map(|c| c[r]).sum()).collect();
+    let unknown = classes.unknown.map(|u| u as usize);
+    let planned: Vec<i64> = (0..rows)
+        .map(|r| {
+            d.ms.iter()
+                .enumerate()
+                .filter(|(c, _)| Some(*c) != unknown)
+                .map(|(_, v)| v[r])
+                .sum()
+        })
+        .collect();
+    let unknown_ms: Vec<i64> = match unknown {
+        Some(u) => d.ms[u].clone(),
+        None => vec![0; rows],
+    };
     let mut cols: [(Vec<f64>, Vec<bool>); 4] = Default::default();
     for r in 0..rows {
         let parts = good[r] + reject[r];
@@ -131,6 +178,7 @@ pub fn oee_per_shift(
         shift_end: d.shift_end.clone(),
         planned_ms: planned,
         running_ms: running,
+        unknown_ms,
         state_ms: d.ms.clone(),
         ideal_ms: ideal,
         good,
@@ -173,7 +221,11 @@ mod tests {
             length_ms: 8 * h,
             origin_ms: 0,
         };
-        let o = oee_per_shift(&st, &ct, 2, 1, &cal).unwrap();
+        let two = Classes {
+            n: 2,
+            unknown: None,
+        };
+        let o = oee_per_shift(&st, &ct, two, 1, &cal).unwrap();
         assert_eq!(o.key.len(), 1);
         assert_eq!(o.state_ms[PLANNED as usize][0], 2 * h);
         assert_eq!((o.planned_ms[0], o.running_ms[0]), (8 * h, 6 * h));
@@ -197,8 +249,45 @@ mod tests {
             reject: &[],
             ideal_cycle_ms: IdealCycle::Constant(1.0),
         };
-        let o = oee_per_shift(&idle, &none, 2, 1, &cal).unwrap();
+        let o = oee_per_shift(&idle, &none, two, 1, &cal).unwrap();
         assert!(o.performance.is_null(0) && o.quality.is_null(0) && o.oee.is_null(0));
         assert_eq!(o.availability.value(0), 0.0);
+    }
+
+    /// A PLC outage after RUNNING is unknown time: neither running nor a
+    /// loss, so availability is running time over the known planned time.
+    #[test]
+    fn disconnected_time_is_unknown_not_running() {
+        let h = 60 * MIN;
+        let st = StateEvents {
+            keys: &[0, 0, 0, 0],
+            ts: &[0, 2 * h, 5 * h, 8 * h],
+            class: &[
+                RUNNING,
+                class_of(Some(MachineState::Disconnected)),
+                class_of(Some(MachineState::Idle)),
+                RUNNING,
+            ],
+        };
+        let none = CounterSamples {
+            keys: &[],
+            ts: &[],
+            good: &[],
+            reject: &[],
+            ideal_cycle_ms: IdealCycle::Constant(1.0),
+        };
+        let cal = FixedShifts {
+            length_ms: 8 * h,
+            origin_ms: 0,
+        };
+        let o = oee_per_shift(&st, &none, CLASSES, 1, &cal).unwrap();
+        assert_eq!(o.unknown_ms[0], 3 * h);
+        assert_eq!(o.running_ms[0], 2 * h);
+        assert_eq!(
+            o.planned_ms[0],
+            5 * h,
+            "2 h running + 3 h idle; the outage is not planned time"
+        );
+        assert_eq!(o.availability.value(0), 0.4);
     }
 }

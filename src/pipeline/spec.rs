@@ -1,45 +1,25 @@
-//! Pipeline definitions (`config/pipelines/*.toml`): what a pipeline reads,
-//! how it transforms, where it writes, and the expectations its output must
-//! meet. Validated at load, with errors naming the file and key; a query or
-//! condition that does not parse is caught here, before any data moves.
-//!
-//! ```toml
-//! [pipeline]
-//! name = "alarm_log"                 # default: the file name
-//! kind = "sql"                       # sql | oee_shift | oee_rollup | energy_shift | downtime | reliability
-//! source = "silver.asset_events"     # read incrementally (new commits only)
-//! target = "gold.alarm_log"
-//! partition_by = ["plant", "date"]
-//! sql = "SELECT ts, plant, asset_id, code AS alarm FROM source WHERE kind = 'alarm'"
-//!
-//! [[expectations]]
-//! name = "has_asset"
-//! condition = "asset_id IS NOT NULL"
-//! action = "drop"                    # warn | drop | fail
-//! ```
+//! Pipelines, validated: what a pipeline reads, how it transforms (a SQL
+//! query or a gold job), where it writes, and the expectations its output
+//! must meet. Built from the file format of `config::pipeline`, with errors
+//! naming the file and key; a query or condition that does not parse is
+//! caught here, before any data moves.
 
-use serde::Deserialize;
-
-use crate::config::ConfigError;
 use deltalake::datafusion::sql::sqlparser::dialect::DatabricksDialect;
 use deltalake::datafusion::sql::sqlparser::parser::Parser;
 
+use super::gold::{self, GoldJob};
+use crate::config::{ConfigError, PipelineFile};
+use crate::lake::{Layer, TableName};
+
+pub use crate::config::pipeline::{Action, Expectation};
+
 /// What a pipeline computes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy)]
 pub enum Kind {
     /// A SQL query over the new rows of `source` (named `source` in the query).
     Sql,
-    /// OEE per machine and shift from state events and part counters.
-    OeeShift,
-    /// Energy per machine and shift from the power signal.
-    EnergyShift,
-    /// Every stop with its duration and reason.
-    Downtime,
-    /// MTBF and MTTR per machine over a trailing window.
-    Reliability,
-    /// OEE per line and per plant and shift, from `gold.oee_shift`.
-    OeeRollup,
+    /// A gold job.
+    Gold(&'static dyn GoldJob),
 }
 
 impl Kind {
@@ -47,72 +27,27 @@ impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Sql => "sql",
-            Kind::OeeShift => "oee_shift",
-            Kind::EnergyShift => "energy_shift",
-            Kind::Downtime => "downtime",
-            Kind::Reliability => "reliability",
-            Kind::OeeRollup => "oee_rollup",
+            Kind::Gold(j) => j.kind(),
         }
     }
 }
 
-/// What happens to rows that break an expectation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    /// Keep the row, count it.
-    Warn,
-    /// Leave the row out of the target; write it to `silver.quarantine`
-    /// with the expectation's name.
-    Drop,
-    /// Stop the update: the target stays as it was, the run says which rows broke it.
-    Fail,
+impl std::fmt::Debug for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
-/// A named boolean SQL condition on the output rows. A row for which it is
-/// false or NULL breaks it.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Expectation {
-    pub name: String,
-    pub condition: String,
-    #[serde(default = "warn")]
-    pub action: Action,
+impl PartialEq for Kind {
+    fn eq(&self, other: &Kind) -> bool {
+        self.as_str() == other.as_str()
+    }
 }
 
-fn warn() -> Action {
-    Action::Warn
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PipelineDef {
-    name: Option<String>,
-    description: Option<String>,
-    #[serde(default = "sql_kind")]
-    kind: Kind,
-    source: Option<String>,
-    target: Option<String>,
-    sql: Option<String>,
-    #[serde(default)]
-    partition_by: Vec<String>,
-    #[serde(default = "enabled")]
-    enabled: bool,
-}
-
-fn sql_kind() -> Kind {
-    Kind::Sql
-}
-fn enabled() -> bool {
-    true
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PipelineFile {
-    pipeline: PipelineDef,
-    #[serde(default)]
-    expectations: Vec<Expectation>,
+impl serde::Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 /// A validated pipeline.
@@ -121,10 +56,10 @@ pub struct Pipeline {
     pub name: String,
     pub description: String,
     pub kind: Kind,
-    /// `layer.table` read incrementally (SQL pipelines).
-    pub source: Option<String>,
-    /// `layer.table` written.
-    pub target: String,
+    /// The table read incrementally (SQL pipelines).
+    pub source: Option<TableName>,
+    /// The table written.
+    pub target: TableName,
     pub sql: Option<String>,
     pub partition_by: Vec<String>,
     pub expectations: Vec<Expectation>,
@@ -133,31 +68,23 @@ pub struct Pipeline {
     pub file: String,
 }
 
-/// Layers a pipeline may write.
-const TARGET_LAYERS: [&str; 2] = ["silver", "gold"];
-
-fn table_name_ok(s: &str, layers: &[&str]) -> bool {
-    s.split_once('.').is_some_and(|(l, t)| {
-        layers.contains(&l)
-            && !t.is_empty()
-            && t.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-    })
-}
-
 impl Pipeline {
     /// The tables an update reads (and whose versions it records).
-    pub fn sources(&self) -> Vec<String> {
+    pub fn sources(&self) -> Vec<TableName> {
         match self.kind {
             Kind::Sql => self.source.iter().cloned().collect(),
-            Kind::OeeRollup => vec!["gold.oee_shift".into()],
-            _ => vec!["silver.asset_events".into(), "silver.readings".into()],
+            Kind::Gold(j) => j.sources().iter().map(|t| t.table_name()).collect(),
         }
     }
 
     /// Parse and validate a pipeline file; `stem` is the default name.
     pub fn from_toml(text: &str, file: &str, stem: &str) -> Result<Pipeline, ConfigError> {
         let f: PipelineFile = crate::config::parse_toml(text, file)?;
+        Pipeline::from_file(f, file, stem)
+    }
+
+    /// Validate a parsed pipeline file; `stem` is the default name.
+    pub fn from_file(f: PipelineFile, file: &str, stem: &str) -> Result<Pipeline, ConfigError> {
         let bad = |key: &str, message: String| ConfigError::Invalid {
             file: file.to_string(),
             key: key.to_string(),
@@ -175,46 +102,49 @@ impl Pipeline {
                 format!("`{name}`: use letters, digits, `_` and `-`"),
             ));
         }
-        let default_target = match p.kind {
-            Kind::Sql => None,
-            Kind::OeeShift => Some("gold.oee_shift"),
-            Kind::EnergyShift => Some("gold.energy_shift"),
-            Kind::Downtime => Some("gold.downtime_events"),
-            Kind::Reliability => Some("gold.reliability"),
-            Kind::OeeRollup => Some("gold.oee_rollup"),
+        let kind = match p.kind.as_str() {
+            "sql" => Kind::Sql,
+            k => Kind::Gold(gold::job(k).ok_or_else(|| {
+                let kinds: Vec<&str> = gold::JOBS.iter().map(|j| j.kind()).collect();
+                bad(
+                    "pipeline.kind",
+                    format!("unknown kind `{k}` (kinds: sql, {})", kinds.join(", ")),
+                )
+            })?),
         };
-        let target = p
-            .target
-            .or(default_target.map(str::to_string))
+        let target_text = match (&p.target, kind) {
+            (Some(t), _) => t.clone(),
+            (None, Kind::Gold(j)) => j.target().name().to_string(),
+            (None, Kind::Sql) => {
+                return Err(bad(
+                    "pipeline.target",
+                    "missing: the `layer.table` to write".into(),
+                ))
+            }
+        };
+        let target = TableName::parse(&target_text)
+            .ok()
+            .filter(|t| matches!(t.layer(), Layer::Silver | Layer::Gold))
             .ok_or_else(|| {
                 bad(
                     "pipeline.target",
-                    "missing: the `layer.table` to write".into(),
+                    format!(
+                        "`{target_text}`: expected silver.<name> or gold.<name> (lower case, digits, `_`)"
+                    ),
                 )
             })?;
-        if !table_name_ok(&target, &TARGET_LAYERS) {
-            return Err(bad(
-                "pipeline.target",
-                format!(
-                    "`{target}`: expected silver.<name> or gold.<name> (lower case, digits, `_`)"
-                ),
-            ));
-        }
         let dialect = DatabricksDialect {};
-        if p.kind == Kind::Sql {
-            let source = p.source.as_deref().unwrap_or_default();
-            if !table_name_ok(source, &crate::query::LAYERS) {
-                return Err(bad(
-                    "pipeline.source",
-                    format!("`{source}`: expected the `layer.table` to read"),
-                ));
-            }
-            if source == target {
+        let mut source = None;
+        if kind == Kind::Sql {
+            let text = p.source.as_deref().unwrap_or_default();
+            let s = TableName::parse(text).map_err(|e| bad("pipeline.source", e.to_string()))?;
+            if s == target {
                 return Err(bad(
                     "pipeline.source",
                     "a pipeline cannot read its own target".into(),
                 ));
             }
+            source = Some(s);
             let sql = p.sql.as_deref().unwrap_or_default();
             if sql.trim().is_empty() {
                 return Err(bad(
@@ -271,8 +201,8 @@ impl Pipeline {
         Ok(Pipeline {
             name,
             description: p.description.unwrap_or_default(),
-            kind: p.kind,
-            source: p.source,
+            kind,
+            source,
             target,
             sql: p.sql,
             partition_by: p.partition_by,
@@ -325,6 +255,13 @@ mod tests {
         }
         let gold =
             Pipeline::from_toml("[pipeline]\nkind = \"oee_shift\"\n", "o.toml", "oee").unwrap();
-        assert_eq!(gold.target, "gold.oee_shift");
+        assert_eq!(gold.target.to_string(), "gold.oee_shift");
+        let e = Pipeline::from_toml("[pipeline]\nkind = \"oee\"\n", "o.toml", "oee")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("pipeline.kind") && e.contains("oee_shift"),
+            "{e}"
+        );
     }
 }

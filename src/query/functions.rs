@@ -109,13 +109,8 @@ impl TableFunctionImpl for KernelFunction {
             .first()
             .and_then(text)
             .ok_or_else(|| bad("first argument: a table name in quotes"))?;
-        let (layer, name) = table
-            .split_once('.')
-            .ok_or_else(|| bad("the table is named layer.table"))?;
-        if !super::LAYERS.contains(&layer)
-            || !super::valid_name(name)
-            || !self.engine.lake.table_exists(layer, name)
-        {
+        let name = crate::lake::TableName::parse(&table).map_err(|e| bad(&e.to_string()))?;
+        if !self.engine.lake.exists(&name) {
             return Err(bad(&format!("no table `{table}`")));
         }
         let signal = a
@@ -155,7 +150,10 @@ impl TableFunctionImpl for KernelFunction {
             None => None,
             Some(e) => {
                 let s = text(e).ok_or_else(|| bad("last argument: a time in quotes"))?;
-                Some(crate::api::parse_time(&s, crate::connectors::now_ms()).map_err(|m| bad(&m))?)
+                Some(
+                    crate::time::parse_time(&s, crate::time::now_ms())
+                        .map_err(|m| bad(&m.to_string()))?,
+                )
             }
         };
         if a.len() > since_at + 1 {
@@ -177,7 +175,7 @@ impl TableFunctionImpl for KernelFunction {
         }));
         Ok(Arc::new(KernelTable {
             engine: self.engine.clone(),
-            table,
+            table: name,
             signal,
             since,
             op,
@@ -190,7 +188,7 @@ impl TableFunctionImpl for KernelFunction {
 #[derive(Debug)]
 struct KernelTable {
     engine: SqlEngine,
-    table: String,
+    table: crate::lake::TableName,
     signal: String,
     since: Option<i64>,
     op: Op,
@@ -205,7 +203,7 @@ fn us_array(ms: &[i64]) -> TimestampMicrosecondArray {
 impl KernelTable {
     async fn compute(&self) -> Result<RecordBatch> {
         let since = self.since.map_or(String::new(), |ms| {
-            format!(" AND ts >= {}", super::timestamp_literal(ms))
+            format!(" AND ts >= {}", crate::time::timestamp_literal(ms))
         });
         let sql = format!(
             "SELECT asset_id, ts, value FROM {} WHERE signal = '{}'{since} ORDER BY ts",

@@ -18,6 +18,9 @@
 
 pub mod format;
 pub mod functions;
+pub mod pool;
+
+pub use pool::{PoolError, QueryPool};
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -28,6 +31,7 @@ use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::datafusion::catalog::{MemorySchemaProvider, SchemaProvider, TableProvider};
 use deltalake::datafusion::error::DataFusionError;
 use deltalake::datafusion::execution::context::SQLOptions;
+use deltalake::datafusion::execution::runtime_env::RuntimeEnv;
 use deltalake::datafusion::execution::SessionState;
 use deltalake::datafusion::prelude::{SessionConfig, SessionContext};
 use deltalake::datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
@@ -37,10 +41,8 @@ use deltalake::datafusion::sql::sqlparser::ast::{
 use deltalake::datafusion::sql::sqlparser::dialect::DatabricksDialect;
 use deltalake::DeltaTable;
 
-use crate::lake::{LakeError, Lakehouse};
+use crate::lake::{LakeError, Lakehouse, Layer, TableName};
 
-/// The layers, each a SQL schema.
-pub const LAYERS: [&str; 4] = ["bronze", "silver", "gold", "system"];
 const TIME_TRAVEL_SCHEMA: &str = "__time_travel";
 
 /// Why a query failed. [`QueryError::is_user_error`] separates the caller's
@@ -64,6 +66,16 @@ pub enum QueryError {
 }
 
 impl QueryError {
+    /// Whether the query needed more memory than the pool allows.
+    pub fn is_resources_exhausted(&self) -> bool {
+        match self {
+            QueryError::Exec(e) | QueryError::Plan(e) => {
+                matches!(e.find_root(), DataFusionError::ResourcesExhausted(_))
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the query text is at fault (bad SQL, unknown table or column,
     /// a write statement) rather than the platform.
     pub fn is_user_error(&self) -> bool {
@@ -99,34 +111,56 @@ impl QueryResult {
 }
 
 /// Runs read-only SQL against a lakehouse.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SqlEngine {
     lake: Arc<Lakehouse>,
+    /// Memory pool and spill files shared by the queries of a query pool.
+    env: Option<(Arc<RuntimeEnv>, usize)>,
+}
+
+impl std::fmt::Debug for SqlEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SqlEngine({})", self.lake.root())
+    }
 }
 
 impl SqlEngine {
-    /// An engine over `lake`.
+    /// An engine over `lake` (no memory limit: for the command line).
     pub fn new(lake: Arc<Lakehouse>) -> SqlEngine {
-        SqlEngine { lake }
+        SqlEngine { lake, env: None }
+    }
+
+    /// An engine whose queries share `pool`'s memory limit and threads.
+    pub fn in_pool(lake: Arc<Lakehouse>, pool: &QueryPool) -> SqlEngine {
+        SqlEngine {
+            lake,
+            env: Some((pool.env(), pool.threads())),
+        }
     }
 
     /// A session with the layers registered as schemas (also usable for
     /// DataFrame work by the pipelines).
     pub fn session(&self) -> SessionContext {
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("ironlake", "public")
             .with_create_default_catalog_and_schema(true);
-        let ctx = SessionContext::new_with_config(config);
+        let ctx = match &self.env {
+            Some((env, threads)) => {
+                config = config.with_target_partitions((*threads).max(1));
+                SessionContext::new_with_config_rt(config, env.clone())
+            }
+            None => SessionContext::new_with_config(config),
+        };
         let state = ctx.state();
         if let Some(catalog) = ctx.catalog("ironlake") {
-            for layer in LAYERS {
+            for layer in Layer::ALL {
                 let schema = LayerSchema {
                     lake: self.lake.clone(),
                     layer,
                     state: state.clone(),
                 };
-                let _ = catalog.register_schema(layer, Arc::new(schema));
+                let _ = catalog.register_schema(layer.as_str(), Arc::new(schema));
             }
             let _ =
                 catalog.register_schema(TIME_TRAVEL_SCHEMA, Arc::new(MemorySchemaProvider::new()));
@@ -237,10 +271,9 @@ impl SqlEngine {
             table: name.to_string(),
             message,
         };
-        let (layer, table) = name
-            .split_once('.')
-            .ok_or_else(|| QueryError::UnknownTable(name.to_string()))?;
-        let Some(mut t) = open_table(&self.lake, layer, table).await? else {
+        let table =
+            TableName::parse(name).map_err(|_| QueryError::UnknownTable(name.to_string()))?;
+        let Some(mut t) = open_table(&self.lake, &table).await? else {
             return Err(QueryError::UnknownTable(name.to_string()));
         };
         match version {
@@ -264,7 +297,8 @@ impl SqlEngine {
                         "TIMESTAMP AS OF takes a quoted RFC 3339 time, not `{e}`"
                     ))
                 })?;
-                let ms = crate::api::parse_time(&s, crate::connectors::now_ms()).map_err(err)?;
+                let ms = crate::time::parse_time(&s, crate::time::now_ms())
+                    .map_err(|e| err(e.message))?;
                 let at = chrono::DateTime::from_timestamp_millis(ms)
                     .ok_or_else(|| err(format!("`{s}` is out of range")))?;
                 t.load_with_datetime(at)
@@ -279,13 +313,6 @@ impl SqlEngine {
         }
         provider(&t, state).await.map_err(QueryError::Plan)
     }
-}
-
-/// A SQL timestamp literal for an instant (UTC ms), for queries the
-/// platform writes itself (never from user text).
-pub fn timestamp_literal(ms: i64) -> String {
-    let d = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
-    format!("TIMESTAMP '{}'", d.format("%Y-%m-%dT%H:%M:%S%.3fZ"))
 }
 
 /// The text of a literal (number or string, possibly `TIMESTAMP '...'`).
@@ -336,33 +363,18 @@ impl VisitorMut for TimeTravel {
     }
 }
 
-/// Open `layer.table` if it exists.
-async fn open_table(
-    lake: &Lakehouse,
-    layer: &str,
-    table: &str,
-) -> Result<Option<DeltaTable>, QueryError> {
-    if !LAYERS.contains(&layer) || !valid_name(table) {
+/// Open a table if it exists.
+async fn open_table(lake: &Lakehouse, name: &TableName) -> Result<Option<DeltaTable>, QueryError> {
+    if !lake.exists(name) {
         return Ok(None);
     }
-    if !lake.table_exists(layer, table) {
-        return Ok(None);
-    }
-    let url = lake.table_url_by_name(layer, table);
-    let t = DeltaTable::try_from_url(url)
+    let t = DeltaTable::try_from_url(lake.url_of(name))
         .await
         .map_err(|source| LakeError::Open {
-            table: format!("{layer}.{table}"),
+            table: name.to_string(),
             source,
         })?;
     Ok(Some(t))
-}
-
-/// Table names are lower-case identifiers (they are directory names).
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 async fn provider(
@@ -377,7 +389,7 @@ async fn provider(
 /// One layer of the lakehouse as a SQL schema.
 struct LayerSchema {
     lake: Arc<Lakehouse>,
-    layer: &'static str,
+    layer: Layer,
     /// Shares the runtime (object stores) with the session using it.
     state: SessionState,
 }
@@ -391,11 +403,18 @@ impl std::fmt::Debug for LayerSchema {
 #[async_trait]
 impl SchemaProvider for LayerSchema {
     fn table_names(&self) -> Vec<String> {
-        self.lake.list_tables(self.layer)
+        self.lake
+            .list_tables(self.layer)
+            .into_iter()
+            .map(|n| n.table().to_string())
+            .collect()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
-        let t = open_table(&self.lake, self.layer, name)
+        let Ok(name) = TableName::new(self.layer, name) else {
+            return Ok(None);
+        };
+        let t = open_table(&self.lake, &name)
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         match t {
@@ -405,6 +424,6 @@ impl SchemaProvider for LayerSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.lake.table_exists(self.layer, name)
+        TableName::new(self.layer, name).is_ok_and(|n| self.lake.exists(&n))
     }
 }

@@ -21,8 +21,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::assets::{AssetModel, SourceBinding};
-use crate::config::{parse_toml, ConfigError, PlantFile, EMBEDDED};
+use crate::assets::AssetModel;
+use crate::config::{parse_toml, ConfigError, PlantFile, PlatformFile, EMBEDDED};
+use crate::connectors::modbus::{ModbusConnector, ModbusSource};
+use crate::connectors::mqtt::MqttConnector;
+use crate::connectors::Connectors;
 use modbus_server::Bank;
 use physics::{MachineSim, Overrides, ShiftPlan};
 
@@ -108,6 +111,8 @@ fn d_scale() -> f64 {
 pub struct Scenario {
     pub file: ScenarioFile,
     pub model: Arc<AssetModel>,
+    /// The machines' bindings, resolved as the platform resolves them.
+    pub connectors: Connectors,
 }
 
 impl Scenario {
@@ -120,7 +125,8 @@ impl Scenario {
         })?;
         let sf: ScenarioFile = parse_toml(&text, &file)?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let twins = crate::config::load_twin_types(&base.join(&sf.twins))?;
+        let twins =
+            crate::assets::twin_types(crate::config::twin_type_files(&base.join(&sf.twins))?)?;
         let mut plants = Vec::new();
         for p in &sf.plants {
             let pp = base.join(p);
@@ -139,7 +145,7 @@ impl Scenario {
         let file = "embedded:simulators/demo.toml";
         let text = EMBEDDED.get("simulators/demo.toml").unwrap_or_default();
         let sf: ScenarioFile = parse_toml(text, file)?;
-        let twins = crate::config::embedded_twin_types()?;
+        let twins = crate::assets::twin_types(crate::config::embedded_twin_type_files()?)?;
         let mut plants = Vec::new();
         for p in &sf.plants {
             let key = format!("simulators/{p}");
@@ -153,9 +159,13 @@ impl Scenario {
         Self::build(sf, twins, plants, file)
     }
 
-    /// A scenario over an existing model (tests, benchmarks).
-    pub fn from_model(sf: ScenarioFile, model: Arc<AssetModel>) -> Self {
-        Scenario { file: sf, model }
+    /// A scenario over a platform's configuration (tests, benchmarks).
+    pub fn from_config(sf: ScenarioFile, config: &crate::platform::Config) -> Self {
+        Scenario {
+            file: sf,
+            model: config.model.clone(),
+            connectors: config.connectors.clone(),
+        }
     }
 
     fn build(
@@ -165,6 +175,7 @@ impl Scenario {
         file: &str,
     ) -> Result<Self, ConfigError> {
         let model = AssetModel::build(twins, plants)?;
+        let connectors = Connectors::resolve(&model, &PlatformFile::embedded_default()?, file)?;
         for (i, f) in sf.faults.iter().enumerate() {
             let bad = |m: String| ConfigError::Invalid {
                 file: file.into(),
@@ -183,15 +194,13 @@ impl Scenario {
                 f.kind,
                 FaultKind::MalformedPayload | FaultKind::WrongType | FaultKind::UnknownSignal
             );
-            if mqtt_only && a.source.protocol() != "mqtt" {
+            if mqtt_only && a.source.protocol != "mqtt" {
                 return Err(bad(format!(
                     "{:?} needs an MQTT machine; `{}` is on {}",
-                    f.kind,
-                    f.machine,
-                    a.source.protocol()
+                    f.kind, f.machine, a.source.protocol
                 )));
             }
-            if f.kind == FaultKind::PlcDown && a.source.protocol() != "modbus" {
+            if f.kind == FaultKind::PlcDown && a.source.protocol != "modbus" {
                 return Err(bad(format!(
                     "plc_down needs a Modbus machine; `{}` is on MQTT",
                     f.machine
@@ -218,6 +227,7 @@ impl Scenario {
         Ok(Scenario {
             file: sf,
             model: Arc::new(model),
+            connectors,
         })
     }
 }
@@ -233,8 +243,15 @@ pub struct Simulator {
 struct SimMachine {
     idx: usize,
     sim: MachineSim,
-    bank: Option<Arc<RwLock<Bank>>>,
-    topic: Option<String>,
+    bank: Option<(Arc<RwLock<Bank>>, ModbusSource)>,
+    mqtt: Option<SimTopic>,
+}
+
+/// Where and how an MQTT machine publishes.
+struct SimTopic {
+    topic: String,
+    fields: Vec<(String, u16)>,
+    ts_field: Option<String>,
 }
 
 impl Simulator {
@@ -255,10 +272,18 @@ impl Simulator {
                 idx: a.idx as usize,
                 sim,
                 bank: None,
-                topic: None,
+                mqtt: None,
             };
-            match &a.source {
-                SourceBinding::Modbus(src) => {
+            let modbus = sc
+                .connectors
+                .get::<ModbusConnector>()
+                .and_then(|c| c.source(a.idx));
+            let mqtt = sc
+                .connectors
+                .get::<MqttConnector>()
+                .and_then(|c| Some((c.topic(a.idx)?, c.binding(a.idx)?)));
+            match (modbus, mqtt) {
+                (Some(src), _) => {
                     let addr: SocketAddr = tokio::net::lookup_host((src.host.as_str(), src.port))
                         .await?
                         .next()
@@ -276,12 +301,20 @@ impl Simulator {
                     let (tx, rx) = watch::channel(true);
                     plc_tasks.push(tokio::spawn(modbus_server::serve(addr, bank.clone(), rx)));
                     plc_switches.insert(a.id.to_string(), tx);
-                    m.bank = Some(bank);
+                    m.bank = Some((bank, src.clone()));
                 }
-                SourceBinding::Mqtt(src) => {
+                (None, Some((topic, b))) => {
                     any_mqtt = true;
-                    m.topic = Some(src.topic.clone());
+                    let mut fields: Vec<(String, u16)> =
+                        b.fields.iter().map(|(k, v)| (k.clone(), *v)).collect();
+                    fields.sort();
+                    m.mqtt = Some(SimTopic {
+                        topic: topic.to_string(),
+                        fields,
+                        ts_field: b.ts_field.clone(),
+                    });
                 }
+                (None, None) => {}
             }
             machines.push(m);
         }
@@ -458,7 +491,7 @@ async fn run(
             _ = tick.tick() => {}
         }
         t += dt_real;
-        let now = crate::connectors::now_ms();
+        let now = crate::time::now_ms();
         // PLC up/down faults.
         for fault in f.faults.iter().filter(|x| x.kind == FaultKind::PlcDown) {
             if let Some(sw) = plcs.get(&fault.machine) {
@@ -503,7 +536,7 @@ async fn run(
                         raw = Some(b"{\"state\": 2, \"spindle\": {\"speed\": 12".to_vec());
                     }
                     FaultKind::WrongType if fires(fault, t, dt_real) => {
-                        if let (Some(s), SourceBinding::Mqtt(src)) = (sig, &a.source) {
+                        if let (Some(s), Some(src)) = (sig, &m.mqtt) {
                             if let Some((path, _)) =
                                 src.fields.iter().find(|(_, i)| *i as usize == s)
                             {
@@ -520,13 +553,11 @@ async fn run(
             for (s, v) in &ov.stuck {
                 values[*s] = *v;
             }
-            if let Some(bank) = &m.bank {
-                if let SourceBinding::Modbus(src) = &a.source {
-                    bank.write().write(src, &values);
-                }
+            if let Some((bank, src)) = &m.bank {
+                bank.write().write(src, &values);
             }
-            if let (Some(c), Some(topic), SourceBinding::Mqtt(src)) = (&client, &m.topic, &a.source)
-            {
+            if let (Some(c), Some(src)) = (&client, &m.mqtt) {
+                let topic = &src.topic;
                 let body = match raw.take() {
                     Some(r) => r,
                     None => payload(&src.fields, &values, now, src.ts_field.as_deref(), &extra)

@@ -14,8 +14,8 @@ use tokio_modbus::server::tcp::{accept_tcp_connection, Server};
 use tokio_modbus::{ExceptionCode, Request, Response};
 use tracing::{debug, warn};
 
-use crate::assets::{ModbusSource, RegisterTable};
 use crate::connectors::modbus::codec;
+use crate::connectors::modbus::{ModbusSource, RegisterTable};
 
 /// Registers of one simulated PLC.
 #[derive(Debug, Default)]

@@ -289,11 +289,11 @@ pub fn state_code(twin: &TwinType, st: MachineState) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::embedded_twin_types;
+    use crate::platform::Config;
 
     #[test]
     fn deterministic_for_a_seed_and_values_stay_in_range() {
-        let types = embedded_twin_types().unwrap();
+        let types = Config::embedded_twin_types().unwrap();
         let twin = types["cnc_mill"].clone();
         let plan = ShiftPlan::default();
         let run = |seed| {

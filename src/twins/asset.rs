@@ -1,6 +1,8 @@
 //! The machine twin actor: hosts a [`TwinCore`], takes reading batches from
 //! ingestion, tells its line when state, alarms or counters change, writes
-//! asset events and periodic checkpoints, and answers snapshot queries.
+//! asset events, hands out checkpoints when the platform asks (every
+//! `twin.checkpoint_interval_s`, and at shutdown), watches its source's
+//! connection, and answers snapshot queries.
 //!
 //! It never blocks: lake output goes through a bounded channel with try-send,
 //! and whatever does not fit waits in a small outbox for the next turn.
@@ -12,21 +14,18 @@ use actix::prelude::*;
 use tokio::sync::mpsc;
 use tracing::{error, warn};
 
-use super::core::{AssetSnapshot, Changes, TwinCore, TypedReading};
+use super::core::{AssetSnapshot, Changes, TwinCore};
 use super::line::{ChildStatus, LineTwin};
 use super::{TwinOutput, TwinShared};
-use crate::assets::SignalIdx;
-use crate::connectors::now_ms;
+use crate::ingest::TwinBatch;
 use crate::lake::rows::{AssetEventRow, AssetStateRow};
+use crate::time::now_ms;
 
 /// A batch of validated readings for one machine (plus signals whose latest
 /// value was rejected, to show them as `BAD`).
 #[derive(Message, Debug, Clone, Default)]
 #[rtype(result = "()")]
-pub struct Ingest {
-    pub readings: Vec<TypedReading>,
-    pub rejected: Vec<(SignalIdx, &'static str)>,
-}
+pub struct Ingest(pub TwinBatch);
 
 /// Ask for the live state.
 #[derive(Message)]
@@ -46,11 +45,12 @@ pub struct AssetSummary {
     pub last_update: Option<i64>,
 }
 
-/// Checkpoint now and hand back the row plus events not yet delivered (used at
-/// shutdown, so the caller can write them and wait for the commit).
+/// Checkpoint now and hand back the row plus events not yet delivered, so
+/// the caller writes them and knows when the checkpoint is durable (the
+/// row's `stats` carries the journal position it covers).
 #[derive(Message)]
-#[rtype(result = "(AssetStateRow, Vec<AssetEventRow>)")]
-pub struct FinalCheckpoint;
+#[rtype(result = "(AssetStateRow, Vec<AssetEventRow>, u64)")]
+pub struct TakeCheckpoint;
 
 /// Restart the twin from its last checkpoint (operator action; also what the
 /// supervisor does after a failure).
@@ -69,6 +69,10 @@ pub struct MachineTwin {
     pending_state: Option<AssetStateRow>,
     last_line_update_ms: i64,
     pending_line_update: bool,
+    /// Wall-clock time readings last arrived.
+    last_received_ms: Option<i64>,
+    /// Reading batches in every twin's mailbox (this one's at `core.id.idx`).
+    mailboxes: Arc<Vec<std::sync::atomic::AtomicU32>>,
 }
 
 impl MachineTwin {
@@ -78,6 +82,7 @@ impl MachineTwin {
         checkpoint: Option<String>,
         line: Option<Addr<LineTwin>>,
         shared: Arc<TwinShared>,
+        mailboxes: Arc<Vec<std::sync::atomic::AtomicU32>>,
     ) -> Self {
         if let Some(cp) = &checkpoint {
             if let Err(e) = core.restore_json(cp) {
@@ -93,6 +98,8 @@ impl MachineTwin {
             pending_state: None,
             last_line_update_ms: 0,
             pending_line_update: true,
+            last_received_ms: None,
+            mailboxes,
         }
     }
 
@@ -140,15 +147,29 @@ impl MachineTwin {
         }
     }
 
-    fn checkpoint(&mut self) {
-        let row = self.core.checkpoint_row(now_ms());
-        self.last_checkpoint = Some(row.stats.clone());
-        self.pending_state = Some(row);
-        self.drain_outbox();
+    /// Whether the source is gone or silent: the state becomes DISCONNECTED.
+    fn watch_connection(&mut self) {
+        let connected = self
+            .shared
+            .health
+            .as_ref()
+            .is_none_or(|h| h.is_connected(self.core.id.idx));
+        let silent_ms = (self.shared.cfg.disconnected_after_s * 1000.0) as i64;
+        if self.core.check_connection(
+            connected,
+            self.last_received_ms,
+            now_ms(),
+            silent_ms,
+            &mut self.outbox,
+        ) {
+            self.notify_line(true);
+            self.drain_outbox();
+        }
     }
 
     fn restart_from_checkpoint(&mut self) {
-        let fresh = TwinCore::new(self.core.id.clone(), &self.shared.cfg);
+        let mut fresh = TwinCore::new(self.core.id.clone(), &self.shared.cfg);
+        fresh.journal = self.shared.journal_id.clone();
         self.core = fresh;
         if let Some(cp) = &self.last_checkpoint {
             if let Err(e) = self.core.restore_json(cp) {
@@ -164,10 +185,10 @@ impl Actor for MachineTwin {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.shared.cfg.mailbox);
-        let every = Duration::from_secs(self.shared.cfg.checkpoint_interval_s);
-        ctx.run_interval(every, |act, _| act.checkpoint());
-        // Deliver outbox leftovers and throttled line updates even when idle.
+        // Deliver outbox leftovers and throttled line updates even when
+        // idle, and notice a source that went away.
         ctx.run_interval(Duration::from_millis(500), |act, _| {
+            act.watch_connection();
             act.drain_outbox();
             if act.pending_line_update {
                 act.notify_line(true);
@@ -187,14 +208,25 @@ impl Supervised for MachineTwin {
 impl Handler<Ingest> for MachineTwin {
     type Result = ();
 
-    fn handle(&mut self, msg: Ingest, ctx: &mut Self::Context) {
+    fn handle(&mut self, Ingest(msg): Ingest, ctx: &mut Self::Context) {
+        if let Some(d) = self.mailboxes.get(self.core.id.idx as usize) {
+            let _ = d.fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |v| v.checked_sub(1),
+            );
+        }
         for (sig, reason) in &msg.rejected {
             self.core.mark_rejected(*sig, reason);
         }
         if msg.readings.is_empty() {
+            self.core.applied_lsn = self.core.applied_lsn.max(msg.lsn);
             return;
         }
-        let ch: Changes = self.core.apply(&msg.readings, &mut self.outbox);
+        if !msg.replay {
+            self.last_received_ms = Some(now_ms());
+        }
+        let ch: Changes = self.core.apply_batch(&msg, &mut self.outbox);
         if let Some(p) = &self.shared.visibility {
             let now = now_ms();
             if let Some(r) = msg.readings.last() {
@@ -235,14 +267,14 @@ impl Handler<GetSummary> for MachineTwin {
     }
 }
 
-impl Handler<FinalCheckpoint> for MachineTwin {
-    type Result = MessageResult<FinalCheckpoint>;
+impl Handler<TakeCheckpoint> for MachineTwin {
+    type Result = MessageResult<TakeCheckpoint>;
 
-    fn handle(&mut self, _: FinalCheckpoint, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _: TakeCheckpoint, _: &mut Self::Context) -> Self::Result {
         let row = self.core.checkpoint_row(now_ms());
         self.last_checkpoint = Some(row.stats.clone());
         self.pending_state = None;
-        MessageResult((row, std::mem::take(&mut self.outbox)))
+        MessageResult((row, std::mem::take(&mut self.outbox), self.core.applied_lsn))
     }
 }
 

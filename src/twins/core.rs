@@ -12,16 +12,7 @@ use crate::assets::{Asset, AssetIdx, MachineState, Severity, SignalIdx, TwinType
 use crate::config::TwinConfig;
 use crate::lake::rows::{AssetEventRow, AssetStateRow};
 
-/// A reading that passed validation, addressed by signal index.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TypedReading {
-    pub signal: SignalIdx,
-    /// Source time, UTC ms.
-    pub ts_ms: i64,
-    pub value: f64,
-    /// Ingest time, UTC ms.
-    pub ingest_ms: i64,
-}
+pub use crate::ingest::TypedReading;
 
 /// Identity of the twin, shared with its rows.
 #[derive(Debug, Clone)]
@@ -57,7 +48,7 @@ struct SignalLive {
     rejected: Option<String>,
 }
 
-/// Part counters, tolerant of PLC counter resets.
+/// Part counters, tolerant of PLC counter resets and single bad values.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Counters {
     /// Last counter values reported by the PLC.
@@ -66,6 +57,41 @@ pub struct Counters {
     /// Parts counted by this twin (sum of increments, across counter resets).
     pub good_total: f64,
     pub reject_total: f64,
+    /// A value below the last one, not yet told apart: a reset if the next
+    /// value stays below the last, a glitch if it comes back.
+    #[serde(default)]
+    pub good_drop: Option<f64>,
+    #[serde(default)]
+    pub reject_drop: Option<f64>,
+}
+
+/// The increment a new counter value `v` makes, given the last value and a
+/// pending drop. A drop is held until the next value tells a PLC reset (the
+/// counter stays low: the parts since the reset count) from a glitch (it
+/// comes back: nothing counts twice).
+pub fn counter_step(last: &mut Option<f64>, drop: &mut Option<f64>, v: f64) -> f64 {
+    let Some(prev) = *last else {
+        *last = Some(v);
+        return 0.0;
+    };
+    if v >= prev {
+        // Back at or above the last value: any pending drop was a glitch.
+        *drop = None;
+        *last = Some(v);
+        return v - prev;
+    }
+    match drop.take() {
+        // The second value in a row below the last: the PLC was reset, and
+        // counts since from zero.
+        Some(_) => {
+            *last = Some(v);
+            v
+        }
+        None => {
+            *drop = Some(v);
+            0.0
+        }
+    }
 }
 
 /// What changed in one update, for the line twin.
@@ -95,6 +121,15 @@ pub struct TwinCore {
     pub readings_total: u64,
     pub last_update_ms: Option<i64>,
     stale_after_ms: i64,
+    /// Journal position of the newest reading applied (what a checkpoint covers).
+    pub applied_lsn: u64,
+    /// Readings applied later than a newer one of their signal.
+    pub late_total: u64,
+    /// Suppress events at or before this time (replay of what is already in
+    /// `silver.asset_events`).
+    events_until: Option<i64>,
+    /// The ingest journal `applied_lsn` refers to.
+    pub journal: Arc<str>,
 }
 
 /// Checkpoint format (JSON in `gold.asset_state.stats`). Signals and alarms are
@@ -110,6 +145,11 @@ pub struct Checkpoint {
     pub last_update_ms: Option<i64>,
     signals: Vec<(String, SignalLive)>,
     alarms: Vec<(String, AlarmState)>,
+    /// The ingest journal this checkpoint's position refers to, and the position.
+    #[serde(default)]
+    pub journal: String,
+    #[serde(default)]
+    pub lsn: u64,
 }
 
 /// Per-signal view in the API.
@@ -186,7 +226,16 @@ impl TwinCore {
             readings_total: 0,
             last_update_ms: None,
             stale_after_ms: (cfg.stale_after_s * 1000.0) as i64,
+            applied_lsn: 0,
+            late_total: 0,
+            events_until: None,
+            journal: Arc::from(""),
         }
+    }
+
+    /// Whether an event at `ts` is new (not replayed into `silver.asset_events` again).
+    fn emits(&self, ts: i64) -> bool {
+        self.events_until.is_none_or(|u| ts > u)
     }
 
     fn event(
@@ -209,7 +258,25 @@ impl TwinCore {
         }
     }
 
+    /// Apply a batch from the ingest stage: its readings in order, its
+    /// journal position, and (for a replay) the events already written.
+    pub fn apply_batch(
+        &mut self,
+        b: &crate::ingest::TwinBatch,
+        events: &mut Vec<AssetEventRow>,
+    ) -> Changes {
+        self.events_until = if b.replay { b.events_until } else { None };
+        let ch = self.apply(&b.readings, events);
+        self.events_until = None;
+        self.applied_lsn = self.applied_lsn.max(b.lsn);
+        ch
+    }
+
     /// Apply readings in order; asset events are appended to `events`.
+    ///
+    /// Readings are applied by source time: one older than the newest
+    /// reading of its signal (late, or redelivered) updates the windows but
+    /// not the current state, alarms or part counters.
     pub fn apply(&mut self, readings: &[TypedReading], events: &mut Vec<AssetEventRow>) -> Changes {
         let mut ch = Changes::default();
         let twin = self.id.twin.clone();
@@ -218,6 +285,13 @@ impl TwinCore {
                 continue;
             };
             live.rejected = None;
+            let late = live.window.last.is_some_and(|(t, _)| r.ts_ms < t);
+            if late {
+                live.window.push(r.ts_ms, r.value);
+                self.readings_total += 1;
+                self.late_total += 1;
+                continue;
+            }
             // Alarms see the window before the value is added.
             let same_run = match live.window.last {
                 Some((_, lv)) if lv == r.value => live.window.same_run + 1,
@@ -248,7 +322,15 @@ impl TwinCore {
                         ),
                         Transition::Cleared => ("alarm_cleared", None),
                     };
-                    events.push(self.event(r.ts_ms, kind, rule.name.clone(), Some(r.value), msg));
+                    if self.emits(r.ts_ms) {
+                        events.push(self.event(
+                            r.ts_ms,
+                            kind,
+                            rule.name.clone(),
+                            Some(r.value),
+                            msg,
+                        ));
+                    }
                 }
             }
             self.signals[r.signal as usize]
@@ -262,17 +344,8 @@ impl TwinCore {
                         .copied()
                         .unwrap_or(MachineState::Unknown);
                     if st != self.state {
-                        let prev = self.state;
-                        self.state = st;
-                        self.state_since_ms = Some(r.ts_ms);
+                        self.set_state(st, r.ts_ms, Some(r.value), events);
                         ch.state = true;
-                        events.push(self.event(
-                            r.ts_ms,
-                            "state",
-                            st.as_str().into(),
-                            Some(r.value),
-                            Some(format!("from {}", prev.as_str())),
-                        ));
                     }
                 }
             }
@@ -285,37 +358,88 @@ impl TwinCore {
                 None
             };
             if let Some(good) = counter {
-                let (last, total, name) = if good {
+                let c = &mut self.counters;
+                let (last, drop, total, name) = if good {
                     (
-                        &mut self.counters.good_parts,
-                        &mut self.counters.good_total,
+                        &mut c.good_parts,
+                        &mut c.good_drop,
+                        &mut c.good_total,
                         "good_parts",
                     )
                 } else {
                     (
-                        &mut self.counters.rejected_parts,
-                        &mut self.counters.reject_total,
+                        &mut c.rejected_parts,
+                        &mut c.reject_drop,
+                        &mut c.reject_total,
                         "rejected_parts",
                     )
                 };
-                let inc = match *last {
-                    None => 0.0,
-                    Some(prev) if r.value >= prev => r.value - prev,
-                    // The PLC counter was reset (or wrapped): count from zero.
-                    Some(_) => r.value,
-                };
-                *last = Some(r.value);
+                let inc = counter_step(last, drop, r.value);
                 if inc > 0.0 {
                     *total += inc;
                     ch.counters = true;
-                    let ev = self.event(r.ts_ms, "counter", name.into(), Some(inc), None);
-                    events.push(ev);
+                    if self.emits(r.ts_ms) {
+                        let ev = self.event(r.ts_ms, "counter", name.into(), Some(inc), None);
+                        events.push(ev);
+                    }
                 }
             }
             self.readings_total += 1;
             self.last_update_ms = Some(self.last_update_ms.map_or(r.ts_ms, |t| t.max(r.ts_ms)));
         }
         ch
+    }
+
+    fn set_state(
+        &mut self,
+        st: MachineState,
+        ts: i64,
+        value: Option<f64>,
+        events: &mut Vec<AssetEventRow>,
+    ) {
+        let prev = self.state;
+        self.state = st;
+        self.state_since_ms = Some(ts);
+        if self.emits(ts) {
+            events.push(self.event(
+                ts,
+                "state",
+                st.as_str().into(),
+                value,
+                Some(format!("from {}", prev.as_str())),
+            ));
+        }
+    }
+
+    /// Tell the twin whether its source is connected, at wall-clock `now_ms`:
+    /// a machine whose source is disconnected, or sent nothing for
+    /// `silent_after_ms`, goes to `DISCONNECTED` from just after its last
+    /// reading (the last moment its state was known). Returns whether the
+    /// state changed.
+    pub fn check_connection(
+        &mut self,
+        connected: bool,
+        last_received_ms: Option<i64>,
+        now_ms: i64,
+        silent_after_ms: i64,
+        events: &mut Vec<AssetEventRow>,
+    ) -> bool {
+        if !self.state.is_known() && self.state != MachineState::Unknown {
+            return false;
+        }
+        if self.state == MachineState::Unknown && self.last_update_ms.is_none() {
+            return false;
+        }
+        let silent = last_received_ms.is_none_or(|t| now_ms - t > silent_after_ms);
+        if connected && !silent {
+            return false;
+        }
+        if self.state == MachineState::Disconnected {
+            return false;
+        }
+        let at = self.last_update_ms.map_or(now_ms, |t| t + 1).min(now_ms);
+        self.set_state(MachineState::Disconnected, at, None, events);
+        true
     }
 
     /// Mark signals whose latest value was rejected by validation.
@@ -430,6 +554,8 @@ impl TwinCore {
                 .map(|r| r.name.clone())
                 .zip(self.alarms.iter().cloned())
                 .collect(),
+            journal: self.journal.to_string(),
+            lsn: self.applied_lsn,
         }
     }
 
@@ -459,6 +585,12 @@ impl TwinCore {
 
     /// Restore from a checkpoint; signals and alarms are matched by name.
     pub fn restore(&mut self, cp: Checkpoint) {
+        // A position in another journal means nothing here.
+        self.applied_lsn = if *cp.journal == *self.journal {
+            cp.lsn
+        } else {
+            0
+        };
         self.state = cp.state;
         self.state_since_ms = cp.state_since_ms;
         self.counters = cp.counters;

@@ -7,7 +7,7 @@ use actix::prelude::*;
 use serde::Serialize;
 
 use crate::assets::{AssetIdx, MachineState};
-use crate::connectors::now_ms;
+use crate::time::now_ms;
 
 /// What a machine tells its line.
 #[derive(Message, Debug, Clone, Copy, PartialEq)]

@@ -13,6 +13,7 @@ pub mod line;
 pub mod window;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ use crate::lake::rows::{asset_state_batch, events_batch, AssetEventRow, AssetSta
 use crate::lake::writer::TableWriter;
 use crate::metrics::LatencyProbe;
 pub use asset::{
-    AssetSummary, FinalCheckpoint, GetSnapshot, GetSummary, Ingest, MachineTwin, Restart,
+    AssetSummary, GetSnapshot, GetSummary, Ingest, MachineTwin, Restart, TakeCheckpoint,
 };
 pub use line::{Aggregate, GetAggregate, LineTwin, PlantTwin};
 
@@ -45,6 +46,11 @@ pub struct TwinShared {
     pub out: mpsc::Sender<TwinOutput>,
     /// When set, records `apply time - source time` (REST visibility delay).
     pub visibility: Option<Arc<LatencyProbe>>,
+    /// Connection status of every source (a disconnected source makes its
+    /// machine DISCONNECTED at once).
+    pub health: Option<Arc<crate::connectors::HealthBoard>>,
+    /// The ingest journal that checkpoint positions refer to.
+    pub journal_id: Arc<str>,
 }
 
 /// Addresses of every twin.
@@ -52,8 +58,44 @@ pub struct TwinShared {
 pub struct TwinRegistry {
     /// Machine twins by asset index.
     pub machines: Arc<Vec<Addr<MachineTwin>>>,
+    /// Reading batches in each machine twin's mailbox.
+    pub mailboxes: Arc<Vec<AtomicU32>>,
     pub lines: Arc<HashMap<String, Addr<LineTwin>>>,
     pub plants: Arc<HashMap<String, Addr<PlantTwin>>>,
+}
+
+impl TwinRegistry {
+    /// Reading batches waiting in mailboxes: (most in one, total).
+    pub fn mailbox_depth(&self) -> (u32, u64) {
+        self.mailboxes.iter().fold((0, 0), |(m, t), d| {
+            let d = d.load(Ordering::Relaxed);
+            (m.max(d), t + d as u64)
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::ingest::TwinFeed for TwinRegistry {
+    async fn deliver(
+        &self,
+        asset: crate::assets::AssetIdx,
+        batch: crate::ingest::TwinBatch,
+    ) -> bool {
+        let Some(addr) = self.machines.get(asset as usize) else {
+            return false;
+        };
+        let depth = &self.mailboxes[asset as usize];
+        depth.fetch_add(1, Ordering::Relaxed);
+        let ok = match addr.try_send(Ingest(batch)) {
+            Ok(()) => true,
+            Err(SendError::Full(msg)) => addr.send(msg).await.is_ok(),
+            Err(SendError::Closed(_)) => false,
+        };
+        if !ok {
+            depth.fetch_sub(1, Ordering::Relaxed);
+        }
+        ok
+    }
 }
 
 /// Start all twins. Must be called inside a running actix `System`. The
@@ -82,19 +124,24 @@ pub fn spawn_all(
         );
     }
     let mut machines = Vec::with_capacity(model.assets.len());
+    let mailboxes: Arc<Vec<AtomicU32>> =
+        Arc::new((0..model.assets.len()).map(|_| AtomicU32::new(0)).collect());
     for a in &model.assets {
         let arb = &arbiters[a.idx as usize % arbiters.len()];
-        let core = TwinCore::new(TwinIdentity::of(a), &shared.cfg);
+        let mut core = TwinCore::new(TwinIdentity::of(a), &shared.cfg);
+        core.journal = shared.journal_id.clone();
         let cp = checkpoints.get(a.id.as_str()).cloned();
         let line = lines.get(a.line.as_str()).cloned();
         let sh = shared.clone();
+        let mb = mailboxes.clone();
         machines.push(Supervisor::start_in_arbiter(&arb.handle(), move |_| {
-            MachineTwin::new(core, cp, line, sh)
+            MachineTwin::new(core, cp, line, sh, mb)
         }));
     }
     (
         TwinRegistry {
             machines: Arc::new(machines),
+            mailboxes,
             lines: Arc::new(lines),
             plants: Arc::new(plants),
         },

@@ -8,7 +8,9 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::time::Duration;
 
-use ironlake::config::{parse_toml, Config, EmbeddedBrokerConfig, PlantFile, PlatformFile};
+use ironlake::config::{parse_toml, PlantFile, PlatformFile};
+use ironlake::connectors::mqtt::{EmbeddedBrokerConfig, MqttConfig};
+use ironlake::platform::Config;
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
@@ -33,15 +35,17 @@ pub fn platform(lake: &Path, mqtt_port: u16, embedded: bool) -> PlatformFile {
     p.twin.count_window = 20;
     p.twin.time_window_s = 30.0;
     p.ingest.queue = 1024;
-    p.mqtt.port = mqtt_port;
-    p.mqtt.client_id = format!("ironlake-test-{mqtt_port}");
-    p.mqtt.subscribe = vec!["test/#".into()];
-    p.mqtt.keep_alive_s = 5;
-    p.mqtt.embedded = embedded.then(|| EmbeddedBrokerConfig {
+    let mut m = MqttConfig::from_platform(&p).unwrap();
+    m.port = mqtt_port;
+    m.client_id = format!("ironlake-test-{mqtt_port}");
+    m.subscribe = vec!["test/#".into()];
+    m.keep_alive_s = 5;
+    m.embedded = embedded.then(|| EmbeddedBrokerConfig {
         enabled: true,
         listen: SocketAddr::from(([127, 0, 0, 1], mqtt_port)),
-        max_payload: 65536,
+        max_payload: 8 << 20,
     });
+    m.write_to(&mut p);
     p
 }
 
@@ -70,7 +74,7 @@ pub fn mqtt(topic: &str) -> String {
 /// A config from plant TOML text, with the twin types built into the binary.
 pub fn config(platform: PlatformFile, plant_toml: &str) -> Config {
     let pf: PlantFile = parse_toml(plant_toml, "test-plant.toml").unwrap();
-    let twins = ironlake::config::embedded_twin_types().unwrap();
+    let twins = Config::embedded_twin_types().unwrap();
     Config::from_parts(platform, twins, vec![("test-plant.toml".into(), pf)]).unwrap()
 }
 

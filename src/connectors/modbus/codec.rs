@@ -1,7 +1,8 @@
 //! Register maps: which blocks to read, and how words become engineering values
 //! (and back, for the simulator). Pure functions, no I/O.
 
-use crate::assets::{ModbusBinding, RegisterTable, RegisterType, SignalIdx, WordOrder};
+use super::config::{ModbusBinding, RegisterTable, RegisterType, WordOrder};
+use crate::assets::SignalIdx;
 
 /// Largest block read in one request (Modbus limits: 125 registers, 2000 coils).
 const MAX_REGS: u16 = 125;

@@ -1,8 +1,17 @@
 //! Modbus TCP: poll a machine's holding/input registers and coils at a fixed
 //! interval (tokio-modbus client), decode them with the register map, and
 //! reconnect with back-off when the device refuses or disappears.
+//!
+//! A poll is handed over once the ingest stage has journaled it; Modbus has
+//! no acknowledgement, so what was journaled survives a crash and what was
+//! not is simply the next poll.
 
+pub mod binding;
 pub mod codec;
+pub mod config;
+
+pub use binding::{Modbus, ModbusConnector, ModbusSource};
+pub use config::{ModbusBinding, RegisterTable, RegisterType, WordOrder};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,17 +22,15 @@ use futures::future::BoxFuture;
 use tokio::time::{timeout, MissedTickBehavior};
 use tokio_modbus::client::{tcp, Context, Reader};
 use tokio_modbus::Slave;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use super::{
-    now_ms, Backoff, Decoded, Envelope, HealthBoard, IngestSink, RawValue, SignalRef, SignalValue,
-    Source,
-};
-use crate::assets::{AssetIdx, ModbusSource, RegisterTable};
+use super::{Backoff, Decoded, Envelope, RawValue, SignalRef, SignalValue, Source, SourceContext};
+use crate::assets::AssetIdx;
+use crate::time::now_ms;
 use codec::Block;
 
 /// Polls one machine's PLC.
+#[derive(Clone)]
 pub struct ModbusPoller {
     asset: AssetIdx,
     asset_id: String,
@@ -156,6 +163,7 @@ impl ModbusPoller {
             asset: Some(self.asset),
             payload: serde_json::Value::Object(payload).to_string(),
             decoded,
+            ack: None,
         })
     }
 }
@@ -181,12 +189,17 @@ impl Source for ModbusPoller {
         format!("{} ({})", self.endpoint, self.asset_id)
     }
 
-    fn run(
-        self: Box<Self>,
-        sink: IngestSink,
-        health: Arc<HealthBoard>,
-        shutdown: CancellationToken,
-    ) -> BoxFuture<'static, ()> {
+    fn respawn(&self) -> Option<Box<dyn Source>> {
+        Some(Box::new(self.clone()))
+    }
+
+    fn run(self: Box<Self>, cx: SourceContext) -> BoxFuture<'static, ()> {
+        let SourceContext {
+            sink,
+            health,
+            shutdown,
+            ..
+        } = cx;
         let span = tracing::info_span!("connector", connector = "modbus", asset = %self.asset_id);
         Box::pin(
             async move {
@@ -226,6 +239,7 @@ impl Source for ModbusPoller {
                             Err(e) => {
                                 warn!(error = %e, "modbus device lost; reconnecting");
                                 health.set_connected(self.asset, false, Some(e));
+                                health.count_reconnect("modbus");
                                 break;
                             }
                         }

@@ -1,13 +1,13 @@
-//! Reading what an append-only Delta table gained between two versions: the
-//! files its commits added, from the commit log itself. This is how a
-//! pipeline update is incremental without scanning the whole source or
-//! trusting a timestamp watermark (rows can commit out of ingest order).
+//! Increments: what an append-only Delta table gained between two versions,
+//! i.e. the files its commits added, read from the commit log itself. This
+//! is how a pipeline update is incremental without scanning the whole table
+//! or trusting a timestamp watermark (rows can commit out of ingest order).
 //!
 //! Compaction (`optimize`) rewrites files with `dataChange = false`; those
 //! adds are skipped, so compacting a source never duplicates rows
 //! downstream. A commit that removes data (`dataChange = true`: a delete, an
 //! overwrite) means the source is not append-only any more: the update stops
-//! with [`SourceError::NotAppendOnly`] rather than guess.
+//! with [`IncrementError::NotAppendOnly`] rather than guess.
 
 use std::sync::Arc;
 
@@ -18,9 +18,9 @@ use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::{DeltaTable, ObjectStore, Path};
 use object_store::ObjectStoreExt;
 
-/// Errors reading a source's new data.
+/// Errors reading a table's increments.
 #[derive(Debug, thiserror::Error)]
-pub enum SourceError {
+pub enum IncrementError {
     #[error("source {table}: commit {version} removes data ({what}); pipelines read append-only sources (run with --full-refresh to rebuild the target)")]
     NotAppendOnly {
         table: String,
@@ -56,12 +56,12 @@ pub async fn added_files(
     name: &str,
     after: Option<u64>,
     upto: u64,
-) -> Result<Vec<AddedFile>, SourceError> {
+) -> Result<Vec<AddedFile>, IncrementError> {
     let log = table.log_store();
     let first = after.map_or(0, |v| v + 1);
     let mut out = Vec::new();
     for v in first..=upto {
-        let lerr = |message: String| SourceError::Log {
+        let lerr = |message: String| IncrementError::Log {
             table: name.to_string(),
             version: v,
             message,
@@ -97,7 +97,7 @@ pub async fn added_files(
                 });
             } else if let Some(rm) = action.get("remove") {
                 if rm.get("dataChange").and_then(|d| d.as_bool()) != Some(false) {
-                    return Err(SourceError::NotAppendOnly {
+                    return Err(IncrementError::NotAppendOnly {
                         table: name.to_string(),
                         version: v,
                         what: format!("removes {}", rm["path"].as_str().unwrap_or("a file")),
@@ -116,11 +116,11 @@ pub async fn read_files(
     name: &str,
     schema: &SchemaRef,
     files: &[AddedFile],
-) -> Result<Vec<RecordBatch>, SourceError> {
+) -> Result<Vec<RecordBatch>, IncrementError> {
     let store: Arc<dyn ObjectStore> = table.log_store().object_store(None);
     let mut out = Vec::new();
     for f in files {
-        let ferr = |message: String| SourceError::File {
+        let ferr = |message: String| IncrementError::File {
             table: name.to_string(),
             path: f.path.clone(),
             message,

@@ -1,5 +1,5 @@
-//! Typing and range checks of decoded values against the twin type, and the
-//! per-signal duplicate filter. Pure functions, unit-tested here.
+//! Typing and range checks of decoded values against the twin type, and
+//! the plausibility of source timestamps. Pure functions, unit-tested here.
 
 use crate::assets::{SignalDef, SignalKind};
 use crate::connectors::RawValue;
@@ -92,48 +92,59 @@ fn describe(v: &RawValue) -> String {
     }
 }
 
-fn truncate(s: &str, n: usize) -> &str {
+/// The first `n` characters of `s`.
+pub fn truncate(s: &str, n: usize) -> &str {
     match s.char_indices().nth(n) {
         Some((i, _)) => &s[..i],
         None => s,
     }
 }
 
-/// Remembers recent timestamps of one `(asset, signal)` to drop duplicates.
-///
-/// A reading is a duplicate if its timestamp equals one of the last
-/// [`RECENT`] accepted ones, or is at or below `floor` (the newest timestamp
-/// already committed to silver when the platform started: redeliveries after a
-/// restart). Late but new readings are accepted.
-#[derive(Debug, Clone)]
-pub struct Dedup {
-    floor: i64,
-    recent: [i64; RECENT],
-    pos: usize,
+/// Which source timestamps are plausible: not further ahead of the ingest
+/// clock than `max_future_ms`, not older than `max_past_ms`.
+#[derive(Debug, Clone, Copy)]
+pub struct TimePolicy {
+    pub max_future_ms: i64,
+    pub max_past_ms: i64,
 }
 
-/// Timestamps remembered per signal.
-pub const RECENT: usize = 8;
-
-impl Dedup {
-    /// A filter that treats everything at or below `floor` as seen.
-    pub fn new(floor: i64) -> Self {
-        Dedup {
-            floor,
-            recent: [i64::MIN; RECENT],
-            pos: 0,
-        }
+/// Check a source timestamp against the ingest clock.
+pub fn check_time(p: &TimePolicy, ts_ms: i64, received_ms: i64) -> Result<(), Rejection> {
+    let date = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map_or_else(|| format!("{ms} ms"), |d| d.to_rfc3339())
+    };
+    if ts_ms > received_ms.saturating_add(p.max_future_ms) {
+        let hint = if ts_ms > received_ms.saturating_mul(100) {
+            " (it looks like microseconds or nanoseconds since the epoch: set `ts_unit` on the machine's source)"
+        } else {
+            " (is the device clock right?)"
+        };
+        return Err(reject(
+            "future_timestamp",
+            format!(
+                "source timestamp {} is more than {} s ahead of the ingest clock{hint}",
+                date(ts_ms),
+                p.max_future_ms / 1000
+            ),
+        ));
     }
-
-    /// True when `ts` was seen; otherwise remembers it.
-    pub fn seen(&mut self, ts: i64) -> bool {
-        if ts <= self.floor || self.recent.contains(&ts) {
-            return true;
-        }
-        self.recent[self.pos] = ts;
-        self.pos = (self.pos + 1) % RECENT;
-        false
+    if ts_ms < received_ms.saturating_sub(p.max_past_ms) {
+        let hint = if ts_ms > 0 && ts_ms < received_ms / 100 {
+            " (it looks like seconds since the epoch: set `ts_unit = \"s\"` on the machine's source)"
+        } else {
+            " (a device clock reset?)"
+        };
+        return Err(reject(
+            "ancient_timestamp",
+            format!(
+                "source timestamp {} is more than {} days old (ingest.max_past_days){hint}",
+                date(ts_ms),
+                p.max_past_ms / crate::time::DAY_MS
+            ),
+        ));
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -148,8 +159,7 @@ mod tests {
             min,
             max,
             description: String::new(),
-            modbus: None,
-            mqtt: None,
+            bindings: Default::default(),
         }
     }
 
@@ -190,13 +200,25 @@ mod tests {
     }
 
     #[test]
-    fn dedup_drops_repeats_and_replays_below_the_floor() {
-        let mut d = Dedup::new(100);
-        assert!(d.seen(100), "committed before start");
-        assert!(!d.seen(101));
-        assert!(d.seen(101));
-        assert!(!d.seen(103));
-        assert!(!d.seen(102), "late but new");
-        assert!(d.seen(102));
+    fn implausible_times_are_rejected_with_a_hint() {
+        let p = TimePolicy {
+            max_future_ms: 300_000,
+            max_past_ms: 30 * crate::time::DAY_MS,
+        };
+        let now = 1_767_323_045_000;
+        assert!(check_time(&p, now, now).is_ok());
+        assert!(check_time(&p, now + 299_000, now).is_ok());
+        let r = check_time(&p, 4_070_908_800_000, now).unwrap_err();
+        assert_eq!(r.expectation, "future_timestamp");
+        assert!(r.reason.contains("2099"), "{}", r.reason);
+        let r = check_time(&p, now * 1000, now).unwrap_err();
+        assert!(r.reason.contains("microseconds"), "{}", r.reason);
+        let r = check_time(&p, 0, now).unwrap_err();
+        assert_eq!(r.expectation, "ancient_timestamp");
+        assert!(r.reason.contains("1970"), "{}", r.reason);
+        let r = check_time(&p, now / 1000, now).unwrap_err();
+        assert!(r.reason.contains("seconds"), "{}", r.reason);
+        assert!(check_time(&p, i64::MIN, now).is_err());
+        assert!(check_time(&p, i64::MAX, now).is_err());
     }
 }

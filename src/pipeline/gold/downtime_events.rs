@@ -1,27 +1,24 @@
-//! Downtime and reliability (gold): every stop of every machine with its
-//! duration and reason, and MTBF / MTTR per machine.
+//! `gold.downtime_events`: every stop of every machine with its duration
+//! and reason.
 //!
-//! A stop is a maximal stretch of one non-running state (DOWN, IDLE, SETUP)
-//! between state changes; repeated-state heartbeats do not split it. Its
-//! reason is the alarm the machine raised closest before the stop began
+//! A stop is a maximal stretch of one non-running known state (DOWN, IDLE,
+//! SETUP) between state changes; repeated-state heartbeats do not split it,
+//! and time whose state is not known (UNKNOWN, DISCONNECTED) is no stop.
+//! Its reason is the alarm the machine raised closest before the stop began
 //! (within 10 minutes, or up to 1 minute after: PLCs often report the alarm
 //! just after the state), found with the as-of join kernel; otherwise
 //! `unspecified`. A stop still going on at the newest data is `open`.
-//!
-//! Reliability over the trailing `reliability_days`: MTBF = running time /
-//! failures (stops in DOWN), MTTR = DOWN time / failures.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use deltalake::arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
-};
+use async_trait::async_trait;
+use deltalake::arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
 
-use super::gold::{horizon, rows, state_events, us, GoldError, Rows};
-use crate::assets::AssetModel;
+use super::inputs::{alarms_raised, horizon, state_events, us, Rows};
+use super::{GoldContext, GoldError, GoldJob};
+use crate::assets::MachineState;
 use crate::lake::Table;
-use crate::query::SqlEngine;
 use crate::timeseries::{asof_join, AsofDirection, KeyInterner};
 
 /// How far before a stop an alarm still explains it.
@@ -29,8 +26,39 @@ const REASON_BEFORE_MS: i64 = 600_000;
 /// How far after the stop began an alarm still explains it.
 const REASON_AFTER_MS: i64 = 60_000;
 
+/// The downtime job.
+pub struct DowntimeEvents;
+
+#[async_trait]
+impl GoldJob for DowntimeEvents {
+    fn kind(&self) -> &'static str {
+        "downtime"
+    }
+    fn target(&self) -> Table {
+        Table::GoldDowntimeEvents
+    }
+    fn sources(&self) -> &'static [Table] {
+        &[Table::SilverAssetEvents, Table::SilverReadings]
+    }
+    fn replace_key(&self) -> Option<&'static str> {
+        Some("start")
+    }
+    async fn compute(
+        &self,
+        cx: &GoldContext<'_>,
+        from: Option<i64>,
+        now_ms: i64,
+    ) -> Result<RecordBatch, GoldError> {
+        downtime_events(cx, from, now_ms).await
+    }
+}
+
 /// One machine's state stretches: (start, end, state, open).
-fn stretches(states: &Rows, idx: &[usize], horizon: Option<i64>) -> Vec<(i64, i64, String, bool)> {
+pub(super) fn stretches(
+    states: &Rows,
+    idx: &[usize],
+    horizon: Option<i64>,
+) -> Vec<(i64, i64, String, bool)> {
     let mut out: Vec<(i64, i64, String, bool)> = Vec::new();
     for (j, &i) in idx.iter().enumerate() {
         let state = &states.text[i];
@@ -51,7 +79,7 @@ fn stretches(states: &Rows, idx: &[usize], horizon: Option<i64>) -> Vec<(i64, i6
 }
 
 /// Per asset, the indexes of its state rows in time order.
-fn by_asset(states: &Rows) -> HashMap<String, Vec<usize>> {
+pub(super) fn by_asset(states: &Rows) -> HashMap<String, Vec<usize>> {
     let mut m: HashMap<String, Vec<usize>> = HashMap::new();
     for i in 0..states.asset.len() {
         m.entry(states.asset[i].clone()).or_default().push(i);
@@ -63,28 +91,22 @@ fn by_asset(states: &Rows) -> HashMap<String, Vec<usize>> {
 }
 
 /// `gold.downtime_events` rows for stops starting at or after `from`.
-pub async fn downtime_events(
-    sql: &SqlEngine,
-    model: &AssetModel,
+async fn downtime_events(
+    cx: &GoldContext<'_>,
     from: Option<i64>,
     now_ms: i64,
 ) -> Result<RecordBatch, GoldError> {
-    let states = state_events(sql, from).await?;
-    let alarm_from = from.map(|f| f - REASON_BEFORE_MS);
-    let alarm_window = alarm_from.map_or(String::new(), |f| {
-        format!("AND ts >= {}", crate::query::timestamp_literal(f))
-    });
-    let alarms = rows(
-        sql,
-        &format!("SELECT asset_id, ts, code, value FROM silver.asset_events WHERE kind = 'alarm_raised' {alarm_window}"),
-    )
-    .await?;
-    let horizon = horizon(sql, from).await?;
+    let model = cx.model;
+    let states = state_events(cx, from).await?;
+    let alarms = alarms_raised(cx, from.map(|f| f - REASON_BEFORE_MS)).await?;
+    let horizon = horizon(cx, from, now_ms).await?;
     // Stops of every asset.
     let mut stops: Vec<(String, i64, i64, String, bool)> = Vec::new();
     for (asset, idx) in by_asset(&states) {
         for (a, b, state, open) in stretches(&states, &idx, horizon.get(&asset).copied()) {
-            if state != "RUNNING" && state != "UNKNOWN" && from.is_none_or(|f| a >= f) {
+            let stop = MachineState::parse(&state)
+                .is_some_and(|s| s.is_known() && s != MachineState::Running);
+            if stop && from.is_none_or(|f| a >= f) {
                 stops.push((asset.clone(), a, b, state, open));
             }
         }
@@ -153,74 +175,6 @@ pub async fn downtime_events(
     ];
     Ok(RecordBatch::try_new(
         Table::GoldDowntimeEvents.arrow_schema(),
-        cols,
-    )?)
-}
-
-/// `gold.reliability`: MTBF and MTTR per machine over `[now - days, now]`.
-pub async fn reliability(
-    sql: &SqlEngine,
-    model: &AssetModel,
-    days: u64,
-    now_ms: i64,
-) -> Result<RecordBatch, GoldError> {
-    let from = now_ms - days as i64 * 86_400_000;
-    let states = state_events(sql, Some(from)).await?;
-    let horizon = horizon(sql, Some(from)).await?;
-    let mut out: Vec<(String, i64, i64, i64)> = Vec::new();
-    for (asset, idx) in by_asset(&states) {
-        let (mut running, mut down, mut failures) = (0i64, 0i64, 0i64);
-        for (a, b, state, _) in stretches(&states, &idx, horizon.get(&asset).copied()) {
-            let (a, b) = (a.max(from), b.min(now_ms));
-            if b <= a {
-                continue;
-            }
-            match state.as_str() {
-                "RUNNING" => running += b - a,
-                "DOWN" => {
-                    down += b - a;
-                    failures += 1;
-                }
-                _ => {}
-            }
-        }
-        out.push((asset, running, down, failures));
-    }
-    out.sort();
-    let mut c: [Vec<String>; 3] = Default::default();
-    let (mut run_c, mut down_c, mut fail_c, mut mtbf, mut mttr) =
-        (vec![], vec![], vec![], vec![], vec![]);
-    for (asset, running, down, failures) in out {
-        let Some(meta) = model.asset(&asset) else {
-            continue;
-        };
-        c[0].push(meta.plant.as_str().to_string());
-        c[1].push(meta.line.as_str().to_string());
-        c[2].push(asset);
-        run_c.push(running);
-        down_c.push(down);
-        fail_c.push(failures);
-        mtbf.push((failures > 0).then(|| running as f64 / failures as f64 / 3_600_000.0));
-        mttr.push((failures > 0).then(|| down as f64 / failures as f64 / 3_600_000.0));
-    }
-    let n = run_c.len();
-    let [plant, line, asset] = c;
-    let s = |v: Vec<String>| Arc::new(StringArray::from(v)) as ArrayRef;
-    let cols: Vec<ArrayRef> = vec![
-        s(plant),
-        s(line),
-        s(asset),
-        Arc::new(us(&vec![from; n])),
-        Arc::new(us(&vec![now_ms; n])),
-        Arc::new(Int64Array::from(run_c)),
-        Arc::new(Int64Array::from(down_c)),
-        Arc::new(Int64Array::from(fail_c)),
-        Arc::new(Float64Array::from(mtbf)),
-        Arc::new(Float64Array::from(mttr)),
-        Arc::new(us(&vec![now_ms; n])),
-    ];
-    Ok(RecordBatch::try_new(
-        Table::GoldReliability.arrow_schema(),
         cols,
     )?)
 }

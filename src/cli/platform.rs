@@ -1,0 +1,141 @@
+//! `ironlake demo | run | simulate | check`: the platform and the simulator.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use super::{load, print_stdout, wait};
+use ironlake::platform::{Config, Platform, Probes};
+use ironlake::sim::{Scenario, Simulator};
+
+/// `ironlake demo`: the embedded broker, the simulated plant and the platform.
+pub async fn demo(
+    config: Option<PathBuf>,
+    scenario: Option<PathBuf>,
+    http: Option<SocketAddr>,
+    lakehouse: Option<String>,
+    duration: Option<u64>,
+    seed: u64,
+) -> Result<()> {
+    let mut cfg = load(config.as_ref()).context("loading the platform config")?;
+    apply_overrides(&mut cfg, http, lakehouse);
+    let sc = match scenario {
+        Some(p) => Scenario::load(&p)?,
+        None => Scenario::embedded_demo()?,
+    };
+    let platform = Platform::start(cfg, Probes::default())
+        .await
+        .context("starting the platform")?;
+    let sim = Simulator::start(&sc, seed)
+        .await
+        .context("starting the simulator")?;
+    print_banner(&platform);
+    wait(duration).await;
+    sim.stop().await;
+    platform.stop().await;
+    Ok(())
+}
+
+/// `ironlake run`: real PLCs and brokers as configured.
+pub async fn run(
+    config: PathBuf,
+    http: Option<SocketAddr>,
+    lakehouse: Option<String>,
+    duration: Option<u64>,
+) -> Result<()> {
+    let mut cfg = Config::load(&config)?;
+    apply_overrides(&mut cfg, http, lakehouse);
+    let platform = Platform::start(cfg, Probes::default())
+        .await
+        .context("starting the platform")?;
+    print_banner(&platform);
+    wait(duration).await;
+    platform.stop().await;
+    Ok(())
+}
+
+/// `ironlake simulate`: simulated PLCs only.
+pub async fn simulate(scenario: PathBuf, seed: u64, duration: Option<u64>) -> Result<()> {
+    let sc = Scenario::load(&scenario)?;
+    let sim = Simulator::start(&sc, seed).await?;
+    println!(
+        "simulating `{}`: {} machines; Ctrl-C to stop",
+        sc.file.name,
+        sc.model.assets.len()
+    );
+    wait(duration).await;
+    sim.stop().await;
+    Ok(())
+}
+
+/// `ironlake check`: validate a config and print the plant tree.
+pub fn check(config: Option<PathBuf>) -> Result<()> {
+    let cfg = load(config.as_ref())?;
+    print_stdout(&plant_tree(&cfg));
+    Ok(())
+}
+
+fn apply_overrides(cfg: &mut Config, http: Option<SocketAddr>, lakehouse: Option<String>) {
+    if let Some(h) = http {
+        cfg.platform.http.listen = h;
+    }
+    if let Some(l) = lakehouse {
+        cfg.platform.lake.root = l;
+    }
+}
+
+/// What a started platform prints.
+pub fn print_banner(p: &Platform) {
+    let m = &p.config.model;
+    println!("ironlake {} is running", env!("CARGO_PKG_VERSION"));
+    println!("  REST API    http://{}/api", p.http_addr);
+    println!("  assets      http://{}/api/assets", p.http_addr);
+    println!(
+        "  SQL         POST http://{}/api/sql  (or: ironlake sql \"SELECT ...\")",
+        p.http_addr
+    );
+    println!("  metrics     http://{}/metrics", p.http_addr);
+    println!("  lakehouse   {}", p.lake.root());
+    println!(
+        "  plants {} | lines {} | machines {} | pipelines {} (every {} s; GET /api/pipelines)",
+        m.plants.len(),
+        m.lines.len(),
+        m.assets.len(),
+        p.config.pipelines.iter().filter(|x| x.enabled).count(),
+        p.config.platform.pipelines.interval_s
+    );
+    println!("Press Ctrl-C (or send SIGTERM) to stop.");
+}
+
+/// The plant tree of a validated config, as `ironlake check` prints it.
+pub fn plant_tree(cfg: &Config) -> String {
+    use std::fmt::Write;
+    let m = &cfg.model;
+    let mut out = String::new();
+    let mut kinds: Vec<_> = m.twin_types.keys().cloned().collect();
+    kinds.sort();
+    let _ = writeln!(out, "{}: OK", cfg.origin);
+    let _ = writeln!(out, "  twin types: {}", kinds.join(", "));
+    for p in &m.plants {
+        let _ = writeln!(
+            out,
+            "  plant {} ({}), time zone {}",
+            p.id, p.name, p.timezone
+        );
+        for l in m.lines_of(p.id.as_str()) {
+            let _ = writeln!(out, "    line {} ({} machines)", l.id, l.assets.len());
+            for &i in &l.assets {
+                let a = &m.assets[i as usize];
+                let _ = writeln!(
+                    out,
+                    "      {} [{}] {}",
+                    a.id,
+                    a.twin.kind,
+                    cfg.connectors.endpoint(a.idx)
+                );
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,243 @@
+//! Resolving MQTT bindings: the broker settings, and per machine its topic
+//! and the JSON field path of each signal (twin type default, or the
+//! machine's override).
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::config::{MqttBinding, MqttConfig, MqttSourceConfig, TsUnit};
+use super::MqttSubscriber;
+use crate::assets::{AssetIdx, AssetModel, SignalDef, SignalIdx};
+use crate::config::ConfigError;
+use crate::connectors::{parse_table, section_table, Connector, ConnectorError, Protocol, Source};
+
+/// The MQTT protocol.
+pub struct Mqtt;
+
+/// How one topic's payloads are decoded.
+#[derive(Debug, Clone)]
+pub struct TopicBinding {
+    pub asset: AssetIdx,
+    pub ts_field: Option<String>,
+    pub ts_unit: TsUnit,
+    /// Dotted field path -> signal.
+    pub fields: HashMap<String, SignalIdx>,
+}
+
+/// The broker settings and every MQTT machine, resolved.
+#[derive(Debug)]
+pub struct MqttConnector {
+    pub cfg: MqttConfig,
+    pub topics: Arc<HashMap<String, TopicBinding>>,
+    by_asset: HashMap<AssetIdx, String>,
+}
+
+impl MqttConnector {
+    /// The topic of an asset.
+    pub fn topic(&self, asset: AssetIdx) -> Option<&str> {
+        self.by_asset.get(&asset).map(String::as_str)
+    }
+
+    /// The binding of an asset's topic.
+    pub fn binding(&self, asset: AssetIdx) -> Option<&TopicBinding> {
+        self.topic(asset).and_then(|t| self.topics.get(t))
+    }
+}
+
+fn parse_binding(v: &toml::Value) -> Result<MqttBinding, String> {
+    let b: MqttBinding = v
+        .clone()
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().to_string())?;
+    if b.field.is_empty() || b.field.split('.').any(str::is_empty) {
+        return Err(format!("field path `{}` has an empty part", b.field));
+    }
+    Ok(b)
+}
+
+impl Protocol for Mqtt {
+    fn name(&self) -> &'static str {
+        "mqtt"
+    }
+
+    fn check_signal(&self, _signal: &SignalDef, binding: &toml::Value) -> Result<(), String> {
+        parse_binding(binding).map(|_| ())
+    }
+
+    fn resolve(
+        &self,
+        section: Option<&toml::Value>,
+        platform_file: &str,
+        model: &AssetModel,
+        machines: &[AssetIdx],
+    ) -> Result<Box<dyn Connector>, ConfigError> {
+        let cfg: MqttConfig = parse_table(section_table(section), platform_file, "mqtt")?;
+        if cfg.client_id.is_empty() {
+            return Err(ConfigError::invalid(
+                platform_file,
+                "mqtt.client_id",
+                "must not be empty (the broker keeps ironlake's session under it)",
+            ));
+        }
+        for (i, f) in cfg.subscribe.iter().enumerate() {
+            if !valid_filter(f) {
+                return Err(ConfigError::invalid(
+                    platform_file,
+                    &format!("mqtt.subscribe[{i}]"),
+                    format!("`{f}` is not an MQTT topic filter"),
+                ));
+            }
+        }
+        let mut topics = HashMap::new();
+        let mut by_asset = HashMap::new();
+        for &idx in machines {
+            let a = &model.assets[idx as usize];
+            let (file, key) = (a.source.file.as_str(), a.source.key.as_str());
+            let s: MqttSourceConfig = parse_table(a.source.table.clone(), file, key)?;
+            if s.topic.is_empty() || s.topic.contains(['+', '#']) {
+                return Err(ConfigError::invalid(
+                    file,
+                    &format!("{key}.topic"),
+                    "a machine's topic must be a concrete topic without wildcards",
+                ));
+            }
+            let twin = &a.twin;
+            let mut fields = HashMap::new();
+            for (i, def) in twin.signals.iter().enumerate() {
+                let path = match s.fields.get(&def.name) {
+                    Some(p) => Some(p.clone()),
+                    None => match def.bindings.get("mqtt") {
+                        Some(v) => Some(
+                            parse_binding(v)
+                                .map_err(|m| {
+                                    ConfigError::invalid(
+                                        &twin.file,
+                                        &format!("signals[{i}].mqtt"),
+                                        m,
+                                    )
+                                })?
+                                .field,
+                        ),
+                        None => None,
+                    },
+                };
+                if let Some(p) = path {
+                    fields.insert(p, i as SignalIdx);
+                }
+            }
+            for name in s.fields.keys() {
+                if twin.signal(name).is_none() {
+                    return Err(ConfigError::invalid(
+                        file,
+                        &format!("{key}.fields.{name}"),
+                        format!("twin type `{}` has no signal `{name}`", twin.kind),
+                    ));
+                }
+            }
+            if topics.contains_key(&s.topic) {
+                return Err(ConfigError::invalid(
+                    file,
+                    &format!("{key}.topic"),
+                    format!("topic `{}` is bound to two machines", s.topic),
+                ));
+            }
+            by_asset.insert(idx, s.topic.clone());
+            topics.insert(
+                s.topic,
+                TopicBinding {
+                    asset: idx,
+                    ts_field: s.ts_field,
+                    ts_unit: s.ts_unit,
+                    fields,
+                },
+            );
+        }
+        Ok(Box::new(MqttConnector {
+            cfg,
+            topics: Arc::new(topics),
+            by_asset,
+        }))
+    }
+}
+
+/// Whether `f` is a valid MQTT topic filter (`#` only last, `+` a whole level).
+pub fn valid_filter(f: &str) -> bool {
+    if f.is_empty() || f.len() > 65535 || f.contains('\0') {
+        return false;
+    }
+    let levels: Vec<&str> = f.split('/').collect();
+    levels.iter().enumerate().all(|(i, l)| match *l {
+        "#" => i == levels.len() - 1,
+        "+" => true,
+        l => !l.contains(['#', '+']),
+    })
+}
+
+/// Whether `topic` matches the filter `f`.
+pub fn filter_matches(f: &str, topic: &str) -> bool {
+    let mut fl = f.split('/');
+    let mut tl = topic.split('/');
+    loop {
+        match (fl.next(), tl.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+impl Connector for MqttConnector {
+    fn protocol(&self) -> &'static str {
+        "mqtt"
+    }
+
+    fn endpoint(&self, asset: AssetIdx) -> Option<String> {
+        self.topic(asset).map(|t| format!("mqtt:{t}"))
+    }
+
+    fn start_services(&self) -> Result<(), ConnectorError> {
+        if let Some(b) = self.cfg.embedded.as_ref().filter(|b| b.enabled) {
+            let addr =
+                super::broker::start_embedded_broker(b).map_err(|source| ConnectorError::Io {
+                    connector: "embedded MQTT broker".into(),
+                    source,
+                })?;
+            tracing::info!(%addr, "embedded MQTT broker listening");
+        }
+        Ok(())
+    }
+
+    fn sources(&self) -> Vec<Box<dyn Source>> {
+        if self.topics.is_empty() {
+            // No machine speaks MQTT: nothing to subscribe for.
+            return Vec::new();
+        }
+        vec![Box::new(MqttSubscriber::new(
+            self.cfg.clone(),
+            self.topics.clone(),
+        ))]
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters() {
+        assert!(valid_filter("a/+/c") && valid_filter("#") && valid_filter("a/#"));
+        assert!(!valid_filter("a/#/c") && !valid_filter("a+/b") && !valid_filter(""));
+        assert!(filter_matches("ironlake/#", "ironlake/a/b"));
+        assert!(filter_matches("a/+/c", "a/b/c"));
+        assert!(!filter_matches("a/+/c", "a/b/d"));
+        assert!(!filter_matches("a/b", "a/b/c"));
+        assert!(filter_matches("a/b", "a/b"));
+    }
+}

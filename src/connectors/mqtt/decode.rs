@@ -1,0 +1,322 @@
+//! Decoding JSON payloads against a topic binding. Every leaf of the
+//! document is accounted for: a bound signal, the timestamp, or an unknown
+//! signal (quarantined by the ingest stage). Hostile payloads are bounded
+//! before and while decoding: a payload over the size limit is not parsed
+//! (`payload_too_large`), nesting is limited by the JSON parser (128 levels,
+//! `malformed_payload`), and fields beyond `max_fields` are not taken
+//! (`too_many_fields`, the first ones still are).
+
+use super::binding::TopicBinding;
+use crate::connectors::{DecodeLimits, Decoded, RawValue, SignalRef, SignalValue};
+
+/// Decode a JSON payload against a topic binding.
+pub fn decode_json(
+    payload: &[u8],
+    b: &TopicBinding,
+    received_ms: i64,
+    limits: &DecodeLimits,
+) -> Decoded {
+    if payload.len() > limits.max_payload {
+        return Decoded::Error {
+            code: "payload_too_large",
+            reason: format!(
+                "payload of {} bytes is over the limit of {} bytes (ingest.max_payload_kib)",
+                payload.len(),
+                limits.max_payload
+            ),
+        };
+    }
+    let doc: serde_json::Value = match serde_json::from_slice(payload) {
+        Ok(v) => v,
+        Err(e) => {
+            return Decoded::Error {
+                code: "malformed_payload",
+                reason: format!("payload is not valid JSON: {e}"),
+            }
+        }
+    };
+    let serde_json::Value::Object(map) = doc else {
+        return Decoded::Error {
+            code: "malformed_payload",
+            reason: "payload must be a JSON object".into(),
+        };
+    };
+    let mut ts = received_ms;
+    if let Some(tsf) = &b.ts_field {
+        if let Some(v) = lookup(&map, tsf) {
+            match parse_ts(v, b) {
+                Some(t) => ts = t,
+                None => {
+                    let shown: String = v.to_string().chars().take(64).collect();
+                    return Decoded::Error {
+                        code: "bad_timestamp",
+                        reason: format!(
+                            "field `{tsf}` is not an epoch number ({:?}) or RFC 3339: {shown}",
+                            b.ts_unit
+                        ),
+                    };
+                }
+            }
+        }
+    }
+    let mut leaves = Vec::new();
+    let mut total = 0usize;
+    flatten(
+        "",
+        &map,
+        &mut leaves,
+        &mut total,
+        limits.max_fields,
+        b.ts_field.as_deref(),
+    );
+    let mut out = Vec::with_capacity(leaves.len());
+    for (path, v) in leaves {
+        let signal = match b.fields.get(&path) {
+            Some(i) => SignalRef::Known(*i),
+            None => SignalRef::Unknown(path.into_boxed_str()),
+        };
+        let value = match v {
+            serde_json::Value::Number(n) => n.as_f64().map_or(RawValue::Null, RawValue::Num),
+            serde_json::Value::Bool(x) => RawValue::Bool(*x),
+            serde_json::Value::String(s) => RawValue::Text(s.as_str().into()),
+            serde_json::Value::Null => RawValue::Null,
+            other => RawValue::Text(other.to_string().into_boxed_str()),
+        };
+        out.push(SignalValue {
+            signal,
+            ts_ms: ts,
+            value,
+        });
+    }
+    if total > limits.max_fields {
+        return Decoded::Partial {
+            values: out,
+            code: "too_many_fields",
+            reason: format!(
+                "the message has {total} fields, more than {} (ingest.max_fields); the first {} were taken",
+                limits.max_fields, limits.max_fields
+            ),
+        };
+    }
+    Decoded::Values(out)
+}
+
+/// The value at a dotted path.
+fn lookup<'a>(
+    map: &'a serde_json::Map<String, serde_json::Value>,
+    path: &str,
+) -> Option<&'a serde_json::Value> {
+    if let Some(v) = map.get(path) {
+        return Some(v);
+    }
+    let (head, rest) = path.split_once('.')?;
+    match map.get(head)? {
+        serde_json::Value::Object(inner) => lookup(inner, rest),
+        _ => None,
+    }
+}
+
+/// Leaves of an object but the timestamp as (dotted path, value), at most
+/// `cap` of them; `total` counts them all.
+fn flatten<'a>(
+    prefix: &str,
+    map: &'a serde_json::Map<String, serde_json::Value>,
+    out: &mut Vec<(String, &'a serde_json::Value)>,
+    total: &mut usize,
+    cap: usize,
+    ts_field: Option<&str>,
+) {
+    for (k, v) in map {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            serde_json::Value::Object(inner) if !inner.is_empty() => {
+                flatten(&path, inner, out, total, cap, ts_field)
+            }
+            _ if ts_field == Some(path.as_str()) => {}
+            _ => {
+                *total += 1;
+                if out.len() < cap {
+                    out.push((path, v));
+                }
+            }
+        }
+    }
+}
+
+/// An epoch number in the binding's unit, or an RFC 3339 string.
+/// Plausibility (not in the future, not ancient) is the ingest stage's call.
+fn parse_ts(v: &serde_json::Value, b: &TopicBinding) -> Option<i64> {
+    match v {
+        serde_json::Value::Number(n) => b.ts_unit.to_ms(n.as_f64()?),
+        serde_json::Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|d| d.timestamp_millis()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connectors::mqtt::config::TsUnit;
+    use proptest::prelude::*;
+
+    fn binding() -> TopicBinding {
+        TopicBinding {
+            asset: 3,
+            ts_field: Some("ts".into()),
+            ts_unit: TsUnit::Ms,
+            fields: [
+                ("state".to_string(), 0u16),
+                ("spindle.speed".to_string(), 1u16),
+            ]
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    fn decode(p: &[u8], received: i64) -> Decoded {
+        decode_json(p, &binding(), received, &DecodeLimits::default())
+    }
+
+    #[test]
+    fn decodes_nested_fields_and_timestamp() {
+        let d = decode(
+            br#"{"ts": 1700000000123, "state": 2, "spindle": {"speed": 1200.5}}"#,
+            5,
+        );
+        let Decoded::Values(v) = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(v.len(), 2);
+        assert!(v.iter().all(|x| x.ts_ms == 1_700_000_000_123));
+        assert!(v.contains(&SignalValue {
+            signal: SignalRef::Known(1),
+            ts_ms: 1_700_000_000_123,
+            value: RawValue::Num(1200.5)
+        }));
+    }
+
+    #[test]
+    fn reports_unknown_fields_and_keeps_wrong_types_for_validation() {
+        let d = decode(br#"{"state": "running", "coolant": 3}"#, 42);
+        let Decoded::Values(v) = d else {
+            panic!("{d:?}")
+        };
+        assert!(v.contains(&SignalValue {
+            signal: SignalRef::Known(0),
+            ts_ms: 42,
+            value: RawValue::Text("running".into())
+        }));
+        assert!(v.contains(&SignalValue {
+            signal: SignalRef::Unknown("coolant".into()),
+            ts_ms: 42,
+            value: RawValue::Num(3.0)
+        }));
+    }
+
+    #[test]
+    fn malformed_and_bad_timestamps_are_errors_with_reasons() {
+        match decode(b"{not json", 0) {
+            Decoded::Error { code, reason } => {
+                assert_eq!(code, "malformed_payload");
+                assert!(reason.contains("JSON"));
+            }
+            d => panic!("{d:?}"),
+        }
+        assert!(matches!(
+            decode(b"[1,2]", 0),
+            Decoded::Error {
+                code: "malformed_payload",
+                ..
+            }
+        ));
+        assert!(matches!(
+            decode(br#"{"ts": "yesterday"}"#, 0),
+            Decoded::Error {
+                code: "bad_timestamp",
+                ..
+            }
+        ));
+        match decode(br#"{"ts": "2026-01-02T03:04:05Z", "state": 1}"#, 0) {
+            Decoded::Values(v) => assert_eq!(v[0].ts_ms, 1_767_323_045_000),
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn timestamp_units() {
+        let mut b = binding();
+        b.ts_unit = TsUnit::Us;
+        let d = decode_json(
+            br#"{"ts": 1700000000123456, "state": 1}"#,
+            &b,
+            0,
+            &DecodeLimits::default(),
+        );
+        assert_eq!(d.values()[0].ts_ms, 1_700_000_000_123);
+        b.ts_unit = TsUnit::S;
+        let d = decode_json(
+            br#"{"ts": 1700000000.5, "state": 1}"#,
+            &b,
+            0,
+            &DecodeLimits::default(),
+        );
+        assert_eq!(d.values()[0].ts_ms, 1_700_000_000_500);
+    }
+
+    #[test]
+    fn hostile_payloads_are_bounded() {
+        let limits = DecodeLimits {
+            max_payload: 1000,
+            max_fields: 3,
+        };
+        let big = vec![b' '; 1001];
+        assert!(matches!(
+            decode_json(&big, &binding(), 0, &limits),
+            Decoded::Error {
+                code: "payload_too_large",
+                ..
+            }
+        ));
+        let many = br#"{"ts": 5, "a": 1, "b": 2, "c": 3, "d": 4, "e": 5}"#;
+        match decode_json(many, &binding(), 0, &limits) {
+            Decoded::Partial { values, code, .. } => {
+                assert_eq!(code, "too_many_fields");
+                assert_eq!(values.len(), 3);
+                assert!(values.iter().all(|v| v.ts_ms == 5));
+            }
+            d => panic!("{d:?}"),
+        }
+        let exactly = br#"{"ts": 5, "a": 1, "b": 2, "c": 3}"#;
+        assert!(matches!(
+            decode_json(exactly, &binding(), 0, &limits),
+            Decoded::Values(v) if v.len() == 3
+        ));
+        // 100k levels of nesting: an error, not a stack overflow.
+        let deep = format!("{}{}", "{\"a\":".repeat(100_000), "}".repeat(100_000));
+        assert!(matches!(
+            decode(deep.as_bytes(), 0),
+            Decoded::Error {
+                code: "malformed_payload",
+                ..
+            }
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_decode_without_panic(p in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode(&p, 0);
+        }
+
+        #[test]
+        fn any_json_decodes_without_panic(s in "\\{(\"[a-z.]{0,4}\": ?(-?[0-9]{1,20}(\\.[0-9]{0,5})?|\"[^\"]{0,8}\"|true|null|\\[\\]|\\{\\}),? ?){0,8}\\}") {
+            let _ = decode(s.as_bytes(), 0);
+        }
+    }
+}

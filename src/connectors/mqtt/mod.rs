@@ -1,0 +1,412 @@
+//! MQTT: one client (rumqttc) in a persistent session subscribed with QoS 1;
+//! each JSON message is mapped to its machine by topic and to signals by
+//! field path.
+//!
+//! **Nothing acknowledged is lost.** The session is persistent
+//! (`clean_session = false`, the stable `mqtt.client_id`) and
+//! acknowledgements are manual: a message is acknowledged only after the
+//! ingest stage has written it to its journal (fsync), in the order the
+//! messages arrived. A crash before that leaves the message unacknowledged,
+//! and the broker delivers it again to the same session after the restart.
+//! While the ingest queues are full, no message is taken and none is
+//! acknowledged, so the broker holds them (back-pressure).
+//!
+//! Subscriptions are sent in packets of [`FILTERS_PER_SUBSCRIBE`] filters and
+//! checked against the broker's SUBACK: a machine shows as connected once a
+//! granted filter covers its topic; a refused filter is an error on the
+//! machines it covers. The client reconnects with back-off and re-subscribes
+//! after every reconnect.
+
+pub mod binding;
+pub mod broker;
+pub mod config;
+pub mod decode;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use rumqttc::{
+    AsyncClient, Event, MqttOptions, Outgoing, Packet, Publish, QoS, SubscribeFilter,
+    SubscribeReasonCode,
+};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+pub use binding::{filter_matches, Mqtt, MqttConnector, TopicBinding};
+pub use broker::start_embedded_broker;
+pub use config::{EmbeddedBrokerConfig, MqttConfig, TsUnit};
+pub use decode::decode_json;
+
+use super::{kept_payload, Ack, Backoff, DecodeLimits, Decoded, Envelope, Source, SourceContext};
+use crate::assets::AssetIdx;
+use crate::time::now_ms;
+
+/// Topic filters per SUBSCRIBE packet.
+pub const FILTERS_PER_SUBSCRIBE: usize = 100;
+/// Largest MQTT packet accepted from the broker. Larger payloads than the
+/// ingest limit are still read, then quarantined as `payload_too_large`
+/// (refusing them would break the connection and the broker would deliver
+/// the same message again, forever).
+const MAX_INCOMING_PACKET: usize = 256 << 20;
+/// How long a stopping connector waits for the ingest stage to acknowledge
+/// what it already handed over.
+const DRAIN_ACKS: Duration = Duration::from_secs(5);
+
+/// Subscribes to the broker for every MQTT-bound machine.
+#[derive(Clone)]
+pub struct MqttSubscriber {
+    cfg: MqttConfig,
+    topics: Arc<HashMap<String, TopicBinding>>,
+    assets: Vec<AssetIdx>,
+}
+
+impl MqttSubscriber {
+    /// A subscriber for the bound topics.
+    pub fn new(cfg: MqttConfig, topics: Arc<HashMap<String, TopicBinding>>) -> Self {
+        let mut assets: Vec<AssetIdx> = topics.values().map(|b| b.asset).collect();
+        assets.sort_unstable();
+        MqttSubscriber {
+            cfg,
+            topics,
+            assets,
+        }
+    }
+
+    /// The filters to subscribe to: the configured ones, or each machine's topic.
+    pub fn filters(&self) -> Vec<String> {
+        if self.cfg.subscribe.is_empty() {
+            let mut t: Vec<String> = self.topics.keys().cloned().collect();
+            t.sort();
+            t
+        } else {
+            self.cfg.subscribe.clone()
+        }
+    }
+
+    fn envelope(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        limits: &DecodeLimits,
+        ack: Option<Ack>,
+    ) -> Envelope {
+        let received = now_ms();
+        let source: Arc<str> = Arc::from(format!("mqtt:{topic}"));
+        let (asset, decoded) = match self.topics.get(topic) {
+            None => (
+                None,
+                Decoded::Error {
+                    code: "unknown_asset",
+                    reason: format!("no machine is bound to topic `{topic}`"),
+                },
+            ),
+            Some(b) => (Some(b.asset), decode_json(payload, b, received, limits)),
+        };
+        let payload = if payload.len() > limits.max_payload {
+            kept_payload(payload)
+        } else {
+            String::from_utf8_lossy(payload).into_owned()
+        };
+        Envelope {
+            received_ms: received,
+            source,
+            asset,
+            payload,
+            decoded,
+            ack,
+        }
+    }
+
+    fn name(&self) -> String {
+        format!("mqtt://{}:{}", self.cfg.host, self.cfg.port)
+    }
+}
+
+/// State of one connection: the order acknowledgements must follow, and
+/// the subscriptions awaiting their SUBACK.
+struct Connection {
+    ack_tx: mpsc::UnboundedSender<u64>,
+    ack_rx: mpsc::UnboundedReceiver<u64>,
+    next_seq: u64,
+    /// Messages not yet acknowledged, in arrival order: (seq, pkid, qos).
+    unacked: VecDeque<(u64, u16, QoS)>,
+    /// Sequence numbers the ingest stage has made durable.
+    durable: BTreeSet<u64>,
+    /// Filter packets sent, waiting for their packet id.
+    subscribing: VecDeque<Vec<String>>,
+    /// Packet id -> filters, waiting for their SUBACK.
+    suback_wait: HashMap<u16, Vec<String>>,
+    granted: Vec<String>,
+    refused: Vec<String>,
+    /// Filter packets not yet handed to the client (its queue was full).
+    to_send: VecDeque<Vec<String>>,
+}
+
+impl Connection {
+    fn new(filters: &[String]) -> Connection {
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        Connection {
+            ack_tx,
+            ack_rx,
+            next_seq: 0,
+            unacked: VecDeque::new(),
+            durable: BTreeSet::new(),
+            subscribing: VecDeque::new(),
+            suback_wait: HashMap::new(),
+            granted: Vec::new(),
+            refused: Vec::new(),
+            to_send: filters
+                .chunks(FILTERS_PER_SUBSCRIBE)
+                .map(|c| c.to_vec())
+                .collect(),
+        }
+    }
+
+    /// Hand pending subscriptions to the client, as far as its queue takes them.
+    fn subscribe(&mut self, client: &AsyncClient) {
+        while let Some(chunk) = self.to_send.front() {
+            let filters = chunk
+                .iter()
+                .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+            match client.try_subscribe_many(filters) {
+                Ok(()) => {
+                    let c = self.to_send.pop_front().unwrap_or_default();
+                    self.subscribing.push_back(c);
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn all_answered(&self) -> bool {
+        self.to_send.is_empty() && self.subscribing.is_empty() && self.suback_wait.is_empty()
+    }
+
+    /// An acknowledgement token for a received message.
+    fn track(&mut self, p: &Publish) -> Option<Ack> {
+        if p.qos == QoS::AtMostOnce {
+            return None;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.unacked.push_back((seq, p.pkid, p.qos));
+        Some(Ack::new(seq, self.ack_tx.clone()))
+    }
+
+    /// The ingest stage made `seq` durable: acknowledge, in arrival order,
+    /// every message up to the first one still waiting.
+    fn durable(&mut self, seq: u64, client: &AsyncClient) {
+        self.durable.insert(seq);
+        self.flush_acks(client);
+    }
+
+    fn flush_acks(&mut self, client: &AsyncClient) {
+        while let Some(&(seq, pkid, qos)) = self.unacked.front() {
+            if !self.durable.contains(&seq) {
+                break;
+            }
+            let mut p = Publish::new("", qos, Vec::<u8>::new());
+            p.pkid = pkid;
+            if client.try_ack(&p).is_err() {
+                // The client's queue is full: retried on the next event.
+                break;
+            }
+            self.durable.remove(&seq);
+            self.unacked.pop_front();
+        }
+    }
+}
+
+async fn recv_ack(c: &mut Option<Connection>) -> Option<u64> {
+    match c {
+        Some(c) => c.ack_rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Source for MqttSubscriber {
+    fn name(&self) -> String {
+        MqttSubscriber::name(self)
+    }
+
+    fn respawn(&self) -> Option<Box<dyn Source>> {
+        Some(Box::new(self.clone()))
+    }
+
+    fn run(self: Box<Self>, cx: SourceContext) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let SourceContext {
+                sink,
+                health,
+                shutdown,
+                limits,
+            } = cx;
+            let mut opts = MqttOptions::new(&self.cfg.client_id, &self.cfg.host, self.cfg.port);
+            opts.set_keep_alive(Duration::from_secs(self.cfg.keep_alive_s.max(5)));
+            opts.set_clean_session(false);
+            opts.set_manual_acks(true);
+            opts.set_max_packet_size(MAX_INCOMING_PACKET, 64 * 1024);
+            opts.set_inflight(1000);
+            if let (Some(u), Some(p)) = (&self.cfg.username, &self.cfg.password) {
+                opts.set_credentials(u, p);
+            }
+            let filters = self.filters();
+            // Room for every subscription packet and the acknowledgements of
+            // a full inflight window.
+            let cap = filters.len() / FILTERS_PER_SUBSCRIBE + 4096;
+            let (client, mut eventloop) = AsyncClient::new(opts, cap);
+            let mut backoff = Backoff::default();
+            let set =
+                |assets: &mut dyn Iterator<Item = AssetIdx>, up: bool, err: Option<String>| {
+                    for a in assets {
+                        health.set_connected(a, up, err.clone());
+                    }
+                };
+            let mut conn: Option<Connection> = None;
+            let mut retry = tokio::time::interval(Duration::from_millis(50));
+            'outer: loop {
+                // Never drop an unfinished poll (it may hold a request taken
+                // from the client's queue); acknowledgements are handled
+                // while it waits.
+                let ev = {
+                    let poll = eventloop.poll();
+                    tokio::pin!(poll);
+                    loop {
+                        tokio::select! {
+                            biased;
+                            _ = shutdown.cancelled() => break 'outer,
+                            ev = &mut poll => break ev,
+                            Some(seq) = recv_ack(&mut conn) => {
+                                if let Some(c) = conn.as_mut() { c.durable(seq, &client) }
+                            }
+                            _ = retry.tick() => {
+                                if let Some(c) = conn.as_mut() {
+                                    c.flush_acks(&client);
+                                    c.subscribe(&client);
+                                }
+                            }
+                        }
+                    }
+                };
+                match ev {
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                        info!(broker = %self.name(), filters = filters.len(), session_present = ack.session_present, "mqtt connected; subscribing");
+                        backoff.reset();
+                        let mut c = Connection::new(&filters);
+                        c.subscribe(&client);
+                        conn = Some(c);
+                    }
+                    Ok(Event::Outgoing(Outgoing::Subscribe(pkid))) => {
+                        if let Some(c) = conn.as_mut() {
+                            if let Some(chunk) = c.subscribing.pop_front() {
+                                c.suback_wait.insert(pkid, chunk);
+                            }
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(s))) => {
+                        let Some(c) = conn.as_mut() else { continue };
+                        let Some(chunk) = c.suback_wait.remove(&s.pkid) else {
+                            continue;
+                        };
+                        for (i, f) in chunk.into_iter().enumerate() {
+                            match s.return_codes.get(i) {
+                                Some(SubscribeReasonCode::Success(_)) => c.granted.push(f),
+                                _ => c.refused.push(f),
+                            }
+                        }
+                        if c.all_answered() {
+                            let covered = |f: &[String], a: AssetIdx| {
+                                self.topics
+                                    .iter()
+                                    .filter(|(_, b)| b.asset == a)
+                                    .any(|(t, _)| f.iter().any(|x| filter_matches(x, t)))
+                            };
+                            let granted = c.granted.clone();
+                            let refused = c.refused.clone();
+                            for f in &refused {
+                                warn!(filter = %f, "the broker refused the subscription");
+                            }
+                            let (up, down): (Vec<AssetIdx>, Vec<AssetIdx>) =
+                                self.assets.iter().partition(|&&a| covered(&granted, a));
+                            set(&mut up.into_iter(), true, None);
+                            let err = format!(
+                                "the broker refused the subscription {}",
+                                refused.join(", ")
+                            );
+                            set(&mut down.into_iter(), false, Some(err));
+                            info!(
+                                granted = granted.len(),
+                                refused = refused.len(),
+                                "mqtt subscriptions answered"
+                            );
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let ack = conn.as_mut().and_then(|c| c.track(&p));
+                        let env = self.envelope(&p.topic, &p.payload, &limits, ack);
+                        if let Some(a) = env.asset {
+                            health.touch(a, env.received_ms);
+                        }
+                        // Wait for room in the ingest queue, acknowledging
+                        // what becomes durable meanwhile.
+                        let send = sink.send(env);
+                        tokio::pin!(send);
+                        loop {
+                            tokio::select! {
+                                ok = &mut send => {
+                                    if !ok { break 'outer; }
+                                    break;
+                                }
+                                Some(seq) = recv_ack(&mut conn) => {
+                                    if let Some(c) = conn.as_mut() { c.durable(seq, &client) }
+                                }
+                                _ = shutdown.cancelled() => break 'outer,
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let msg = format!("broker {}: {e}", self.name());
+                        warn!(error = %msg, "mqtt connection lost; reconnecting");
+                        set(&mut self.assets.iter().copied(), false, Some(msg));
+                        health.count_reconnect("mqtt");
+                        // Acknowledgements of this connection are void: the
+                        // broker delivers unacknowledged messages again.
+                        conn = None;
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        }
+                    }
+                }
+            }
+            // Stopping: acknowledge what the ingest stage makes durable of
+            // what it was handed (bounded), then leave the session.
+            if let Some(mut c) = conn {
+                let deadline = tokio::time::Instant::now() + DRAIN_ACKS;
+                while !c.unacked.is_empty() && tokio::time::Instant::now() < deadline {
+                    tokio::select! {
+                        Some(seq) = c.ack_rx.recv() => c.durable(seq, &client),
+                        _ = eventloop.poll() => {}
+                        _ = tokio::time::sleep_until(deadline) => break,
+                    }
+                }
+                c.flush_acks(&client);
+            }
+            let _ = client.try_disconnect();
+            let flush = tokio::time::Instant::now() + Duration::from_millis(500);
+            while let Ok(Ok(ev)) = tokio::time::timeout_at(flush, eventloop.poll()).await {
+                if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
+                    break;
+                }
+            }
+            set(
+                &mut self.assets.iter().copied(),
+                false,
+                Some("connector stopped".into()),
+            );
+        })
+    }
+}

@@ -1,0 +1,496 @@
+//! Wiring of one running ironlake: lake writers, the ingest journal and
+//! shards (replaying what the journal holds beyond the tables), twin
+//! actors, connectors, the query pool, background jobs and the REST API,
+//! started in dependency order and stopped in reverse so that nothing in
+//! flight is lost.
+//!
+//! Threads: the caller's tokio runtime runs connectors, ingest shards and
+//! writers; the query pool runs SQL, pipelines and compaction on threads of
+//! its own at a lower priority; a dedicated thread runs the actix system
+//! (twin arbiters and HTTP workers).
+//!
+//! Failures: a connector that stops early and an ingest shard that fails
+//! are restarted (a shard from its journal), each counted in `/metrics`.
+
+mod config;
+mod journal;
+mod loops;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use config::Config;
+pub use journal::JournalMeta;
+
+use crate::assets::AssetIdx;
+use crate::connectors::{DecodeLimits, HealthBoard, IngestSink, SourceContext};
+use crate::ingest::validate::TimePolicy;
+use crate::ingest::{
+    CheckpointLedger, IngestStats, IngestWriters, ReplayMarks, Shard, ShardSetup, TwinFeed,
+};
+use crate::lake::writer::{TableWriter, WriterOptions};
+use crate::lake::{LakeError, Lakehouse, Table};
+use crate::metrics::{LatencyProbe, Registry};
+use crate::query::QueryPool;
+use crate::time::{now_ms, DAY_MS};
+use crate::twins::{self, TwinOutput, TwinRegistry, TwinShared};
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("actor system: {0}")]
+    Actors(String),
+    #[error(transparent)]
+    Connector(#[from] crate::connectors::ConnectorError),
+    #[error(transparent)]
+    Journal(#[from] crate::ingest::journal::JournalError),
+}
+
+/// Optional instrumentation (used by `ironlake bench`).
+#[derive(Default, Clone)]
+pub struct Probes {
+    /// Source time -> applied in the twin (visible to REST).
+    pub visibility: Option<Arc<LatencyProbe>>,
+    /// Source time -> committed in silver.
+    pub silver_commit: Option<Arc<LatencyProbe>>,
+}
+
+/// How long a stopping platform waits for each stage before it leaves the
+/// rest to the journal.
+const STOP_STAGE: Duration = Duration::from_secs(15);
+
+/// A running platform.
+pub struct Platform {
+    /// Address the REST API listens on.
+    pub http_addr: SocketAddr,
+    pub lake: Arc<Lakehouse>,
+    pub twins: TwinRegistry,
+    pub health: Arc<HealthBoard>,
+    pub ingest: Arc<IngestStats>,
+    pub config: Config,
+    /// The journal's identity.
+    pub journal: JournalMeta,
+    /// Every metric of this platform (`GET /metrics`).
+    pub registry: Registry,
+    writers: Vec<TableWriter>,
+    writer_joins: Vec<JoinHandle<()>>,
+    shutdown: CancellationToken,
+    shard_stop: CancellationToken,
+    connector_joins: Vec<JoinHandle<()>>,
+    sink: Option<IngestSink>,
+    shard_joins: Vec<JoinHandle<Option<Shard>>>,
+    ledger: Arc<CheckpointLedger>,
+    collector_stop: CancellationToken,
+    collector: Option<JoinHandle<()>>,
+    http: actix_web::dev::ServerHandle,
+    actor_thread: Option<std::thread::JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+    pool: Option<Arc<QueryPool>>,
+}
+
+impl Platform {
+    /// Start everything described by `config`.
+    pub async fn start(config: Config, probes: Probes) -> Result<Self, PlatformError> {
+        let p = &config.platform;
+        config.connectors.start_services()?;
+        let lake = Arc::new(Lakehouse::open(&p.lake.root)?);
+        lake.ensure_all().await?;
+        let pool = Arc::new(QueryPool::new(&p.sql)?);
+        let registry = Registry::new();
+
+        // The journal, and what each table already holds of it.
+        let jdir = journal::journal_dir(&p.ingest.journal_dir, &lake);
+        let mut journals =
+            journal::Journals::open(&jdir, p.ingest.shards, p.ingest.journal_segment_mib << 20)?;
+        let n_shards = journals.meta.shards;
+        let app_prefix = journals.app_prefix();
+        let mut writers = HashMap::new();
+        let mut writer_joins = Vec::new();
+        let latency = crate::metrics::HistogramVec::new(
+            crate::metrics::HistogramOpts::new(
+                "ironlake_commit_latency_seconds",
+                "From the first buffered row to its Delta commit, per table",
+            )
+            .buckets(crate::metrics::LATENCY_BUCKETS.to_vec()),
+            &["table"],
+        )
+        .expect("valid histogram");
+        let _ = registry.register(Box::new(latency.clone()));
+        for t in Table::ALL {
+            let journaled = matches!(
+                t,
+                Table::BronzeRawEvents | Table::SilverReadings | Table::SilverQuarantine
+            );
+            let opts = WriterOptions {
+                commit_latency: (t == Table::SilverReadings)
+                    .then(|| probes.silver_commit.clone())
+                    .flatten(),
+                streams: if journaled { n_shards } else { 0 },
+                app_prefix: app_prefix.clone(),
+                latency: Some(latency.with_label_values(&[t.name()])),
+            };
+            let (w, j) = TableWriter::start(&lake, t, &p.lake, opts).await?;
+            writers.insert(t, w);
+            writer_joins.push(j);
+        }
+        let w = |t: Table| writers[&t].clone();
+
+        // Twin checkpoints: where each twin resumes and what it covers.
+        let checkpoints = match lake.latest_checkpoints().await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "cannot read checkpoints; twins start empty");
+                HashMap::new()
+            }
+        };
+        let model = config.model.clone();
+        let mut twin_marks: HashMap<AssetIdx, u64> = HashMap::new();
+        for (id, json) in &checkpoints {
+            if let (Some(a), Ok(cp)) = (
+                model.asset(id),
+                serde_json::from_str::<twins::core::Checkpoint>(json),
+            ) {
+                if cp.journal == journals.meta.id {
+                    twin_marks.insert(a.idx, cp.lsn);
+                }
+            }
+        }
+        let ledger = Arc::new(CheckpointLedger::new(
+            (0..model.assets.len() as AssetIdx)
+                .map(|a| twin_marks.get(&a).copied().unwrap_or(0))
+                .collect(),
+        ));
+        let max_past_ms = p.ingest.max_past_days as i64 * DAY_MS;
+        let max_future_ms = p.ingest.max_future_skew_s as i64 * 1000;
+        let seeds = match journal::saved_watermarks(&jdir, &model) {
+            Some(s) => s,
+            None => {
+                journal::watermarks_from_silver(&lake, &model, max_past_ms, max_future_ms).await
+            }
+        };
+        let events_until: HashMap<AssetIdx, i64> = if journals.pending_bytes() > 0 {
+            lake.last_event_ts(now_ms() - max_past_ms)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(a, t)| Some((model.asset(&a)?.idx, t)))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        info!(
+            checkpoints = checkpoints.len(),
+            journal = %jdir.display(),
+            pending_bytes = journals.pending_bytes(),
+            "lakehouse ready at {}",
+            lake.root()
+        );
+
+        let (out_tx, out_rx) = mpsc::channel::<TwinOutput>(4096);
+        let collector_stop = CancellationToken::new();
+        let collector = twins::spawn_collector(
+            out_rx,
+            collector_stop.clone(),
+            w(Table::SilverAssetEvents),
+            w(Table::GoldAssetState),
+        );
+        let health = Arc::new(HealthBoard::new(&config.model, &config.connectors));
+        let shared = Arc::new(TwinShared {
+            cfg: p.twin.clone(),
+            out: out_tx,
+            visibility: probes.visibility.clone(),
+            health: Some(health.clone()),
+            journal_id: Arc::from(journals.meta.id.as_str()),
+        });
+
+        let ingest = Arc::new(IngestStats::new());
+        let _ = ingest.register(&registry);
+        let all_writers: Vec<TableWriter> = Table::ALL.iter().map(|t| w(*t)).collect();
+
+        // The actix system: twins and HTTP.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let http_listen = p.http.listen;
+        let api = crate::api::ApiParts {
+            model: model.clone(),
+            health: health.clone(),
+            sql: crate::query::SqlEngine::in_pool(lake.clone(), &pool),
+            pool: pool.clone(),
+            pipelines: config.pipelines.clone(),
+            lake: lake.clone(),
+            writers: all_writers.clone(),
+            ingest: ingest.clone(),
+            registry: registry.clone(),
+            started_ms: now_ms(),
+        };
+        let actor_model = model.clone();
+        let actor_thread = std::thread::Builder::new()
+            .name("ironlake-actors".into())
+            .spawn(move || {
+                let sys = actix::System::new();
+                sys.block_on(async move {
+                    let (registry, arbiters) = twins::spawn_all(&actor_model, shared, &checkpoints);
+                    let state = crate::api::ApiState {
+                        parts: api,
+                        twins: registry.clone(),
+                    };
+                    match crate::api::bind(state, http_listen, 2) {
+                        Ok((srv, addr)) => {
+                            let _ = tx.send(Ok((registry, srv.handle(), addr)));
+                            if let Err(e) = srv.await {
+                                warn!(error = %e, "HTTP server ended with an error");
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(format!("cannot listen on {http_listen}: {e}")));
+                        }
+                    }
+                    for a in arbiters {
+                        a.stop();
+                    }
+                });
+            })?;
+        let (twins, http, http_addr) = tokio::task::spawn_blocking(move || rx.recv())
+            .await
+            .map_err(|e| PlatformError::Actors(e.to_string()))?
+            .map_err(|e| PlatformError::Actors(e.to_string()))?
+            .map_err(PlatformError::Actors)?;
+        info!(%http_addr, "REST API listening");
+
+        // Ingest shards: replay, then run, supervised.
+        let feed: Arc<dyn TwinFeed> = Arc::new(twins.clone());
+        let iw = IngestWriters {
+            bronze: w(Table::BronzeRawEvents),
+            silver: w(Table::SilverReadings),
+            quarantine: w(Table::SilverQuarantine),
+        };
+        let shard_stop = CancellationToken::new();
+        let mut senders = Vec::new();
+        let mut shard_joins = Vec::new();
+        let route = move |a: Option<AssetIdx>| a.map_or(0, |a| a as usize % n_shards);
+        for (i, jr) in journals.streams.drain(..).enumerate() {
+            let (stx, srx) = mpsc::channel(p.ingest.queue);
+            senders.push(stx);
+            let mark = |w: &TableWriter| {
+                w.marks(i)
+                    .map_or(0, |m| m.durable.load(std::sync::atomic::Ordering::Relaxed))
+            };
+            let shard = Shard::new(ShardSetup {
+                id: i,
+                model: model.clone(),
+                feed: feed.clone(),
+                writers: iw.clone(),
+                stats: ingest.clone(),
+                journal: jr,
+                lake: lake.clone(),
+                time: TimePolicy {
+                    max_future_ms,
+                    max_past_ms,
+                },
+                dedup_recent: p.ingest.dedup_recent,
+                ledger: ledger.clone(),
+                seeds: seeds
+                    .iter()
+                    .filter(|((a, _), _)| route(Some(*a)) == i)
+                    .map(|(k, v)| (*k, *v))
+                    .collect(),
+                replay: ReplayMarks {
+                    bronze: mark(&iw.bronze),
+                    silver: mark(&iw.silver),
+                    quarantine: mark(&iw.quarantine),
+                    twins: twin_marks
+                        .iter()
+                        .filter(|(a, _)| route(Some(**a)) == i)
+                        .map(|(a, l)| (*a, *l))
+                        .collect(),
+                    events_until: events_until.clone(),
+                },
+                stop: shard_stop.clone(),
+            });
+            shard_joins.push(tokio::spawn(loops::supervise_shard(
+                shard,
+                srx,
+                ingest.clone(),
+            )));
+        }
+        let sink = IngestSink::new(senders, Arc::new(route), p.ingest.queue_mib << 20);
+
+        // Connectors, supervised.
+        let shutdown = CancellationToken::new();
+        let mut connector_joins = Vec::new();
+        let limits = DecodeLimits {
+            max_payload: p.ingest.max_payload_kib << 10,
+            max_fields: p.ingest.max_fields,
+        };
+        let cx = SourceContext {
+            sink: sink.clone(),
+            health: health.clone(),
+            shutdown: shutdown.clone(),
+            limits,
+        };
+        for (_, src) in config.connectors.sources() {
+            info!(connector = %src.name(), "starting connector");
+            connector_joins.push(tokio::spawn(loops::supervise_connector(src, cx.clone())));
+        }
+
+        // Background work.
+        let mut background = Vec::new();
+        background.push(tokio::spawn(loops::checkpoint_loop(
+            twins.clone(),
+            w(Table::SilverAssetEvents),
+            w(Table::GoldAssetState),
+            ledger.clone(),
+            Duration::from_secs(p.twin.checkpoint_interval_s),
+            shutdown.clone(),
+        )));
+        if p.pipelines.interval_s > 0 && config.pipelines.iter().any(|p| p.enabled) {
+            let runner =
+                crate::pipeline::run::Runner::new(lake.clone(), model.clone(), p.pipelines.clone())
+                    .in_pool(&pool);
+            background.push(pool.handle().spawn(loops::pipeline_loop(
+                runner,
+                config.pipelines.clone(),
+                Duration::from_secs(p.pipelines.interval_s),
+                shutdown.clone(),
+            )));
+        }
+        if p.lake.compact_interval_s > 0 {
+            background.push(pool.handle().spawn(loops::compaction_loop(
+                lake.clone(),
+                p.lake.target_file_mb << 20,
+                Duration::from_secs(p.lake.compact_interval_s),
+                shutdown.clone(),
+            )));
+        }
+
+        Ok(Platform {
+            http_addr,
+            lake,
+            twins,
+            health,
+            ingest,
+            journal: journals.meta.clone(),
+            registry,
+            config,
+            writers: all_writers,
+            writer_joins,
+            shutdown,
+            shard_stop,
+            connector_joins,
+            sink: Some(sink),
+            shard_joins,
+            ledger,
+            collector_stop,
+            collector: Some(collector),
+            http,
+            actor_thread: Some(actor_thread),
+            background,
+            pool: Some(pool),
+        })
+    }
+
+    /// A sink that feeds envelopes into this platform's ingest stage (for
+    /// embedding ironlake or driving it from a custom source).
+    pub fn sink(&self) -> Option<IngestSink> {
+        self.sink.clone()
+    }
+
+    /// Writer of a table (for status and explicit flushes).
+    pub fn writer(&self, t: Table) -> Option<&TableWriter> {
+        self.writers.iter().find(|w| w.table() == t)
+    }
+
+    /// Commit everything buffered in every writer now.
+    pub async fn flush(&self) -> Result<(), String> {
+        for w in &self.writers {
+            w.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Stop in order: connectors (acknowledging what is durable), ingest
+    /// (drained), twins (final checkpoint), writers (final commit), the
+    /// journal (trimmed to what the tables hold), HTTP, actors and the
+    /// query pool. Each stage has a bounded time: what does not make it
+    /// (a storage outage) stays in the journal and is replayed at the next
+    /// start.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        for j in self.background.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(30), j).await;
+        }
+        for j in self.connector_joins.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(8), j).await;
+        }
+        self.sink = None;
+        let mut shards = Vec::new();
+        let deadline = tokio::time::Instant::now() + STOP_STAGE;
+        for j in self.shard_joins.drain(..) {
+            match tokio::time::timeout_at(deadline, j).await {
+                Ok(Ok(Some(s))) => shards.push(s),
+                Ok(_) => {}
+                Err(_) => {
+                    warn!("an ingest shard did not finish in time; the journal keeps its data")
+                }
+            }
+        }
+        self.shard_stop.cancel();
+        // Final checkpoint of every twin, written directly.
+        if let (Some(ew), Some(sw)) = (
+            self.writer(Table::SilverAssetEvents).cloned(),
+            self.writer(Table::GoldAssetState).cloned(),
+        ) {
+            let round = loops::checkpoint_round(&self.twins, &ew, &sw, &self.ledger);
+            if tokio::time::timeout(STOP_STAGE, round).await.is_err() {
+                warn!("final twin checkpoints did not commit in time; the journal keeps what they need");
+            }
+        }
+        self.collector_stop.cancel();
+        if let Some(c) = self.collector.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), c).await;
+        }
+        for w in self.writers.drain(..) {
+            w.close().await;
+        }
+        for j in self.writer_joins.drain(..) {
+            let _ = j.await;
+        }
+        for s in shards.iter_mut() {
+            s.final_trim();
+        }
+        self.http.stop(true).await;
+        if let Some(t) = self.actor_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        if let Some(p) = self.pool.take() {
+            if let Ok(p) = Arc::try_unwrap(p) {
+                let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
+            }
+        }
+        info!("platform stopped");
+    }
+}
+
+/// Catch a panic of a future as an error message.
+pub(crate) async fn catch<F: std::future::Future>(f: F) -> Result<F::Output, String> {
+    std::panic::AssertUnwindSafe(f)
+        .catch_unwind()
+        .await
+        .map_err(|p| {
+            p.downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".into())
+        })
+}
