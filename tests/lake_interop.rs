@@ -63,14 +63,14 @@ async fn tables_read_back_with_python_deltalake_polars_and_duckdb() {
     sim.stop().await;
     platform.stop().await;
 
-    let out = Command::new("python3")
+    let out = Command::new(python())
         .arg("tests/interop/read_tables.py")
         .arg(dir.path())
         .output()
-        .expect("python3 runs");
+        .expect("python runs");
     assert!(
         out.status.success(),
-        "python readers failed (pip install deltalake polars duckdb pyarrow):\n{}",
+        "python readers failed (run the tests with scripts/test, which installs deltalake, polars, duckdb and pyarrow):\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -282,8 +282,9 @@ pub struct Shard {
     silver: ReadingRows,
     quarantine: QuarantineRows,
     pending: HashMap<AssetIdx, TwinBatch>,
-    /// Readings to look up in silver before they are accepted: (position, row).
-    unsure: Vec<(u64, SilverRow)>,
+    /// Readings to look up in silver before they are accepted: (position,
+    /// row, whether silver already holds the record's rows).
+    unsure: Vec<(u64, SilverRow, bool)>,
     /// Every record up to here is processed.
     last_lsn: u64,
     /// Per table, the position last reported to its writer.
@@ -593,23 +594,17 @@ impl Shard {
             }
         }
         self.stats.duplicates.inc_by(staged.duplicates);
-        let mut twin = staged.twin;
-        if skip_silver {
-            // Already in silver: what was unsure is known now.
-            if let Some(filters) = asset.and_then(|a| self.dedup.get_mut(&a.idx)) {
-                for r in &staged.unsure {
-                    if let Some(f) = filters.get_mut(r.signal as usize) {
-                        f.accept(r.ts_ms, lsn);
-                    }
-                    twin.push(reading(r));
-                }
-            }
-        } else {
+        let twin = staged.twin;
+        if !skip_silver {
             for r in &staged.silver {
                 self.push_silver(r);
             }
-            self.unsure.extend(staged.unsure.iter().map(|r| (lsn, *r)));
         }
+        // Silver holds a skipped record's rows: whether an unsure reading
+        // came from this record (a twin needs it) or was a duplicate of an
+        // earlier one, the row's ingest time tells.
+        self.unsure
+            .extend(staged.unsure.iter().map(|r| (lsn, *r, skip_silver)));
         if let Some(a) = asset {
             if lsn > twin_mark && (!twin.is_empty() || !staged.rejected.is_empty()) {
                 let p = self.pending.entry(a.idx).or_default();
@@ -650,7 +645,7 @@ impl Shard {
         let parked = std::mem::take(&mut self.unsure);
         let keys: Vec<ReadingKey> = parked
             .iter()
-            .filter_map(|(_, r)| {
+            .filter_map(|(_, r, _)| {
                 let (plant, _, asset, signal) = process::names(&self.model, r)?;
                 Some(ReadingKey {
                     plant: plant.to_string(),
@@ -676,7 +671,7 @@ impl Shard {
                 }
             }
         };
-        for (lsn, r) in parked {
+        for (lsn, r, committed) in parked {
             let Some((plant, _, asset, signal)) = process::names(&self.model, &r) else {
                 continue;
             };
@@ -693,15 +688,31 @@ impl Shard {
             else {
                 continue;
             };
+            let in_silver = found.get(&key).copied();
             // Two copies of one late reading in the same batch: the second
             // finds the first accepted.
-            if found.contains(&key) || f.check(r.ts_ms) == super::dedup::Verdict::Duplicate {
-                f.accept(r.ts_ms, lsn);
-                self.stats.duplicates.inc();
+            let seen = f.check(r.ts_ms) == super::dedup::Verdict::Duplicate;
+            f.accept(r.ts_ms, lsn);
+            let original = match (committed, in_silver) {
+                // Replayed record already in silver: it brought the row if
+                // the row was received when the record was.
+                (true, Some(at)) => !seen && at == r.ingest_ms,
+                (true, None) => false,
+                (false, Some(_)) => false,
+                (false, None) => !seen,
+            };
+            if !original {
+                if !committed {
+                    self.stats.duplicates.inc();
+                }
                 continue;
             }
-            f.accept(r.ts_ms, lsn);
-            self.push_silver(&r);
+            if !committed {
+                self.push_silver(&r);
+            }
+            if lsn <= self.marks.twins.get(&r.asset).copied().unwrap_or(0) {
+                continue;
+            }
             let p = self.pending.entry(r.asset).or_default();
             p.readings.push(reading(&r));
             p.lsn = p.lsn.max(lsn);

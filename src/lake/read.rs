@@ -154,18 +154,19 @@ pub struct ReadingKey {
 
 impl Lakehouse {
     /// Which of `keys` `silver.readings` holds (exact `(asset_id, signal,
-    /// ts)` matches), reading only the `(plant, date)` partitions concerned.
+    /// ts)` matches), with the ingest time of the row, reading only the
+    /// `(plant, date)` partitions concerned.
     pub async fn find_readings(
         &self,
         keys: &[ReadingKey],
-    ) -> Result<std::collections::HashSet<ReadingKey>, LakeError> {
+    ) -> Result<HashMap<ReadingKey, i64>, LakeError> {
         use std::collections::{BTreeMap, BTreeSet, HashSet};
         let t = Table::SilverReadings;
         let qerr = |source| LakeError::Query {
             table: t.name(),
             source,
         };
-        let mut found = HashSet::new();
+        let mut found = HashMap::new();
         if keys.is_empty() {
             return Ok(found);
         }
@@ -198,7 +199,12 @@ impl Lakehouse {
                 .map_err(qerr)?
                 .filter(filter)
                 .map_err(qerr)?
-                .select(vec![col("asset_id"), col("signal"), col("ts")])
+                .select(vec![
+                    col("asset_id"),
+                    col("signal"),
+                    col("ts"),
+                    col("ingest_ts"),
+                ])
                 .map_err(qerr)?
                 .collect()
                 .await
@@ -207,6 +213,7 @@ impl Lakehouse {
                 let a = string_column(b, 0)?;
                 let sg = string_column(b, 1)?;
                 let t = b.column(2).as_primitive::<TimestampMicrosecondType>();
+                let it = b.column(3).as_primitive::<TimestampMicrosecondType>();
                 for i in 0..b.num_rows() {
                     let k = ReadingKey {
                         plant: plant.to_string(),
@@ -215,7 +222,7 @@ impl Lakehouse {
                         ts_ms: t.value(i) / 1000,
                     };
                     if wanted.contains(&k) {
-                        found.insert(k);
+                        found.insert(k, it.value(i) / 1000);
                     }
                 }
             }

@@ -213,6 +213,38 @@ pub fn strings(batches: &[deltalake::arrow::array::RecordBatch], col: usize) -> 
     out
 }
 
+/// The Python with the Delta readers (`scripts/test` sets `IRONLAKE_PYTHON`).
+pub fn python() -> String {
+    std::env::var("IRONLAKE_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// The Mosquitto broker binary, if installed. Without one, a test that needs
+/// it skips with a note, unless `IRONLAKE_REQUIRE_MOSQUITTO=1` (CI).
+pub fn mosquitto() -> Option<std::path::PathBuf> {
+    let found = [
+        "/usr/sbin/mosquitto",
+        "/usr/bin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+    ]
+    .iter()
+    .map(std::path::PathBuf::from)
+    .find(|p| p.exists())
+    .or_else(|| {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("mosquitto"))
+                .find(|p| p.exists())
+        })
+    });
+    if found.is_none() {
+        if std::env::var("IRONLAKE_REQUIRE_MOSQUITTO").is_ok_and(|v| v == "1") {
+            panic!("mosquitto is required (IRONLAKE_REQUIRE_MOSQUITTO=1) but not installed");
+        }
+        eprintln!("SKIPPED: mosquitto is not installed (Debian: apt install mosquitto)");
+    }
+    found
+}
+
 /// Log to stderr when `IRONLAKE_LOG` is set (e.g. `IRONLAKE_LOG=ironlake=debug`).
 pub fn init_logs() {
     if let Ok(f) = std::env::var("IRONLAKE_LOG") {
