@@ -180,3 +180,74 @@ fn shift_calendars_are_validated() {
         shifts.replace("25:00", "06:00") + "[[shifts]]\nname = \"again\"\nstart = \"06:00\"\n";
     assert!(err(&dup).contains("shifts[1].start"));
 }
+
+#[test]
+fn a_platform_file_needs_only_what_differs() {
+    // One key per section; everything else is the built-in default.
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "ironlake.toml",
+        "plants = [\"p.toml\"]\n[http]\nlisten = \"127.0.0.1:9090\"\n[lake]\nroot = \"/tmp/lk\"\n\
+         [twin]\nmailbox = 32\n[ingest]\nshards = 3\n[sql]\nmax_concurrent = 2\n\
+         [pipelines]\nlookback_h = 12\n[mqtt]\nport = 1884\n[mqtt.embedded]\nenabled = false\n",
+    );
+    write(
+        dir.path(),
+        "p.toml",
+        "[plant]\nid = \"p\"\n[[areas]]\nid = \"a\"\n[[lines]]\nid = \"l\"\narea = \"a\"\n\
+         [[machines]]\nid = \"m\"\nline = \"l\"\ntype = \"press\"\nsource = { protocol = \"mqtt\", topic = \"x/m\" }\n",
+    );
+    let c = Config::load(&dir.path().join("ironlake.toml")).unwrap();
+    let d = ironlake::config::PlatformFile::embedded_default().unwrap();
+    let p = &c.platform;
+    assert_eq!(p.http.listen.port(), 9090);
+    assert_eq!((p.lake.root.as_str(), p.lake.flush_rows), ("/tmp/lk", d.lake.flush_rows));
+    assert_eq!((p.twin.mailbox, p.twin.arbiters), (32, d.twin.arbiters));
+    assert_eq!((p.ingest.shards, p.ingest.queue), (3, d.ingest.queue));
+    assert_eq!((p.sql.max_concurrent, p.sql.memory_mb), (2, d.sql.memory_mb));
+    assert_eq!((p.pipelines.lookback_h, p.pipelines.interval_s), (12, d.pipelines.interval_s));
+    let m = ironlake::connectors::mqtt::MqttConfig::from_platform(p).unwrap();
+    assert_eq!((m.port, m.host.as_str()), (1884, "127.0.0.1"));
+    assert!(!m.embedded.unwrap().enabled);
+    // Twin types and pipelines left out: the built-in ones.
+    assert!(c.model.twin_types.contains_key("cnc_mill"));
+    assert_eq!(c.pipelines.len(), Config::embedded().unwrap().pipelines.len());
+}
+
+#[test]
+fn protocol_keys_are_checked_by_their_connector() {
+    // A misspelt binding in a twin type.
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path(), "");
+    let p = dir.path().join("twins/press.toml");
+    let text = fs::read_to_string(&p).unwrap().replacen("mqtt = {", "mqtt_ = {", 1);
+    fs::write(&p, text).unwrap();
+    let e = Config::load(&dir.path().join("config/ironlake.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("press.toml") && e.contains("signals[0].mqtt_") && e.contains("modbus, mqtt"),
+        "{e}"
+    );
+    // A coil that claims to be a 16-bit register.
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path(), "");
+    let p = dir.path().join("twins/press.toml");
+    let text = fs::read_to_string(&p)
+        .unwrap()
+        .replacen("table = \"holding\"", "table = \"coil\"", 1);
+    fs::write(&p, text).unwrap();
+    let e = Config::load(&dir.path().join("config/ironlake.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("press.toml") && e.contains(".modbus") && e.contains("bool"), "{e}");
+    // An unknown section of the platform file.
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path(), "");
+    let p = dir.path().join("config/ironlake.toml");
+    let text = fs::read_to_string(&p).unwrap() + "\n[mqtt_broker]\nport = 1\n";
+    fs::write(&p, text).unwrap();
+    let e = Config::load(&p).unwrap_err().to_string();
+    assert!(e.contains("mqtt_broker") && e.contains("connector sections"), "{e}");
+}

@@ -419,3 +419,99 @@ async fn get_text(addr: &str, path: &str) -> (u16, Option<String>) {
     .await
     .unwrap()
 }
+
+/// Readings in a journal stream, resolved against a model.
+fn journaled(jdir: &Path, model: &ironlake::assets::AssetModel) -> HashSet<(String, String, i64)> {
+    let mut out = HashSet::new();
+    for e in std::fs::read_dir(jdir).unwrap().flatten() {
+        if !e.file_name().to_string_lossy().starts_with("shard-") {
+            continue;
+        }
+        let (j, _) = ironlake::ingest::journal::Journal::open(&e.path(), 64 << 20).unwrap();
+        for r in j.replay(j.trimmed()) {
+            let (_, bytes) = r.unwrap();
+            let rec = ironlake::ingest::record::decode(&bytes, model).unwrap();
+            for v in rec.decoded.values() {
+                if let ironlake::connectors::SignalRef::Known(i) = v.signal {
+                    let a = model.asset(rec.asset_id.as_deref().unwrap()).unwrap();
+                    out.insert((a.id.to_string(), a.twin.signals[i as usize].name.clone(), v.ts_ms));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Keys of every row in silver.
+async fn silver_keys(lake: &ironlake::lake::Lakehouse) -> HashSet<(String, String, i64)> {
+    let batches = query(lake, "SELECT asset_id, signal, CAST(ts AS BIGINT) / 1000 FROM silver.readings").await;
+    let mut out = HashSet::new();
+    for b in &batches {
+        let a = ironlake::lake::read::string_column(b, 0).unwrap();
+        let s = ironlake::lake::read::string_column(b, 1).unwrap();
+        let t = b
+            .column(2)
+            .as_any()
+            .downcast_ref::<deltalake::arrow::array::Int64Array>()
+            .unwrap();
+        for i in 0..b.num_rows() {
+            out.insert((a.value(i).to_string(), s.value(i).to_string(), t.value(i)));
+        }
+    }
+    out
+}
+
+/// Stopping while the lake is unreachable ends (bounded), and what could
+/// not be committed comes from the journal at the next start, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stop_during_a_storage_outage_leaves_the_rest_to_the_journal() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let plc = free_port();
+    let plant = plant("plant-o", "line-o", &[("press-o", "press", modbus(plc, 50))]);
+    let cfg = config(platform(dir.path(), free_port(), false), &plant);
+    let sim = ironlake::sim::Simulator::start(
+        &ironlake::sim::Scenario::from_config(scenario(free_port(), 50), &cfg),
+        2,
+    )
+    .await
+    .unwrap();
+    let p = ironlake::platform::Platform::start(cfg.clone(), ironlake::platform::Probes::default())
+        .await
+        .unwrap();
+    let lake = p.lake.clone();
+    eventually(30, "readings committed", || {
+        let lake = lake.clone();
+        async move { (count(&lake, "SELECT count(*) FROM silver.readings").await > 20).then_some(()) }
+    })
+    .await;
+    // The silver table's storage goes away while polls keep coming.
+    let table = lake.table_path(ironlake::lake::Table::SilverReadings).unwrap();
+    let log = table.join("_delta_log");
+    std::fs::rename(&log, table.join("_delta_log.away")).unwrap();
+    std::fs::write(&log, b"gone").unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    sim.stop().await;
+    tokio::time::timeout(Duration::from_secs(180), p.stop())
+        .await
+        .expect("the platform stops even without its storage");
+    std::fs::remove_file(&log).unwrap();
+    std::fs::rename(table.join("_delta_log.away"), &log).unwrap();
+
+    let mut expected = silver_keys(&lake).await;
+    let tail = journaled(&dir.path().join("_journal"), &cfg.model);
+    assert!(!tail.is_empty(), "the journal kept what the lake did not take");
+    expected.extend(tail);
+    // Restart with the PLC gone: the journal alone brings the rest.
+    let p = ironlake::platform::Platform::start(cfg.clone(), ironlake::platform::Probes::default())
+        .await
+        .unwrap();
+    let want = expected.len() as i64;
+    eventually(30, "the journal's readings are in silver", || {
+        let lake = lake.clone();
+        async move { (count(&lake, "SELECT count(*) FROM silver.readings").await >= want).then_some(()) }
+    })
+    .await;
+    p.stop().await;
+    assert_exactly_once(&lake, &expected).await;
+}

@@ -310,6 +310,31 @@ async fn mqtt_through_embedded_broker_with_bad_payloads_quarantined() {
     assert!(h["ingest"]["quarantined"].as_u64().unwrap() >= 6, "{h}");
     assert_eq!(h["sources"]["connected"], 2);
 
+    // Back-pressure and losses are visible in Prometheus metrics.
+    let m = metrics_text(addr).await;
+    for needle in [
+        "ironlake_ingest_received_total ",
+        "ironlake_journal_written_bytes_total ",
+        "ironlake_ingest_readings_total ",
+        "ironlake_ingest_duplicates_total ",
+        "ironlake_ingest_quarantined_total{reason=\"wrong_type\"} 1",
+        "ironlake_ingest_quarantined_total{reason=\"unknown_asset\"} 1",
+        "ironlake_journal_pending_bytes{shard=\"0\"}",
+        "ironlake_journal_age_seconds{shard=\"0\"}",
+        "ironlake_ingest_queue_depth{shard=",
+        "ironlake_ingest_ack_latency_seconds_bucket",
+        "ironlake_commit_latency_seconds_bucket{table=\"silver.readings\"",
+        "ironlake_table_rows_committed_total{table=\"silver.readings\"}",
+        "ironlake_table_pending_rows{table=\"bronze.raw_events\"}",
+        "ironlake_twin_mailbox_depth{stat=\"max\"}",
+        "ironlake_sources{connected=\"true\",protocol=\"mqtt\"} 2",
+        "ironlake_connector_reconnects_total{protocol=\"mqtt\"}",
+        "ironlake_readings_lost_total 0",
+        "ironlake_sql_running 0",
+    ] {
+        assert!(m.contains(needle), "/metrics lacks `{needle}`:\n{m}");
+    }
+
     drop(c);
     pump.abort();
     sim.stop().await;
@@ -328,4 +353,78 @@ async fn mqtt_through_embedded_broker_with_bad_payloads_quarantined() {
         .await
             > 20
     );
+}
+
+/// The text of `GET /metrics`.
+async fn metrics_text(addr: std::net::SocketAddr) -> String {
+    let url = format!("http://{addr}/metrics");
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(std::time::Duration::from_secs(10)))
+            .build()
+            .into();
+        agent
+            .get(&url)
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// A thousand MQTT machines with `mqtt.subscribe = []`: every machine's topic
+/// is subscribed (the broker granted it) and shows as connected, and data on
+/// the first and the last topic arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_mqtt_machines_are_all_subscribed() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let mq = free_port();
+    let machines: Vec<(String, String)> = (0..1000)
+        .map(|i| (format!("m{i}"), mqtt(&format!("plant/m{i}/data"))))
+        .collect();
+    let refs: Vec<(&str, &str, String)> = machines
+        .iter()
+        .map(|(id, src)| (id.as_str(), "press", src.clone()))
+        .collect();
+    let plant = plant("plant-k", "line-k", &refs);
+    let mut p = platform(dir.path(), mq, true);
+    let mut m = ironlake::connectors::mqtt::MqttConfig::from_platform(&p).unwrap();
+    m.subscribe = vec![];
+    m.write_to(&mut p);
+    let cfg = config(p, &plant);
+    let platform = Platform::start(cfg, Probes::default()).await.unwrap();
+    let addr = platform.http_addr;
+    eventually(30, "all 1000 machines connected", || async {
+        let (_, h) = get(addr, "/api/health").await;
+        (h["sources"]["connected"].as_u64() == Some(1000)).then_some(())
+    })
+    .await;
+    let mut o = MqttOptions::new("k-pub", "127.0.0.1", mq);
+    o.set_keep_alive(std::time::Duration::from_secs(10));
+    let (client, mut ev) = AsyncClient::new(o, 100);
+    tokio::spawn(async move { while ev.poll().await.is_ok() {} });
+    let now = ironlake::time::now_ms();
+    for i in [0, 999] {
+        client
+            .publish(
+                format!("plant/m{i}/data"),
+                QoS::AtLeastOnce,
+                false,
+                format!("{{\"ts\": {now}, \"state\": 2}}"),
+            )
+            .await
+            .unwrap();
+    }
+    for id in ["m0", "m999"] {
+        eventually(20, "data on the first and the last topic", || async move {
+            let (_, b) = get(addr, &format!("/api/assets/{id}")).await;
+            (b["state"] == "RUNNING").then_some(())
+        })
+        .await;
+    }
+    platform.stop().await;
 }

@@ -315,3 +315,147 @@ async fn sql_over_rest_and_cli_returns_what_the_tables_hold() {
     let out = cli(&["lake", "--lakehouse", root, "tables"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("silver.readings\n"));
 }
+
+/// GET with a client timeout; `None` when the client gave up.
+async fn get_with_timeout(addr: std::net::SocketAddr, path: &str, secs: u64) -> Option<u16> {
+    let url = format!("http://{addr}{path}");
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(secs)))
+            .build()
+            .into();
+        agent.get(&url).call().ok().map(|r| r.status().as_u16())
+    })
+    .await
+    .unwrap()
+}
+
+/// POST application/sql with a client timeout; `None` when the client gave up.
+async fn post_sql_with_timeout(addr: std::net::SocketAddr, sql: &str, secs: u64) -> Option<(u16, String)> {
+    let url = format!("http://{addr}/api/sql");
+    let sql = sql.to_string();
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(secs)))
+            .build()
+            .into();
+        let mut r = agent
+            .post(&url)
+            .header("content-type", "application/sql")
+            .send(sql.as_bytes())
+            .ok()?;
+        let status = r.status().as_u16();
+        Some((status, r.body_mut().read_to_string().unwrap_or_default()))
+    })
+    .await
+    .unwrap()
+}
+
+async fn sql_running(addr: std::net::SocketAddr) -> Option<i64> {
+    let url = format!("http://{addr}/metrics");
+    let text = tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(std::time::Duration::from_secs(10)))
+            .build()
+            .into();
+        agent.get(&url).call().ok()?.body_mut().read_to_string().ok()
+    })
+    .await
+    .unwrap()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("ironlake_sql_running "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Queries run in their own bounded pool: one that needs more memory than
+/// allowed fails with 413, one that runs too long is cancelled with 503, a
+/// query beyond the concurrency limit is refused with 503, one whose client
+/// left is cancelled; ingestion keeps going meanwhile, and no parameter
+/// makes a request panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queries_are_bounded_and_cannot_stop_ingestion() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let (plc, mq) = (free_port(), free_port());
+    let plant = plant("plant-q", "line-q", &[("mill-q", "cnc_mill", modbus(plc, 100))]);
+    let mut p = platform(dir.path(), mq, false);
+    p.sql.memory_mb = 16;
+    p.sql.timeout_s = 60;
+    p.sql.max_concurrent = 1;
+    let cfg = config(p, &plant);
+    let sim = Simulator::start(&Scenario::from_config(scenario(mq, 100), &cfg), 4)
+        .await
+        .unwrap();
+    let platform = Platform::start(cfg, Probes::default()).await.unwrap();
+    let addr = platform.http_addr;
+    let readings = |addr| async move {
+        let (_, b) = get(addr, "/api/assets/mill-q").await;
+        b["readings_total"].as_u64().unwrap_or(0)
+    };
+    eventually(30, "data flows", || async { (readings(addr).await > 10).then_some(()) }).await;
+
+    // More memory than the pool has: a clear 413.
+    let (status, body) = post_sql_with_timeout(
+        addr,
+        "SELECT array_agg(value) FROM range(0, 50000000) AS t(value)",
+        60,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("sql.memory_mb"), "{body}");
+
+    // Longer than the timeout: cancelled, 503; ingestion went on meanwhile.
+    let before = readings(addr).await;
+    let long = serde_json::json!({
+        "sql": "SELECT count(*) FROM range(0, 100000000000) AS t(v) WHERE v % 7 = 3",
+        "timeout_s": 2
+    })
+    .to_string();
+    let (status, _, body) = post(addr, "/api/sql", "application/json", &long).await;
+    let body = String::from_utf8_lossy(&body).to_string();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("timeout_s"), "{body}");
+    assert!(readings(addr).await > before, "readings kept coming during the query");
+
+    // One at a time: a second query while one runs is refused with 503.
+    let slow = {
+        let long = long.clone();
+        tokio::spawn(async move { post(addr, "/api/sql", "application/json", &long).await })
+    };
+    eventually(10, "the slow query runs", || async { (sql_running(addr).await == Some(1)).then_some(()) }).await;
+    let (status, body) = post_sql_with_timeout(addr, "SELECT 1", 10).await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("sql.max_concurrent"), "{body}");
+    assert_eq!(slow.await.unwrap().0, 503, "timed out");
+
+    // A client that leaves: its query is cancelled then, not at the
+    // timeout (60 s).
+    let gone = post_sql_with_timeout(
+        addr,
+        "SELECT count(*) FROM range(0, 100000000000) AS t(v) WHERE v % 7 = 3",
+        1,
+    )
+    .await;
+    assert!(gone.is_none(), "the client gave up");
+    eventually(10, "the abandoned query was cancelled", || async {
+        (sql_running(addr).await == Some(0)).then_some(())
+    })
+    .await;
+
+    // No parameter makes a request panic.
+    for q in ["now-1é", "now-é", "now-99999999999999999d", "%FF", "now-1%C3%A9"] {
+        let status = get_with_timeout(
+            addr,
+            &format!("/api/assets/mill-q/history?from={}", q.replace('é', "%C3%A9")),
+            10,
+        )
+        .await;
+        assert_eq!(status, Some(400), "{q}");
+    }
+    assert!(readings(addr).await > before);
+    sim.stop().await;
+    platform.stop().await;
+}

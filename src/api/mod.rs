@@ -109,6 +109,44 @@ impl From<PoolError> for ApiError {
 }
 
 type Result<T> = std::result::Result<T, ApiError>;
+
+/// The socket of a request's connection, to notice a client that left.
+#[derive(Clone, Copy)]
+struct ClientSocket(std::os::fd::RawFd);
+
+impl ClientSocket {
+    /// Whether the client closed its side of the connection (an orderly
+    /// shutdown reads as end of file; pending bytes or nothing yet do not).
+    fn is_closed(self) -> bool {
+        let mut b = [0u8; 1];
+        // SAFETY: recv with MSG_PEEK | MSG_DONTWAIT on a socket the server
+        // holds open for the duration of the request; it reads at most one
+        // byte into a valid buffer and consumes nothing.
+        let n = unsafe {
+            libc::recv(
+                self.0,
+                b.as_mut_ptr().cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n == 0
+    }
+
+    /// Resolves when the client of `req` has gone away (never, if unknown).
+    async fn gone(req: &actix_web::HttpRequest) {
+        let Some(sock) = req.conn_data::<ClientSocket>().copied() else {
+            return std::future::pending().await;
+        };
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+        loop {
+            tick.tick().await;
+            if sock.is_closed() {
+                return;
+            }
+        }
+    }
+}
 type State = web::Data<ApiState>;
 
 /// Bind the HTTP server for `state` on `addr` (port 0 picks a free port) and
@@ -136,6 +174,12 @@ pub fn bind(
             .default_service(web::to(|| async {
                 ApiError::NotFound("no such endpoint; see GET /api".into()).error_response()
             }))
+    })
+    .on_connect(|conn, ext| {
+        use std::os::fd::AsRawFd;
+        if let Some(s) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            ext.insert(ClientSocket(s.as_raw_fd()));
+        }
     })
     .workers(workers)
     .disable_signals()

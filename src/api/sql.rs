@@ -19,6 +19,9 @@ struct SqlRequest {
     format: Option<Format>,
     #[serde(default)]
     max_rows: Option<usize>,
+    /// A shorter timeout than `sql.timeout_s`, in seconds.
+    #[serde(default)]
+    timeout_s: Option<u64>,
 }
 
 const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
@@ -72,6 +75,7 @@ pub(super) async fn sql(
             sql: text.to_string(),
             format: None,
             max_rows: None,
+            timeout_s: None,
         }
     };
     let wants_arrow = req
@@ -92,11 +96,19 @@ pub(super) async fn sql(
     let max_rows = r.max_rows.unwrap_or(SQL_DEFAULT_ROWS).min(SQL_MAX_ROWS);
     let engine = s.sql.clone();
     let started = std::time::Instant::now();
-    let result = s
-        .pool
-        .run(async move { engine.query_limited(&r.sql, max_rows).await })
-        .await
-        .map_err(ApiError::from)?
+    let timeout = r.timeout_s.map(std::time::Duration::from_secs);
+    let run = s.pool.run_within(
+        async move { engine.query_limited(&r.sql, max_rows).await },
+        timeout,
+    );
+    // A client that leaves cancels its query (dropping `run` aborts it).
+    let result = tokio::select! {
+        r = run => r,
+        _ = super::ClientSocket::gone(&req) => {
+            return Err(ApiError::BadRequest("the client closed the connection".into()));
+        }
+    }
+    .map_err(ApiError::from)?
         .map_err(|e: QueryError| {
             if e.is_resources_exhausted() {
                 ApiError::TooLarge(format!(

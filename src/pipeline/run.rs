@@ -232,7 +232,19 @@ impl Runner {
             r.status = Status::UpToDate;
             return Ok(());
         }
-        let steps = steps(files, v_now);
+        // Dropped rows go to quarantine before the target commit, each step
+        // marked with the source version it reaches. After a crash between
+        // the two, the first step ends exactly where the quarantine already
+        // is, so no dropped row is quarantined twice.
+        let q_app = format!("{app}:quarantine");
+        let q_done = if opts.full_refresh {
+            None
+        } else {
+            let q = self.lake.open_or_create(Table::SilverQuarantine).await?;
+            commit::txn_version(&q, &q_app).await?.map(|v| v as u64)
+        }
+        .filter(|q| done.is_none_or(|d| *q > d) && *q < v_now);
+        let steps = steps(files, v_now, q_done);
         if let Some(pb) = progress {
             pb.set_length(steps.len() as u64);
             pb.set_position(0);
@@ -259,8 +271,7 @@ impl Runner {
             let checked = expect::check(p, &ctx, df, &mut r.expectations).await?;
             r.rows_warned += checked.warned;
             // Dropped rows go to quarantine first, exactly once per range.
-            let q_app = format!("{app}:quarantine");
-            self.quarantine(p, &checked.dropped, Some((q_app, upto)), r)
+            self.quarantine(p, &checked.dropped, Some((q_app.clone(), upto)), r)
                 .await?;
             r.rows_out += checked.keep.iter().map(|b| b.num_rows()).sum::<usize>();
             let t = commit::commit(
@@ -461,12 +472,21 @@ impl Runner {
 }
 
 /// Steps of whole source commits, each at most [`CHUNK_BYTES`] of files,
-/// with the last source version each covers.
-fn steps(files: Vec<AddedFile>, v_now: u64) -> Vec<(Vec<AddedFile>, u64)> {
+/// with the last source version each covers; one step ends at `boundary`
+/// when given.
+fn steps(files: Vec<AddedFile>, v_now: u64, boundary: Option<u64>) -> Vec<(Vec<AddedFile>, u64)> {
     let mut steps = Vec::new();
     let mut cur: Vec<AddedFile> = Vec::new();
     let mut bytes = 0;
+    let mut pending_boundary = boundary;
     for (i, f) in files.iter().enumerate() {
+        if let Some(b) = pending_boundary {
+            if f.version > b {
+                steps.push((std::mem::take(&mut cur), b));
+                bytes = 0;
+                pending_boundary = None;
+            }
+        }
         bytes += f.size;
         cur.push(f.clone());
         let commit_ends = files.get(i + 1).is_none_or(|n| n.version != f.version);
@@ -474,6 +494,9 @@ fn steps(files: Vec<AddedFile>, v_now: u64) -> Vec<(Vec<AddedFile>, u64)> {
             steps.push((std::mem::take(&mut cur), f.version));
             bytes = 0;
         }
+    }
+    if let Some(b) = pending_boundary {
+        steps.push((std::mem::take(&mut cur), b));
     }
     steps.push((cur, v_now));
     steps

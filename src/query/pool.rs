@@ -26,7 +26,7 @@ use crate::config::SqlConfig;
 pub enum PoolError {
     #[error("{running} queries are running (sql.max_concurrent); retry shortly")]
     Busy { running: usize },
-    #[error("the query ran longer than {0} s (sql.timeout_s) and was cancelled")]
+    #[error("the query ran longer than {0} s (sql.timeout_s, or the request's timeout_s) and was cancelled")]
     Timeout(u64),
     #[error("the query pool is stopping")]
     Stopped,
@@ -116,6 +116,15 @@ impl QueryPool {
         F: Future<Output = T> + Send + 'static,
         T: Send + 'static,
     {
+        self.run_within(fut, None).await
+    }
+
+    /// [`QueryPool::run`] with a shorter timeout, if asked for.
+    pub async fn run_within<F, T>(&self, fut: F, timeout: Option<Duration>) -> Result<T, PoolError>
+    where
+        F: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
         let permit = self
             .permits
             .clone()
@@ -123,7 +132,7 @@ impl QueryPool {
             .map_err(|_| PoolError::Busy {
                 running: self.running(),
             })?;
-        let timeout = self.timeout;
+        let timeout = timeout.map_or(self.timeout, |t| t.min(self.timeout));
         let task = AbortOnDrop(self.handle.spawn(async move {
             let r = tokio::time::timeout(timeout, fut).await;
             drop(permit);

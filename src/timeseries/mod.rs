@@ -32,7 +32,10 @@ pub use keys::{KeyInterner, Keys};
 pub use order::RowOrder;
 pub use resample::{gaps, resample, Fill};
 pub use rolling::{ema, rolling, RollingSpec, RollingStats, WindowFrame};
-pub use shifts::{counter_deltas, state_durations, FixedShifts, LocalShifts, ShiftCalendar};
+pub use shifts::{
+    counter_deltas, counter_deltas_tolerant, counter_step, state_durations, FixedShifts,
+    LocalShifts, ShiftCalendar,
+};
 pub use window::{integrate_hold, windows, WindowAggs, WindowSpec};
 
 /// Errors of the kernels: inputs they cannot work on.

@@ -65,34 +65,7 @@ pub struct Counters {
     pub reject_drop: Option<f64>,
 }
 
-/// The increment a new counter value `v` makes, given the last value and a
-/// pending drop. A drop is held until the next value tells a PLC reset (the
-/// counter stays low: the parts since the reset count) from a glitch (it
-/// comes back: nothing counts twice).
-pub fn counter_step(last: &mut Option<f64>, drop: &mut Option<f64>, v: f64) -> f64 {
-    let Some(prev) = *last else {
-        *last = Some(v);
-        return 0.0;
-    };
-    if v >= prev {
-        // Back at or above the last value: any pending drop was a glitch.
-        *drop = None;
-        *last = Some(v);
-        return v - prev;
-    }
-    match drop.take() {
-        // The second value in a row below the last: the PLC was reset, and
-        // counts since from zero.
-        Some(_) => {
-            *last = Some(v);
-            v
-        }
-        None => {
-            *drop = Some(v);
-            0.0
-        }
-    }
-}
+pub use crate::timeseries::counter_step;
 
 /// What changed in one update, for the line twin.
 #[derive(Debug, Default, Clone, Copy)]

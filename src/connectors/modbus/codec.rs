@@ -220,4 +220,22 @@ mod tests {
             ]
         );
     }
+
+    proptest::proptest! {
+        /// Any words decode without panic; an encoded value decodes back.
+        #[test]
+        fn any_words_decode(words in proptest::collection::vec(proptest::prelude::any::<u16>(), 0..4),
+                            t in 0usize..5, little in proptest::prelude::any::<bool>()) {
+            let types = [RegisterType::U16, RegisterType::I16, RegisterType::U32, RegisterType::I32, RegisterType::F32];
+            let order = if little { WordOrder::Little } else { WordOrder::Big };
+            let d = decode_words(&words, types[t], order);
+            proptest::prop_assert_eq!(d.is_some(), words.len() >= types[t].width() as usize);
+            if let Some(raw) = d {
+                if raw.is_finite() && types[t] != RegisterType::F32 {
+                    let b = b(types[t], 0, 1.0, order);
+                    proptest::prop_assert_eq!(decode_words(&encode(&b, raw), types[t], order), Some(raw));
+                }
+            }
+        }
+    }
 }

@@ -60,17 +60,14 @@ pub fn decode_json(
         }
     }
     let mut leaves = Vec::new();
-    let mut total = 0usize;
-    flatten(
-        "",
-        &map,
-        &mut leaves,
-        &mut total,
-        limits.max_fields,
-        b.ts_field.as_deref(),
-    );
-    let mut out = Vec::with_capacity(leaves.len());
-    for (path, v) in leaves {
+    flatten("", &map, &mut leaves, b.ts_field.as_deref());
+    let total = leaves.len();
+    // Bound fields first: junk cannot crowd out what the twin type knows.
+    let (known, unknown): (Vec<_>, Vec<_>) = leaves
+        .into_iter()
+        .partition(|(p, _)| b.fields.contains_key(p));
+    let mut out = Vec::with_capacity(total.min(limits.max_fields));
+    for (path, v) in known.into_iter().chain(unknown).take(limits.max_fields) {
         let signal = match b.fields.get(&path) {
             Some(i) => SignalRef::Known(*i),
             None => SignalRef::Unknown(path.into_boxed_str()),
@@ -93,8 +90,8 @@ pub fn decode_json(
             values: out,
             code: "too_many_fields",
             reason: format!(
-                "the message has {total} fields, more than {} (ingest.max_fields); the first {} were taken",
-                limits.max_fields, limits.max_fields
+                "the message has {total} fields, more than {} (ingest.max_fields); the bound ones and the first others up to the limit were taken",
+                limits.max_fields
             ),
         };
     }
@@ -116,14 +113,12 @@ fn lookup<'a>(
     }
 }
 
-/// Leaves of an object but the timestamp as (dotted path, value), at most
-/// `cap` of them; `total` counts them all.
+/// Leaves of an object but the timestamp as (dotted path, value). Their
+/// number is bounded by the payload size limit checked before parsing.
 fn flatten<'a>(
     prefix: &str,
     map: &'a serde_json::Map<String, serde_json::Value>,
     out: &mut Vec<(String, &'a serde_json::Value)>,
-    total: &mut usize,
-    cap: usize,
     ts_field: Option<&str>,
 ) {
     for (k, v) in map {
@@ -134,15 +129,10 @@ fn flatten<'a>(
         };
         match v {
             serde_json::Value::Object(inner) if !inner.is_empty() => {
-                flatten(&path, inner, out, total, cap, ts_field)
+                flatten(&path, inner, out, ts_field)
             }
             _ if ts_field == Some(path.as_str()) => {}
-            _ => {
-                *total += 1;
-                if out.len() < cap {
-                    out.push((path, v));
-                }
-            }
+            _ => out.push((path, v)),
         }
     }
 }
@@ -283,12 +273,13 @@ mod tests {
                 ..
             }
         ));
-        let many = br#"{"ts": 5, "a": 1, "b": 2, "c": 3, "d": 4, "e": 5}"#;
+        let many = br#"{"ts": 5, "a": 1, "b": 2, "c": 3, "d": 4, "state": 2}"#;
         match decode_json(many, &binding(), 0, &limits) {
             Decoded::Partial { values, code, .. } => {
                 assert_eq!(code, "too_many_fields");
                 assert_eq!(values.len(), 3);
                 assert!(values.iter().all(|v| v.ts_ms == 5));
+                assert_eq!(values[0].signal, SignalRef::Known(0), "bound fields first");
             }
             d => panic!("{d:?}"),
         }

@@ -26,7 +26,7 @@ use crate::lake::read::string_column;
 use crate::lake::Table;
 use crate::pipeline::oee::{self, CounterSamples, IdealCycle, StateEvents};
 use crate::time::day_of;
-use crate::timeseries::shifts::counter_deltas;
+use crate::timeseries::shifts::counter_deltas_tolerant;
 use crate::timeseries::{KeyInterner, RowOrder, ShiftCalendar};
 
 /// Rows (asset, ts ms, text, value) read from silver.
@@ -378,8 +378,8 @@ pub fn plant_oee(d: &PlantData, cal: &dyn ShiftCalendar) -> Result<oee::OeeShift
     let n = d.assets.len();
     // good and reject come in separate rows: deltas per column, nulls skipped.
     let order = RowOrder::for_rows(&d.c_keys, n, &d.c_ts);
-    let dg = counter_deltas(&d.c_keys, &d.good, Some(&d.good_valid), n, &order)?;
-    let dr = counter_deltas(&d.c_keys, &d.reject, Some(&d.reject_valid), n, &order)?;
+    let dg = counter_deltas_tolerant(&d.c_keys, &d.good, Some(&d.good_valid), n, &order)?;
+    let dr = counter_deltas_tolerant(&d.c_keys, &d.reject, Some(&d.reject_valid), n, &order)?;
     // Feed increments as cumulative sums so oee_per_shift's deltas give them back.
     let (mut cg, mut cr) = (vec![0i64; dg.len()], vec![0i64; dr.len()]);
     let mut acc: HashMap<u32, (i64, i64)> = HashMap::new();

@@ -1,0 +1,138 @@
+//! The table writers on real Delta tables: journal positions ride in every
+//! commit, a commit whose checkpoint fails is not made twice, and a writer
+//! that cannot reach its table stops within bounded time without claiming
+//! rows it did not commit.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use deltalake::arrow::array::RecordBatch;
+use ironlake::config::PlatformFile;
+use ironlake::lake::rows::QuarantineRows;
+use ironlake::lake::writer::{committed_marker, Origin, TableWriter, WriterOptions};
+use ironlake::lake::{Lakehouse, Table};
+
+fn rows(n: usize, tag: &str) -> RecordBatch {
+    let mut q = QuarantineRows::new();
+    for i in 0..n {
+        q.push(
+            ironlake::time::now_ms(),
+            "test",
+            "p",
+            Some("m"),
+            None,
+            "x",
+            &format!("{tag}-{i}"),
+            "{}",
+        );
+    }
+    q.finish().unwrap()
+}
+
+fn opts() -> WriterOptions {
+    WriterOptions {
+        streams: 2,
+        app_prefix: "ironlake:ingest:test".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn markers_ride_in_commits_and_failed_checkpoints_do_not_repeat_rows() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lakehouse::open(dir.path().to_str().unwrap()).unwrap();
+    // The table checkpoints every 2 commits, and no checkpoint can be written.
+    let t = lake.open_or_create(Table::SilverQuarantine).await.unwrap();
+    let t = t
+        .set_tbl_properties()
+        .with_properties(
+            [("delta.checkpointInterval".to_string(), "2".to_string())]
+                .into_iter()
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let log = lake
+        .table_path(Table::SilverQuarantine)
+        .unwrap()
+        .join("_delta_log");
+    for v in 2..=20u64 {
+        std::fs::create_dir_all(log.join(format!("{v:020}.checkpoint.parquet"))).unwrap();
+    }
+    drop(t);
+    let cfg = PlatformFile::embedded_default().unwrap().lake;
+    let (w, join) = TableWriter::start(&lake, Table::SilverQuarantine, &cfg, opts())
+        .await
+        .unwrap();
+    for k in 1..=6u64 {
+        w.append_from(rows(10, &format!("k{k}")), Origin { stream: 1, upto: k * 100 })
+            .await;
+        w.flush().await.unwrap();
+    }
+    // Stream 0 handed over positions without rows: durable at once.
+    w.progress(Origin { stream: 0, upto: 7 }).await;
+    w.flush().await.unwrap();
+    assert_eq!(w.marks(0).unwrap().durable.load(Ordering::Relaxed), 7);
+    assert_eq!(w.marks(1).unwrap().durable.load(Ordering::Relaxed), 600);
+    assert_eq!(w.stats().failed_commits.load(Ordering::Relaxed), 0);
+    w.close().await;
+    join.await.unwrap();
+    assert_eq!(count(&lake, "SELECT count(*) FROM silver.quarantine").await, 60);
+    assert_eq!(
+        count(&lake, "SELECT count(DISTINCT reason) FROM silver.quarantine").await,
+        60
+    );
+    let t = lake.open_by_name("silver.quarantine").await.unwrap();
+    assert_eq!(
+        committed_marker(&t, "ironlake:ingest:test:1").await.unwrap(),
+        Some(600)
+    );
+    // A new writer starts from the committed markers.
+    let (w, join) = TableWriter::start(&lake, Table::SilverQuarantine, &cfg, opts())
+        .await
+        .unwrap();
+    assert_eq!(w.marks(1).unwrap().durable.load(Ordering::Relaxed), 600);
+    w.close().await;
+    join.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_without_storage_stops_in_bounded_time_and_claims_nothing() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lakehouse::open(dir.path().to_str().unwrap()).unwrap();
+    let cfg = PlatformFile::embedded_default().unwrap().lake;
+    let (w, join) = TableWriter::start(&lake, Table::SilverQuarantine, &cfg, opts())
+        .await
+        .unwrap();
+    w.append_from(rows(5, "ok"), Origin { stream: 0, upto: 10 })
+        .await;
+    w.flush().await.unwrap();
+    // The storage goes away: the log directory becomes a file.
+    let table = lake.table_path(Table::SilverQuarantine).unwrap();
+    let log = table.join("_delta_log");
+    std::fs::rename(&log, table.join("_delta_log.away")).unwrap();
+    std::fs::write(&log, b"not a directory").unwrap();
+    w.append_from(rows(5, "stuck"), Origin { stream: 0, upto: 20 })
+        .await;
+    assert!(w.flush().await.is_err(), "the commit fails");
+    w.close().await;
+    // A hang detector, not a timing assertion: the writer gives up on its own.
+    tokio::time::timeout(Duration::from_secs(120), join)
+        .await
+        .expect("the writer stops")
+        .unwrap();
+    assert_eq!(
+        w.marks(0).unwrap().durable.load(Ordering::Relaxed),
+        10,
+        "the uncommitted position is not claimed (the journal keeps it)"
+    );
+    assert_eq!(w.stats().rows_lost.load(Ordering::Relaxed), 0, "journaled rows are not lost");
+    std::fs::remove_file(&log).unwrap();
+    std::fs::rename(table.join("_delta_log.away"), &log).unwrap();
+    assert_eq!(count(&lake, "SELECT count(*) FROM silver.quarantine").await, 5);
+}
