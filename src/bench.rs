@@ -47,6 +47,10 @@ pub enum BenchCmd {
         /// Lakehouse directory (default: a temporary directory, removed after).
         #[arg(long)]
         lakehouse: Option<String>,
+        /// An external broker (`HOST:PORT`, e.g. a Mosquitto) instead of the
+        /// embedded one.
+        #[arg(long)]
+        broker: Option<String>,
     },
     /// N machines of 10 signals live in one process: RSS per twin.
     Scale {
@@ -73,7 +77,12 @@ fn bench_twin() -> Result<TwinType> {
     Ok(TwinType::from_toml(&t, "bench10")?)
 }
 
-fn bench_config(machines: usize, lake: &str, mqtt_port: u16) -> Result<Config> {
+fn bench_config(
+    machines: usize,
+    lake: &str,
+    mqtt_port: u16,
+    broker: Option<(String, u16)>,
+) -> Result<Config> {
     let mut plant = String::from("[plant]\nid = \"bench\"\n[[areas]]\nid = \"a\"\n");
     let lines = machines.div_ceil(100);
     for l in 0..lines {
@@ -100,11 +109,20 @@ fn bench_config(machines: usize, lake: &str, mqtt_port: u16) -> Result<Config> {
     mqtt.client_id = format!("ironlake-bench-{mqtt_port}");
     mqtt.subscribe = vec!["bench/#".into()];
     mqtt.keep_alive_s = 30;
-    mqtt.embedded = Some(EmbeddedBrokerConfig {
-        enabled: true,
-        listen: ([127, 0, 0, 1], mqtt_port).into(),
-        max_payload: 65536,
-    });
+    match broker {
+        Some((host, port)) => {
+            mqtt.host = host;
+            mqtt.port = port;
+            mqtt.embedded = None;
+        }
+        None => {
+            mqtt.embedded = Some(EmbeddedBrokerConfig {
+                enabled: true,
+                listen: ([127, 0, 0, 1], mqtt_port).into(),
+                max_payload: 65536,
+            })
+        }
+    }
     mqtt.write_to(&mut platform);
     Ok(Config::from_parts(
         platform,
@@ -140,6 +158,7 @@ fn sample(m: usize, seq: u64, ts: i64) -> Vec<u8> {
 /// Publish samples for `machines` topics from one connection until `stop`;
 /// `rate_hz` = 0 publishes as fast as the broker accepts (QoS 1 flow control).
 async fn publisher(
+    host: String,
     port: u16,
     id: usize,
     topics: Vec<usize>,
@@ -147,7 +166,7 @@ async fn publisher(
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
 ) -> Result<()> {
-    let mut o = MqttOptions::new(format!("bench-pub-{id}"), "127.0.0.1", port);
+    let mut o = MqttOptions::new(format!("bench-pub-{id}"), host, port);
     o.set_keep_alive(Duration::from_secs(30));
     o.set_inflight(200);
     let (c, mut el) = AsyncClient::new(o, 1000);
@@ -206,7 +225,8 @@ pub async fn run(cmd: BenchCmd) -> Result<()> {
             publishers,
             rate,
             lakehouse,
-        } => ingest(machines, seconds, publishers, rate, lakehouse).await,
+            broker,
+        } => ingest(machines, seconds, publishers, rate, lakehouse, broker).await,
         BenchCmd::Scale {
             machines,
             seconds,
@@ -221,13 +241,23 @@ async fn ingest(
     publishers: usize,
     rate: f64,
     lakehouse: Option<String>,
+    broker: Option<String>,
 ) -> Result<()> {
     let tmp = tempdir_for(lakehouse)?;
+    let external = match &broker {
+        Some(b) => {
+            let (h, p) = b.rsplit_once(':').context("--broker takes HOST:PORT")?;
+            Some((h.to_string(), p.parse::<u16>().context("--broker port")?))
+        }
+        None => None,
+    };
     let port = free_port()?;
-    let cfg = bench_config(machines, &tmp.path, port)?;
+    let cfg = bench_config(machines, &tmp.path, port, external.clone())?;
+    let (pub_host, pub_port) = external.unwrap_or(("127.0.0.1".into(), port));
     let probes = Probes {
         visibility: Some(Arc::new(LatencyProbe::default())),
         silver_commit: Some(Arc::new(LatencyProbe::default())),
+        acked: Some(Arc::new(LatencyProbe::default())),
     };
     let platform = Platform::start(cfg, probes.clone())
         .await
@@ -237,7 +267,10 @@ async fn ingest(
     } else {
         "unpaced".into()
     };
-    println!("ironlake bench ingest: {machines} machines x 10 signals over MQTT (embedded broker), {publishers} publishers, {seconds} s, {offered}");
+    let via = broker
+        .as_deref()
+        .map_or("embedded broker".to_string(), |b| format!("broker {b}"));
+    println!("ironlake bench ingest: {machines} machines x 10 signals over MQTT ({via}), {publishers} publishers, {seconds} s, {offered}");
     // Warm-up: let the subscriber connect.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -248,7 +281,8 @@ async fn ingest(
             .filter(|m| m % publishers.max(1) == p)
             .collect();
         tasks.push(tokio::spawn(publisher(
-            port,
+            pub_host.clone(),
+            pub_port,
             p,
             topics,
             rate,
@@ -305,6 +339,10 @@ async fn ingest(
         )
     );
     println!(
+        "  publish -> acknowledged:        {}",
+        fmt_p(probes.acked.as_deref().unwrap_or(&LatencyProbe::default()))
+    );
+    println!(
         "  publish -> silver commit:       {}",
         fmt_p(
             probes
@@ -322,7 +360,7 @@ async fn scale(machines: usize, seconds: u64, lakehouse: Option<String>) -> Resu
     let tmp = tempdir_for(lakehouse)?;
     let port = free_port()?;
     let base = rss_bytes().unwrap_or(0);
-    let cfg = bench_config(machines, &tmp.path, port)?;
+    let cfg = bench_config(machines, &tmp.path, port, None)?;
     let platform = Platform::start(cfg, Probes::default())
         .await
         .context("starting the platform")?;
@@ -338,6 +376,7 @@ async fn scale(machines: usize, seconds: u64, lakehouse: Option<String>) -> Resu
     for p in 0..pubs {
         let topics: Vec<usize> = (0..machines).filter(|m| m % pubs == p).collect();
         tasks.push(tokio::spawn(publisher(
+            "127.0.0.1".into(),
             port,
             p,
             topics,

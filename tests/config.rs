@@ -202,17 +202,29 @@ fn a_platform_file_needs_only_what_differs() {
     let d = ironlake::config::PlatformFile::embedded_default().unwrap();
     let p = &c.platform;
     assert_eq!(p.http.listen.port(), 9090);
-    assert_eq!((p.lake.root.as_str(), p.lake.flush_rows), ("/tmp/lk", d.lake.flush_rows));
+    assert_eq!(
+        (p.lake.root.as_str(), p.lake.flush_rows),
+        ("/tmp/lk", d.lake.flush_rows)
+    );
     assert_eq!((p.twin.mailbox, p.twin.arbiters), (32, d.twin.arbiters));
     assert_eq!((p.ingest.shards, p.ingest.queue), (3, d.ingest.queue));
-    assert_eq!((p.sql.max_concurrent, p.sql.memory_mb), (2, d.sql.memory_mb));
-    assert_eq!((p.pipelines.lookback_h, p.pipelines.interval_s), (12, d.pipelines.interval_s));
+    assert_eq!(
+        (p.sql.max_concurrent, p.sql.memory_mb),
+        (2, d.sql.memory_mb)
+    );
+    assert_eq!(
+        (p.pipelines.lookback_h, p.pipelines.interval_s),
+        (12, d.pipelines.interval_s)
+    );
     let m = ironlake::connectors::mqtt::MqttConfig::from_platform(p).unwrap();
     assert_eq!((m.port, m.host.as_str()), (1884, "127.0.0.1"));
     assert!(!m.embedded.unwrap().enabled);
     // Twin types and pipelines left out: the built-in ones.
     assert!(c.model.twin_types.contains_key("cnc_mill"));
-    assert_eq!(c.pipelines.len(), Config::embedded().unwrap().pipelines.len());
+    assert_eq!(
+        c.pipelines.len(),
+        Config::embedded().unwrap().pipelines.len()
+    );
 }
 
 #[test]
@@ -221,7 +233,9 @@ fn protocol_keys_are_checked_by_their_connector() {
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path(), "");
     let p = dir.path().join("twins/press.toml");
-    let text = fs::read_to_string(&p).unwrap().replacen("mqtt = {", "mqtt_ = {", 1);
+    let text = fs::read_to_string(&p)
+        .unwrap()
+        .replacen("mqtt = {", "mqtt_ = {", 1);
     fs::write(&p, text).unwrap();
     let e = Config::load(&dir.path().join("config/ironlake.toml"))
         .unwrap_err()
@@ -234,14 +248,18 @@ fn protocol_keys_are_checked_by_their_connector() {
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path(), "");
     let p = dir.path().join("twins/press.toml");
-    let text = fs::read_to_string(&p)
-        .unwrap()
-        .replacen("table = \"holding\"", "table = \"coil\"", 1);
+    let text =
+        fs::read_to_string(&p)
+            .unwrap()
+            .replacen("table = \"holding\"", "table = \"coil\"", 1);
     fs::write(&p, text).unwrap();
     let e = Config::load(&dir.path().join("config/ironlake.toml"))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("press.toml") && e.contains(".modbus") && e.contains("bool"), "{e}");
+    assert!(
+        e.contains("press.toml") && e.contains(".modbus") && e.contains("bool"),
+        "{e}"
+    );
     // An unknown section of the platform file.
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path(), "");
@@ -249,5 +267,8 @@ fn protocol_keys_are_checked_by_their_connector() {
     let text = fs::read_to_string(&p).unwrap() + "\n[mqtt_broker]\nport = 1\n";
     fs::write(&p, text).unwrap();
     let e = Config::load(&p).unwrap_err().to_string();
-    assert!(e.contains("mqtt_broker") && e.contains("connector sections"), "{e}");
+    assert!(
+        e.contains("mqtt_broker") && e.contains("connector sections"),
+        "{e}"
+    );
 }

@@ -434,7 +434,11 @@ fn journaled(jdir: &Path, model: &ironlake::assets::AssetModel) -> HashSet<(Stri
             for v in rec.decoded.values() {
                 if let ironlake::connectors::SignalRef::Known(i) = v.signal {
                     let a = model.asset(rec.asset_id.as_deref().unwrap()).unwrap();
-                    out.insert((a.id.to_string(), a.twin.signals[i as usize].name.clone(), v.ts_ms));
+                    out.insert((
+                        a.id.to_string(),
+                        a.twin.signals[i as usize].name.clone(),
+                        v.ts_ms,
+                    ));
                 }
             }
         }
@@ -444,7 +448,11 @@ fn journaled(jdir: &Path, model: &ironlake::assets::AssetModel) -> HashSet<(Stri
 
 /// Keys of every row in silver.
 async fn silver_keys(lake: &ironlake::lake::Lakehouse) -> HashSet<(String, String, i64)> {
-    let batches = query(lake, "SELECT asset_id, signal, CAST(ts AS BIGINT) / 1000 FROM silver.readings").await;
+    let batches = query(
+        lake,
+        "SELECT asset_id, signal, CAST(ts AS BIGINT) / 1000 FROM silver.readings",
+    )
+    .await;
     let mut out = HashSet::new();
     for b in &batches {
         let a = ironlake::lake::read::string_column(b, 0).unwrap();
@@ -468,7 +476,11 @@ async fn a_stop_during_a_storage_outage_leaves_the_rest_to_the_journal() {
     init_logs();
     let dir = tempfile::tempdir().unwrap();
     let plc = free_port();
-    let plant = plant("plant-o", "line-o", &[("press-o", "press", modbus(plc, 50))]);
+    let plant = plant(
+        "plant-o",
+        "line-o",
+        &[("press-o", "press", modbus(plc, 50))],
+    );
     let cfg = config(platform(dir.path(), free_port(), false), &plant);
     let sim = ironlake::sim::Simulator::start(
         &ironlake::sim::Scenario::from_config(scenario(free_port(), 50), &cfg),
@@ -486,7 +498,9 @@ async fn a_stop_during_a_storage_outage_leaves_the_rest_to_the_journal() {
     })
     .await;
     // The silver table's storage goes away while polls keep coming.
-    let table = lake.table_path(ironlake::lake::Table::SilverReadings).unwrap();
+    let table = lake
+        .table_path(ironlake::lake::Table::SilverReadings)
+        .unwrap();
     let log = table.join("_delta_log");
     std::fs::rename(&log, table.join("_delta_log.away")).unwrap();
     std::fs::write(&log, b"gone").unwrap();
@@ -500,7 +514,10 @@ async fn a_stop_during_a_storage_outage_leaves_the_rest_to_the_journal() {
 
     let mut expected = silver_keys(&lake).await;
     let tail = journaled(&dir.path().join("_journal"), &cfg.model);
-    assert!(!tail.is_empty(), "the journal kept what the lake did not take");
+    assert!(
+        !tail.is_empty(),
+        "the journal kept what the lake did not take"
+    );
     expected.extend(tail);
     // Restart with the PLC gone: the journal alone brings the rest.
     let p = ironlake::platform::Platform::start(cfg.clone(), ironlake::platform::Probes::default())

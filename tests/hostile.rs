@@ -62,9 +62,14 @@ async fn hostile_messages_are_quarantined_while_others_flow() {
     let by = client.clone();
     let bystander = tokio::spawn(async move {
         for k in 0..150i64 {
-            by.publish("test/h/bystander", QoS::AtLeastOnce, false, msg(t0 + k * 100, 2, k))
-                .await
-                .unwrap();
+            by.publish(
+                "test/h/bystander",
+                QoS::AtLeastOnce,
+                false,
+                msg(t0 + k * 100, 2, k),
+            )
+            .await
+            .unwrap();
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
@@ -97,7 +102,12 @@ async fn hostile_messages_are_quarantined_while_others_flow() {
     many.push('}');
     publish(many).await;
     // Deeply nested JSON.
-    publish(format!("{}{}", "{\"a\":".repeat(50_000), "}".repeat(50_000))).await;
+    publish(format!(
+        "{}{}",
+        "{\"a\":".repeat(50_000),
+        "}".repeat(50_000)
+    ))
+    .await;
     // A 900 KiB string where a number belongs.
     publish(format!(
         "{{\"ts\": {}, \"press\": {{\"force_kn\": \"{}\"}}}}",
@@ -110,9 +120,21 @@ async fn hostile_messages_are_quarantined_while_others_flow() {
     publish(msg(0, 2, 500)).await;
     publish(msg(now * 1000, 2, 500)).await;
     // Non-finite numbers are not JSON; as strings they are the wrong type.
-    publish(format!("{{\"ts\": {}, \"press\": {{\"force_kn\": NaN}}}}", t0 + 100_200)).await;
-    publish(format!("{{\"ts\": {}, \"press\": {{\"force_kn\": 1e999}}}}", t0 + 100_300)).await;
-    publish(format!("{{\"ts\": {}, \"press\": {{\"force_kn\": \"Infinity\"}}}}", t0 + 100_400)).await;
+    publish(format!(
+        "{{\"ts\": {}, \"press\": {{\"force_kn\": NaN}}}}",
+        t0 + 100_200
+    ))
+    .await;
+    publish(format!(
+        "{{\"ts\": {}, \"press\": {{\"force_kn\": 1e999}}}}",
+        t0 + 100_300
+    ))
+    .await;
+    publish(format!(
+        "{{\"ts\": {}, \"press\": {{\"force_kn\": \"Infinity\"}}}}",
+        t0 + 100_400
+    ))
+    .await;
     // The clock steps back 5 s: new readings, older than the newest. The
     // state says DOWN and the counter is lower: neither may count.
     for k in 0..5i64 {
@@ -131,7 +153,12 @@ async fn hostile_messages_are_quarantined_while_others_flow() {
     eventually(30, "every bystander reading committed", || {
         let lake = lake.clone();
         async move {
-            (count(&lake, "SELECT count(*) FROM silver.readings WHERE asset_id = 'bystander'").await == 150 * 3)
+            (count(
+                &lake,
+                "SELECT count(*) FROM silver.readings WHERE asset_id = 'bystander'",
+            )
+            .await
+                == 150 * 3)
                 .then_some(())
         }
     })
@@ -148,12 +175,23 @@ async fn hostile_messages_are_quarantined_while_others_flow() {
     // Each rejection with its reason.
     assert_eq!(quarantined(&lake, "payload_too_large").await, 1);
     assert_eq!(quarantined(&lake, "too_many_fields").await, 1);
-    assert_eq!(quarantined(&lake, "unknown_signal").await, 1000 - 1, "the first 1000 fields (one is `state`)");
-    assert!(quarantined(&lake, "malformed_payload").await >= 3, "nesting, NaN, 1e999");
+    assert_eq!(
+        quarantined(&lake, "unknown_signal").await,
+        1000 - 1,
+        "the first 1000 fields (one is `state`)"
+    );
+    assert!(
+        quarantined(&lake, "malformed_payload").await >= 3,
+        "nesting, NaN, 1e999"
+    );
     // future: 2099 and microseconds (3 signals each); ancient: 1970 (3 signals).
     assert_eq!(quarantined(&lake, "future_timestamp").await, 6);
     assert_eq!(quarantined(&lake, "ancient_timestamp").await, 3);
-    assert_eq!(quarantined(&lake, "wrong_type").await, 2, "the long string and \"Infinity\"");
+    assert_eq!(
+        quarantined(&lake, "wrong_type").await,
+        2,
+        "the long string and \"Infinity\""
+    );
     // A rejected value is stored as that value, small, not the whole message.
     let biggest = query(
         &lake,
@@ -161,7 +199,10 @@ async fn hostile_messages_are_quarantined_while_others_flow() {
     )
     .await;
     let biggest = ironlake::lake::read::scalar_i64(&biggest).unwrap_or(0);
-    assert!(biggest <= 2048, "a rejected value's row holds the value, not the message: {biggest} bytes");
+    assert!(
+        biggest <= 2048,
+        "a rejected value's row holds the value, not the message: {biggest} bytes"
+    );
     let too_large = query(
         &lake,
         "SELECT max(length(payload)) FROM silver.quarantine WHERE expectation = 'payload_too_large'",
@@ -170,7 +211,11 @@ async fn hostile_messages_are_quarantined_while_others_flow() {
     assert!(ironlake::lake::read::scalar_i64(&too_large).unwrap_or(0) < 100_000);
 
     // Silver is exact: no (asset, signal, ts) twice, and every new reading in.
-    let rows = count(&lake, "SELECT count(*) FROM silver.readings WHERE asset_id = 'victim'").await;
+    let rows = count(
+        &lake,
+        "SELECT count(*) FROM silver.readings WHERE asset_id = 'victim'",
+    )
+    .await;
     let distinct = count(
         &lake,
         "SELECT count(*) FROM (SELECT DISTINCT signal, ts FROM silver.readings WHERE asset_id = 'victim')",
@@ -195,7 +240,12 @@ async fn hostile_messages_are_quarantined_while_others_flow() {
     // parts (10 -> 109; late lower counter values and the hour-old 1 are no reset).
     let (_, b) = get(addr, "/api/assets/victim").await;
     assert_eq!(b["state"], "RUNNING", "{b}");
-    assert_eq!(b["counters"]["good_total"].as_f64(), Some(99.0), "{}", b["counters"]);
+    assert_eq!(
+        b["counters"]["good_total"].as_f64(),
+        Some(99.0),
+        "{}",
+        b["counters"]
+    );
     let (_, h) = get(addr, "/api/health").await;
     assert_eq!(h["ingest"]["readings_lost"], 0);
     platform.stop().await;

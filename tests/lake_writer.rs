@@ -69,8 +69,14 @@ async fn markers_ride_in_commits_and_failed_checkpoints_do_not_repeat_rows() {
         .await
         .unwrap();
     for k in 1..=6u64 {
-        w.append_from(rows(10, &format!("k{k}")), Origin { stream: 1, upto: k * 100 })
-            .await;
+        w.append_from(
+            rows(10, &format!("k{k}")),
+            Origin {
+                stream: 1,
+                upto: k * 100,
+            },
+        )
+        .await;
         w.flush().await.unwrap();
     }
     // Stream 0 handed over positions without rows: durable at once.
@@ -81,14 +87,23 @@ async fn markers_ride_in_commits_and_failed_checkpoints_do_not_repeat_rows() {
     assert_eq!(w.stats().failed_commits.load(Ordering::Relaxed), 0);
     w.close().await;
     join.await.unwrap();
-    assert_eq!(count(&lake, "SELECT count(*) FROM silver.quarantine").await, 60);
     assert_eq!(
-        count(&lake, "SELECT count(DISTINCT reason) FROM silver.quarantine").await,
+        count(&lake, "SELECT count(*) FROM silver.quarantine").await,
+        60
+    );
+    assert_eq!(
+        count(
+            &lake,
+            "SELECT count(DISTINCT reason) FROM silver.quarantine"
+        )
+        .await,
         60
     );
     let t = lake.open_by_name("silver.quarantine").await.unwrap();
     assert_eq!(
-        committed_marker(&t, "ironlake:ingest:test:1").await.unwrap(),
+        committed_marker(&t, "ironlake:ingest:test:1")
+            .await
+            .unwrap(),
         Some(600)
     );
     // A new writer starts from the committed markers.
@@ -109,16 +124,28 @@ async fn a_writer_without_storage_stops_in_bounded_time_and_claims_nothing() {
     let (w, join) = TableWriter::start(&lake, Table::SilverQuarantine, &cfg, opts())
         .await
         .unwrap();
-    w.append_from(rows(5, "ok"), Origin { stream: 0, upto: 10 })
-        .await;
+    w.append_from(
+        rows(5, "ok"),
+        Origin {
+            stream: 0,
+            upto: 10,
+        },
+    )
+    .await;
     w.flush().await.unwrap();
     // The storage goes away: the log directory becomes a file.
     let table = lake.table_path(Table::SilverQuarantine).unwrap();
     let log = table.join("_delta_log");
     std::fs::rename(&log, table.join("_delta_log.away")).unwrap();
     std::fs::write(&log, b"not a directory").unwrap();
-    w.append_from(rows(5, "stuck"), Origin { stream: 0, upto: 20 })
-        .await;
+    w.append_from(
+        rows(5, "stuck"),
+        Origin {
+            stream: 0,
+            upto: 20,
+        },
+    )
+    .await;
     assert!(w.flush().await.is_err(), "the commit fails");
     w.close().await;
     // A hang detector, not a timing assertion: the writer gives up on its own.
@@ -131,8 +158,15 @@ async fn a_writer_without_storage_stops_in_bounded_time_and_claims_nothing() {
         10,
         "the uncommitted position is not claimed (the journal keeps it)"
     );
-    assert_eq!(w.stats().rows_lost.load(Ordering::Relaxed), 0, "journaled rows are not lost");
+    assert_eq!(
+        w.stats().rows_lost.load(Ordering::Relaxed),
+        0,
+        "journaled rows are not lost"
+    );
     std::fs::remove_file(&log).unwrap();
     std::fs::rename(table.join("_delta_log.away"), &log).unwrap();
-    assert_eq!(count(&lake, "SELECT count(*) FROM silver.quarantine").await, 5);
+    assert_eq!(
+        count(&lake, "SELECT count(*) FROM silver.quarantine").await,
+        5
+    );
 }

@@ -634,15 +634,27 @@ async fn concurrent_updates_append_each_range_once() {
     }))
     .await;
     let ok = runs.iter().filter(|r| r.status == Status::Ok).count();
-    assert_eq!(ok, 1, "one update did the work: {:?}", runs.iter().map(|r| r.status).collect::<Vec<_>>());
-    assert!(runs.iter().all(|r| matches!(r.status, Status::Ok | Status::UpToDate)));
+    assert_eq!(
+        ok,
+        1,
+        "one update did the work: {:?}",
+        runs.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert!(runs
+        .iter()
+        .all(|r| matches!(r.status, Status::Ok | Status::UpToDate)));
     assert_eq!(count(&lake, "SELECT count(*) FROM gold.clean").await, 10);
 
     // A process without the lock (object storage) that read the marker
     // before another committed the same range: its commit is refused.
     let stale = lake.open_by_name("gold.clean").await.unwrap();
     append(&lake, &[(9_000, Some(3.0))]).await;
-    let src_v = lake.open_by_name("silver.src").await.unwrap().version().unwrap();
+    let src_v = lake
+        .open_by_name("silver.src")
+        .await
+        .unwrap()
+        .version()
+        .unwrap();
     let r = runner(&lake).run(&clean, opts, None).await;
     assert_eq!((r.status, r.rows_out), (Status::Ok, 1));
     let app = "ironlake:clean:silver.src";
@@ -688,11 +700,7 @@ async fn a_commit_whose_checkpoint_fails_is_not_repeated() {
         .unwrap();
     let schema = src_batch(&[]).schema();
     let fields: Vec<deltalake::kernel::StructField> = vec![
-        deltalake::kernel::StructField::new(
-            "ts",
-            deltalake::kernel::DataType::TIMESTAMP,
-            false,
-        ),
+        deltalake::kernel::StructField::new("ts", deltalake::kernel::DataType::TIMESTAMP, false),
         deltalake::kernel::StructField::new("plant", deltalake::kernel::DataType::STRING, false),
         deltalake::kernel::StructField::new("asset_id", deltalake::kernel::DataType::STRING, false),
         deltalake::kernel::StructField::new("value", deltalake::kernel::DataType::DOUBLE, true),
@@ -774,15 +782,136 @@ async fn a_killed_pipeline_update_resumes_exactly_once() {
         .arg(dir.path().join("lake"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(count(&lake, "SELECT count(*) FROM gold.clean").await, expected);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        count(&lake, "SELECT count(*) FROM gold.clean").await,
+        expected
+    );
     assert_eq!(
         count(&lake, "SELECT count(DISTINCT ts) FROM gold.clean").await,
         expected
     );
     // Dropped rows are quarantined exactly once too.
     assert_eq!(
-        count(&lake, "SELECT count(*) FROM silver.quarantine WHERE source = 'pipeline:clean'").await,
+        count(
+            &lake,
+            "SELECT count(*) FROM silver.quarantine WHERE source = 'pipeline:clean'"
+        )
+        .await,
         40 * 10
+    );
+}
+
+/// Time a machine was disconnected is its own figure in OEE (`unknown_ms`):
+/// neither running nor an availability loss, no stop, no failure; the
+/// roll-ups carry it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnected_time_is_unknown_in_oee() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Arc::new(Lakehouse::open(dir.path().to_str().unwrap()).unwrap());
+    let cfg = config(
+        platform(dir.path(), 1, false),
+        &plant(
+            "plant-u",
+            "line-u",
+            &[("mill-u", "cnc_mill", mqtt("t/mill-u"))],
+        ),
+    );
+    let day = (ironlake::time::now_ms() / (24 * H) - 1) * 24 * H;
+    let t = |h: f64| day + (h * H as f64) as i64;
+    let ev = |ts: i64, code: &str| ironlake::lake::rows::AssetEventRow {
+        ts_ms: ts,
+        plant: "plant-u".into(),
+        line: "line-u".into(),
+        asset_id: "mill-u".into(),
+        kind: "state",
+        code: code.into(),
+        value: None,
+        message: None,
+    };
+    // RUNNING 06:00, the PLC gone 08:00-10:00, RUNNING again to 14:00.
+    let events = ironlake::lake::rows::events_batch(&[
+        ev(t(6.0), "RUNNING"),
+        ev(t(8.0), "DISCONNECTED"),
+        ev(t(10.0), "RUNNING"),
+    ])
+    .unwrap();
+    let mut rd = ironlake::lake::rows::ReadingRows::new(16);
+    for h in [6.0, 7.9, 10.0, 14.0] {
+        rd.push(
+            t(h),
+            "plant-u",
+            "line-u",
+            "mill-u",
+            "good_parts",
+            0.0,
+            "GOOD",
+            t(h),
+        );
+    }
+    use ironlake::lake::Table;
+    for (table, batch) in [
+        (Table::SilverAssetEvents, events),
+        (Table::SilverReadings, rd.finish().unwrap()),
+    ] {
+        lake.open_or_create(table)
+            .await
+            .unwrap()
+            .write(vec![batch])
+            .with_save_mode(SaveMode::Append)
+            .await
+            .unwrap();
+    }
+    let defaults = ironlake::platform::Config::embedded().unwrap().pipelines;
+    let run = Runner::new(
+        lake.clone(),
+        cfg.model.clone(),
+        ironlake::config::PlatformFile::embedded_default()
+            .unwrap()
+            .pipelines,
+    );
+    for name in ["oee_shift", "oee_shift_rollup", "downtime", "reliability"] {
+        let p = defaults.iter().find(|p| p.name == name).unwrap();
+        let r = run.run(p, RunOptions::default(), None).await;
+        assert_eq!(r.status, Status::Ok, "{name}: {:?}", r.message);
+    }
+    assert_eq!(
+        count(&lake, "SELECT running_ms FROM gold.oee_shift").await,
+        6 * H
+    );
+    assert_eq!(
+        count(&lake, "SELECT unknown_ms FROM gold.oee_shift").await,
+        2 * H
+    );
+    assert_eq!(
+        count(&lake, "SELECT planned_ms FROM gold.oee_shift").await,
+        6 * H
+    );
+    assert_eq!(
+        count(
+            &lake,
+            "SELECT count(*) FROM gold.oee_shift WHERE availability = 1.0"
+        )
+        .await,
+        1,
+        "the outage is no availability loss"
+    );
+    assert_eq!(
+        count(&lake, "SELECT count(*) FROM gold.oee_rollup WHERE unknown_ms = 7200000 AND availability = 1.0").await,
+        2
+    );
+    assert_eq!(
+        count(&lake, "SELECT count(*) FROM gold.downtime_events").await,
+        0,
+        "not a stop"
+    );
+    assert_eq!(
+        count(&lake, "SELECT failures FROM gold.reliability").await,
+        0
     );
 }

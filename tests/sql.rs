@@ -332,7 +332,11 @@ async fn get_with_timeout(addr: std::net::SocketAddr, path: &str, secs: u64) -> 
 }
 
 /// POST application/sql with a client timeout; `None` when the client gave up.
-async fn post_sql_with_timeout(addr: std::net::SocketAddr, sql: &str, secs: u64) -> Option<(u16, String)> {
+async fn post_sql_with_timeout(
+    addr: std::net::SocketAddr,
+    sql: &str,
+    secs: u64,
+) -> Option<(u16, String)> {
     let url = format!("http://{addr}/api/sql");
     let sql = sql.to_string();
     tokio::task::spawn_blocking(move || {
@@ -360,7 +364,13 @@ async fn sql_running(addr: std::net::SocketAddr) -> Option<i64> {
             .timeout_global(Some(std::time::Duration::from_secs(10)))
             .build()
             .into();
-        agent.get(&url).call().ok()?.body_mut().read_to_string().ok()
+        agent
+            .get(&url)
+            .call()
+            .ok()?
+            .body_mut()
+            .read_to_string()
+            .ok()
     })
     .await
     .unwrap()?;
@@ -379,7 +389,11 @@ async fn queries_are_bounded_and_cannot_stop_ingestion() {
     init_logs();
     let dir = tempfile::tempdir().unwrap();
     let (plc, mq) = (free_port(), free_port());
-    let plant = plant("plant-q", "line-q", &[("mill-q", "cnc_mill", modbus(plc, 100))]);
+    let plant = plant(
+        "plant-q",
+        "line-q",
+        &[("mill-q", "cnc_mill", modbus(plc, 100))],
+    );
     let mut p = platform(dir.path(), mq, false);
     p.sql.memory_mb = 16;
     p.sql.timeout_s = 60;
@@ -394,7 +408,10 @@ async fn queries_are_bounded_and_cannot_stop_ingestion() {
         let (_, b) = get(addr, "/api/assets/mill-q").await;
         b["readings_total"].as_u64().unwrap_or(0)
     };
-    eventually(30, "data flows", || async { (readings(addr).await > 10).then_some(()) }).await;
+    eventually(30, "data flows", || async {
+        (readings(addr).await > 10).then_some(())
+    })
+    .await;
 
     // More memory than the pool has: a clear 413.
     let (status, body) = post_sql_with_timeout(
@@ -418,14 +435,20 @@ async fn queries_are_bounded_and_cannot_stop_ingestion() {
     let body = String::from_utf8_lossy(&body).to_string();
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("timeout_s"), "{body}");
-    assert!(readings(addr).await > before, "readings kept coming during the query");
+    assert!(
+        readings(addr).await > before,
+        "readings kept coming during the query"
+    );
 
     // One at a time: a second query while one runs is refused with 503.
     let slow = {
         let long = long.clone();
         tokio::spawn(async move { post(addr, "/api/sql", "application/json", &long).await })
     };
-    eventually(10, "the slow query runs", || async { (sql_running(addr).await == Some(1)).then_some(()) }).await;
+    eventually(10, "the slow query runs", || async {
+        (sql_running(addr).await == Some(1)).then_some(())
+    })
+    .await;
     let (status, body) = post_sql_with_timeout(addr, "SELECT 1", 10).await.unwrap();
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("sql.max_concurrent"), "{body}");
@@ -446,10 +469,19 @@ async fn queries_are_bounded_and_cannot_stop_ingestion() {
     .await;
 
     // No parameter makes a request panic.
-    for q in ["now-1é", "now-é", "now-99999999999999999d", "%FF", "now-1%C3%A9"] {
+    for q in [
+        "now-1é",
+        "now-é",
+        "now-99999999999999999d",
+        "%FF",
+        "now-1%C3%A9",
+    ] {
         let status = get_with_timeout(
             addr,
-            &format!("/api/assets/mill-q/history?from={}", q.replace('é', "%C3%A9")),
+            &format!(
+                "/api/assets/mill-q/history?from={}",
+                q.replace('é', "%C3%A9")
+            ),
             10,
         )
         .await;

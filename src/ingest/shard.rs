@@ -259,6 +259,8 @@ pub struct ShardSetup {
     pub seeds: HashMap<(AssetIdx, SignalIdx), i64>,
     pub replay: ReplayMarks,
     pub stop: CancellationToken,
+    /// When set, records `durable time - source time` of each message.
+    pub ack_probe: Option<Arc<crate::metrics::LatencyProbe>>,
 }
 
 /// One ingest shard.
@@ -295,6 +297,7 @@ pub struct Shard {
     ages: VecDeque<(u64, i64)>,
     last_trim: Instant,
     encode_buf: Vec<u8>,
+    ack_probe: Option<Arc<crate::metrics::LatencyProbe>>,
 }
 
 impl Shard {
@@ -328,6 +331,7 @@ impl Shard {
             ages: VecDeque::new(),
             last_trim: Instant::now(),
             encode_buf: Vec::with_capacity(4096),
+            ack_probe: s.ack_probe,
         }
     }
 
@@ -462,6 +466,9 @@ impl Shard {
         for env in batch.iter_mut().map(|q| &mut q.env) {
             if let Some(a) = env.ack.take() {
                 a.done();
+            }
+            if let (Some(p), Some(v)) = (&self.ack_probe, env.decoded.values().first()) {
+                p.record((now - v.ts_ms) as f64);
             }
             self.stats
                 .ack_latency

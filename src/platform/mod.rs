@@ -65,6 +65,8 @@ pub struct Probes {
     pub visibility: Option<Arc<LatencyProbe>>,
     /// Source time -> committed in silver.
     pub silver_commit: Option<Arc<LatencyProbe>>,
+    /// Source time -> durable in the journal (acknowledged to the broker).
+    pub acked: Option<Arc<LatencyProbe>>,
 }
 
 /// How long a stopping platform waits for each stage before it leaves the
@@ -317,6 +319,7 @@ impl Platform {
                     events_until: events_until.clone(),
                 },
                 stop: shard_stop.clone(),
+                ack_probe: probes.acked.clone(),
             });
             shard_joins.push(tokio::spawn(loops::supervise_shard(
                 shard,

@@ -66,7 +66,6 @@ pub struct MachineTwin {
     line: Option<Addr<LineTwin>>,
     shared: Arc<TwinShared>,
     outbox: Vec<AssetEventRow>,
-    pending_state: Option<AssetStateRow>,
     last_line_update_ms: i64,
     pending_line_update: bool,
     /// Wall-clock time readings last arrived.
@@ -95,7 +94,6 @@ impl MachineTwin {
             line,
             shared,
             outbox: Vec::new(),
-            pending_state: None,
             last_line_update_ms: 0,
             pending_line_update: true,
             last_received_ms: None,
@@ -130,13 +128,6 @@ impl MachineTwin {
     }
 
     fn drain_outbox(&mut self) {
-        if let Some(row) = self.pending_state.take() {
-            if let Err(mpsc::error::TrySendError::Full(TwinOutput::State(r))) =
-                self.shared.out.try_send(TwinOutput::State(row))
-            {
-                self.pending_state = Some(r);
-            }
-        }
         if !self.outbox.is_empty() {
             let rows = std::mem::take(&mut self.outbox);
             if let Err(mpsc::error::TrySendError::Full(TwinOutput::Events(r))) =
@@ -273,7 +264,6 @@ impl Handler<TakeCheckpoint> for MachineTwin {
     fn handle(&mut self, _: TakeCheckpoint, _: &mut Self::Context) -> Self::Result {
         let row = self.core.checkpoint_row(now_ms());
         self.last_checkpoint = Some(row.stats.clone());
-        self.pending_state = None;
         MessageResult((row, std::mem::take(&mut self.outbox), self.core.applied_lsn))
     }
 }
