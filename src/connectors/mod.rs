@@ -39,7 +39,7 @@ use crate::time::now_ms;
 /// Plant recorded for messages that belong to no known asset.
 pub const UNASSIGNED_PLANT: &str = "unassigned";
 
-/// Errors of running connectors.
+/// Errors of running connectors, naming the endpoint and what failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
     #[error("{connector}: {message}")]
@@ -49,6 +49,18 @@ pub enum ConnectorError {
         connector: String,
         #[source]
         source: std::io::Error,
+    },
+    #[error("{endpoint}: cannot resolve the host: {message}")]
+    Resolve { endpoint: String, message: String },
+    #[error("{endpoint}: cannot connect: {message}")]
+    Connect { endpoint: String, message: String },
+    #[error("{endpoint}: {what} timed out")]
+    Timeout { endpoint: String, what: String },
+    #[error("{endpoint}: {what} failed: {message}")]
+    Read {
+        endpoint: String,
+        what: String,
+        message: String,
     },
 }
 
@@ -78,8 +90,16 @@ pub struct SignalValue {
     pub value: RawValue,
 }
 
+/// Decodes a payload later, in the ingest stage: a connector that hands
+/// over raw messages keeps its own task light (reading the network and
+/// acknowledging), and the shards decode in parallel.
+pub trait PayloadDecoder: Send + Sync + std::fmt::Debug {
+    /// What can be made of `payload`, received at `received_ms`.
+    fn decode(&self, payload: &[u8], received_ms: i64, limits: &DecodeLimits) -> Decoded;
+}
+
 /// What could be made of a received payload.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Decoded {
     Values(Vec<SignalValue>),
     /// Some values were decoded; the rest of the payload could not be used
@@ -96,14 +116,48 @@ pub enum Decoded {
         code: &'static str,
         reason: String,
     },
+    /// Not decoded yet: the ingest stage decodes it with this decoder
+    /// before anything else.
+    Deferred(Arc<dyn PayloadDecoder>),
+}
+
+impl PartialEq for Decoded {
+    fn eq(&self, other: &Decoded) -> bool {
+        match (self, other) {
+            (Decoded::Values(a), Decoded::Values(b)) => a == b,
+            (
+                Decoded::Partial {
+                    values: a,
+                    code: ca,
+                    reason: ra,
+                },
+                Decoded::Partial {
+                    values: b,
+                    code: cb,
+                    reason: rb,
+                },
+            ) => a == b && ca == cb && ra == rb,
+            (
+                Decoded::Error {
+                    code: ca,
+                    reason: ra,
+                },
+                Decoded::Error {
+                    code: cb,
+                    reason: rb,
+                },
+            ) => ca == cb && ra == rb,
+            _ => false,
+        }
+    }
 }
 
 impl Decoded {
-    /// The decoded values (none for an error).
+    /// The decoded values (none for an error or a payload not decoded yet).
     pub fn values(&self) -> &[SignalValue] {
         match self {
             Decoded::Values(v) | Decoded::Partial { values: v, .. } => v,
-            Decoded::Error { .. } => &[],
+            Decoded::Error { .. } | Decoded::Deferred(_) => &[],
         }
     }
 }
@@ -146,6 +200,14 @@ pub struct Envelope {
 }
 
 impl Envelope {
+    /// Decode a deferred payload now (a no-op for one already decoded).
+    pub fn decode(&mut self, limits: &DecodeLimits) {
+        if let Decoded::Deferred(d) = &self.decoded {
+            let d = d.clone();
+            self.decoded = d.decode(self.payload.as_bytes(), self.received_ms, limits);
+        }
+    }
+
     /// Bytes this envelope holds in memory (for queue bounds).
     pub fn weight(&self) -> usize {
         let values = match &self.decoded {
@@ -153,6 +215,7 @@ impl Envelope {
                 v.len() * std::mem::size_of::<SignalValue>()
             }
             Decoded::Error { reason, .. } => reason.len(),
+            Decoded::Deferred(_) => self.payload.len() * 4,
         };
         self.payload.len() + values + 128
     }
@@ -583,13 +646,18 @@ pub fn section_table(v: Option<&toml::Value>) -> toml::Table {
     v.and_then(|v| v.as_table()).cloned().unwrap_or_default()
 }
 
+/// Deserialize a protocol's value (a binding, a section), with the error
+/// as a sentence.
+pub fn parse_value<T: serde::de::DeserializeOwned>(v: toml::Value) -> Result<T, String> {
+    v.try_into()
+        .map_err(|e: toml::de::Error| e.message().to_string())
+}
+
 /// Deserialize a protocol's table, with the error naming `file` and `key`.
 pub fn parse_table<T: serde::de::DeserializeOwned>(
     table: toml::Table,
     file: &str,
     key: &str,
 ) -> Result<T, ConfigError> {
-    toml::Value::Table(table)
-        .try_into()
-        .map_err(|e: toml::de::Error| ConfigError::invalid(file, key, e.message().to_string()))
+    parse_value(toml::Value::Table(table)).map_err(|m| ConfigError::invalid(file, key, m))
 }

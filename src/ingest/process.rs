@@ -125,6 +125,7 @@ pub fn stage(
             values
         }
         Decoded::Values(v) => v,
+        Decoded::Deferred(_) => &[],
     };
     let (Some(asset), Some(dedup)) = (msg.asset, dedup) else {
         if !values.is_empty() {

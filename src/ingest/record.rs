@@ -39,6 +39,8 @@ pub fn encode(env: &Envelope, model: &AssetModel, out: &mut Vec<u8>) {
             reason,
         } => (1, values, code, reason),
         Decoded::Error { code, reason } => (2, &[], code, reason),
+        // The shard decodes before journaling; never written undecoded.
+        Decoded::Deferred(_) => (2, &[], "rejected_by_connector", "not decoded"),
     };
     out.push(kind);
     put_str(out, code);

@@ -261,6 +261,8 @@ pub struct ShardSetup {
     pub stop: CancellationToken,
     /// When set, records `durable time - source time` of each message.
     pub ack_probe: Option<Arc<crate::metrics::LatencyProbe>>,
+    /// Limits for payloads the connectors left to decode here.
+    pub limits: crate::connectors::DecodeLimits,
 }
 
 /// One ingest shard.
@@ -298,6 +300,9 @@ pub struct Shard {
     last_trim: Instant,
     encode_buf: Vec<u8>,
     ack_probe: Option<Arc<crate::metrics::LatencyProbe>>,
+    /// Replaying the journal (twin batches carry the replay flag).
+    replaying: bool,
+    limits: crate::connectors::DecodeLimits,
 }
 
 impl Shard {
@@ -332,6 +337,8 @@ impl Shard {
             last_trim: Instant::now(),
             encode_buf: Vec::with_capacity(4096),
             ack_probe: s.ack_probe,
+            replaying: false,
+            limits: s.limits,
         }
     }
 
@@ -345,6 +352,7 @@ impl Shard {
     pub async fn replay(&mut self) -> u64 {
         let from = self.journal.trimmed();
         let mut n = 0u64;
+        self.replaying = true;
         let records: Vec<_> = self.journal.replay(from).collect();
         for r in records {
             match r {
@@ -392,6 +400,7 @@ impl Shard {
         self.stats.replayed.inc_by(n);
         // Replay done: marks no longer apply.
         self.marks = ReplayMarks::default();
+        self.replaying = false;
         if n > 0 {
             info!(shard = self.id, records = n, "journal replayed");
         }
@@ -441,6 +450,11 @@ impl Shard {
     /// Journal a batch, acknowledge it, process it. False when stopping
     /// while the journal cannot be written (the batch stays unacknowledged).
     async fn ingest(&mut self, mut batch: Vec<Queued>) -> bool {
+        // Payloads the connectors left undecoded are decoded here, in
+        // parallel shards, before they are journaled.
+        for q in batch.iter_mut() {
+            q.env.decode(&self.limits);
+        }
         let mut backoff = Duration::from_millis(100);
         let lsns = loop {
             match self.journal_batch(&batch) {
@@ -720,9 +734,14 @@ impl Shard {
             if lsn <= self.marks.twins.get(&r.asset).copied().unwrap_or(0) {
                 continue;
             }
+            let events_until = self.marks.events_until.get(&r.asset).copied();
             let p = self.pending.entry(r.asset).or_default();
             p.readings.push(reading(&r));
             p.lsn = p.lsn.max(lsn);
+            if self.replaying {
+                p.replay = true;
+                p.events_until = events_until;
+            }
         }
     }
 

@@ -230,15 +230,17 @@ impl Lakehouse {
         Ok(found)
     }
 
-    /// The newest reading per `(asset_id, signal)` in `silver.readings` with
-    /// `from_ms <= ts <= until_ms` (only plausible data counts).
-    pub async fn reading_watermarks(
+    /// The newest `ts` per value of the `keys` columns of a table, over
+    /// rows with `from_ms <= ts <= until_ms` (partitions before `from_ms`
+    /// are not read): watermarks, data horizons, the last event per asset.
+    pub async fn newest_ts(
         &self,
+        t: Table,
+        keys: &[&str],
         from_ms: i64,
         until_ms: i64,
-    ) -> Result<Vec<(String, String, i64)>, LakeError> {
+    ) -> Result<Vec<(Vec<String>, i64)>, LakeError> {
         use deltalake::datafusion::functions_aggregate::expr_fn::max;
-        let t = Table::SilverReadings;
         let qerr = |source| LakeError::Query {
             table: t.name(),
             source,
@@ -256,8 +258,8 @@ impl Lakehouse {
             )
             .map_err(qerr)?
             .aggregate(
-                vec![col("asset_id"), col("signal")],
-                vec![max(col("ts")).alias("w")],
+                keys.iter().map(|k| col(*k)).collect(),
+                vec![max(col("ts")).alias("newest")],
             )
             .map_err(qerr)?
             .collect()
@@ -265,53 +267,16 @@ impl Lakehouse {
             .map_err(qerr)?;
         let mut out = Vec::new();
         for b in &batches {
-            let a = string_column(b, 0)?;
-            let sg = string_column(b, 1)?;
-            let w = b.column(2).as_primitive::<TimestampMicrosecondType>();
+            let cols = (0..keys.len())
+                .map(|i| string_column(b, i))
+                .collect::<Result<Vec<_>, _>>()?;
+            let w = b
+                .column(keys.len())
+                .as_primitive::<TimestampMicrosecondType>();
             for i in 0..b.num_rows() {
                 if w.is_valid(i) {
-                    out.push((
-                        a.value(i).to_string(),
-                        sg.value(i).to_string(),
-                        w.value(i) / 1000,
-                    ));
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// The newest event per asset in `silver.asset_events` since `from_ms`.
-    pub async fn last_event_ts(&self, from_ms: i64) -> Result<HashMap<String, i64>, LakeError> {
-        use deltalake::datafusion::functions_aggregate::expr_fn::max;
-        let t = Table::SilverAssetEvents;
-        let qerr = |source| LakeError::Query {
-            table: t.name(),
-            source,
-        };
-        let (ctx, table) = open(self, t).await?;
-        let provider = table.table_provider().await.map_err(qerr)?;
-        let batches = ctx
-            .read_table(provider)
-            .map_err(qerr)?
-            .filter(
-                col("date")
-                    .gt_eq(lit(ScalarValue::Date32(Some(day_of(from_ms)))))
-                    .and(col("ts").gt_eq(ts_lit(from_ms))),
-            )
-            .map_err(qerr)?
-            .aggregate(vec![col("asset_id")], vec![max(col("ts")).alias("w")])
-            .map_err(qerr)?
-            .collect()
-            .await
-            .map_err(qerr)?;
-        let mut out = HashMap::new();
-        for b in &batches {
-            let a = string_column(b, 0)?;
-            let w = b.column(1).as_primitive::<TimestampMicrosecondType>();
-            for i in 0..b.num_rows() {
-                if w.is_valid(i) {
-                    out.insert(a.value(i).to_string(), w.value(i) / 1000);
+                    let k = cols.iter().map(|c| c.value(i).to_string()).collect();
+                    out.push((k, w.value(i) / 1000));
                 }
             }
         }

@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use crate::assets::{AssetIdx, AssetModel, SignalIdx};
 use crate::ingest::journal::{write_atomic, Journal, JournalError};
 use crate::ingest::shard::{read_watermarks, WATERMARKS};
-use crate::lake::Lakehouse;
+use crate::lake::{Lakehouse, Table};
 
 /// `journal.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -225,14 +225,15 @@ pub async fn watermarks_from_silver(
 ) -> HashMap<(AssetIdx, SignalIdx), i64> {
     let now = crate::time::now_ms();
     let mut out = HashMap::new();
+    let keys = ["asset_id", "signal"];
     match lake
-        .reading_watermarks(now - max_past_ms, now + max_future_ms)
+        .newest_ts(Table::SilverReadings, &keys, now - max_past_ms, now + max_future_ms)
         .await
     {
         Ok(rows) => {
-            for (a, s, w) in rows {
-                if let Some(asset) = model.asset(&a) {
-                    if let Some(sig) = asset.twin.signal(&s) {
+            for (k, w) in rows {
+                if let Some(asset) = model.asset(&k[0]) {
+                    if let Some(sig) = asset.twin.signal(&k[1]) {
                         out.insert((asset.idx, sig), w);
                     }
                 }

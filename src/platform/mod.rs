@@ -183,11 +183,11 @@ impl Platform {
             }
         };
         let events_until: HashMap<AssetIdx, i64> = if journals.pending_bytes() > 0 {
-            lake.last_event_ts(now_ms() - max_past_ms)
+            lake.newest_ts(Table::SilverAssetEvents, &["asset_id"], now_ms() - max_past_ms, i64::MAX / 1000)
                 .await
                 .unwrap_or_default()
                 .into_iter()
-                .filter_map(|(a, t)| Some((model.asset(&a)?.idx, t)))
+                .filter_map(|(k, t)| Some((model.asset(&k[0])?.idx, t)))
                 .collect()
         } else {
             HashMap::new()
@@ -280,7 +280,20 @@ impl Platform {
         let shard_stop = CancellationToken::new();
         let mut senders = Vec::new();
         let mut shard_joins = Vec::new();
-        let route = move |a: Option<AssetIdx>| a.map_or(0, |a| a as usize % n_shards);
+        // Assets go to shards by a hash of their id: adding or removing a
+        // machine does not move the others (their journal streams and
+        // duplicate filters stay where they are).
+        let shard_of: Arc<Vec<usize>> = Arc::new(
+            model
+                .assets
+                .iter()
+                .map(|a| stable_hash(a.id.as_str()) as usize % n_shards)
+                .collect(),
+        );
+        let route = {
+            let shard_of = shard_of.clone();
+            move |a: Option<AssetIdx>| a.and_then(|a| shard_of.get(a as usize).copied()).unwrap_or(0)
+        };
         for (i, jr) in journals.streams.drain(..).enumerate() {
             let (stx, srx) = mpsc::channel(p.ingest.queue);
             senders.push(stx);
@@ -320,6 +333,10 @@ impl Platform {
                 },
                 stop: shard_stop.clone(),
                 ack_probe: probes.acked.clone(),
+                limits: DecodeLimits {
+                    max_payload: p.ingest.max_payload_kib << 10,
+                    max_fields: p.ingest.max_fields,
+                },
             });
             shard_joins.push(tokio::spawn(loops::supervise_shard(
                 shard,
@@ -483,6 +500,13 @@ impl Platform {
         }
         info!("platform stopped");
     }
+}
+
+/// FNV-1a: a hash that never changes between versions or runs.
+fn stable_hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Catch a panic of a future as an error message.

@@ -202,22 +202,29 @@ fn us_array(ms: &[i64]) -> TimestampMicrosecondArray {
 
 impl KernelTable {
     async fn compute(&self) -> Result<RecordBatch> {
-        let since = self.since.map_or(String::new(), |ms| {
-            format!(" AND ts >= {}", crate::time::timestamp_literal(ms))
-        });
-        let sql = format!(
-            "SELECT asset_id, ts, value FROM {} WHERE signal = '{}'{since} ORDER BY ts",
-            self.table,
-            self.signal.replace('\'', "''")
-        );
-        let r = self
+        use deltalake::datafusion::prelude::{col, lit};
+        use deltalake::datafusion::scalar::ScalarValue;
+        // Rows of the signal (since `since`), in any order: the kernels
+        // order what they need themselves.
+        let mut filter = col("signal").eq(lit(self.signal.as_str()));
+        if let Some(ms) = self.since {
+            filter = filter.and(col("ts").gt_eq(lit(ScalarValue::TimestampMicrosecond(
+                Some(ms.saturating_mul(1000)),
+                Some("UTC".into()),
+            ))));
+        }
+        let batches = self
             .engine
-            .query(&sql)
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            .session()
+            .table(self.table.to_string())
+            .await?
+            .filter(filter)?
+            .select(vec![col("asset_id"), col("ts"), col("value")])?
+            .collect()
+            .await?;
         let mut keys = KeyInterner::new();
         let (mut k, mut t, mut v) = (Vec::new(), Vec::new(), Vec::new());
-        for b in &r.batches {
+        for b in &batches {
             let a = string_column(b, 0).map_err(|e| DataFusionError::External(Box::new(e)))?;
             let ts = b.column(1).as_primitive::<TimestampMicrosecondType>();
             let val = deltalake::arrow::compute::cast(b.column(2), &DataType::Float64)?;

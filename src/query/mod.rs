@@ -138,6 +138,11 @@ impl SqlEngine {
         }
     }
 
+    /// The lakehouse it reads.
+    pub fn lake(&self) -> &Arc<Lakehouse> {
+        &self.lake
+    }
+
     /// A session with the layers registered as schemas (also usable for
     /// DataFrame work by the pipelines).
     pub fn session(&self) -> SessionContext {

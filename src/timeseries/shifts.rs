@@ -221,21 +221,15 @@ pub fn counter_deltas(
     n_keys: usize,
     order: &RowOrder,
 ) -> Result<Vec<i64>, TsError> {
-    let n = same_len("counter key/value", &[keys.len(), counter.len()])?;
-    let mut out = vec![0i64; n];
-    let mut last: Vec<Option<i64>> = vec![None; n_keys];
-    order.for_each(|i| {
-        let k = keys[i];
-        if k == NULL_KEY || valid.is_some_and(|v| !v[i]) {
-            return;
-        }
-        let c = counter[i];
-        if let Some(p) = last[k as usize] {
-            out[i] = if c >= p { c - p } else { c };
-        }
-        last[k as usize] = Some(c);
-    });
-    Ok(out)
+    deltas_with(keys, counter, valid, n_keys, order, |last: &mut Option<i64>, c| {
+        let d = match *last {
+            Some(p) if c >= p => c - p,
+            Some(_) => c,
+            None => 0,
+        };
+        *last = Some(c);
+        d
+    })
 }
 
 /// The increment a new counter value `v` makes, given the last value and a
@@ -277,16 +271,37 @@ pub fn counter_deltas_tolerant(
     n_keys: usize,
     order: &RowOrder,
 ) -> Result<Vec<i64>, TsError> {
+    deltas_with(
+        keys,
+        counter,
+        valid,
+        n_keys,
+        order,
+        |(last, drop): &mut (Option<f64>, Option<f64>), c| {
+            counter_step(last, drop, c as f64).round() as i64
+        },
+    )
+}
+
+/// Per-key increments of a counter, in `order`, with `step` turning a
+/// key's state and a new value into its increment.
+fn deltas_with<S: Clone + Default>(
+    keys: &[u32],
+    counter: &[i64],
+    valid: Option<&[bool]>,
+    n_keys: usize,
+    order: &RowOrder,
+    mut step: impl FnMut(&mut S, i64) -> i64,
+) -> Result<Vec<i64>, TsError> {
     let n = same_len("counter key/value", &[keys.len(), counter.len()])?;
     let mut out = vec![0i64; n];
-    let mut state: Vec<(Option<f64>, Option<f64>)> = vec![(None, None); n_keys];
+    let mut state: Vec<S> = vec![S::default(); n_keys];
     order.for_each(|i| {
         let k = keys[i];
         if k == NULL_KEY || valid.is_some_and(|v| !v[i]) {
             return;
         }
-        let (last, drop) = &mut state[k as usize];
-        out[i] = counter_step(last, drop, counter[i] as f64).round() as i64;
+        out[i] = step(&mut state[k as usize], counter[i]);
     });
     Ok(out)
 }

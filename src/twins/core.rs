@@ -590,3 +590,79 @@ impl TwinCore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn press() -> TwinCore {
+        let twins = crate::assets::twin_types(crate::config::embedded_twin_type_files().unwrap())
+            .unwrap();
+        let plant: crate::config::PlantFile = crate::config::parse_toml(
+            "[plant]\nid = \"p\"\n[[areas]]\nid = \"a\"\n[[lines]]\nid = \"l\"\narea = \"a\"\n\
+             [[machines]]\nid = \"m\"\nline = \"l\"\ntype = \"press\"\nsource = { protocol = \"mqtt\", topic = \"t\" }\n",
+            "p.toml",
+        )
+        .unwrap();
+        let model = crate::assets::AssetModel::build(twins, vec![("p.toml".into(), plant)]).unwrap();
+        let cfg = crate::config::PlatformFile::embedded_default().unwrap().twin;
+        TwinCore::new(TwinIdentity::of(&model.assets[0]), &cfg)
+    }
+
+    fn r(core: &TwinCore, signal: &str, ts: i64, v: f64) -> TypedReading {
+        TypedReading {
+            signal: core.id.twin.signal(signal).unwrap(),
+            ts_ms: ts,
+            value: v,
+            ingest_ms: ts,
+        }
+    }
+
+    #[test]
+    fn late_readings_fill_windows_but_change_no_state_or_counter() {
+        let mut t = press();
+        let mut ev = Vec::new();
+        let batch = [
+            r(&t, "state", 1000, 2.0),
+            r(&t, "good_parts", 1000, 10.0),
+            r(&t, "good_parts", 2000, 15.0),
+        ];
+        t.apply(&batch, &mut ev);
+        assert_eq!(t.state, MachineState::Running);
+        assert_eq!(t.counters.good_total, 5.0);
+        // Late: DOWN and a lower counter, both older than the newest.
+        let late = [r(&t, "state", 500, 0.0), r(&t, "good_parts", 1500, 3.0)];
+        let ch = t.apply(&late, &mut ev);
+        assert!(!ch.state && !ch.counters);
+        assert_eq!(t.state, MachineState::Running);
+        assert_eq!(t.counters.good_total, 5.0);
+        assert_eq!((t.late_total, t.readings_total), (2, 5));
+        // A glitch (one low value, then back up) counts nothing extra.
+        t.apply(&[r(&t, "good_parts", 3000, 2.0)], &mut ev);
+        t.apply(&[r(&t, "good_parts", 4000, 16.0)], &mut ev);
+        assert_eq!(t.counters.good_total, 6.0);
+        // A reset (low twice) counts from zero.
+        t.apply(&[r(&t, "good_parts", 5000, 1.0)], &mut ev);
+        t.apply(&[r(&t, "good_parts", 6000, 4.0)], &mut ev);
+        assert_eq!(t.counters.good_total, 10.0);
+    }
+
+    #[test]
+    fn a_silent_or_disconnected_source_is_a_state() {
+        let mut t = press();
+        let mut ev = Vec::new();
+        // Nothing known yet: nothing to disconnect.
+        assert!(!t.check_connection(false, None, 10_000, 30_000, &mut ev));
+        t.apply(&[r(&t, "state", 1000, 2.0)], &mut ev);
+        ev.clear();
+        assert!(!t.check_connection(true, Some(5_000), 10_000, 30_000, &mut ev));
+        // Silent for longer than allowed: DISCONNECTED from just after the last reading.
+        assert!(t.check_connection(true, Some(5_000), 40_000, 30_000, &mut ev));
+        assert_eq!(t.state, MachineState::Disconnected);
+        assert_eq!((ev[0].code.as_str(), ev[0].ts_ms), ("DISCONNECTED", 1001));
+        assert!(!t.check_connection(false, Some(5_000), 50_000, 30_000, &mut ev));
+        // The next state reading brings it back.
+        t.apply(&[r(&t, "state", 60_000, 1.0)], &mut ev);
+        assert_eq!(t.state, MachineState::Idle);
+    }
+}

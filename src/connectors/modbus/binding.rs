@@ -10,7 +10,7 @@ use super::config::{ModbusBinding, ModbusSourceConfig, RegisterTable, RegisterTy
 use super::ModbusPoller;
 use crate::assets::{AssetIdx, AssetModel, SignalDef, SignalIdx};
 use crate::config::ConfigError;
-use crate::connectors::{parse_table, Connector, Protocol, Source};
+use crate::connectors::{parse_table, parse_value, Connector, Protocol, Source};
 
 /// The Modbus TCP protocol.
 pub struct Modbus;
@@ -69,10 +69,7 @@ fn check_binding(b: &ModbusBinding) -> Result<(), String> {
 }
 
 fn parse_binding(v: &toml::Value) -> Result<ModbusBinding, String> {
-    let b: ModbusBinding = v
-        .clone()
-        .try_into()
-        .map_err(|e: toml::de::Error| e.message().to_string())?;
+    let b: ModbusBinding = parse_value(v.clone())?;
     check_binding(&b)?;
     Ok(b)
 }

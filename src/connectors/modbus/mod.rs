@@ -24,7 +24,10 @@ use tokio_modbus::client::{tcp, Context, Reader};
 use tokio_modbus::Slave;
 use tracing::{debug, info, warn, Instrument};
 
-use super::{Backoff, Decoded, Envelope, RawValue, SignalRef, SignalValue, Source, SourceContext};
+use super::{
+    Backoff, ConnectorError, Decoded, Envelope, RawValue, SignalRef, SignalValue, Source,
+    SourceContext,
+};
 use crate::assets::AssetIdx;
 use crate::time::now_ms;
 use codec::Block;
@@ -53,17 +56,30 @@ impl ModbusPoller {
         }
     }
 
-    async fn connect(&self) -> Result<Context, String> {
+    async fn connect(&self) -> Result<Context, ConnectorError> {
+        let endpoint = self.endpoint.to_string();
         let addr = format!("{}:{}", self.cfg.host, self.cfg.port);
         let sa: SocketAddr = tokio::net::lookup_host(&addr)
             .await
-            .map_err(|e| format!("cannot resolve {addr}: {e}"))?
+            .map_err(|e| ConnectorError::Resolve {
+                endpoint: endpoint.clone(),
+                message: e.to_string(),
+            })?
             .next()
-            .ok_or_else(|| format!("cannot resolve {addr}"))?;
+            .ok_or_else(|| ConnectorError::Resolve {
+                endpoint: endpoint.clone(),
+                message: "no address".into(),
+            })?;
         match timeout(self.timeout(), tcp::connect_slave(sa, Slave(self.cfg.unit))).await {
             Ok(Ok(ctx)) => Ok(ctx),
-            Ok(Err(e)) => Err(format!("connect {addr}: {e}")),
-            Err(_) => Err(format!("connect {addr}: timed out")),
+            Ok(Err(e)) => Err(ConnectorError::Connect {
+                endpoint,
+                message: e.to_string(),
+            }),
+            Err(_) => Err(ConnectorError::Timeout {
+                endpoint,
+                what: "connecting".into(),
+            }),
         }
     }
 
@@ -73,7 +89,7 @@ impl ModbusPoller {
 
     /// Read every block once. `Err` means the connection is lost; a Modbus
     /// exception is returned as a decoded error (the device answered).
-    async fn poll_once(&self, ctx: &mut Context) -> Result<Envelope, String> {
+    async fn poll_once(&self, ctx: &mut Context) -> Result<Envelope, ConnectorError> {
         let mut words: BTreeMap<(u8, u16), u16> = BTreeMap::new();
         let mut payload = serde_json::Map::new();
         let mut exception: Option<String> = None;
@@ -100,18 +116,20 @@ impl ModbusPoller {
                 }
             };
             let table_name = table_name(blk.table);
+            let what = || format!("reading {table_name} {}+{}", blk.start, blk.count);
             match res {
                 Err(_) => {
-                    return Err(format!(
-                        "{table_name} {}+{} read timed out",
-                        blk.start, blk.count
-                    ))
+                    return Err(ConnectorError::Timeout {
+                        endpoint: self.endpoint.to_string(),
+                        what: what(),
+                    })
                 }
                 Ok(Err(e)) => {
-                    return Err(format!(
-                        "{table_name} {}+{} read failed: {e}",
-                        blk.start, blk.count
-                    ))
+                    return Err(ConnectorError::Read {
+                        endpoint: self.endpoint.to_string(),
+                        what: what(),
+                        message: e.to_string(),
+                    })
                 }
                 Ok(Ok(Err(exc))) => {
                     exception = Some(format!(
@@ -151,9 +169,14 @@ impl ModbusPoller {
                 reason,
             },
             (Some(reason), false) => {
-                // Partial poll: keep what was read, report the rest in bronze.
-                payload.insert("error".into(), serde_json::Value::String(reason));
-                Decoded::Values(values)
+                // Partial poll: what was read goes on; the refused block is
+                // quarantined with the device's exception.
+                payload.insert("error".into(), serde_json::Value::String(reason.clone()));
+                Decoded::Partial {
+                    values,
+                    code: "device_exception",
+                    reason,
+                }
             }
             (None, _) => Decoded::Values(values),
         };
@@ -211,7 +234,7 @@ impl Source for ModbusPoller {
                             Ok(c) => c,
                             Err(e) => {
                                 debug!(error = %e, "modbus connect failed");
-                                health.set_connected(self.asset, false, Some(e));
+                                health.set_connected(self.asset, false, Some(e.to_string()));
                                 tokio::select! {
                                     _ = shutdown.cancelled() => break,
                                     _ = tokio::time::sleep(backoff.next_delay()) => continue,
@@ -238,7 +261,7 @@ impl Source for ModbusPoller {
                             }
                             Err(e) => {
                                 warn!(error = %e, "modbus device lost; reconnecting");
-                                health.set_connected(self.asset, false, Some(e));
+                                health.set_connected(self.asset, false, Some(e.to_string()));
                                 health.count_reconnect("modbus");
                                 break;
                             }

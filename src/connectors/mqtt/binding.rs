@@ -10,7 +10,7 @@ use super::config::{MqttBinding, MqttConfig, MqttSourceConfig, TsUnit};
 use super::MqttSubscriber;
 use crate::assets::{AssetIdx, AssetModel, SignalDef, SignalIdx};
 use crate::config::ConfigError;
-use crate::connectors::{parse_table, section_table, Connector, ConnectorError, Protocol, Source};
+use crate::connectors::{parse_table, parse_value, section_table, Connector, ConnectorError, Protocol, Source};
 
 /// The MQTT protocol.
 pub struct Mqtt;
@@ -23,13 +23,26 @@ pub struct TopicBinding {
     pub ts_unit: TsUnit,
     /// Dotted field path -> signal.
     pub fields: HashMap<String, SignalIdx>,
+    /// `mqtt:<topic>`, the envelopes' source.
+    pub source: Arc<str>,
+}
+
+impl crate::connectors::PayloadDecoder for TopicBinding {
+    fn decode(
+        &self,
+        payload: &[u8],
+        received_ms: i64,
+        limits: &crate::connectors::DecodeLimits,
+    ) -> crate::connectors::Decoded {
+        super::decode::decode_json(payload, self, received_ms, limits)
+    }
 }
 
 /// The broker settings and every MQTT machine, resolved.
 #[derive(Debug)]
 pub struct MqttConnector {
     pub cfg: MqttConfig,
-    pub topics: Arc<HashMap<String, TopicBinding>>,
+    pub topics: Arc<HashMap<String, Arc<TopicBinding>>>,
     by_asset: HashMap<AssetIdx, String>,
 }
 
@@ -41,15 +54,12 @@ impl MqttConnector {
 
     /// The binding of an asset's topic.
     pub fn binding(&self, asset: AssetIdx) -> Option<&TopicBinding> {
-        self.topic(asset).and_then(|t| self.topics.get(t))
+        self.topic(asset).and_then(|t| self.topics.get(t)).map(|b| &**b)
     }
 }
 
 fn parse_binding(v: &toml::Value) -> Result<MqttBinding, String> {
-    let b: MqttBinding = v
-        .clone()
-        .try_into()
-        .map_err(|e: toml::de::Error| e.message().to_string())?;
+    let b: MqttBinding = parse_value(v.clone())?;
     if b.field.is_empty() || b.field.split('.').any(str::is_empty) {
         return Err(format!("field path `{}` has an empty part", b.field));
     }
@@ -143,14 +153,16 @@ impl Protocol for Mqtt {
                 ));
             }
             by_asset.insert(idx, s.topic.clone());
+            let source: Arc<str> = Arc::from(format!("mqtt:{}", s.topic));
             topics.insert(
                 s.topic,
-                TopicBinding {
+                Arc::new(TopicBinding {
                     asset: idx,
                     ts_field: s.ts_field,
                     ts_unit: s.ts_unit,
                     fields,
-                },
+                    source,
+                }),
             );
         }
         Ok(Box::new(MqttConnector {

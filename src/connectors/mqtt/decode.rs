@@ -166,6 +166,7 @@ mod tests {
             ]
             .into_iter()
             .collect(),
+            source: std::sync::Arc::from("mqtt:t"),
         }
     }
 

@@ -58,13 +58,13 @@ const DRAIN_ACKS: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct MqttSubscriber {
     cfg: MqttConfig,
-    topics: Arc<HashMap<String, TopicBinding>>,
+    topics: Arc<HashMap<String, Arc<TopicBinding>>>,
     assets: Vec<AssetIdx>,
 }
 
 impl MqttSubscriber {
     /// A subscriber for the bound topics.
-    pub fn new(cfg: MqttConfig, topics: Arc<HashMap<String, TopicBinding>>) -> Self {
+    pub fn new(cfg: MqttConfig, topics: Arc<HashMap<String, Arc<TopicBinding>>>) -> Self {
         let mut assets: Vec<AssetIdx> = topics.values().map(|b| b.asset).collect();
         assets.sort_unstable();
         MqttSubscriber {

@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use deltalake::arrow::array::{Array, AsArray, TimestampMicrosecondArray};
 use deltalake::arrow::datatypes::{DataType, Float64Type, TimestampMicrosecondType};
 use deltalake::datafusion::dataframe::DataFrame;
-use deltalake::datafusion::functions_aggregate::expr_fn::max;
 use deltalake::datafusion::functions_window::expr_fn::row_number;
 use deltalake::datafusion::logical_expr::ExprFunctionExt;
 use deltalake::datafusion::prelude::{col, lit, Expr};
@@ -156,21 +155,33 @@ pub async fn state_events(cx: &GoldContext<'_>, from: Option<i64>) -> Result<Row
     .await
 }
 
-/// Alarms raised since `from`.
-pub async fn alarms_raised(cx: &GoldContext<'_>, from: Option<i64>) -> Result<Rows, GoldError> {
-    let t = Table::SilverAssetEvents;
-    let mut filter = col("kind").eq(lit("alarm_raised"));
-    if let Some(f) = from {
-        filter = filter
+/// Rows of `t` matching `filter` with `ts >= from` (all with `None`):
+/// (asset_id, ts, `text`, value).
+async fn since(
+    cx: &GoldContext<'_>,
+    t: Table,
+    filter: Expr,
+    text: &str,
+    from: Option<i64>,
+) -> Result<Rows, GoldError> {
+    let filter = match from {
+        Some(f) => filter
             .and(col("ts").gt_eq(ts_lit(f)))
-            .and(col("date").gt_eq(date_lit(f)));
-    }
+            .and(col("date").gt_eq(date_lit(f))),
+        None => filter,
+    };
     let df = frame(cx, t)
         .await?
         .filter(filter)
-        .and_then(|d| d.select(event_cols("code").to_vec()))
+        .and_then(|d| d.select(event_cols(text).to_vec()))
         .map_err(read_err(t))?;
     collect_rows(df, t).await
+}
+
+/// Alarms raised since `from`.
+pub async fn alarms_raised(cx: &GoldContext<'_>, from: Option<i64>) -> Result<Rows, GoldError> {
+    let filter = col("kind").eq(lit("alarm_raised"));
+    since(cx, Table::SilverAssetEvents, filter, "code", from).await
 }
 
 /// Part counter readings since `from`, plus each counter's last value before.
@@ -209,19 +220,8 @@ pub async fn signal_readings(
     signal: &str,
     from: Option<i64>,
 ) -> Result<Rows, GoldError> {
-    let t = Table::SilverReadings;
-    let mut filter = col("signal").eq(lit(signal));
-    if let Some(f) = from {
-        filter = filter
-            .and(col("ts").gt_eq(ts_lit(f)))
-            .and(col("date").gt_eq(date_lit(f)));
-    }
-    let df = frame(cx, t)
-        .await?
-        .filter(filter)
-        .and_then(|d| d.select(event_cols("signal").to_vec()))
-        .map_err(read_err(t))?;
-    collect_rows(df, t).await
+    let filter = col("signal").eq(lit(signal));
+    since(cx, Table::SilverReadings, filter, "signal", from).await
 }
 
 /// Newest plausible reading per asset since `from` (never after `now_ms`):
@@ -231,34 +231,15 @@ pub async fn horizon(
     from: Option<i64>,
     now_ms: i64,
 ) -> Result<HashMap<String, i64>, GoldError> {
-    let t = Table::SilverReadings;
-    let e = read_err(t);
-    let mut filter = col("ts").lt_eq(ts_lit(now_ms));
-    if let Some(f) = from {
-        filter = filter
-            .and(col("ts").gt_eq(ts_lit(f)))
-            .and(col("date").gt_eq(date_lit(f)));
-    }
-    let batches = frame(cx, t)
-        .await?
-        .filter(filter)
-        .map_err(&e)?
-        .aggregate(vec![col("asset_id")], vec![max(col("ts")).alias("h")])
-        .map_err(&e)?
-        .collect()
-        .await
-        .map_err(&e)?;
-    let mut out = HashMap::new();
-    for b in &batches {
-        let a = string_column(b, 0)?;
-        let h = b.column(1).as_primitive::<TimestampMicrosecondType>();
-        for i in 0..b.num_rows() {
-            if h.is_valid(i) {
-                out.insert(a.value(i).to_string(), h.value(i) / 1000);
-            }
-        }
-    }
-    Ok(out)
+    let rows = cx
+        .sql
+        .lake()
+        .newest_ts(Table::SilverReadings, &["asset_id"], from.unwrap_or(0), now_ms)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(mut k, t)| Some((k.pop()?, t)))
+        .collect())
 }
 
 /// Silver inputs of the shift jobs.
