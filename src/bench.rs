@@ -30,28 +30,7 @@ use crate::time::now_ms;
 #[derive(Subcommand, Debug)]
 pub enum BenchCmd {
     /// MQTT -> bronze/silver/twins throughput and publish-to-visible delay.
-    Ingest {
-        /// Simulated machines (one MQTT topic each, 10 signals per message).
-        #[arg(long, default_value_t = 1000)]
-        machines: usize,
-        /// Seconds of load.
-        #[arg(long, default_value_t = 20)]
-        seconds: u64,
-        /// Publisher connections.
-        #[arg(long, default_value_t = 2)]
-        publishers: usize,
-        /// Samples per second per machine (0: as fast as the broker takes them,
-        /// a saturation test whose delays only show queueing).
-        #[arg(long, default_value_t = 30.0)]
-        rate: f64,
-        /// Lakehouse directory (default: a temporary directory, removed after).
-        #[arg(long)]
-        lakehouse: Option<String>,
-        /// An external broker (`HOST:PORT`, e.g. a Mosquitto) instead of the
-        /// embedded one.
-        #[arg(long)]
-        broker: Option<String>,
-    },
+    Ingest(IngestOpts),
     /// N machines of 10 signals live in one process: RSS per twin.
     Scale {
         #[arg(long, default_value_t = 10_000)]
@@ -82,6 +61,8 @@ fn bench_config(
     lake: &str,
     mqtt_port: u16,
     broker: Option<(String, u16)>,
+    connections: usize,
+    wildcard: bool,
 ) -> Result<Config> {
     let mut plant = String::from("[plant]\nid = \"bench\"\n[[areas]]\nid = \"a\"\n");
     let lines = machines.div_ceil(100);
@@ -107,7 +88,12 @@ fn bench_config(
     let mut mqtt = MqttConfig::from_platform(&platform)?;
     mqtt.port = mqtt_port;
     mqtt.client_id = format!("ironlake-bench-{mqtt_port}");
-    mqtt.subscribe = vec!["bench/#".into()];
+    mqtt.subscribe = if wildcard {
+        vec!["bench/#".into()]
+    } else {
+        Vec::new()
+    };
+    mqtt.connections = connections;
     mqtt.keep_alive_s = 30;
     match broker {
         Some((host, port)) => {
@@ -120,6 +106,7 @@ fn bench_config(
                 enabled: true,
                 listen: ([127, 0, 0, 1], mqtt_port).into(),
                 max_payload: 65536,
+                memory_mib: 256,
             })
         }
     }
@@ -183,12 +170,18 @@ async fn publisher(
     } else {
         1.0
     }));
+    // A machine's samples carry strictly increasing times, also when ticks
+    // missed during a stall fire back to back (equal times would be
+    // duplicates, which ironlake rightly drops).
+    let mut last_ts = vec![0i64; topics.len()];
     while !stop.load(Ordering::Relaxed) {
         if rate_hz > 0.0 {
             tick.tick().await;
         }
-        for &m in &topics {
-            let body = sample(m, seq, now_ms());
+        for (&m, last) in topics.iter().zip(last_ts.iter_mut()) {
+            let ts = now_ms().max(*last + 1);
+            *last = ts;
+            let body = sample(m, seq, ts);
             c.publish(format!("bench/m{m}"), QoS::AtLeastOnce, false, body)
                 .await?;
             sent.fetch_add(1, Ordering::Relaxed);
@@ -219,14 +212,7 @@ fn fmt_p(p: &LatencyProbe) -> String {
 /// Run a benchmark.
 pub async fn run(cmd: BenchCmd) -> Result<()> {
     match cmd {
-        BenchCmd::Ingest {
-            machines,
-            seconds,
-            publishers,
-            rate,
-            lakehouse,
-            broker,
-        } => ingest(machines, seconds, publishers, rate, lakehouse, broker).await,
+        BenchCmd::Ingest(opts) => ingest(opts).await,
         BenchCmd::Scale {
             machines,
             seconds,
@@ -235,14 +221,54 @@ pub async fn run(cmd: BenchCmd) -> Result<()> {
     }
 }
 
-async fn ingest(
-    machines: usize,
-    seconds: u64,
-    publishers: usize,
-    rate: f64,
-    lakehouse: Option<String>,
-    broker: Option<String>,
-) -> Result<()> {
+/// The options of `bench ingest`.
+#[derive(clap::Args, Debug)]
+pub struct IngestOpts {
+    /// Simulated machines (one MQTT topic each, 10 signals per message).
+    #[arg(long, default_value_t = 1000)]
+    pub machines: usize,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    /// Publisher connections.
+    #[arg(long, default_value_t = 2)]
+    pub publishers: usize,
+    /// Samples per second per machine (0: as fast as the broker takes them,
+    /// a saturation test whose delays only show queueing).
+    #[arg(long, default_value_t = 30.0)]
+    pub rate: f64,
+    /// Lakehouse directory (default: a temporary directory, removed after).
+    #[arg(long)]
+    pub lakehouse: Option<String>,
+    /// An external broker (`HOST:PORT`, e.g. a Mosquitto) instead of the
+    /// embedded one.
+    #[arg(long)]
+    pub broker: Option<String>,
+    /// MQTT connections (sessions) ironlake shares the machine topics over.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Subscribe to one wildcard filter (`bench/#`, one connection)
+    /// instead of each machine's topic.
+    #[arg(long)]
+    pub wildcard: bool,
+    /// Print every second's ingest rate and publish -> received /
+    /// acknowledged p99 and max (where stalls come from).
+    #[arg(long)]
+    pub timeline: bool,
+}
+
+async fn ingest(o: IngestOpts) -> Result<()> {
+    let IngestOpts {
+        machines,
+        seconds,
+        publishers,
+        rate,
+        lakehouse,
+        broker,
+        connections,
+        wildcard,
+        timeline,
+    } = o;
     let tmp = tempdir_for(lakehouse)?;
     let external = match &broker {
         Some(b) => {
@@ -252,12 +278,20 @@ async fn ingest(
         None => None,
     };
     let port = free_port()?;
-    let cfg = bench_config(machines, &tmp.path, port, external.clone())?;
+    let cfg = bench_config(
+        machines,
+        &tmp.path,
+        port,
+        external.clone(),
+        connections,
+        wildcard,
+    )?;
     let (pub_host, pub_port) = external.unwrap_or(("127.0.0.1".into(), port));
     let probes = Probes {
         visibility: Some(Arc::new(LatencyProbe::default())),
         silver_commit: Some(Arc::new(LatencyProbe::default())),
         acked: Some(Arc::new(LatencyProbe::default())),
+        received: Some(Arc::new(LatencyProbe::default())),
     };
     let platform = Platform::start(cfg, probes.clone())
         .await
@@ -270,7 +304,13 @@ async fn ingest(
     let via = broker
         .as_deref()
         .map_or("embedded broker".to_string(), |b| format!("broker {b}"));
-    println!("ironlake bench ingest: {machines} machines x 10 signals over MQTT ({via}), {publishers} publishers, {seconds} s, {offered}");
+    println!("ironlake bench ingest: {machines} machines x 10 signals over MQTT ({via}), {publishers} publishers, {seconds} s, {offered}; ironlake subscribes {}",
+        if wildcard {
+            "bench/# on one connection".to_string()
+        } else {
+            format!("each machine's topic over {connections} connections")
+        }
+    );
     // Warm-up: let the subscriber connect.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -297,8 +337,30 @@ async fn ingest(
         .unwrap_or(0);
     let start = Instant::now();
     let bar = indicatif::ProgressBar::new(seconds);
-    for _ in 0..seconds {
+    let (mut r_prev, mut rx_prev, mut ack_prev) = (r0, 0, 0);
+    for sec in 0..seconds {
         tokio::time::sleep(Duration::from_secs(1)).await;
+        if timeline {
+            let r = platform.ingest.status().readings;
+            let window = |p: &Option<Arc<LatencyProbe>>, from: &mut usize| {
+                let p = p.as_deref()?;
+                let v = p.percentiles_from(*from, &[99.0, 100.0]);
+                *from = p.len();
+                v
+            };
+            let rx = window(&probes.received, &mut rx_prev).unwrap_or_default();
+            let ack = window(&probes.acked, &mut ack_prev).unwrap_or_default();
+            bar.suspend(|| println!(
+                "  t={:>3}s {:>7} readings/s  received p99/max {:>6.0}/{:<6.0} ms  acknowledged p99/max {:>6.0}/{:<6.0} ms",
+                sec + 1,
+                r - r_prev,
+                rx.first().copied().unwrap_or(f64::NAN),
+                rx.get(1).copied().unwrap_or(f64::NAN),
+                ack.first().copied().unwrap_or(f64::NAN),
+                ack.get(1).copied().unwrap_or(f64::NAN),
+            ));
+            r_prev = r;
+        }
         bar.inc(1);
         bar.set_message(format!(
             "{} readings",
@@ -339,6 +401,15 @@ async fn ingest(
         )
     );
     println!(
+        "  publish -> received:            {}",
+        fmt_p(
+            probes
+                .received
+                .as_deref()
+                .unwrap_or(&LatencyProbe::default())
+        )
+    );
+    println!(
         "  publish -> acknowledged:        {}",
         fmt_p(probes.acked.as_deref().unwrap_or(&LatencyProbe::default()))
     );
@@ -360,7 +431,7 @@ async fn scale(machines: usize, seconds: u64, lakehouse: Option<String>) -> Resu
     let tmp = tempdir_for(lakehouse)?;
     let port = free_port()?;
     let base = rss_bytes().unwrap_or(0);
-    let cfg = bench_config(machines, &tmp.path, port, None)?;
+    let cfg = bench_config(machines, &tmp.path, port, None, 1, true)?;
     let platform = Platform::start(cfg, Probes::default())
         .await
         .context("starting the platform")?;

@@ -27,7 +27,7 @@ pub struct LatencyProbe {
 }
 
 /// Keep at most this many samples (first come).
-const MAX_SAMPLES: usize = 1_000_000;
+const MAX_SAMPLES: usize = 4_000_000;
 
 impl LatencyProbe {
     /// Record one latency.
@@ -61,7 +61,12 @@ impl LatencyProbe {
 
     /// The given percentiles (0..=100) of the samples, or `None` without samples.
     pub fn percentiles(&self, ps: &[f64]) -> Option<Vec<f64>> {
-        let mut s = self.samples.lock().clone();
+        self.percentiles_from(0, ps)
+    }
+
+    /// The given percentiles of the samples recorded after the first `from`.
+    pub fn percentiles_from(&self, from: usize, ps: &[f64]) -> Option<Vec<f64>> {
+        let mut s = self.samples.lock().get(from..).unwrap_or_default().to_vec();
         if s.is_empty() {
             return None;
         }

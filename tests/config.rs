@@ -48,7 +48,7 @@ fn the_shipped_configs_load() {
 #[test]
 fn a_good_machine_loads() {
     let dir = tempfile::tempdir().unwrap();
-    setup(dir.path(), "[[machines]]\nid = \"m\"\nline = \"l\"\ntype = \"press\"\nsource = { protocol = \"mqtt\", topic = \"x/y\" }\n");
+    setup(dir.path(), "[[machines]]\nid = \"m\"\nline = \"l\"\ntype = \"press\"\nsource = { protocol = \"mqtt\", topic = \"ironlake/x/y\" }\n");
     Config::load(&dir.path().join("config/ironlake.toml")).unwrap();
 }
 
@@ -77,6 +77,15 @@ fn errors_name_file_and_key() {
 
     let e = err("[[machines]]\nid = \"m\"\nline = \"l\"\ntype = \"press\"\nsource = { protocol = \"opcua\", topic = \"x\" }\n");
     assert!(e.contains("p.toml") && e.contains("opcua"), "{e}");
+
+    // A topic no subscription covers would never receive anything.
+    let e = err("[[machines]]\nid = \"m\"\nline = \"l\"\ntype = \"press\"\nsource = { protocol = \"mqtt\", topic = \"plant/press\" }\n");
+    assert!(
+        e.contains("machines[0].source.topic")
+            && e.contains("plant/press")
+            && e.contains("mqtt.subscribe"),
+        "{e}"
+    );
 
     let e = err("[[machines]]\nid = \"m m\"\nline = \"l\"\ntype = \"press\"\nsource = { protocol = \"mqtt\", topic = \"x\" }\n");
     assert!(e.contains("machines[0].id"), "{e}");
@@ -140,7 +149,7 @@ fn shipped_pipelines_load_and_bad_ones_are_refused() {
 
     // A condition that does not parse names the file and the key.
     let dir = tempfile::tempdir().unwrap();
-    let m = "[[machines]]\nid = \"m\"\nline = \"l\"\ntype = \"press\"\nsource = { protocol = \"mqtt\", topic = \"x/y\" }\n";
+    let m = "[[machines]]\nid = \"m\"\nline = \"l\"\ntype = \"press\"\nsource = { protocol = \"mqtt\", topic = \"ironlake/x/y\" }\n";
     setup(dir.path(), m);
     write(
         dir.path(),
@@ -173,7 +182,7 @@ fn shipped_pipelines_load_and_bad_ones_are_refused() {
 
 #[test]
 fn shift_calendars_are_validated() {
-    let shifts = "[[machines]]\nid = \"m\"\nline = \"l\"\ntype = \"press\"\nsource = { protocol = \"mqtt\", topic = \"x/y\" }\n[[shifts]]\nname = \"day\"\nstart = \"25:00\"\n";
+    let shifts = "[[machines]]\nid = \"m\"\nline = \"l\"\ntype = \"press\"\nsource = { protocol = \"mqtt\", topic = \"ironlake/x/y\" }\n[[shifts]]\nname = \"day\"\nstart = \"25:00\"\n";
     let e = err(shifts);
     assert!(e.contains("shifts[0].start") && e.contains("25:00"), "{e}");
     let dup =
@@ -196,7 +205,7 @@ fn a_platform_file_needs_only_what_differs() {
         dir.path(),
         "p.toml",
         "[plant]\nid = \"p\"\n[[areas]]\nid = \"a\"\n[[lines]]\nid = \"l\"\narea = \"a\"\n\
-         [[machines]]\nid = \"m\"\nline = \"l\"\ntype = \"press\"\nsource = { protocol = \"mqtt\", topic = \"x/m\" }\n",
+         [[machines]]\nid = \"m\"\nline = \"l\"\ntype = \"press\"\nsource = { protocol = \"mqtt\", topic = \"ironlake/x/m\" }\n",
     );
     let c = Config::load(&dir.path().join("ironlake.toml")).unwrap();
     let d = ironlake::config::PlatformFile::embedded_default().unwrap();

@@ -95,40 +95,6 @@ async fn wait_exit(child: &mut Child, secs: u64) -> std::process::ExitStatus {
     }
 }
 
-/// Mosquitto on a free port with persistence and unlimited offline queues.
-fn mosquitto_up(bin: &Path, dir: &Path) -> (Child, u16) {
-    let port = free_port();
-    std::fs::create_dir_all(dir.join("mq")).unwrap();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
-             max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages 1000\n",
-            dir.join("mq").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(bin)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto runs");
-    (child, port)
-}
-
-async fn wait_port(port: u16) {
-    eventually(20, "port open", || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()
-            .map(|_| ())
-    })
-    .await;
-}
-
 /// Exactly once: as many silver rows as distinct keys, and as published.
 async fn assert_exactly_once(
     lake: &ironlake::lake::Lakehouse,
@@ -299,7 +265,7 @@ async fn mqtt_through_mosquitto_survives_kill_9() {
     assert!(status.success(), "a clean stop exits 0: {status}");
     let _ = client.disconnect().await;
     let _ = pump.await;
-    let _ = broker.kill();
+    broker.kill();
 
     assert!(kills >= 3, "killed {kills} times");
     assert_exactly_once(&lake, &expected).await;

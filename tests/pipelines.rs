@@ -286,7 +286,7 @@ async fn oee_and_energy_match_a_hand_computed_shift() {
         &plant(
             "plant-o",
             "line-o",
-            &[("mill-o", "cnc_mill", mqtt("t/mill-o"))],
+            &[("mill-o", "cnc_mill", mqtt("test/mill-o"))],
         ),
     );
     let day = (ironlake::time::now_ms() / (24 * H) - 1) * 24 * H;
@@ -819,7 +819,7 @@ async fn disconnected_time_is_unknown_in_oee() {
         &plant(
             "plant-u",
             "line-u",
-            &[("mill-u", "cnc_mill", mqtt("t/mill-u"))],
+            &[("mill-u", "cnc_mill", mqtt("test/mill-u"))],
         ),
     );
     let day = (ironlake::time::now_ms() / (24 * H) - 1) * 24 * H;

@@ -376,21 +376,14 @@ async fn metrics_text(addr: std::net::SocketAddr) -> String {
 }
 
 /// A thousand MQTT machines with `mqtt.subscribe = []`: every machine's topic
-/// is subscribed (the broker granted it) and shows as connected, and data on
-/// the first and the last topic arrives.
+/// is subscribed (the broker granted it) over the default four connections
+/// and shows as connected, and data published on every topic arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_mqtt_machines_are_all_subscribed() {
     init_logs();
     let dir = tempfile::tempdir().unwrap();
     let mq = free_port();
-    let machines: Vec<(String, String)> = (0..1000)
-        .map(|i| (format!("m{i}"), mqtt(&format!("plant/m{i}/data"))))
-        .collect();
-    let refs: Vec<(&str, &str, String)> = machines
-        .iter()
-        .map(|(id, src)| (id.as_str(), "press", src.clone()))
-        .collect();
-    let plant = plant("plant-k", "line-k", &refs);
+    let plant = mqtt_presses("plant-k", "line-k", 1000);
     let mut p = platform(dir.path(), mq, true);
     let mut m = ironlake::connectors::mqtt::MqttConfig::from_platform(&p).unwrap();
     m.subscribe = vec![];
@@ -407,8 +400,9 @@ async fn a_thousand_mqtt_machines_are_all_subscribed() {
     o.set_keep_alive(std::time::Duration::from_secs(10));
     let (client, mut ev) = AsyncClient::new(o, 100);
     tokio::spawn(async move { while ev.poll().await.is_ok() {} });
+    assert_eq!(m.connections, 4, "the default");
     let now = ironlake::time::now_ms();
-    for i in [0, 999] {
+    for i in 0..1000 {
         client
             .publish(
                 format!("plant/m{i}/data"),
@@ -426,5 +420,13 @@ async fn a_thousand_mqtt_machines_are_all_subscribed() {
         })
         .await;
     }
+    wait_count(
+        &platform.lake,
+        30,
+        "a reading from every machine in silver",
+        "SELECT count(DISTINCT asset_id) FROM silver.readings WHERE signal = 'state'",
+        1000,
+    )
+    .await;
     platform.stop().await;
 }

@@ -49,17 +49,13 @@ async fn sql_over_rest_and_cli_returns_what_the_tables_hold() {
         .await
         .unwrap();
     let (lake, addr) = (platform.lake.clone(), platform.http_addr);
-    eventually(30, "readings of both machines in silver", || {
-        let lake = lake.clone();
-        async move {
-            let n = count(
-                &lake,
-                "SELECT count(DISTINCT asset_id) FROM silver.readings",
-            )
-            .await;
-            (n == 2).then_some(())
-        }
-    })
+    wait_count(
+        &lake,
+        30,
+        "readings of both machines in silver",
+        "SELECT count(DISTINCT asset_id) FROM silver.readings",
+        2,
+    )
     .await;
     sim.stop().await;
     platform.flush().await.unwrap();

@@ -97,10 +97,11 @@ pub fn print_stdout_bytes(b: &[u8]) {
 }
 
 /// Logs to stderr, filtered by `IRONLAKE_LOG` (default: warnings, and
-/// ironlake's own info lines).
+/// ironlake's own info lines). The embedded broker's own log is off by
+/// default: rumqttd logs every ordinary client disconnect as an error.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("IRONLAKE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,ironlake=info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,ironlake=info,rumqttd=off"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

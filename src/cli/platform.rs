@@ -32,8 +32,9 @@ pub async fn demo(
         .context("starting the simulator")?;
     print_banner(&platform);
     wait(duration).await;
-    sim.stop().await;
+    // The platform first: stopped PLCs would show as lost devices.
     platform.stop().await;
+    sim.stop().await;
     Ok(())
 }
 

@@ -614,6 +614,14 @@ impl Connectors {
     }
 }
 
+/// FNV-1a: a hash that never changes between versions or runs (routing of
+/// assets to shards, of topics to MQTT sessions).
+pub fn stable_hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// Exponential reconnect back-off: 250 ms doubling to 10 s.
 #[derive(Debug)]
 pub struct Backoff {

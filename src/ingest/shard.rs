@@ -261,6 +261,8 @@ pub struct ShardSetup {
     pub stop: CancellationToken,
     /// When set, records `durable time - source time` of each message.
     pub ack_probe: Option<Arc<crate::metrics::LatencyProbe>>,
+    /// When set, records `receipt time - source time` of each message.
+    pub received_probe: Option<Arc<crate::metrics::LatencyProbe>>,
     /// Limits for payloads the connectors left to decode here.
     pub limits: crate::connectors::DecodeLimits,
 }
@@ -300,6 +302,7 @@ pub struct Shard {
     last_trim: Instant,
     encode_buf: Vec<u8>,
     ack_probe: Option<Arc<crate::metrics::LatencyProbe>>,
+    received_probe: Option<Arc<crate::metrics::LatencyProbe>>,
     /// Replaying the journal (twin batches carry the replay flag).
     replaying: bool,
     limits: crate::connectors::DecodeLimits,
@@ -337,6 +340,7 @@ impl Shard {
             last_trim: Instant::now(),
             encode_buf: Vec::with_capacity(4096),
             ack_probe: s.ack_probe,
+            received_probe: s.received_probe,
             replaying: false,
             limits: s.limits,
         }
@@ -481,8 +485,13 @@ impl Shard {
             if let Some(a) = env.ack.take() {
                 a.done();
             }
-            if let (Some(p), Some(v)) = (&self.ack_probe, env.decoded.values().first()) {
-                p.record((now - v.ts_ms) as f64);
+            if let Some(v) = env.decoded.values().first() {
+                if let Some(p) = &self.ack_probe {
+                    p.record((now - v.ts_ms) as f64);
+                }
+                if let Some(p) = &self.received_probe {
+                    p.record((env.received_ms - v.ts_ms) as f64);
+                }
             }
             self.stats
                 .ack_latency

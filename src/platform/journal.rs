@@ -227,7 +227,12 @@ pub async fn watermarks_from_silver(
     let mut out = HashMap::new();
     let keys = ["asset_id", "signal"];
     match lake
-        .newest_ts(Table::SilverReadings, &keys, now - max_past_ms, now + max_future_ms)
+        .newest_ts(
+            Table::SilverReadings,
+            &keys,
+            now - max_past_ms,
+            now + max_future_ms,
+        )
         .await
     {
         Ok(rows) => {

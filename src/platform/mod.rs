@@ -67,6 +67,8 @@ pub struct Probes {
     pub silver_commit: Option<Arc<LatencyProbe>>,
     /// Source time -> durable in the journal (acknowledged to the broker).
     pub acked: Option<Arc<LatencyProbe>>,
+    /// Source time -> received by ironlake (the broker's share of the delay).
+    pub received: Option<Arc<LatencyProbe>>,
 }
 
 /// How long a stopping platform waits for each stage before it leaves the
@@ -183,12 +185,17 @@ impl Platform {
             }
         };
         let events_until: HashMap<AssetIdx, i64> = if journals.pending_bytes() > 0 {
-            lake.newest_ts(Table::SilverAssetEvents, &["asset_id"], now_ms() - max_past_ms, i64::MAX / 1000)
-                .await
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|(k, t)| Some((model.asset(&k[0])?.idx, t)))
-                .collect()
+            lake.newest_ts(
+                Table::SilverAssetEvents,
+                &["asset_id"],
+                now_ms() - max_past_ms,
+                i64::MAX / 1000,
+            )
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, t)| Some((model.asset(&k[0])?.idx, t)))
+            .collect()
         } else {
             HashMap::new()
         };
@@ -287,12 +294,15 @@ impl Platform {
             model
                 .assets
                 .iter()
-                .map(|a| stable_hash(a.id.as_str()) as usize % n_shards)
+                .map(|a| crate::connectors::stable_hash(a.id.as_str()) as usize % n_shards)
                 .collect(),
         );
         let route = {
             let shard_of = shard_of.clone();
-            move |a: Option<AssetIdx>| a.and_then(|a| shard_of.get(a as usize).copied()).unwrap_or(0)
+            move |a: Option<AssetIdx>| {
+                a.and_then(|a| shard_of.get(a as usize).copied())
+                    .unwrap_or(0)
+            }
         };
         for (i, jr) in journals.streams.drain(..).enumerate() {
             let (stx, srx) = mpsc::channel(p.ingest.queue);
@@ -333,6 +343,7 @@ impl Platform {
                 },
                 stop: shard_stop.clone(),
                 ack_probe: probes.acked.clone(),
+                received_probe: probes.received.clone(),
                 limits: DecodeLimits {
                     max_payload: p.ingest.max_payload_kib << 10,
                     max_fields: p.ingest.max_fields,
@@ -500,13 +511,6 @@ impl Platform {
         }
         info!("platform stopped");
     }
-}
-
-/// FNV-1a: a hash that never changes between versions or runs.
-fn stable_hash(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// Catch a panic of a future as an error message.

@@ -221,15 +221,22 @@ pub fn counter_deltas(
     n_keys: usize,
     order: &RowOrder,
 ) -> Result<Vec<i64>, TsError> {
-    deltas_with(keys, counter, valid, n_keys, order, |last: &mut Option<i64>, c| {
-        let d = match *last {
-            Some(p) if c >= p => c - p,
-            Some(_) => c,
-            None => 0,
-        };
-        *last = Some(c);
-        d
-    })
+    deltas_with(
+        keys,
+        counter,
+        valid,
+        n_keys,
+        order,
+        |last: &mut Option<i64>, c| {
+            let d = match *last {
+                Some(p) if c >= p => c - p,
+                Some(_) => c,
+                None => 0,
+            };
+            *last = Some(c);
+            d
+        },
+    )
 }
 
 /// The increment a new counter value `v` makes, given the last value and a

@@ -2,6 +2,7 @@
 //! applies typed readings (windows, state, counters, alarms), produces asset
 //! events, snapshots for the API, and checkpoints that survive restarts.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -107,8 +108,9 @@ pub struct TwinCore {
 
 /// Checkpoint format (JSON in `gold.asset_state.stats`). Signals and alarms are
 /// stored by name so a twin type that gained signals still restores.
+/// Taking one borrows the twin's state (no copy of its windows).
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Checkpoint {
+pub struct Checkpoint<'a> {
     pub format: u32,
     pub ts_ms: i64,
     pub state: MachineState,
@@ -116,8 +118,8 @@ pub struct Checkpoint {
     pub counters: Counters,
     pub readings_total: u64,
     pub last_update_ms: Option<i64>,
-    signals: Vec<(String, SignalLive)>,
-    alarms: Vec<(String, AlarmState)>,
+    signals: Vec<(Cow<'a, str>, Cow<'a, SignalLive>)>,
+    alarms: Vec<(Cow<'a, str>, Cow<'a, AlarmState>)>,
     /// The ingest journal this checkpoint's position refers to, and the position.
     #[serde(default)]
     pub journal: String,
@@ -505,7 +507,7 @@ impl TwinCore {
     }
 
     /// A checkpoint of the full state.
-    pub fn checkpoint(&self, now_ms: i64) -> Checkpoint {
+    pub fn checkpoint(&self, now_ms: i64) -> Checkpoint<'_> {
         let twin = &self.id.twin;
         Checkpoint {
             format: 1,
@@ -518,14 +520,14 @@ impl TwinCore {
             signals: twin
                 .signals
                 .iter()
-                .map(|d| d.name.clone())
-                .zip(self.signals.iter().cloned())
+                .map(|d| Cow::Borrowed(d.name.as_str()))
+                .zip(self.signals.iter().map(Cow::Borrowed))
                 .collect(),
             alarms: twin
                 .alarms
                 .iter()
-                .map(|r| r.name.clone())
-                .zip(self.alarms.iter().cloned())
+                .map(|r| Cow::Borrowed(r.name.as_str()))
+                .zip(self.alarms.iter().map(Cow::Borrowed))
                 .collect(),
             journal: self.journal.to_string(),
             lsn: self.applied_lsn,
@@ -572,12 +574,12 @@ impl TwinCore {
         let twin = self.id.twin.clone();
         for (name, live) in cp.signals {
             if let Some(i) = twin.signal(&name) {
-                self.signals[i as usize] = live;
+                self.signals[i as usize] = live.into_owned();
             }
         }
         for (name, st) in cp.alarms {
-            if let Some(i) = twin.alarms.iter().position(|r| r.name == name) {
-                self.alarms[i] = st;
+            if let Some(i) = twin.alarms.iter().position(|r| *r.name == *name) {
+                self.alarms[i] = st.into_owned();
             }
         }
     }
@@ -596,16 +598,19 @@ mod tests {
     use super::*;
 
     fn press() -> TwinCore {
-        let twins = crate::assets::twin_types(crate::config::embedded_twin_type_files().unwrap())
-            .unwrap();
+        let twins =
+            crate::assets::twin_types(crate::config::embedded_twin_type_files().unwrap()).unwrap();
         let plant: crate::config::PlantFile = crate::config::parse_toml(
             "[plant]\nid = \"p\"\n[[areas]]\nid = \"a\"\n[[lines]]\nid = \"l\"\narea = \"a\"\n\
              [[machines]]\nid = \"m\"\nline = \"l\"\ntype = \"press\"\nsource = { protocol = \"mqtt\", topic = \"t\" }\n",
             "p.toml",
         )
         .unwrap();
-        let model = crate::assets::AssetModel::build(twins, vec![("p.toml".into(), plant)]).unwrap();
-        let cfg = crate::config::PlatformFile::embedded_default().unwrap().twin;
+        let model =
+            crate::assets::AssetModel::build(twins, vec![("p.toml".into(), plant)]).unwrap();
+        let cfg = crate::config::PlatformFile::embedded_default()
+            .unwrap()
+            .twin;
         TwinCore::new(TwinIdentity::of(&model.assets[0]), &cfg)
     }
 

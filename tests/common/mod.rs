@@ -44,6 +44,7 @@ pub fn platform(lake: &Path, mqtt_port: u16, embedded: bool) -> PlatformFile {
         enabled: true,
         listen: SocketAddr::from(([127, 0, 0, 1], mqtt_port)),
         max_payload: 8 << 20,
+        memory_mib: 64,
     });
     m.write_to(&mut p);
     p
@@ -59,6 +60,18 @@ pub fn plant(id: &str, line: &str, machines: &[(&str, &str, String)]) -> String 
         );
     }
     t
+}
+
+/// A plant of `n` presses `m0`.. publishing on MQTT topics `plant/m<i>/data`.
+pub fn mqtt_presses(id: &str, line: &str, n: usize) -> String {
+    let machines: Vec<(String, String)> = (0..n)
+        .map(|i| (format!("m{i}"), mqtt(&format!("plant/m{i}/data"))))
+        .collect();
+    let refs: Vec<(&str, &str, String)> = machines
+        .iter()
+        .map(|(id, src)| (id.as_str(), "press", src.clone()))
+        .collect();
+    plant(id, line, &refs)
 }
 
 /// Inline source table of a machine on a loopback Modbus PLC.
@@ -243,6 +256,74 @@ pub fn mosquitto() -> Option<std::path::PathBuf> {
         eprintln!("SKIPPED: mosquitto is not installed (Debian: apt install mosquitto)");
     }
     found
+}
+
+/// Mosquitto on a free port with persistence and unlimited offline queues.
+/// Wait until a TCP port on loopback accepts connections.
+pub async fn wait_port(port: u16) {
+    eventually(20, "port open", || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+}
+
+/// Wait until the `count(*)`-like query `sql` returns at least `want`;
+/// returns the last value.
+pub async fn wait_count(
+    lake: &ironlake::lake::Lakehouse,
+    secs: u64,
+    what: &str,
+    sql: &str,
+    want: i64,
+) -> i64 {
+    eventually(secs, what, || async move {
+        let n = count(lake, sql).await;
+        (n >= want).then_some(n)
+    })
+    .await
+}
+
+/// A broker process, killed when dropped (also when a test panics).
+pub struct Broker(pub std::process::Child);
+
+impl Broker {
+    /// Kill the broker now.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn mosquitto_up(bin: &std::path::Path, dir: &std::path::Path) -> (Broker, u16) {
+    let port = free_port();
+    std::fs::create_dir_all(dir.join("mq")).unwrap();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
+             max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages 1000\n",
+            dir.join("mq").display()
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new(bin)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("mosquitto runs");
+    (Broker(child), port)
 }
 
 /// Log to stderr when `IRONLAKE_LOG` is set (e.g. `IRONLAKE_LOG=ironlake=debug`).

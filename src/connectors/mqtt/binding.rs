@@ -10,7 +10,9 @@ use super::config::{MqttBinding, MqttConfig, MqttSourceConfig, TsUnit};
 use super::MqttSubscriber;
 use crate::assets::{AssetIdx, AssetModel, SignalDef, SignalIdx};
 use crate::config::ConfigError;
-use crate::connectors::{parse_table, parse_value, section_table, Connector, ConnectorError, Protocol, Source};
+use crate::connectors::{
+    parse_table, parse_value, section_table, Connector, ConnectorError, Protocol, Source,
+};
 
 /// The MQTT protocol.
 pub struct Mqtt;
@@ -47,6 +49,16 @@ pub struct MqttConnector {
 }
 
 impl MqttConnector {
+    /// How many topic filters ironlake subscribes to: the configured ones,
+    /// or one per machine topic.
+    pub fn planned_filters(&self) -> usize {
+        if self.cfg.subscribe.is_empty() {
+            self.topics.len()
+        } else {
+            self.cfg.subscribe.len()
+        }
+    }
+
     /// The topic of an asset.
     pub fn topic(&self, asset: AssetIdx) -> Option<&str> {
         self.by_asset.get(&asset).map(String::as_str)
@@ -54,7 +66,9 @@ impl MqttConnector {
 
     /// The binding of an asset's topic.
     pub fn binding(&self, asset: AssetIdx) -> Option<&TopicBinding> {
-        self.topic(asset).and_then(|t| self.topics.get(t)).map(|b| &**b)
+        self.topic(asset)
+            .and_then(|t| self.topics.get(t))
+            .map(|b| &**b)
     }
 }
 
@@ -89,6 +103,26 @@ impl Protocol for Mqtt {
                 "mqtt.client_id",
                 "must not be empty (the broker keeps ironlake's session under it)",
             ));
+        }
+        if !(1..=super::plan::MAX_CONNECTIONS).contains(&cfg.connections) {
+            return Err(ConfigError::invalid(
+                platform_file,
+                "mqtt.connections",
+                format!(
+                    "must be between 1 and {} (got {})",
+                    super::plan::MAX_CONNECTIONS,
+                    cfg.connections
+                ),
+            ));
+        }
+        if let Some(b) = cfg.embedded.as_ref().filter(|b| b.enabled) {
+            if !(1..=1 << 20).contains(&b.memory_mib) {
+                return Err(ConfigError::invalid(
+                    platform_file,
+                    "mqtt.embedded.memory_mib",
+                    format!("must be between 1 and 1048576 (got {})", b.memory_mib),
+                ));
+            }
         }
         for (i, f) in cfg.subscribe.iter().enumerate() {
             if !valid_filter(f) {
@@ -144,6 +178,20 @@ impl Protocol for Mqtt {
                         format!("twin type `{}` has no signal `{name}`", twin.kind),
                     ));
                 }
+            }
+            if !cfg.subscribe.is_empty()
+                && !cfg.subscribe.iter().any(|f| filter_matches(f, &s.topic))
+            {
+                return Err(ConfigError::invalid(
+                    file,
+                    &format!("{key}.topic"),
+                    format!(
+                        "topic `{}` is covered by no filter of mqtt.subscribe ({}) in {platform_file}: \
+                         add a filter for it, or leave mqtt.subscribe empty to subscribe to each machine's topic",
+                        s.topic,
+                        cfg.subscribe.join(", ")
+                    ),
+                ));
             }
             if topics.contains_key(&s.topic) {
                 return Err(ConfigError::invalid(
@@ -212,11 +260,12 @@ impl Connector for MqttConnector {
 
     fn start_services(&self) -> Result<(), ConnectorError> {
         if let Some(b) = self.cfg.embedded.as_ref().filter(|b| b.enabled) {
-            let addr =
-                super::broker::start_embedded_broker(b).map_err(|source| ConnectorError::Io {
+            let addr = super::broker::start_embedded_broker(b, self.planned_filters()).map_err(
+                |source| ConnectorError::Io {
                     connector: "embedded MQTT broker".into(),
                     source,
-                })?;
+                },
+            )?;
             tracing::info!(%addr, "embedded MQTT broker listening");
         }
         Ok(())
@@ -227,10 +276,10 @@ impl Connector for MqttConnector {
             // No machine speaks MQTT: nothing to subscribe for.
             return Vec::new();
         }
-        vec![Box::new(MqttSubscriber::new(
-            self.cfg.clone(),
-            self.topics.clone(),
-        ))]
+        MqttSubscriber::sessions(self.cfg.clone(), self.topics.clone())
+            .into_iter()
+            .map(|s| Box::new(s) as Box<dyn Source>)
+            .collect()
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -16,9 +16,25 @@ use std::net::SocketAddr;
 
 use super::config::EmbeddedBrokerConfig;
 
+/// Segments rumqttd keeps per subscription filter (the one being filled
+/// included); the oldest is dropped when a new one starts.
+const SEGMENTS: usize = 3;
+
+/// Bytes of one segment when `memory_mib` is shared among `filters`
+/// filters. rumqttd keeps every routed message in its filter's log until the
+/// log's segments are full, so this is what bounds its memory.
+pub fn segment_bytes(memory_mib: u64, filters: usize) -> usize {
+    let total = (memory_mib as usize).saturating_mul(1 << 20);
+    (total / filters.max(1) / SEGMENTS).max(16 << 10)
+}
+
 /// Start the embedded MQTT broker (rumqttd) on its own threads. It runs until
-/// the process exits.
-pub fn start_embedded_broker(cfg: &EmbeddedBrokerConfig) -> std::io::Result<SocketAddr> {
+/// the process exits. `filters` is the number of subscription filters
+/// ironlake plans: the memory budget is shared among them.
+pub fn start_embedded_broker(
+    cfg: &EmbeddedBrokerConfig,
+    filters: usize,
+) -> std::io::Result<SocketAddr> {
     // Fail early and clearly if the port is taken (rumqttd would only log it).
     drop(std::net::TcpListener::bind(cfg.listen).map_err(|e| {
         std::io::Error::new(
@@ -49,8 +65,8 @@ pub fn start_embedded_broker(cfg: &EmbeddedBrokerConfig) -> std::io::Result<Sock
         router: rumqttd::RouterConfig {
             max_connections: 10_010,
             max_outgoing_packet_count: 1000,
-            max_segment_size: 64 * 1024 * 1024,
-            max_segment_count: 4,
+            max_segment_size: segment_bytes(cfg.memory_mib, filters),
+            max_segment_count: SEGMENTS,
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
@@ -67,4 +83,22 @@ pub fn start_embedded_broker(cfg: &EmbeddedBrokerConfig) -> std::io::Result<Sock
             }
         })?;
     Ok(cfg.listen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_budget_is_shared_among_filters() {
+        // One wildcard filter: the whole budget in three segments.
+        assert_eq!(segment_bytes(256, 1), (256 << 20) / 3);
+        // A thousand machine topics: each keeps a thousandth.
+        let per = segment_bytes(256, 1000);
+        assert!(per * 1000 * SEGMENTS <= 256 << 20);
+        assert!(per * 1000 * SEGMENTS > 250 << 20);
+        // Never below what holds a few messages (rumqttd refuses < 1 KiB).
+        assert_eq!(segment_bytes(1, 1_000_000), 16 << 10);
+        assert_eq!(segment_bytes(256, 0), segment_bytes(256, 1));
+    }
 }

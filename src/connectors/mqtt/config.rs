@@ -18,6 +18,9 @@ pub struct EmbeddedBrokerConfig {
     pub listen: SocketAddr,
     /// Largest accepted payload in bytes.
     pub max_payload: usize,
+    /// Memory (MiB) the broker keeps of routed messages, shared among
+    /// ironlake's subscription filters (oldest dropped first).
+    pub memory_mib: u64,
 }
 
 /// `[mqtt]`: the broker ironlake subscribes to.
@@ -32,6 +35,10 @@ pub struct MqttConfig {
     /// Topic filters to subscribe to; messages on topics bound to no machine are
     /// quarantined (`unknown_asset`). Empty: subscribe to each machine's topic.
     pub subscribe: Vec<String>,
+    /// Connections (persistent sessions) sharing the filters, 1 to 16:
+    /// brokers let only a few unacknowledged messages be in flight per
+    /// connection.
+    pub connections: usize,
     pub keep_alive_s: u64,
     pub username: Option<String>,
     pub password: Option<String>,

@@ -1,4 +1,4 @@
-//! MQTT: one client (rumqttc) in a persistent session subscribed with QoS 1;
+//! MQTT: rumqttc clients in persistent sessions subscribed with QoS 1;
 //! each JSON message is mapped to its machine by topic and to signals by
 //! field path.
 //!
@@ -11,6 +11,13 @@
 //! While the ingest queues are full, no message is taken and none is
 //! acknowledged, so the broker holds them (back-pressure).
 //!
+//! The filters are shared by `mqtt.connections` sessions (client ids
+//! `client_id`, `client_id-1`, ...; see [`plan`]): a broker lets only a
+//! few unacknowledged messages be in flight per connection, so one
+//! connection that acknowledges after an fsync carries a fraction of what a
+//! plant sends. When the count changes, a session id no longer used is
+//! drained and ended, and a kept session drops the filters that moved away.
+//!
 //! Subscriptions are sent in packets of [`FILTERS_PER_SUBSCRIBE`] filters and
 //! checked against the broker's SUBACK: a machine shows as connected once a
 //! granted filter covers its topic; a refused filter is an error on the
@@ -21,8 +28,10 @@ pub mod binding;
 pub mod broker;
 pub mod config;
 pub mod decode;
+pub mod plan;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,34 +63,133 @@ const MAX_INCOMING_PACKET: usize = 256 << 20;
 /// what it already handed over.
 const DRAIN_ACKS: Duration = Duration::from_secs(5);
 
-/// Subscribes to the broker for every MQTT-bound machine.
+/// The MQTT connections of one platform share this: which of them have
+/// had their subscriptions answered since the platform started. A session
+/// gives up a filter (or ends) only once every connection's subscriptions
+/// stand, so no message published meanwhile goes to no session.
+pub struct Team {
+    subscribed: Vec<AtomicBool>,
+}
+
+impl Team {
+    fn new(size: usize) -> Team {
+        Team {
+            subscribed: (0..size).map(|_| AtomicBool::new(false)).collect(),
+        }
+    }
+
+    fn mark_subscribed(&self, k: usize) {
+        if let Some(b) = self.subscribed.get(k) {
+            b.store(true, Ordering::Release);
+        }
+    }
+
+    fn all_subscribed(&self) -> bool {
+        self.subscribed.iter().all(|b| b.load(Ordering::Acquire))
+    }
+}
+
+/// What a connection does.
+#[derive(Clone)]
+enum Role {
+    /// Connection `k` of the team: subscribes to `filters`; if the broker
+    /// kept its session with subscriptions that now belong to other
+    /// connections (`foreign`, after `mqtt.connections` changed), it
+    /// unsubscribes them once the team stands.
+    Active {
+        k: usize,
+        filters: Vec<String>,
+        foreign: Vec<String>,
+    },
+    /// A session id no longer in use: if the broker still holds a session
+    /// under it, take every message it delivers (journaled and
+    /// acknowledged like any other), then end the session.
+    Retire,
+}
+
+/// One MQTT connection (persistent session) of ironlake to the broker.
 #[derive(Clone)]
 pub struct MqttSubscriber {
     cfg: MqttConfig,
     topics: Arc<HashMap<String, Arc<TopicBinding>>>,
+    client_id: String,
+    role: Role,
+    /// Machines whose topic this connection's filters cover.
     assets: Vec<AssetIdx>,
+    team: Arc<Team>,
 }
 
 impl MqttSubscriber {
-    /// A subscriber for the bound topics.
-    pub fn new(cfg: MqttConfig, topics: Arc<HashMap<String, Arc<TopicBinding>>>) -> Self {
-        let mut assets: Vec<AssetIdx> = topics.values().map(|b| b.asset).collect();
-        assets.sort_unstable();
-        MqttSubscriber {
-            cfg,
-            topics,
-            assets,
+    /// The connections for the bound topics: `mqtt.connections` sessions
+    /// sharing the filters (those left without a filter are not opened),
+    /// and a retiring one for every other session id up to
+    /// [`plan::MAX_CONNECTIONS`].
+    pub fn sessions(
+        cfg: MqttConfig,
+        topics: Arc<HashMap<String, Arc<TopicBinding>>>,
+    ) -> Vec<MqttSubscriber> {
+        let filters = if cfg.subscribe.is_empty() {
+            topics.keys().cloned().collect()
+        } else {
+            cfg.subscribe.clone()
+        };
+        let parts = plan::partition(&filters, cfg.connections);
+        let active: Vec<usize> = (0..parts.len()).filter(|&k| !parts[k].is_empty()).collect();
+        let team = Arc::new(Team::new(active.len()));
+        // The embedded broker starts empty with the process: no session of
+        // an earlier connection count can be waiting there.
+        let fresh_broker = cfg
+            .embedded
+            .as_ref()
+            .is_some_and(|b| b.enabled && b.listen.port() == cfg.port);
+        let mut out = Vec::new();
+        for id in 0..plan::MAX_CONNECTIONS {
+            let client_id = plan::client_id(&cfg.client_id, id);
+            let k = active.iter().position(|&k| k == id);
+            if k.is_none() && fresh_broker {
+                continue;
+            }
+            let (role, assets) = match k {
+                Some(k) => {
+                    let own = &parts[id];
+                    let mut assets: Vec<AssetIdx> = topics
+                        .iter()
+                        .filter(|(t, _)| own.iter().any(|f| filter_matches(f, t)))
+                        .map(|(_, b)| b.asset)
+                        .collect();
+                    assets.sort_unstable();
+                    let foreign = parts
+                        .iter()
+                        .enumerate()
+                        .filter(|&(j, _)| j != id)
+                        .flat_map(|(_, p)| p.iter().cloned())
+                        .collect();
+                    let role = Role::Active {
+                        k,
+                        filters: own.clone(),
+                        foreign,
+                    };
+                    (role, assets)
+                }
+                None => (Role::Retire, Vec::new()),
+            };
+            out.push(MqttSubscriber {
+                cfg: cfg.clone(),
+                topics: topics.clone(),
+                client_id,
+                role,
+                assets,
+                team: team.clone(),
+            });
         }
+        out
     }
 
-    /// The filters to subscribe to: the configured ones, or each machine's topic.
-    pub fn filters(&self) -> Vec<String> {
-        if self.cfg.subscribe.is_empty() {
-            let mut t: Vec<String> = self.topics.keys().cloned().collect();
-            t.sort();
-            t
-        } else {
-            self.cfg.subscribe.clone()
+    /// The filters this connection subscribes to.
+    pub fn filters(&self) -> &[String] {
+        match &self.role {
+            Role::Active { filters, .. } => filters,
+            Role::Retire => &[],
         }
     }
 
@@ -120,7 +228,38 @@ impl MqttSubscriber {
     }
 
     fn name(&self) -> String {
-        format!("mqtt://{}:{}", self.cfg.host, self.cfg.port)
+        format!(
+            "mqtt://{}:{} ({})",
+            self.cfg.host, self.cfg.port, self.client_id
+        )
+    }
+
+    fn options(&self, clean: bool) -> MqttOptions {
+        let mut opts = MqttOptions::new(&self.client_id, &self.cfg.host, self.cfg.port);
+        opts.set_keep_alive(Duration::from_secs(self.cfg.keep_alive_s.max(5)));
+        opts.set_clean_session(clean);
+        opts.set_manual_acks(true);
+        opts.set_max_packet_size(MAX_INCOMING_PACKET, 64 * 1024);
+        if let (Some(u), Some(p)) = (&self.cfg.username, &self.cfg.password) {
+            opts.set_credentials(u, p);
+        }
+        opts
+    }
+
+    /// End this id's session at the broker: connect with a clean session
+    /// (which discards the stored one) and leave.
+    async fn end_session(&self) {
+        let (client, mut eventloop) = AsyncClient::new(self.options(true), 8);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while let Ok(Ok(ev)) = tokio::time::timeout_at(deadline, eventloop.poll()).await {
+            match ev {
+                Event::Incoming(Packet::ConnAck(_)) => {
+                    let _ = client.try_disconnect();
+                }
+                Event::Outgoing(Outgoing::Disconnect) => break,
+                _ => {}
+            }
+        }
     }
 }
 
@@ -142,6 +281,11 @@ struct Connection {
     refused: Vec<String>,
     /// Filter packets not yet handed to the client (its queue was full).
     to_send: VecDeque<Vec<String>>,
+    /// Filters of other connections still in this session, to unsubscribe
+    /// once the team stands.
+    to_unsubscribe: VecDeque<String>,
+    /// When the last message arrived.
+    last_message: tokio::time::Instant,
 }
 
 impl Connection {
@@ -161,6 +305,18 @@ impl Connection {
                 .chunks(FILTERS_PER_SUBSCRIBE)
                 .map(|c| c.to_vec())
                 .collect(),
+            to_unsubscribe: VecDeque::new(),
+            last_message: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Hand pending unsubscriptions to the client, as far as its queue takes them.
+    fn unsubscribe(&mut self, client: &AsyncClient) {
+        while let Some(f) = self.to_unsubscribe.front() {
+            if client.try_unsubscribe(f.clone()).is_err() {
+                break;
+            }
+            self.to_unsubscribe.pop_front();
         }
     }
 
@@ -243,20 +399,12 @@ impl Source for MqttSubscriber {
                 shutdown,
                 limits,
             } = cx;
-            let mut opts = MqttOptions::new(&self.cfg.client_id, &self.cfg.host, self.cfg.port);
-            opts.set_keep_alive(Duration::from_secs(self.cfg.keep_alive_s.max(5)));
-            opts.set_clean_session(false);
-            opts.set_manual_acks(true);
-            opts.set_max_packet_size(MAX_INCOMING_PACKET, 64 * 1024);
-            opts.set_inflight(1000);
-            if let (Some(u), Some(p)) = (&self.cfg.username, &self.cfg.password) {
-                opts.set_credentials(u, p);
-            }
-            let filters = self.filters();
+            let retiring = matches!(self.role, Role::Retire);
+            let filters = self.filters().to_vec();
             // Room for every subscription packet and the acknowledgements of
             // a full inflight window.
             let cap = filters.len() / FILTERS_PER_SUBSCRIBE + 4096;
-            let (client, mut eventloop) = AsyncClient::new(opts, cap);
+            let (client, mut eventloop) = AsyncClient::new(self.options(false), cap);
             let mut backoff = Backoff::default();
             let set =
                 |assets: &mut dyn Iterator<Item = AssetIdx>, up: bool, err: Option<String>| {
@@ -266,6 +414,9 @@ impl Source for MqttSubscriber {
                 };
             let mut conn: Option<Connection> = None;
             let mut retry = tokio::time::interval(Duration::from_millis(50));
+            // A retiring session is ended once it has been quiet this long.
+            let quiet = Duration::from_secs(2);
+            let mut retired = false;
             'outer: loop {
                 // Never drop an unfinished poll (it may hold a request taken
                 // from the client's queue); acknowledgements are handled
@@ -282,9 +433,18 @@ impl Source for MqttSubscriber {
                                 if let Some(c) = conn.as_mut() { c.durable(seq, &client) }
                             }
                             _ = retry.tick() => {
-                                if let Some(c) = conn.as_mut() {
-                                    c.flush_acks(&client);
-                                    c.subscribe(&client);
+                                let Some(c) = conn.as_mut() else { continue };
+                                c.flush_acks(&client);
+                                c.subscribe(&client);
+                                if c.all_answered() && self.team.all_subscribed() {
+                                    c.unsubscribe(&client);
+                                    if retiring
+                                        && c.unacked.is_empty()
+                                        && c.last_message.elapsed() >= quiet
+                                    {
+                                        retired = true;
+                                        break 'outer;
+                                    }
                                 }
                             }
                         }
@@ -292,9 +452,27 @@ impl Source for MqttSubscriber {
                 };
                 match ev {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                        info!(broker = %self.name(), filters = filters.len(), session_present = ack.session_present, "mqtt connected; subscribing");
                         backoff.reset();
+                        if retiring && !ack.session_present {
+                            // The broker holds nothing under this id (the
+                            // connect made an empty session: end it too).
+                            retired = true;
+                            break;
+                        }
                         let mut c = Connection::new(&filters);
+                        match &self.role {
+                            Role::Active { foreign, .. } if ack.session_present => {
+                                c.to_unsubscribe = foreign.iter().cloned().collect();
+                            }
+                            Role::Active { .. } => {}
+                            Role::Retire => info!(
+                                client_id = %self.client_id,
+                                "mqtt: a session no longer in use (mqtt.connections changed); taking its messages, then ending it"
+                            ),
+                        }
+                        if !retiring {
+                            info!(broker = %self.name(), filters = filters.len(), session_present = ack.session_present, "mqtt connected; subscribing");
+                        }
                         c.subscribe(&client);
                         conn = Some(c);
                     }
@@ -317,34 +495,14 @@ impl Source for MqttSubscriber {
                             }
                         }
                         if c.all_answered() {
-                            let covered = |f: &[String], a: AssetIdx| {
-                                self.topics
-                                    .iter()
-                                    .filter(|(_, b)| b.asset == a)
-                                    .any(|(t, _)| f.iter().any(|x| filter_matches(x, t)))
-                            };
-                            let granted = c.granted.clone();
-                            let refused = c.refused.clone();
-                            for f in &refused {
-                                warn!(filter = %f, "the broker refused the subscription");
-                            }
-                            let (up, down): (Vec<AssetIdx>, Vec<AssetIdx>) =
-                                self.assets.iter().partition(|&&a| covered(&granted, a));
-                            set(&mut up.into_iter(), true, None);
-                            let err = format!(
-                                "the broker refused the subscription {}",
-                                refused.join(", ")
-                            );
-                            set(&mut down.into_iter(), false, Some(err));
-                            info!(
-                                granted = granted.len(),
-                                refused = refused.len(),
-                                "mqtt subscriptions answered"
-                            );
+                            self.answered(c, &set);
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let ack = conn.as_mut().and_then(|c| c.track(&p));
+                        let ack = conn.as_mut().and_then(|c| {
+                            c.last_message = tokio::time::Instant::now();
+                            c.track(&p)
+                        });
                         let env = self.envelope(&p.topic, &p.payload, &limits, ack);
                         if let Some(a) = env.asset {
                             health.touch(a, env.received_ms);
@@ -368,6 +526,12 @@ impl Source for MqttSubscriber {
                     }
                     Ok(_) => {}
                     Err(e) => {
+                        let refused = matches!(e, rumqttc::ConnectionError::ConnectionRefused(_));
+                        if retiring && refused {
+                            // This id may not connect (broker ACL): it holds no session of ours.
+                            retired = true;
+                            break;
+                        }
                         let msg = format!("broker {}: {e}", self.name());
                         warn!(error = %msg, "mqtt connection lost; reconnecting");
                         set(&mut self.assets.iter().copied(), false, Some(msg));
@@ -402,11 +566,58 @@ impl Source for MqttSubscriber {
                     break;
                 }
             }
+            if retired {
+                self.end_session().await;
+                // Done for good: idle until the platform stops (a source
+                // that returns is restarted).
+                shutdown.cancelled().await;
+                return;
+            }
             set(
                 &mut self.assets.iter().copied(),
                 false,
                 Some("connector stopped".into()),
             );
         })
+    }
+}
+
+/// Marks machines connected or not, with the reason.
+type SetHealth<'a> = dyn Fn(&mut dyn Iterator<Item = AssetIdx>, bool, Option<String>) + 'a;
+
+impl MqttSubscriber {
+    /// Every subscription of a connection was answered: machines covered
+    /// by a granted filter are connected, the others carry the refusal.
+    fn answered(&self, c: &Connection, set: &SetHealth<'_>) {
+        if let Role::Active { k, .. } = self.role {
+            self.team.mark_subscribed(k);
+        }
+        for f in &c.refused {
+            warn!(filter = %f, "the broker refused the subscription");
+        }
+        let topics_of: HashMap<AssetIdx, &str> = self
+            .topics
+            .iter()
+            .map(|(t, b)| (b.asset, t.as_str()))
+            .collect();
+        let covered = |a: &AssetIdx| {
+            topics_of
+                .get(a)
+                .is_some_and(|t| c.granted.iter().any(|f| filter_matches(f, t)))
+        };
+        let (up, down): (Vec<AssetIdx>, Vec<AssetIdx>) =
+            self.assets.iter().partition(|a| covered(a));
+        set(&mut up.into_iter(), true, None);
+        let err = format!(
+            "the broker refused the subscription {}",
+            c.refused.join(", ")
+        );
+        set(&mut down.into_iter(), false, Some(err));
+        info!(
+            client_id = %self.client_id,
+            granted = c.granted.len(),
+            refused = c.refused.len(),
+            "mqtt subscriptions answered"
+        );
     }
 }

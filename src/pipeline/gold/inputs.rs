@@ -234,7 +234,12 @@ pub async fn horizon(
     let rows = cx
         .sql
         .lake()
-        .newest_ts(Table::SilverReadings, &["asset_id"], from.unwrap_or(0), now_ms)
+        .newest_ts(
+            Table::SilverReadings,
+            &["asset_id"],
+            from.unwrap_or(0),
+            now_ms,
+        )
         .await?;
     Ok(rows
         .into_iter()
