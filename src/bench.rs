@@ -142,14 +142,26 @@ fn sample(m: usize, seq: u64, ts: i64) -> Vec<u8> {
     s.into_bytes()
 }
 
-/// Publish samples for `machines` topics from one connection until `stop`;
-/// `rate_hz` = 0 publishes as fast as the broker accepts (QoS 1 flow control).
+/// How publishers pace their samples.
+#[derive(Clone, Copy)]
+enum Pace {
+    /// Every machine at the same instant of each tick (`rate` Hz): the
+    /// worst case, a burst of all machines at once.
+    Burst(f64),
+    /// Each machine `rate` times a second, their phases spread evenly over
+    /// the period, as independent PLCs publish.
+    Spread(f64),
+    /// As fast as the broker takes them (QoS 1 flow control).
+    Unpaced,
+}
+
+/// Publish samples for `topics` from one connection until `stop`.
 async fn publisher(
     host: String,
     port: u16,
     id: usize,
     topics: Vec<usize>,
-    rate_hz: f64,
+    pace: Pace,
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
 ) -> Result<()> {
@@ -164,32 +176,44 @@ async fn publisher(
             }
         }
     });
-    let mut seq = 0u64;
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(if rate_hz > 0.0 {
-        1.0 / rate_hz
-    } else {
-        1.0
-    }));
+    let n = topics.len().max(1) as u64;
+    let (period, per_tick) = match pace {
+        Pace::Burst(hz) => (Duration::from_secs_f64(1.0 / hz), None),
+        Pace::Spread(hz) => (Duration::from_millis(1), Some(hz * n as f64)),
+        Pace::Unpaced => (Duration::ZERO, None),
+    };
+    let mut tick = tokio::time::interval(period.max(Duration::from_millis(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let start = std::time::Instant::now();
     // A machine's samples carry strictly increasing times, also when ticks
     // missed during a stall fire back to back (equal times would be
     // duplicates, which ironlake rightly drops).
     let mut last_ts = vec![0i64; topics.len()];
+    let mut k = 0u64; // messages published
     while !stop.load(Ordering::Relaxed) {
-        if rate_hz > 0.0 {
-            tick.tick().await;
-        }
-        for (&m, last) in topics.iter().zip(last_ts.iter_mut()) {
-            let ts = now_ms().max(*last + 1);
-            *last = ts;
-            let body = sample(m, seq, ts);
+        // How many messages are due by now.
+        let due = match (pace, per_tick) {
+            (Pace::Unpaced, _) => k + n,
+            (_, Some(per_s)) => {
+                tick.tick().await;
+                (start.elapsed().as_secs_f64() * per_s) as u64
+            }
+            _ => {
+                tick.tick().await;
+                k + n
+            }
+        };
+        while k < due && !stop.load(Ordering::Relaxed) {
+            let j = (k % n) as usize;
+            let ts = now_ms().max(last_ts[j] + 1);
+            last_ts[j] = ts;
+            let m = topics[j];
+            let body = sample(m, k / n, ts);
             c.publish(format!("bench/m{m}"), QoS::AtLeastOnce, false, body)
                 .await?;
             sent.fetch_add(1, Ordering::Relaxed);
-            if stop.load(Ordering::Relaxed) {
-                break;
-            }
+            k += 1;
         }
-        seq += 1;
     }
     let _ = c.disconnect().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -251,6 +275,10 @@ pub struct IngestOpts {
     /// instead of each machine's topic.
     #[arg(long)]
     pub wildcard: bool,
+    /// All machines publish at the same instant of each tick (a burst of
+    /// every machine at once) instead of at phases spread over the period.
+    #[arg(long)]
+    pub burst: bool,
     /// Print every second's ingest rate and publish -> received /
     /// acknowledged p99 and max (where stalls come from).
     #[arg(long)]
@@ -267,6 +295,7 @@ async fn ingest(o: IngestOpts) -> Result<()> {
         broker,
         connections,
         wildcard,
+        burst,
         timeline,
     } = o;
     let tmp = tempdir_for(lakehouse)?;
@@ -297,7 +326,15 @@ async fn ingest(o: IngestOpts) -> Result<()> {
         .await
         .context("starting the platform")?;
     let offered = if rate > 0.0 {
-        format!("{:.0} readings/s offered", rate * machines as f64 * 10.0)
+        format!(
+            "{:.0} readings/s offered ({})",
+            rate * machines as f64 * 10.0,
+            if burst {
+                "all machines at once each tick"
+            } else {
+                "machines' phases spread over the period"
+            }
+        )
     } else {
         "unpaced".into()
     };
@@ -320,12 +357,17 @@ async fn ingest(o: IngestOpts) -> Result<()> {
         let topics: Vec<usize> = (0..machines)
             .filter(|m| m % publishers.max(1) == p)
             .collect();
+        let pace = match (rate > 0.0, burst) {
+            (false, _) => Pace::Unpaced,
+            (true, true) => Pace::Burst(rate),
+            (true, false) => Pace::Spread(rate),
+        };
         tasks.push(tokio::spawn(publisher(
             pub_host.clone(),
             pub_port,
             p,
             topics,
-            rate,
+            pace,
             stop.clone(),
             sent.clone(),
         )));
@@ -451,7 +493,7 @@ async fn scale(machines: usize, seconds: u64, lakehouse: Option<String>) -> Resu
             port,
             p,
             topics,
-            1.0,
+            Pace::Spread(1.0),
             stop.clone(),
             sent.clone(),
         )));
