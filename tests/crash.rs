@@ -162,10 +162,10 @@ async fn assert_twins_exact(lake: &ironlake::lake::Lakehouse) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mqtt_through_mosquitto_survives_kill_9() {
     init_logs();
-    let Some(bin) = mosquitto() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let (mut broker, mq) = mosquitto_up(&bin, dir.path());
-    wait_port(mq).await;
+    let Some((mut broker, mq)) = mosquitto_ready(dir.path()).await else {
+        return;
+    };
     let lake_dir = dir.path().join("lake");
     write_twin(dir.path());
     let machines: String = (0..12)

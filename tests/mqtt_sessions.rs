@@ -1,7 +1,8 @@
 //! ironlake shares its MQTT subscriptions over `mqtt.connections` persistent
 //! sessions. Changing that number between runs must lose nothing: messages
 //! a broker queued for a session that is no longer used are taken, and that
-//! session is then ended, so the broker stops queueing for it.
+//! session is then ended, so the broker stops queueing for it. A filter
+//! removed from the config is unsubscribed from the session that kept it.
 
 mod common;
 
@@ -20,14 +21,32 @@ fn topics() -> Vec<String> {
 }
 
 fn cfg(dir: &std::path::Path, port: u16, connections: usize) -> ironlake::platform::Config {
+    cfg_with(dir, port, connections, vec![])
+}
+
+fn cfg_with(
+    dir: &std::path::Path,
+    port: u16,
+    connections: usize,
+    subscribe: Vec<String>,
+) -> ironlake::platform::Config {
     let plant = mqtt_presses("plant-s", "line-s", MACHINES);
     let mut p = platform(dir, port, false);
     let mut m = MqttConfig::from_platform(&p).unwrap();
-    m.subscribe = vec![];
+    m.subscribe = subscribe;
     m.connections = connections;
     m.client_id = "ironlake-sessions".into();
     m.write_to(&mut p);
     config(p, &plant)
+}
+
+/// Wait until every machine's topic is subscribed.
+async fn all_connected(addr: std::net::SocketAddr) {
+    eventually(30, "every machine subscribed", || async {
+        let (_, h) = get(addr, "/api/health").await;
+        (h["sources"]["connected"].as_u64() == Some(MACHINES as u64)).then_some(())
+    })
+    .await;
 }
 
 /// Publish `PER_MACHINE` QoS 1 messages per machine and wait for every PUBACK.
@@ -106,10 +125,10 @@ async fn session_present(port: u16, client_id: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fewer_connections_after_a_restart_lose_nothing_queued() {
     init_logs();
-    let Some(bin) = mosquitto() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let (mut broker, port) = mosquitto_up(&bin, dir.path());
-    wait_port(port).await;
+    let Some((mut broker, port)) = mosquitto_ready(dir.path()).await else {
+        return;
+    };
     let lake_dir = dir.path().join("lake");
     // The machines' topics really are spread over several of the 4 sessions.
     let parts = plan::partition(&topics(), 4);
@@ -121,11 +140,7 @@ async fn fewer_connections_after_a_restart_lose_nothing_queued() {
         .await
         .unwrap();
     let addr = first.http_addr;
-    eventually(30, "every machine subscribed", || async {
-        let (_, h) = get(addr, "/api/health").await;
-        (h["sources"]["connected"].as_u64() == Some(MACHINES as u64)).then_some(())
-    })
-    .await;
+    all_connected(addr).await;
     first.stop().await;
 
     // While ironlake is down, the machines publish: Mosquitto queues each
@@ -176,5 +191,58 @@ async fn fewer_connections_after_a_restart_lose_nothing_queued() {
         );
     }
     assert!(session_present(port, "ironlake-sessions").await);
+    broker.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_filter_removed_from_the_config_is_unsubscribed() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let Some((mut broker, port)) = mosquitto_ready(dir.path()).await else {
+        return;
+    };
+    let lake_dir = dir.path().join("lake");
+    let filters = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    // First run: the machines' filter and one more.
+    let cfg1 = cfg_with(&lake_dir, port, 1, filters(&["plant/#", "extra/#"]));
+    let first = Platform::start(cfg1, Probes::default()).await.unwrap();
+    let addr = first.http_addr;
+    all_connected(addr).await;
+    first.stop().await;
+
+    // Second run without `extra/#`.
+    let cfg2 = cfg_with(&lake_dir, port, 1, filters(&["plant/#"]));
+    let second = Platform::start(cfg2, Probes::default()).await.unwrap();
+    let lake = second.lake.clone();
+    let states = "SELECT count(*) FROM silver.readings WHERE signal = 'state'";
+    let want = MACHINES as i64 * PER_MACHINE;
+    publish_all(port, ironlake::time::now_ms() - 60_000).await;
+    wait_count(&lake, 30, "the machines' messages", states, want).await;
+    // Nothing subscribes `extra/#` any more: the broker drops this message.
+    let mut o = MqttOptions::new("s-extra", "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(10));
+    let (client, mut ev) = AsyncClient::new(o, 8);
+    client
+        .publish("extra/x", QoS::AtLeastOnce, false, "{\"ts\": 1}")
+        .await
+        .unwrap();
+    loop {
+        if let Event::Incoming(Packet::PubAck(_)) = ev.poll().await.unwrap() {
+            break;
+        }
+    }
+    // Published after it to the same session: once these are in, the
+    // message on `extra/x` would have been too.
+    publish_all(port, ironlake::time::now_ms() - 30_000).await;
+    wait_count(&lake, 30, "the messages after it", states, 2 * want).await;
+    second.flush().await.unwrap();
+    let unknown = count(
+        &lake,
+        "SELECT count(*) FROM silver.quarantine WHERE expectation = 'unknown_asset'",
+    )
+    .await;
+    assert_eq!(unknown, 0, "a message on the removed filter still arrived");
+    second.stop().await;
     broker.kill();
 }

@@ -432,6 +432,9 @@ pub struct SourceContext {
     pub health: Arc<HealthBoard>,
     pub shutdown: CancellationToken,
     pub limits: DecodeLimits,
+    /// A directory where a connector may keep small state across runs
+    /// (beside the ingest journal); created by the platform.
+    pub state_dir: std::path::PathBuf,
 }
 
 /// A running connector: reads from its protocol until cancelled.

@@ -364,11 +364,14 @@ impl Platform {
             max_payload: p.ingest.max_payload_kib << 10,
             max_fields: p.ingest.max_fields,
         };
+        let state_dir = jdir.join("connectors");
+        std::fs::create_dir_all(&state_dir)?;
         let cx = SourceContext {
             sink: sink.clone(),
             health: health.clone(),
             shutdown: shutdown.clone(),
             limits,
+            state_dir,
         };
         for (_, src) in config.connectors.sources() {
             info!(connector = %src.name(), "starting connector");

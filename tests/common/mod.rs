@@ -303,6 +303,15 @@ impl Drop for Broker {
     }
 }
 
+/// A Mosquitto with persistence in `dir`, listening; `None` (the test
+/// skips) when Mosquitto is not installed.
+pub async fn mosquitto_ready(dir: &std::path::Path) -> Option<(Broker, u16)> {
+    let bin = mosquitto()?;
+    let (broker, port) = mosquitto_up(&bin, dir);
+    wait_port(port).await;
+    Some((broker, port))
+}
+
 pub fn mosquitto_up(bin: &std::path::Path, dir: &std::path::Path) -> (Broker, u16) {
     let port = free_port();
     std::fs::create_dir_all(dir.join("mq")).unwrap();

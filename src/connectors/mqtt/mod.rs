@@ -398,7 +398,12 @@ impl Source for MqttSubscriber {
                 health,
                 shutdown,
                 limits,
+                state_dir,
             } = cx;
+            let remembered = RememberedFilters::new(
+                &state_dir,
+                &format!("{}:{}/{}", self.cfg.host, self.cfg.port, self.client_id),
+            );
             let retiring = matches!(self.role, Role::Retire);
             let filters = self.filters().to_vec();
             // Room for every subscription packet and the acknowledgements of
@@ -462,7 +467,17 @@ impl Source for MqttSubscriber {
                         let mut c = Connection::new(&filters);
                         match &self.role {
                             Role::Active { foreign, .. } if ack.session_present => {
-                                c.to_unsubscribe = foreign.iter().cloned().collect();
+                                // The session keeps what it subscribed in an
+                                // earlier run: the filters now on another
+                                // connection, and those no longer configured.
+                                let own: BTreeSet<&String> = filters.iter().collect();
+                                let stale: BTreeSet<String> = foreign
+                                    .iter()
+                                    .cloned()
+                                    .chain(remembered.load())
+                                    .filter(|f| !own.contains(f))
+                                    .collect();
+                                c.to_unsubscribe = stale.into_iter().collect();
                             }
                             Role::Active { .. } => {}
                             Role::Retire => info!(
@@ -496,6 +511,7 @@ impl Source for MqttSubscriber {
                         }
                         if c.all_answered() {
                             self.answered(c, &set);
+                            remembered.save(&c.granted);
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -568,6 +584,7 @@ impl Source for MqttSubscriber {
             }
             if retired {
                 self.end_session().await;
+                remembered.forget();
                 // Done for good: idle until the platform stops (a source
                 // that returns is restarted).
                 shutdown.cancelled().await;
@@ -579,6 +596,49 @@ impl Source for MqttSubscriber {
                 Some("connector stopped".into()),
             );
         })
+    }
+}
+
+/// The filters a session was last granted, kept in the platform's
+/// connector state directory: MQTT cannot list a session's subscriptions,
+/// and a filter removed from the config would otherwise stay subscribed
+/// in the broker's session for good.
+struct RememberedFilters {
+    path: std::path::PathBuf,
+}
+
+impl RememberedFilters {
+    /// `session`: broker address and client id.
+    fn new(dir: &std::path::Path, session: &str) -> Self {
+        let name = format!("mqtt-{:016x}.json", super::stable_hash(session));
+        RememberedFilters {
+            path: dir.join(name),
+        }
+    }
+
+    /// The filters saved by an earlier run (none when unreadable).
+    fn load(&self) -> Vec<String> {
+        std::fs::read(&self.path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| serde_json::from_value(v["filters"].clone()).ok())
+            .unwrap_or_default()
+    }
+
+    /// Save the granted filters (write and rename: never half a file).
+    fn save(&self, filters: &[String]) {
+        let body = serde_json::json!({ "filters": filters });
+        let tmp = self.path.with_extension("json.tmp");
+        let r =
+            std::fs::write(&tmp, body.to_string()).and_then(|_| std::fs::rename(&tmp, &self.path));
+        if let Err(e) = r {
+            warn!(path = %self.path.display(), error = %e, "cannot remember the MQTT subscriptions; a filter removed later would stay subscribed at the broker");
+        }
+    }
+
+    /// The session is gone: nothing to remember.
+    fn forget(&self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
