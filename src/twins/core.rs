@@ -255,12 +255,18 @@ impl TwinCore {
     pub fn apply(&mut self, readings: &[TypedReading], events: &mut Vec<AssetEventRow>) -> Changes {
         let mut ch = Changes::default();
         let twin = self.id.twin.clone();
+        // The first reading newer than everything before (the source is
+        // back, whatever it sent).
+        let mut fresh: Option<i64> = None;
         for r in readings {
             let Some(live) = self.signals.get_mut(r.signal as usize) else {
                 continue;
             };
             live.rejected = None;
             let late = live.window.last.is_some_and(|(t, _)| r.ts_ms < t);
+            if !late && self.last_update_ms.is_none_or(|t| r.ts_ms > t) {
+                fresh.get_or_insert(r.ts_ms);
+            }
             if late {
                 live.window.push(r.ts_ms, r.value);
                 self.readings_total += 1;
@@ -361,6 +367,13 @@ impl TwinCore {
             }
             self.readings_total += 1;
             self.last_update_ms = Some(self.last_update_ms.map_or(r.ts_ms, |t| t.max(r.ts_ms)));
+        }
+        // Data flows again but no state reading came with it (a source that
+        // reports by exception sends the state only when it changes): the
+        // machine is reachable and its state is not known.
+        if let (MachineState::Disconnected, Some(ts)) = (self.state, fresh) {
+            self.set_state(MachineState::Unknown, ts, None, events);
+            ch.state = true;
         }
         ch
     }
@@ -669,5 +682,30 @@ mod tests {
         // The next state reading brings it back.
         t.apply(&[r(&t, "state", 60_000, 1.0)], &mut ev);
         assert_eq!(t.state, MachineState::Idle);
+    }
+
+    #[test]
+    fn data_without_a_state_after_a_disconnection_is_unknown() {
+        let mut t = press();
+        let mut ev = Vec::new();
+        t.apply(&[r(&t, "state", 1000, 2.0)], &mut ev);
+        assert!(t.check_connection(false, Some(1_000), 2_000, 30_000, &mut ev));
+        assert_eq!(t.state, MachineState::Disconnected);
+        ev.clear();
+        // A late reading from before the outage changes nothing.
+        t.apply(&[r(&t, "force", 900, 10.0)], &mut ev);
+        assert_eq!(t.state, MachineState::Disconnected);
+        // Back, with other signals only: reachable, state not known.
+        t.apply(&[r(&t, "force", 70_000, 10.0)], &mut ev);
+        assert_eq!(t.state, MachineState::Unknown);
+        assert_eq!((ev[0].code.as_str(), ev[0].ts_ms), ("UNKNOWN", 70_000));
+        // With its state in the same batch: straight to that state.
+        assert!(t.check_connection(false, Some(70_000), 80_000, 30_000, &mut ev));
+        ev.clear();
+        let back = [r(&t, "force", 90_000, 1.0), r(&t, "state", 90_000, 1.0)];
+        t.apply(&back, &mut ev);
+        assert_eq!(t.state, MachineState::Idle);
+        let codes: Vec<&str> = ev.iter().map(|e| e.code.as_str()).collect();
+        assert_eq!(codes, ["IDLE"]);
     }
 }
