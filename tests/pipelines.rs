@@ -14,7 +14,7 @@ use common::*;
 use deltalake::arrow::array::{Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use deltalake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use deltalake::protocol::SaveMode;
-use ironlake::lake::{Lakehouse, TableName};
+use ironlake::lake::{Lakehouse, Table, TableName};
 use ironlake::pipeline::run::{RunOptions, Runner, Status};
 use ironlake::pipeline::spec::Pipeline;
 
@@ -273,6 +273,100 @@ async fn sql_pipeline_expectations_incremental_exactly_once() {
 
 const H: i64 = 3_600_000;
 
+/// One mill `mill-<s>` (cnc_mill) on `line-<s>` of `plant-<s>`, with the
+/// start of yesterday (UTC) to place its history.
+struct Mill {
+    lake: Arc<Lakehouse>,
+    cfg: ironlake::platform::Config,
+    day: i64,
+    s: String,
+}
+
+impl Mill {
+    fn new(dir: &std::path::Path, s: &str) -> Mill {
+        let machine = format!("mill-{s}");
+        let cfg = config(
+            platform(dir, 1, false),
+            &plant(
+                &format!("plant-{s}"),
+                &format!("line-{s}"),
+                &[(&machine, "cnc_mill", mqtt(&format!("test/{machine}")))],
+            ),
+        );
+        Mill {
+            lake: Arc::new(Lakehouse::open(dir.to_str().unwrap()).unwrap()),
+            cfg,
+            day: (ironlake::time::now_ms() / (24 * H) - 1) * 24 * H,
+            s: s.to_string(),
+        }
+    }
+
+    /// Yesterday at `h` hours.
+    fn t(&self, h: f64) -> i64 {
+        self.day + (h * H as f64) as i64
+    }
+
+    /// A `state` event of the mill.
+    fn event(&self, ts: i64, code: &str) -> ironlake::lake::rows::AssetEventRow {
+        ironlake::lake::rows::AssetEventRow {
+            ts_ms: ts,
+            plant: format!("plant-{}", self.s).into(),
+            line: format!("line-{}", self.s).into(),
+            asset_id: format!("mill-{}", self.s).into(),
+            kind: "state",
+            code: code.into(),
+            value: None,
+            message: None,
+        }
+    }
+
+    /// A reading of the mill.
+    fn push(&self, rd: &mut ironlake::lake::rows::ReadingRows, ts: i64, signal: &str, v: f64) {
+        let (p, l, m) = (
+            format!("plant-{}", self.s),
+            format!("line-{}", self.s),
+            format!("mill-{}", self.s),
+        );
+        rd.push(ts, &p, &l, &m, signal, v, "GOOD", ts);
+    }
+
+    /// A runner of the shipped pipelines over its lakehouse.
+    fn runner(&self) -> Runner {
+        Runner::new(
+            self.lake.clone(),
+            self.cfg.model.clone(),
+            ironlake::config::PlatformFile::embedded_default()
+                .unwrap()
+                .pipelines,
+        )
+    }
+
+    /// Run the shipped pipeline `name` once; it must succeed.
+    async fn run(&self, run: &Runner, name: &str) {
+        let defaults = ironlake::platform::Config::embedded().unwrap().pipelines;
+        let p = defaults.iter().find(|p| p.name == name).unwrap();
+        let r = run.run(p, RunOptions::default(), None).await;
+        assert_eq!(r.status, Status::Ok, "{name}: {:?}", r.message);
+    }
+
+    /// Append its events and readings to silver.
+    async fn write(&self, events: RecordBatch, readings: RecordBatch) {
+        for (table, batch) in [
+            (Table::SilverAssetEvents, events),
+            (Table::SilverReadings, readings),
+        ] {
+            self.lake
+                .open_or_create(table)
+                .await
+                .unwrap()
+                .write(vec![batch])
+                .with_save_mode(SaveMode::Append)
+                .await
+                .unwrap();
+        }
+    }
+}
+
 /// One mill (ideal cycle 45 s) in a UTC plant with shifts 06:00/14:00/22:00,
 /// yesterday: RUNNING 06:00, DOWN 08:00-09:00, RUNNING to 14:00; counters
 /// with a PLC restart; 10 kW sampled every minute 06:00..14:00.
@@ -280,75 +374,34 @@ const H: i64 = 3_600_000;
 async fn oee_and_energy_match_a_hand_computed_shift() {
     init_logs();
     let dir = tempfile::tempdir().unwrap();
-    let lake = Arc::new(Lakehouse::open(dir.path().to_str().unwrap()).unwrap());
-    let cfg = config(
-        platform(dir.path(), 1, false),
-        &plant(
-            "plant-o",
-            "line-o",
-            &[("mill-o", "cnc_mill", mqtt("test/mill-o"))],
-        ),
-    );
-    let day = (ironlake::time::now_ms() / (24 * H) - 1) * 24 * H;
-    let t = |h: f64| day + (h * H as f64) as i64;
-    let ev = |ts: i64, code: &str| ironlake::lake::rows::AssetEventRow {
-        ts_ms: ts,
-        plant: "plant-o".into(),
-        line: "line-o".into(),
-        asset_id: "mill-o".into(),
-        kind: "state",
-        code: code.into(),
-        value: None,
-        message: None,
-    };
-    let mut alarm = ev(t(8.0) - 120_000, "spindle_overload");
+    let mill = Mill::new(dir.path(), "o");
+    let lake = mill.lake.clone();
+    let t = |h: f64| mill.t(h);
+    let mut alarm = mill.event(t(8.0) - 120_000, "spindle_overload");
     alarm.kind = "alarm_raised";
     let events = ironlake::lake::rows::events_batch(&[
-        ev(t(6.0), "RUNNING"),
+        mill.event(t(6.0), "RUNNING"),
         alarm,
-        ev(t(8.0), "DOWN"),
-        ev(t(9.0), "RUNNING"),
+        mill.event(t(8.0), "DOWN"),
+        mill.event(t(9.0), "RUNNING"),
     ])
     .unwrap();
     let mut rd = ironlake::lake::rows::ReadingRows::new(1024);
-    let mut push = |ts: i64, signal: &str, v: f64| {
-        rd.push(ts, "plant-o", "line-o", "mill-o", signal, v, "GOOD", ts)
-    };
     for (h, good) in [
         (6.0, 1000.0),
         (10.0, 1100.0),
         (12.0, 20.0),
         (13.0 + 59.0 / 60.0, 60.0),
     ] {
-        push(t(h), "good_parts", good);
+        mill.push(&mut rd, t(h), "good_parts", good);
     }
-    push(t(6.0), "rejected_parts", 50.0);
-    push(t(13.0 + 59.0 / 60.0), "rejected_parts", 55.0);
+    mill.push(&mut rd, t(6.0), "rejected_parts", 50.0);
+    mill.push(&mut rd, t(13.0 + 59.0 / 60.0), "rejected_parts", 55.0);
     for m in 0..=480 {
-        push(t(6.0) + m * 60_000, "power", 10.0);
+        mill.push(&mut rd, t(6.0) + m * 60_000, "power", 10.0);
     }
-    let readings = rd.finish().unwrap();
-    use ironlake::lake::Table;
-    for (table, batch) in [
-        (Table::SilverAssetEvents, events),
-        (Table::SilverReadings, readings),
-    ] {
-        lake.open_or_create(table)
-            .await
-            .unwrap()
-            .write(vec![batch])
-            .with_save_mode(SaveMode::Append)
-            .await
-            .unwrap();
-    }
-    let defaults = ironlake::platform::Config::embedded().unwrap().pipelines;
-    let run = Runner::new(
-        lake.clone(),
-        cfg.model.clone(),
-        ironlake::config::PlatformFile::embedded_default()
-            .unwrap()
-            .pipelines,
-    );
+    mill.write(events, rd.finish().unwrap()).await;
+    let run = mill.runner();
     for name in [
         "oee_shift",
         "oee_shift_rollup",
@@ -356,10 +409,9 @@ async fn oee_and_energy_match_a_hand_computed_shift() {
         "downtime",
         "reliability",
     ] {
-        let p = defaults.iter().find(|p| p.name == name).unwrap();
-        let r = run.run(p, RunOptions::default(), None).await;
-        assert_eq!(r.status, Status::Ok, "{name}: {:?}", r.message);
+        mill.run(&run, name).await;
     }
+    let defaults = ironlake::platform::Config::embedded().unwrap().pipelines;
 
     let o = query(&lake, "SELECT shift, planned_ms, running_ms, down_ms, idle_ms, setup_ms, good, reject, ideal_ms, speed_loss_ms, availability, performance, quality, oee FROM gold.oee_shift").await;
     assert_eq!(
@@ -813,72 +865,24 @@ async fn a_killed_pipeline_update_resumes_exactly_once() {
 async fn disconnected_time_is_unknown_in_oee() {
     init_logs();
     let dir = tempfile::tempdir().unwrap();
-    let lake = Arc::new(Lakehouse::open(dir.path().to_str().unwrap()).unwrap());
-    let cfg = config(
-        platform(dir.path(), 1, false),
-        &plant(
-            "plant-u",
-            "line-u",
-            &[("mill-u", "cnc_mill", mqtt("test/mill-u"))],
-        ),
-    );
-    let day = (ironlake::time::now_ms() / (24 * H) - 1) * 24 * H;
-    let t = |h: f64| day + (h * H as f64) as i64;
-    let ev = |ts: i64, code: &str| ironlake::lake::rows::AssetEventRow {
-        ts_ms: ts,
-        plant: "plant-u".into(),
-        line: "line-u".into(),
-        asset_id: "mill-u".into(),
-        kind: "state",
-        code: code.into(),
-        value: None,
-        message: None,
-    };
+    let mill = Mill::new(dir.path(), "u");
+    let lake = mill.lake.clone();
+    let t = |h: f64| mill.t(h);
     // RUNNING 06:00, the PLC gone 08:00-10:00, RUNNING again to 14:00.
     let events = ironlake::lake::rows::events_batch(&[
-        ev(t(6.0), "RUNNING"),
-        ev(t(8.0), "DISCONNECTED"),
-        ev(t(10.0), "RUNNING"),
+        mill.event(t(6.0), "RUNNING"),
+        mill.event(t(8.0), "DISCONNECTED"),
+        mill.event(t(10.0), "RUNNING"),
     ])
     .unwrap();
     let mut rd = ironlake::lake::rows::ReadingRows::new(16);
     for h in [6.0, 7.9, 10.0, 14.0] {
-        rd.push(
-            t(h),
-            "plant-u",
-            "line-u",
-            "mill-u",
-            "good_parts",
-            0.0,
-            "GOOD",
-            t(h),
-        );
+        mill.push(&mut rd, t(h), "good_parts", 0.0);
     }
-    use ironlake::lake::Table;
-    for (table, batch) in [
-        (Table::SilverAssetEvents, events),
-        (Table::SilverReadings, rd.finish().unwrap()),
-    ] {
-        lake.open_or_create(table)
-            .await
-            .unwrap()
-            .write(vec![batch])
-            .with_save_mode(SaveMode::Append)
-            .await
-            .unwrap();
-    }
-    let defaults = ironlake::platform::Config::embedded().unwrap().pipelines;
-    let run = Runner::new(
-        lake.clone(),
-        cfg.model.clone(),
-        ironlake::config::PlatformFile::embedded_default()
-            .unwrap()
-            .pipelines,
-    );
+    mill.write(events, rd.finish().unwrap()).await;
+    let run = mill.runner();
     for name in ["oee_shift", "oee_shift_rollup", "downtime", "reliability"] {
-        let p = defaults.iter().find(|p| p.name == name).unwrap();
-        let r = run.run(p, RunOptions::default(), None).await;
-        assert_eq!(r.status, Status::Ok, "{name}: {:?}", r.message);
+        mill.run(&run, name).await;
     }
     assert_eq!(
         count(&lake, "SELECT running_ms FROM gold.oee_shift").await,

@@ -311,7 +311,7 @@ async fn mqtt_through_embedded_broker_with_bad_payloads_quarantined() {
     assert_eq!(h["sources"]["connected"], 2);
 
     // Back-pressure and losses are visible in Prometheus metrics.
-    let m = metrics_text(addr).await;
+    let m = metrics_text(addr).await.expect("GET /metrics");
     for needle in [
         "ironlake_ingest_received_total ",
         "ironlake_journal_written_bytes_total ",
@@ -353,26 +353,6 @@ async fn mqtt_through_embedded_broker_with_bad_payloads_quarantined() {
         .await
             > 20
     );
-}
-
-/// The text of `GET /metrics`.
-async fn metrics_text(addr: std::net::SocketAddr) -> String {
-    let url = format!("http://{addr}/metrics");
-    tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(std::time::Duration::from_secs(10)))
-            .build()
-            .into();
-        agent
-            .get(&url)
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap()
-    })
-    .await
-    .unwrap()
 }
 
 /// A thousand MQTT machines with `mqtt.subscribe = []`: every machine's topic

@@ -354,22 +354,7 @@ async fn post_sql_with_timeout(
 }
 
 async fn sql_running(addr: std::net::SocketAddr) -> Option<i64> {
-    let url = format!("http://{addr}/metrics");
-    let text = tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(std::time::Duration::from_secs(10)))
-            .build()
-            .into();
-        agent
-            .get(&url)
-            .call()
-            .ok()?
-            .body_mut()
-            .read_to_string()
-            .ok()
-    })
-    .await
-    .unwrap()?;
+    let text = metrics_text(addr).await?;
     text.lines()
         .find_map(|l| l.strip_prefix("ironlake_sql_running "))
         .and_then(|v| v.trim().parse().ok())

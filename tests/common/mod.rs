@@ -259,6 +259,26 @@ pub fn mosquitto() -> Option<std::path::PathBuf> {
 }
 
 /// Mosquitto on a free port with persistence and unlimited offline queues.
+/// The text of `GET /metrics` (None when the request fails).
+pub async fn metrics_text(addr: SocketAddr) -> Option<String> {
+    let url = format!("http://{addr}/metrics");
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        agent
+            .get(&url)
+            .call()
+            .ok()?
+            .body_mut()
+            .read_to_string()
+            .ok()
+    })
+    .await
+    .unwrap()
+}
+
 /// Wait until a TCP port on loopback accepts connections.
 pub async fn wait_port(port: u16) {
     eventually(20, "port open", || async move {
