@@ -103,6 +103,7 @@ fn bench_actors(c: &mut Criterion) {
         visibility: None,
         health: None,
         journal_id: Arc::from("bench"),
+        live: Arc::new(ironlake::twins::live::LiveHub::new(MACHINES, 1024)),
     });
     let mailboxes: Arc<Vec<std::sync::atomic::AtomicU32>> = Arc::new(
         (0..MACHINES)

@@ -48,3 +48,5 @@ pub mod time;
 pub mod timeseries;
 /// Twin actors: machine, line, plant.
 pub mod twins;
+/// The twin browser: the web UI's files, embedded, and their routes.
+pub mod ui;

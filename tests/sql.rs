@@ -379,6 +379,7 @@ async fn queries_are_bounded_and_cannot_stop_ingestion() {
     p.sql.memory_mb = 16;
     p.sql.timeout_s = 60;
     p.sql.max_concurrent = 1;
+    p.sql.queue_wait_ms = 0;
     let cfg = config(p, &plant);
     let sim = Simulator::start(&Scenario::from_config(scenario(mq, 100), &cfg), 4)
         .await

@@ -45,6 +45,7 @@ struct PlantView<'a> {
     lat: Option<f64>,
     lon: Option<f64>,
     areas: &'a [crate::assets::Area],
+    floor: Option<&'a crate::config::FloorConfig>,
     lines: Vec<&'a str>,
     aggregate: Aggregate,
 }
@@ -57,6 +58,7 @@ async fn plant_view<'a>(s: &'a ApiState, p: &'a crate::assets::Plant) -> Result<
         lat: p.lat,
         lon: p.lon,
         areas: &p.areas,
+        floor: p.floor.as_ref(),
         lines: s
             .model
             .lines_of(p.id.as_str())
@@ -113,6 +115,7 @@ async fn summaries(s: &ApiState, assets: &[&Asset]) -> Vec<serde_json::Value> {
                 "state": state, "active_alarms": alarms, "last_update": last,
                 "protocol": a.source.protocol,
                 "connected": src.map(|x| x.connected).unwrap_or(false),
+                "pos": a.pos,
             })
         })
         .collect()
@@ -141,6 +144,8 @@ pub(super) struct AssetFilter {
     plant: Option<String>,
     line: Option<String>,
     kind: Option<String>,
+    /// Id or name contains this (any case).
+    q: Option<String>,
 }
 
 pub(super) async fn assets(s: State, q: web::Query<AssetFilter>) -> Result<HttpResponse> {
@@ -159,6 +164,10 @@ pub(super) async fn assets(s: State, q: web::Query<AssetFilter>) -> Result<HttpR
             return Err(ApiError::BadRequest(format!("unknown kind `{k}`")));
         }
     }
+    let needle =
+        q.q.as_deref()
+            .map(|n| n.trim().to_lowercase())
+            .filter(|n| !n.is_empty());
     let sel: Vec<&Asset> = s
         .model
         .assets
@@ -166,6 +175,11 @@ pub(super) async fn assets(s: State, q: web::Query<AssetFilter>) -> Result<HttpR
         .filter(|a| q.plant.as_deref().is_none_or(|p| a.plant.as_str() == p))
         .filter(|a| q.line.as_deref().is_none_or(|l| a.line.as_str() == l))
         .filter(|a| q.kind.as_deref().is_none_or(|k| a.twin.kind == k))
+        .filter(|a| {
+            needle.as_deref().is_none_or(|n| {
+                a.id.as_str().to_lowercase().contains(n) || a.name.to_lowercase().contains(n)
+            })
+        })
         .collect();
     Ok(HttpResponse::Ok().json(summaries(&s, &sel).await))
 }
@@ -194,7 +208,12 @@ pub(super) struct HistoryParams {
     from: Option<String>,
     to: Option<String>,
     limit: Option<String>,
+    /// Buckets wanted (downsampled on the server; needs `signal`).
+    points: Option<String>,
 }
+
+/// Most buckets one downsampled history query returns.
+const HISTORY_MAX_POINTS: i64 = 5000;
 
 /// Default and largest `limit` of a history query.
 const HISTORY_DEFAULT_LIMIT: usize = 1000;
@@ -227,6 +246,45 @@ pub(super) async fn history(
     if from > to {
         return Err(ApiError::BadRequest("`from` is after `to`".into()));
     }
+    if let Some(p) = &q.points {
+        let n = match p.parse::<i64>() {
+            Ok(n) if (1..=HISTORY_MAX_POINTS).contains(&n) => n,
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "`points` must be an integer from 1 to {HISTORY_MAX_POINTS}, got `{p}`"
+                )))
+            }
+        };
+        let Some(signal) = &q.signal else {
+            return Err(ApiError::BadRequest(
+                "`points` needs a `signal` (one series is downsampled at a time)".into(),
+            ));
+        };
+        let bucket_ms = ((to - from) / n).max(1);
+        let query = HistoryQuery {
+            plant: a.plant.to_string(),
+            asset_id: a.id.to_string(),
+            signal: Some(signal.clone()),
+            from_ms: from,
+            to_ms: to,
+            limit: 0,
+        };
+        let lake = s.lake.clone();
+        let b = s
+            .pool
+            .run(async move { lake.history_buckets(&query, bucket_ms).await })
+            .await
+            .map_err(ApiError::from)?
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let unit = a
+            .twin
+            .signal(signal)
+            .map(|i| a.twin.signals[i as usize].unit.clone());
+        return Ok(HttpResponse::Ok().json(json!({
+            "asset": a.id, "signal": signal, "unit": unit, "from": from, "to": to,
+            "bucket_ms": bucket_ms, "count": b.ts.len(), "buckets": b,
+        })));
+    }
     let limit = match &q.limit {
         None => HISTORY_DEFAULT_LIMIT,
         Some(l) => match l.parse::<usize>() {
@@ -256,5 +314,97 @@ pub(super) async fn history(
     Ok(HttpResponse::Ok().json(json!({
         "asset": a.id, "signal": q.signal, "from": from, "to": to, "limit": limit,
         "truncated": truncated, "count": points.len(), "points": points,
+    })))
+}
+
+#[derive(Deserialize)]
+pub(super) struct EventParams {
+    from: Option<String>,
+    to: Option<String>,
+    /// Comma-separated kinds (`state`, `alarm_raised`, `alarm_ack`,
+    /// `alarm_cleared`, `counter`); default all.
+    kind: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/assets/{id}/events`: the asset's events from
+/// `silver.asset_events` in `[from, to]` (default the last 8 hours), oldest
+/// first, plus `state_before`: the state event in force at `from` (what a
+/// state timeline starts with).
+pub(super) async fn events(
+    s: State,
+    id: web::Path<String>,
+    q: web::Query<EventParams>,
+) -> Result<HttpResponse> {
+    use super::{rows, sql_str, sql_ts, time_param};
+    let a = find_asset(&s, &id)?;
+    let to = time_param("to", q.to.as_deref(), now_ms())?;
+    let from = time_param("from", q.from.as_deref(), to - 8 * 3_600_000)?;
+    if from > to {
+        return Err(ApiError::BadRequest("`from` is after `to`".into()));
+    }
+    let limit = q.limit.unwrap_or(5000).clamp(1, 100_000);
+    const KINDS: [&str; 5] = [
+        "state",
+        "alarm_raised",
+        "alarm_ack",
+        "alarm_cleared",
+        "counter",
+    ];
+    let mut kinds = Vec::new();
+    for k in q
+        .kind
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+    {
+        if k.is_empty() {
+            continue;
+        }
+        if !KINDS.contains(&k) {
+            return Err(ApiError::BadRequest(format!(
+                "unknown event kind `{k}` (kinds: {})",
+                KINDS.join(", ")
+            )));
+        }
+        kinds.push(sql_str(k));
+    }
+    let base = format!(
+        "plant = {} AND asset_id = {}",
+        sql_str(a.plant.as_str()),
+        sql_str(a.id.as_str())
+    );
+    let cols = "CAST(ts AS BIGINT) / 1000 AS ts, kind, code, value, message";
+    let mut sql = format!(
+        "SELECT {cols} FROM silver.asset_events WHERE {base} AND ts >= {} AND ts <= {} \
+         AND date >= CAST({} AS DATE) AND date <= CAST({} AS DATE)",
+        sql_ts(from),
+        sql_ts(to),
+        sql_ts(from),
+        sql_ts(to)
+    );
+    if !kinds.is_empty() {
+        sql.push_str(&format!(" AND kind IN ({})", kinds.join(", ")));
+    }
+    sql.push_str(&format!(" ORDER BY ts LIMIT {}", limit + 1));
+    let t = [crate::lake::Table::SilverAssetEvents];
+    let mut ev = rows(&s, &t, sql).await?;
+    let truncated = ev.len() > limit;
+    ev.truncate(limit);
+    let before = rows(
+        &s,
+        &t,
+        format!(
+            "SELECT {cols} FROM silver.asset_events WHERE {base} AND kind = 'state' AND ts < {} \
+             AND date >= CAST({} AS DATE) ORDER BY ts DESC LIMIT 1",
+            sql_ts(from),
+            sql_ts(from - 7 * 86_400_000)
+        ),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "asset": a.id, "from": from, "to": to, "truncated": truncated, "count": ev.len(),
+        "state_before": before.into_iter().next(), "events": ev,
     })))
 }

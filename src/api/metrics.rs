@@ -110,6 +110,16 @@ pub(super) async fn metrics(s: State) -> HttpResponse {
     );
     sql.with_label_values::<&str>(&[])
         .set(s.pool.running() as i64);
+    let live = gauge(
+        &now,
+        "ironlake_live",
+        "Live feed (GET /api/stream): open streams, events published since start",
+        &["stat"],
+    );
+    live.with_label_values(&["streams"])
+        .set(s.twins.live.subscribers() as i64);
+    live.with_label_values(&["events_published"])
+        .set(s.twins.live.published() as i64);
     let mut families = s.registry.gather();
     families.extend(now.gather());
     families.sort_by(|a, b| a.name().cmp(b.name()));

@@ -4,10 +4,14 @@
 //! in the bounded query pool, never on the HTTP workers. Errors are JSON
 //! `{"error": ..., "status": ...}` with a fitting status code.
 
+mod alarms;
 mod assets;
+mod data;
 mod metrics;
 mod pipelines;
+mod reports;
 mod sql;
+mod stream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +46,8 @@ pub struct ApiParts {
     pub pipelines: Vec<crate::pipeline::spec::Pipeline>,
     /// The platform's metrics (`GET /metrics`).
     pub registry: Registry,
+    /// Live streams (`GET /api/stream`) open at once.
+    pub max_streams: usize,
 }
 
 /// Everything the handlers read.
@@ -74,6 +80,8 @@ pub enum ApiError {
     UnsupportedMedia(String),
     #[error("{0}")]
     TooLarge(String),
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl ResponseError for ApiError {
@@ -85,6 +93,7 @@ impl ResponseError for ApiError {
             ApiError::Unavailable(_) | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
         }
     }
     fn error_response(&self) -> HttpResponse {
@@ -109,6 +118,53 @@ impl From<PoolError> for ApiError {
 }
 
 type Result<T> = std::result::Result<T, ApiError>;
+
+/// Run `sql` in the query pool and return its rows as JSON objects. A
+/// query over a table in `tables` that does not exist yet (nothing was
+/// written to it) answers no rows rather than an error.
+async fn rows(
+    s: &ApiState,
+    tables: &[crate::lake::Table],
+    sql: String,
+) -> Result<Vec<serde_json::Value>> {
+    if tables.iter().any(|t| !s.lake.exists(&t.table_name())) {
+        return Ok(Vec::new());
+    }
+    let engine = s.sql.clone();
+    let r = s
+        .pool
+        .run(async move { engine.query(&sql).await })
+        .await
+        .map_err(ApiError::from)?
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut buf = Vec::new();
+    crate::query::format::write(&r, crate::query::format::Format::Json, &mut buf)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if buf.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(&buf).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// A string as an SQL literal (ids come from the validated config; quoting
+/// keeps a quote in one from ever reaching the parser as syntax).
+fn sql_str(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "''"))
+}
+
+/// A UTC ms time as an SQL timestamp literal.
+fn sql_ts(ms: i64) -> String {
+    format!("to_timestamp_micros({})", ms.saturating_mul(1000))
+}
+
+/// A time parameter (RFC 3339, epoch ms or `now-15m`), or `default`.
+fn time_param(name: &str, v: Option<&str>, default: i64) -> Result<i64> {
+    match v {
+        None | Some("") => Ok(default),
+        Some(t) => crate::time::parse_time(t, now_ms())
+            .map_err(|e| ApiError::BadRequest(format!("`{name}`: {e}"))),
+    }
+}
 
 /// The socket of a request's connection, to notice a client that left.
 #[derive(Clone, Copy)]
@@ -200,8 +256,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/assets", web::get().to(assets::assets))
         .route("/api/assets/{id}", web::get().to(assets::asset))
         .route("/api/assets/{id}/history", web::get().to(assets::history))
+        .route("/api/assets/{id}/events", web::get().to(assets::events))
+        .route(
+            "/api/assets/{id}/alarms/{name}/ack",
+            web::post().to(alarms::acknowledge),
+        )
+        .route("/api/alarms", web::get().to(alarms::alarms))
+        .route("/api/plants/{id}/shifts", web::get().to(reports::shifts))
+        .route("/api/plants/{id}/oee", web::get().to(reports::oee))
+        .route(
+            "/api/plants/{id}/shift-report",
+            web::get().to(reports::shift_report),
+        )
+        .route("/api/quarantine", web::get().to(data::quarantine))
+        .route("/api/stream", web::get().to(stream::stream))
         .route("/api/sql", web::post().to(sql::sql))
         .route("/api/pipelines", web::get().to(pipelines::pipelines));
+    crate::ui::routes(cfg);
 }
 
 async fn index() -> HttpResponse {
@@ -214,9 +285,18 @@ async fn index() -> HttpResponse {
             "GET /api/plants",
             "GET /api/plants/{id}",
             "GET /api/lines/{id}",
-            "GET /api/assets?plant=&line=&kind=",
+            "GET /api/assets?plant=&line=&kind=&q=",
             "GET /api/assets/{id}",
             "GET /api/assets/{id}/history?signal=&from=&to=&limit=",
+            "GET /api/assets/{id}/history?signal=&from=&to=&points=",
+            "GET /api/assets/{id}/events?from=&to=&kind=&limit=",
+            "POST /api/assets/{id}/alarms/{name}/ack (application/json {\"by\": \"name\", \"comment\": \"...\"})",
+            "GET /api/alarms?plant=&line=&asset=&severity=&state=&since=&limit=",
+            "GET /api/plants/{id}/oee",
+            "GET /api/plants/{id}/shifts?limit=",
+            "GET /api/plants/{id}/shift-report?shift=",
+            "GET /api/quarantine?plant=&since=",
+            "GET /api/stream?plant=&line=&assets= (text/event-stream)",
             "GET /api/pipelines",
             "POST /api/sql (application/json {\"sql\": \"SELECT ...\", \"format\": \"json|csv|arrow\", \"max_rows\": 10000}, or application/sql)"
         ]

@@ -62,6 +62,8 @@ pub struct Plant {
     pub lat: Option<f64>,
     pub lon: Option<f64>,
     pub areas: Vec<Area>,
+    /// The floor plan, when the plant file draws one.
+    pub floor: Option<crate::config::FloorConfig>,
     /// Shifts: (minutes after local midnight, name), sorted.
     pub shifts: Vec<(u32, String)>,
 }
@@ -130,6 +132,8 @@ pub struct Asset {
     pub line: LineId,
     pub twin: Arc<TwinType>,
     pub source: SourceSpec,
+    /// Position on the plant's floor map (metres).
+    pub pos: Option<[f64; 2]>,
 }
 
 /// The whole installation, validated.
@@ -249,6 +253,23 @@ impl AssetModel {
             self.asset_index.insert(asset.id.0.clone(), asset.idx);
             self.assets.push(asset);
         }
+        if let Some(f) = &pf.floor {
+            if f.outline.len() < 3 || f.outline.iter().flatten().any(|v| !v.is_finite()) {
+                return Err(err(
+                    "floor.outline".into(),
+                    "the floor outline needs at least three [x, y] corners (finite numbers, metres)"
+                        .into(),
+                ));
+            }
+            if let Some((i, _)) = f.zones.iter().enumerate().find(|(_, z)| {
+                z.rect.iter().any(|v| !v.is_finite()) || z.rect[2] <= 0.0 || z.rect[3] <= 0.0
+            }) {
+                return Err(err(
+                    format!("floor.zones[{i}].rect"),
+                    "a zone is [x, y, width, height] with a positive width and height".into(),
+                ));
+            }
+        }
         let mut shifts = Vec::new();
         for (i, sh) in pf.shifts.iter().enumerate() {
             let Some(m) = crate::timeseries::LocalShifts::parse_time_of_day(&sh.start) else {
@@ -279,6 +300,7 @@ impl AssetModel {
             lat: pf.plant.lat,
             lon: pf.plant.lon,
             areas,
+            floor: pf.floor.clone(),
         });
         Ok(())
     }
@@ -344,7 +366,18 @@ impl AssetModel {
             file: file.to_string(),
             key: key("source"),
         };
+        let pos = match (m.x, m.y) {
+            (Some(x), Some(y)) if x.is_finite() && y.is_finite() => Some([x, y]),
+            (None, None) => None,
+            _ => {
+                return Err(err(
+                    key("x"),
+                    "a machine's position needs both `x` and `y` (finite numbers, metres)".into(),
+                ))
+            }
+        };
         Ok(Asset {
+            pos,
             idx: self.assets.len() as AssetIdx,
             id: AssetId::from(m.id.as_str()),
             name: m.name.clone().unwrap_or_else(|| m.id.clone()),

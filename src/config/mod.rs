@@ -28,7 +28,10 @@ use serde::Deserialize;
 
 pub use embedded::EMBEDDED;
 pub use pipeline::PipelineFile;
-pub use plant::{AreaConfig, LineConfig, MachineConfig, PlantFile, PlantHeader, ShiftConfig};
+pub use plant::{
+    AreaConfig, FloorConfig, FloorZone, LineConfig, MachineConfig, PlantFile, PlantHeader,
+    ShiftConfig,
+};
 pub use twin_type::TwinTypeDef;
 
 /// A configuration problem, always naming the file (and key) to fix.
@@ -66,6 +69,21 @@ impl ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// Live events kept for a slow `GET /api/stream` subscriber; one that
+    /// falls further behind is told to resynchronise.
+    #[serde(default = "default_live_buffer")]
+    pub live_buffer: usize,
+    /// Live streams open at once; more are refused with 503.
+    #[serde(default = "default_max_streams")]
+    pub max_streams: usize,
+}
+
+fn default_live_buffer() -> usize {
+    8192
+}
+
+fn default_max_streams() -> usize {
+    256
 }
 
 /// `[lake]`: where and how the Delta tables are written.
@@ -149,8 +167,18 @@ pub struct SqlConfig {
     pub memory_mb: usize,
     /// A query running longer is cancelled.
     pub timeout_s: u64,
-    /// Queries running at once; more are refused with 503.
+    /// Queries running at once; more wait up to `queue_wait_ms` for a
+    /// slot, then are refused with 503.
     pub max_concurrent: usize,
+    /// How long a query waits for a free slot before it is refused (a
+    /// dashboard opening several panels at once queues briefly instead of
+    /// failing).
+    #[serde(default = "default_queue_wait_ms")]
+    pub queue_wait_ms: u64,
+}
+
+fn default_queue_wait_ms() -> u64 {
+    2000
 }
 
 /// `[pipelines]`: the declarative silver/gold pipelines.

@@ -47,6 +47,10 @@ pub struct MachineConfig {
     pub line: String,
     #[serde(rename = "type")]
     pub kind: String,
+    /// Position on the plant's floor map, in metres from the floor plan's
+    /// origin (both or neither).
+    pub x: Option<f64>,
+    pub y: Option<f64>,
     /// Where its signals come from: `protocol = "modbus" | "mqtt" | ...` and
     /// that protocol's keys, read by its connector.
     pub source: toml::Table,
@@ -66,6 +70,28 @@ pub struct PlantFile {
     /// Shift pattern in the plant's time zone (default: 06:00, 14:00, 22:00).
     #[serde(default)]
     pub shifts: Vec<ShiftConfig>,
+    /// The floor plan the map draws machines on.
+    pub floor: Option<FloorConfig>,
+}
+
+/// `[floor]` of a plant file: the building's outline (metres, x to the
+/// right, y downwards on the map) and named zones drawn inside it.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FloorConfig {
+    /// Polygon of the building, at least three `[x, y]` corners.
+    pub outline: Vec<[f64; 2]>,
+    /// Areas drawn as labelled rectangles (`[x, y, width, height]`).
+    #[serde(default)]
+    pub zones: Vec<FloorZone>,
+}
+
+/// A labelled rectangle on the floor plan.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FloorZone {
+    pub name: String,
+    pub rect: [f64; 4],
 }
 
 /// `[[shifts]]` of a plant file: a shift starting every day at a local time.

@@ -222,6 +222,10 @@ impl Platform {
             visibility: probes.visibility.clone(),
             health: Some(health.clone()),
             journal_id: Arc::from(journals.meta.id.as_str()),
+            live: Arc::new(twins::live::LiveHub::new(
+                config.model.assets.len(),
+                p.http.live_buffer,
+            )),
         });
 
         let ingest = Arc::new(IngestStats::new());
@@ -242,6 +246,7 @@ impl Platform {
             ingest: ingest.clone(),
             registry: registry.clone(),
             started_ms: now_ms(),
+            max_streams: p.http.max_streams,
         };
         let actor_model = model.clone();
         let actor_thread = std::thread::Builder::new()

@@ -7,8 +7,9 @@
 //! * one DataFusion memory pool of `sql.memory_mb` shared by all queries
 //!   (sorts spill to disk; a query that still needs more fails with
 //!   "resources exhausted", never an out-of-memory kill);
-//! * at most `sql.max_concurrent` queries at once (more are refused at once:
-//!   the caller gets a 503 and retries);
+//! * at most `sql.max_concurrent` queries at once (more wait up to
+//!   `sql.queue_wait_ms` for a slot, then are refused: the caller gets a
+//!   503 and retries);
 //! * a timeout per query (`sql.timeout_s`), and a query whose caller went
 //!   away (the HTTP client disconnected) is cancelled.
 
@@ -24,7 +25,7 @@ use crate::config::SqlConfig;
 /// Why the pool did not run something.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PoolError {
-    #[error("{running} queries are running (sql.max_concurrent); retry shortly")]
+    #[error("{running} queries are running (sql.max_concurrent) and none finished within sql.queue_wait_ms; retry shortly")]
     Busy { running: usize },
     #[error("the query ran longer than {0} s (sql.timeout_s, or the request's timeout_s) and was cancelled")]
     Timeout(u64),
@@ -41,6 +42,7 @@ pub struct QueryPool {
     env: Arc<RuntimeEnv>,
     timeout: Duration,
     threads: usize,
+    queue_wait: Duration,
 }
 
 impl std::fmt::Debug for QueryPool {
@@ -82,6 +84,7 @@ impl QueryPool {
             runtime: Some(runtime),
             permits: Arc::new(Semaphore::new(cfg.max_concurrent.max(1))),
             max: cfg.max_concurrent.max(1),
+            queue_wait: Duration::from_millis(cfg.queue_wait_ms),
             env,
             timeout: Duration::from_secs(cfg.timeout_s.max(1)),
             threads: cfg.threads.max(1),
@@ -125,13 +128,22 @@ impl QueryPool {
         F: Future<Output = T> + Send + 'static,
         T: Send + 'static,
     {
-        let permit = self
-            .permits
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| PoolError::Busy {
-                running: self.running(),
-            })?;
+        let busy = || PoolError::Busy {
+            running: self.running(),
+        };
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) if self.queue_wait.is_zero() => return Err(busy()),
+            Err(_) => {
+                match tokio::time::timeout(self.queue_wait, self.permits.clone().acquire_owned())
+                    .await
+                {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(_)) => return Err(PoolError::Stopped),
+                    Err(_) => return Err(busy()),
+                }
+            }
+        };
         let timeout = timeout.map_or(self.timeout, |t| t.min(self.timeout));
         let task = AbortOnDrop(self.handle.spawn(async move {
             let r = tokio::time::timeout(timeout, fut).await;
@@ -190,7 +202,35 @@ mod tests {
             memory_mb: 64,
             timeout_s: 1,
             max_concurrent: 1,
+            queue_wait_ms: 0,
         }
+    }
+
+    #[tokio::test]
+    async fn a_query_waits_briefly_for_a_slot_before_it_is_refused() {
+        let pool = QueryPool::new(&SqlConfig {
+            queue_wait_ms: 2000,
+            ..cfg()
+        })
+        .unwrap();
+        let slow = pool.run(tokio::time::sleep(Duration::from_millis(200)));
+        let (a, b) = tokio::join!(slow, async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            pool.run(async { 1 }).await
+        });
+        assert_eq!((a, b), (Ok(()), Ok(1)), "the second waited for the first");
+        let hold = pool.run(tokio::time::sleep(Duration::from_millis(900)));
+        let quick = QueryPool::new(&SqlConfig {
+            queue_wait_ms: 100,
+            ..cfg()
+        })
+        .unwrap();
+        let held = quick.run(tokio::time::sleep(Duration::from_millis(600)));
+        let (_, _, c) = tokio::join!(hold, held, async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            quick.run(async { 1 }).await
+        });
+        assert!(matches!(c, Err(PoolError::Busy { .. })), "{c:?}");
     }
 
     #[tokio::test]

@@ -15,6 +15,20 @@ pub struct AlarmState {
     pub since_ms: Option<i64>,
     /// Value that raised it.
     pub value: Option<f64>,
+    /// Who acknowledged it, while it is active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack: Option<AlarmAck>,
+}
+
+/// An operator's acknowledgement of an active alarm.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AlarmAck {
+    /// The name the operator gave.
+    pub by: String,
+    /// When (UTC ms).
+    pub at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 /// What a reading did to a rule.

@@ -14,8 +14,9 @@ use actix::prelude::*;
 use tokio::sync::mpsc;
 use tracing::{error, warn};
 
-use super::core::{AssetSnapshot, Changes, TwinCore};
+use super::core::{AckError, ActiveAlarm, AssetSnapshot, Changes, TwinCore};
 use super::line::{ChildStatus, LineTwin};
+use super::live::LiveKind;
 use super::{TwinOutput, TwinShared};
 use crate::ingest::TwinBatch;
 use crate::lake::rows::{AssetEventRow, AssetStateRow};
@@ -52,6 +53,20 @@ pub struct AssetSummary {
 #[rtype(result = "(AssetStateRow, Vec<AssetEventRow>, u64)")]
 pub struct TakeCheckpoint;
 
+/// Acknowledge an active alarm (operator action from the REST API).
+#[derive(Message)]
+#[rtype(result = "Result<ActiveAlarm, AckError>")]
+pub struct Acknowledge {
+    pub alarm: String,
+    pub by: String,
+    pub comment: Option<String>,
+}
+
+/// Ask for the active alarms.
+#[derive(Message)]
+#[rtype(result = "Vec<ActiveAlarm>")]
+pub struct GetAlarms;
+
 /// Restart the twin from its last checkpoint (operator action; also what the
 /// supervisor does after a failure).
 #[derive(Message)]
@@ -72,6 +87,8 @@ pub struct MachineTwin {
     last_received_ms: Option<i64>,
     /// Reading batches in every twin's mailbox (this one's at `core.id.idx`).
     mailboxes: Arc<Vec<std::sync::atomic::AtomicU32>>,
+    /// Signal values changed since they were last published.
+    values_dirty: bool,
 }
 
 impl MachineTwin {
@@ -98,6 +115,7 @@ impl MachineTwin {
             pending_line_update: true,
             last_received_ms: None,
             mailboxes,
+            values_dirty: true,
         }
     }
 
@@ -120,10 +138,56 @@ impl MachineTwin {
             if let Some(l) = &self.line {
                 l.do_send(self.status());
             }
+            self.publish_asset();
             self.last_line_update_ms = now;
             self.pending_line_update = false;
         } else {
             self.pending_line_update = true;
+        }
+    }
+
+    /// Tell live subscribers the state, alarms and counters.
+    fn publish_asset(&self) {
+        let hub = &self.shared.live;
+        if !hub.active() {
+            return;
+        }
+        let c = &self.core;
+        let connected = self
+            .shared
+            .health
+            .as_ref()
+            .is_none_or(|h| h.is_connected(c.id.idx));
+        let v = serde_json::json!({
+            "id": c.id.id.as_ref(),
+            "state": c.state,
+            "state_since": c.state_since_ms,
+            "alarms": c.active_alarms(),
+            "good_parts": c.counters.good_total,
+            "rejected_parts": c.counters.reject_total,
+            "last_update": c.last_update_ms,
+            "connected": connected,
+        });
+        if let Ok(json) = serde_json::to_vec(&v) {
+            hub.publish(c.id.idx, LiveKind::Asset, json);
+        }
+    }
+
+    /// Tell the subscribers that asked for them the signal values.
+    fn publish_values(&mut self) {
+        let hub = &self.shared.live;
+        if !self.values_dirty || !hub.wants_values(self.core.id.idx) {
+            return;
+        }
+        self.values_dirty = false;
+        let now = now_ms();
+        let snap = self.core.snapshot(now);
+        let v = serde_json::json!({
+            "id": snap.id, "ts": now, "readings_total": snap.readings_total,
+            "last_update": snap.last_update, "signals": snap.signals,
+        });
+        if let Ok(json) = serde_json::to_vec(&v) {
+            hub.publish(self.core.id.idx, LiveKind::Values, json);
         }
     }
 
@@ -184,6 +248,7 @@ impl Actor for MachineTwin {
             if act.pending_line_update {
                 act.notify_line(true);
             }
+            act.publish_values();
         });
         self.notify_line(true);
     }
@@ -217,6 +282,7 @@ impl Handler<Ingest> for MachineTwin {
         if !msg.replay {
             self.last_received_ms = Some(now_ms());
         }
+        self.values_dirty = true;
         let ch: Changes = self.core.apply_batch(&msg, &mut self.outbox);
         if let Some(p) = &self.shared.visibility {
             let now = now_ms();
@@ -255,6 +321,33 @@ impl Handler<GetSummary> for MachineTwin {
             active_alarms: self.core.alarm_counts().0,
             last_update: self.core.last_update_ms,
         })
+    }
+}
+
+impl Handler<Acknowledge> for MachineTwin {
+    type Result = MessageResult<Acknowledge>;
+
+    fn handle(&mut self, m: Acknowledge, _: &mut Self::Context) -> Self::Result {
+        let r = self.core.acknowledge(
+            &m.alarm,
+            &m.by,
+            m.comment.as_deref(),
+            now_ms(),
+            &mut self.outbox,
+        );
+        if r.is_ok() {
+            self.drain_outbox();
+            self.publish_asset();
+        }
+        MessageResult(r)
+    }
+}
+
+impl Handler<GetAlarms> for MachineTwin {
+    type Result = MessageResult<GetAlarms>;
+
+    fn handle(&mut self, _: GetAlarms, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.core.active_alarms())
     }
 }
 

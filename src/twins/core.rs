@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::alarm::{self, AlarmState, Transition};
+use super::alarm::{self, AlarmAck, AlarmState, Transition};
 use super::window::{SignalWindow, WindowStats};
 use crate::assets::{Asset, AssetIdx, MachineState, Severity, SignalIdx, TwinType};
 use crate::config::TwinConfig;
@@ -154,6 +154,21 @@ pub struct ActiveAlarm {
     pub since: i64,
     pub value: f64,
     pub message: String,
+    /// The acknowledgement, once an operator gave one.
+    pub acknowledged: Option<AlarmAck>,
+}
+
+/// Why an acknowledgement was refused.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum AckError {
+    #[error("asset `{asset}` has no alarm rule `{name}` (rules: {rules})")]
+    UnknownRule {
+        asset: String,
+        name: String,
+        rules: String,
+    },
+    #[error("alarm `{name}` of asset `{asset}` is not active")]
+    NotActive { asset: String, name: String },
 }
 
 /// The twin as `GET /api/assets/{id}` shows it.
@@ -456,8 +471,57 @@ impl TwinCore {
                 since: st.since_ms.unwrap_or_default(),
                 value: st.value.unwrap_or_default(),
                 message: rule.message.clone(),
+                acknowledged: st.ack.clone(),
             })
             .collect()
+    }
+
+    /// Acknowledge the active alarm `name` at wall-clock `now_ms`: recorded
+    /// on the alarm (until it clears) and as an `alarm_ack` event whose
+    /// message is `{"by", "comment", "raised"}` JSON. A second
+    /// acknowledgement replaces the first (and is recorded too).
+    pub fn acknowledge(
+        &mut self,
+        name: &str,
+        by: &str,
+        comment: Option<&str>,
+        now_ms: i64,
+        events: &mut Vec<AssetEventRow>,
+    ) -> Result<ActiveAlarm, AckError> {
+        let twin = self.id.twin.clone();
+        let Some(ri) = twin.alarms.iter().position(|r| r.name == name) else {
+            return Err(AckError::UnknownRule {
+                asset: self.id.id.to_string(),
+                name: name.to_string(),
+                rules: twin
+                    .alarms
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        };
+        let st = &mut self.alarms[ri];
+        if !st.active {
+            return Err(AckError::NotActive {
+                asset: self.id.id.to_string(),
+                name: name.to_string(),
+            });
+        }
+        let ack = AlarmAck {
+            by: by.to_string(),
+            at: now_ms,
+            comment: comment.map(str::to_string),
+        };
+        st.ack = Some(ack.clone());
+        let raised = st.since_ms;
+        let msg = serde_json::json!({"by": by, "comment": comment, "raised": raised}).to_string();
+        events.push(self.event(now_ms, "alarm_ack", name.to_string(), None, Some(msg)));
+        Ok(self
+            .active_alarms()
+            .into_iter()
+            .find(|a| a.name == name)
+            .expect("the alarm is active"))
     }
 
     /// Number of active alarms and of critical ones.

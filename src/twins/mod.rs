@@ -10,6 +10,7 @@ pub mod alarm;
 pub mod asset;
 pub mod core;
 pub mod line;
+pub mod live;
 pub mod window;
 
 use std::collections::HashMap;
@@ -22,14 +23,15 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
-pub use self::core::{AssetSnapshot, TwinCore, TwinIdentity, TypedReading};
+pub use self::core::{AckError, ActiveAlarm, AssetSnapshot, TwinCore, TwinIdentity, TypedReading};
 use crate::assets::AssetModel;
 use crate::config::TwinConfig;
 use crate::lake::rows::{asset_state_batch, events_batch, AssetEventRow, AssetStateRow};
 use crate::lake::writer::TableWriter;
 use crate::metrics::LatencyProbe;
 pub use asset::{
-    AssetSummary, GetSnapshot, GetSummary, Ingest, MachineTwin, Restart, TakeCheckpoint,
+    Acknowledge, AssetSummary, GetAlarms, GetSnapshot, GetSummary, Ingest, MachineTwin, Restart,
+    TakeCheckpoint,
 };
 pub use line::{Aggregate, GetAggregate, LineTwin, PlantTwin};
 
@@ -51,11 +53,15 @@ pub struct TwinShared {
     pub health: Option<Arc<crate::connectors::HealthBoard>>,
     /// The ingest journal that checkpoint positions refer to.
     pub journal_id: Arc<str>,
+    /// Where live events go (`GET /api/stream`).
+    pub live: Arc<live::LiveHub>,
 }
 
 /// Addresses of every twin.
 #[derive(Clone)]
 pub struct TwinRegistry {
+    /// The live feed the twins publish to.
+    pub live: Arc<live::LiveHub>,
     /// Machine twins by asset index.
     pub machines: Arc<Vec<Addr<MachineTwin>>>,
     /// Reading batches in each machine twin's mailbox.
@@ -140,6 +146,7 @@ pub fn spawn_all(
     }
     (
         TwinRegistry {
+            live: shared.live.clone(),
             machines: Arc::new(machines),
             mailboxes,
             lines: Arc::new(lines),
