@@ -7,6 +7,7 @@
 //! * `scale`: many twins live in one process; resident memory per twin.
 //! * `--data DIR --workload W`: the peer workloads ([`peers`]).
 
+mod live;
 pub mod peers;
 
 use std::collections::HashMap;
@@ -31,6 +32,9 @@ use crate::time::now_ms;
 pub enum BenchCmd {
     /// MQTT -> bronze/silver/twins throughput and publish-to-visible delay.
     Ingest(IngestOpts),
+    /// The live stream (`GET /api/stream`): events a second to N open
+    /// subscribers (browsers) and the delay from the twin to each.
+    Live(live::LiveOpts),
     /// N machines of 10 signals live in one process: RSS per twin.
     Scale {
         #[arg(long, default_value_t = 10_000)]
@@ -46,7 +50,7 @@ pub enum BenchCmd {
 /// A twin type with 10 float signals (and a state signal code in `s0`).
 fn bench_twin() -> Result<TwinType> {
     let mut t = String::from(
-        "kind = \"bench10\"\n[state]\nsignal = \"s0\"\ncodes = { \"2\" = \"RUNNING\" }\n",
+        "kind = \"bench10\"\n[state]\nsignal = \"s0\"\ncodes = { \"1\" = \"IDLE\", \"2\" = \"RUNNING\" }\n",
     );
     for i in 0..10 {
         t += &format!("[[signals]]\nname = \"s{i}\"\ntype = \"float\"\nmin = -1000\nmax = 1000\nmqtt = {{ field = \"v.s{i}\" }}\n");
@@ -132,8 +136,14 @@ pub fn rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn sample(m: usize, seq: u64, ts: i64) -> Vec<u8> {
-    let mut s = format!("{{\"ts\":{ts},\"v\":{{\"s0\":2");
+/// One machine's message; with `state_every`, the machine alternates
+/// RUNNING (code 2) and IDLE-like code 1 every that many samples.
+fn sample(m: usize, seq: u64, ts: i64, state_every: Option<u64>) -> Vec<u8> {
+    let state = match state_every {
+        Some(n) if ((seq + m as u64) / n.max(1)) % 2 == 1 => 1,
+        _ => 2,
+    };
+    let mut s = format!("{{\"ts\":{ts},\"v\":{{\"s0\":{state}");
     for i in 1..10 {
         let v = ((seq as f64 * 0.37 + m as f64 + i as f64 * 1.7).sin() * 100.0).round() / 10.0;
         s += &format!(",\"s{i}\":{v}");
@@ -164,6 +174,7 @@ async fn publisher(
     pace: Pace,
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
+    state_every: Option<u64>,
 ) -> Result<()> {
     let mut o = MqttOptions::new(format!("bench-pub-{id}"), host, port);
     o.set_keep_alive(Duration::from_secs(30));
@@ -208,7 +219,7 @@ async fn publisher(
             let ts = now_ms().max(last_ts[j] + 1);
             last_ts[j] = ts;
             let m = topics[j];
-            let body = sample(m, k / n, ts);
+            let body = sample(m, k / n, ts, state_every);
             c.publish(format!("bench/m{m}"), QoS::AtLeastOnce, false, body)
                 .await?;
             sent.fetch_add(1, Ordering::Relaxed);
@@ -237,6 +248,7 @@ fn fmt_p(p: &LatencyProbe) -> String {
 pub async fn run(cmd: BenchCmd) -> Result<()> {
     match cmd {
         BenchCmd::Ingest(opts) => ingest(opts).await,
+        BenchCmd::Live(opts) => live::run(opts).await,
         BenchCmd::Scale {
             machines,
             seconds,
@@ -370,6 +382,7 @@ async fn ingest(o: IngestOpts) -> Result<()> {
             pace,
             stop.clone(),
             sent.clone(),
+            None,
         )));
     }
     let r0 = platform.ingest.status().readings;
@@ -496,6 +509,7 @@ async fn scale(machines: usize, seconds: u64, lakehouse: Option<String>) -> Resu
             Pace::Spread(1.0),
             stop.clone(),
             sent.clone(),
+            None,
         )));
     }
     let bar = indicatif::ProgressBar::new(seconds);

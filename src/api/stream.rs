@@ -74,7 +74,11 @@ impl Feed {
         }
         let mut buf = BytesMut::new();
         loop {
-            let first = tokio::time::timeout(HEARTBEAT, self.sub.rx.recv()).await;
+            let hub = self.sub.hub.clone();
+            let first = tokio::select! {
+                _ = hub.closed() => return None,
+                r = tokio::time::timeout(HEARTBEAT, self.sub.rx.recv()) => r,
+            };
             match first {
                 Err(_) => return Some(Bytes::from_static(b": ping\n\n")),
                 Ok(Err(RecvError::Closed)) => return None,

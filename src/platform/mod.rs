@@ -508,6 +508,8 @@ impl Platform {
         for s in shards.iter_mut() {
             s.final_trim();
         }
+        // Open live streams end now rather than at the server's shutdown timeout.
+        self.twins.live.close();
         self.http.stop(true).await;
         if let Some(t) = self.actor_thread.take() {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;

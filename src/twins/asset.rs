@@ -89,6 +89,8 @@ pub struct MachineTwin {
     mailboxes: Arc<Vec<std::sync::atomic::AtomicU32>>,
     /// Signal values changed since they were last published.
     values_dirty: bool,
+    /// When values were last published (at most twice a second).
+    last_values_ms: i64,
 }
 
 impl MachineTwin {
@@ -116,6 +118,7 @@ impl MachineTwin {
             last_received_ms: None,
             mailboxes,
             values_dirty: true,
+            last_values_ms: 0,
         }
     }
 
@@ -160,6 +163,7 @@ impl MachineTwin {
             .is_none_or(|h| h.is_connected(c.id.idx));
         let v = serde_json::json!({
             "id": c.id.id.as_ref(),
+            "ts": now_ms(),
             "state": c.state,
             "state_since": c.state_since_ms,
             "alarms": c.active_alarms(),
@@ -173,14 +177,20 @@ impl MachineTwin {
         }
     }
 
-    /// Tell the subscribers that asked for them the signal values.
+    /// Tell the subscribers that asked for them the signal values: at once
+    /// when the last publication is 500 ms old, else at the next tick (so
+    /// at most twice a second, and a change waits at most 500 ms).
     fn publish_values(&mut self) {
         let hub = &self.shared.live;
-        if !self.values_dirty || !hub.wants_values(self.core.id.idx) {
+        let now = now_ms();
+        if !self.values_dirty
+            || now - self.last_values_ms < 500
+            || !hub.wants_values(self.core.id.idx)
+        {
             return;
         }
         self.values_dirty = false;
-        let now = now_ms();
+        self.last_values_ms = now;
         let snap = self.core.snapshot(now);
         let v = serde_json::json!({
             "id": snap.id, "ts": now, "readings_total": snap.readings_total,
@@ -301,6 +311,7 @@ impl Handler<Ingest> for MachineTwin {
         if !self.outbox.is_empty() {
             self.drain_outbox();
         }
+        self.publish_values();
     }
 }
 

@@ -730,6 +730,47 @@ mod tests {
     }
 
     #[test]
+    fn an_acknowledgement_lasts_while_the_alarm_is_active_and_survives_a_checkpoint() {
+        let mut t = press();
+        let mut ev = Vec::new();
+        let nope = t.acknowledge("oil_overtemperature", "Dana", None, 500, &mut ev);
+        assert!(matches!(nope, Err(AckError::NotActive { .. })), "{nope:?}");
+        assert!(matches!(
+            t.acknowledge("no_such_rule", "Dana", None, 500, &mut ev),
+            Err(AckError::UnknownRule { .. })
+        ));
+        t.apply(&[r(&t, "oil_temp", 1000, 80.0)], &mut ev);
+        ev.clear();
+        let a = t
+            .acknowledge("oil_overtemperature", "Dana", Some("fan"), 2000, &mut ev)
+            .unwrap();
+        let ack = a.acknowledged.unwrap();
+        assert_eq!(
+            (ack.by.as_str(), ack.at, ack.comment.as_deref()),
+            ("Dana", 2000, Some("fan"))
+        );
+        assert_eq!(
+            (ev[0].kind, ev[0].code.as_str(), ev[0].ts_ms),
+            ("alarm_ack", "oil_overtemperature", 2000)
+        );
+        let msg: serde_json::Value =
+            serde_json::from_str(ev[0].message.as_deref().unwrap()).unwrap();
+        assert_eq!(msg["raised"], 1000);
+        // A restart from a checkpoint keeps it.
+        let json = serde_json::to_string(&t.checkpoint(3000)).unwrap();
+        let mut back = press();
+        back.restore_json(&json).unwrap();
+        assert_eq!(
+            back.active_alarms()[0].acknowledged.as_ref().unwrap().by,
+            "Dana"
+        );
+        // Cleared, then raised again: a new alarm, not acknowledged.
+        t.apply(&[r(&t, "oil_temp", 4000, 50.0)], &mut ev);
+        t.apply(&[r(&t, "oil_temp", 5000, 80.0)], &mut ev);
+        assert!(t.active_alarms()[0].acknowledged.is_none());
+    }
+
+    #[test]
     fn a_silent_or_disconnected_source_is_a_state() {
         let mut t = press();
         let mut ev = Vec::new();

@@ -54,6 +54,7 @@ pub struct LiveHub {
     /// Subscribers that want each machine's values.
     interest: Vec<AtomicU32>,
     published: AtomicU64,
+    closed: tokio_util::sync::CancellationToken,
 }
 
 impl LiveHub {
@@ -64,6 +65,7 @@ impl LiveHub {
             tx,
             interest: (0..assets).map(|_| AtomicU32::new(0)).collect(),
             published: AtomicU64::new(0),
+            closed: tokio_util::sync::CancellationToken::new(),
         }
     }
 
@@ -92,6 +94,16 @@ impl LiveHub {
         {
             self.published.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// End every subscription (the platform is stopping).
+    pub fn close(&self) {
+        self.closed.cancel();
+    }
+
+    /// Resolves once the hub is closed.
+    pub async fn closed(&self) {
+        self.closed.cancelled().await
     }
 
     /// Events published to at least one subscriber since start.
@@ -123,7 +135,7 @@ impl LiveHub {
 /// A subscriber's end; dropping it withdraws its interest.
 pub struct Subscription {
     pub rx: broadcast::Receiver<Arc<LiveEvent>>,
-    hub: Arc<LiveHub>,
+    pub hub: Arc<LiveHub>,
     values_of: Vec<AssetIdx>,
 }
 

@@ -10,7 +10,7 @@ const $ = (sel, root = document) => root.querySelector(sel);
 const STATES = ['RUNNING', 'IDLE', 'DOWN', 'SETUP', 'UNKNOWN', 'DISCONNECTED'];
 const STATE_COLOR = {
   RUNNING: 'var(--running)', IDLE: 'var(--idle)', DOWN: 'var(--down)', SETUP: 'var(--setup)',
-  UNKNOWN: 'var(--unknown)', DISCONNECTED: 'var(--disconnected)',
+  UNKNOWN: 'var(--unknown)', DISCONNECTED: 'var(--disconnected)', 'NO DATA': '#e6e9ee',
 };
 const SEVERITIES = ['critical', 'warning', 'info'];
 
@@ -173,7 +173,9 @@ function href(page, arg, params) {
 }
 async function render() {
   for (const f of app.cleanup.splice(0)) { try { f(); } catch (_) { /* ignore */ } }
+  const prev = app.route;
   const r = app.route = parseRoute();
+  if (!prev || prev.page !== r.page || prev.arg !== r.arg) window.scrollTo(0, 0);
   document.querySelectorAll('#top nav a').forEach((a) => a.classList.toggle('active', a.dataset.nav === r.page || (r.page === 'plant' && a.dataset.nav === 'overview')));
   const main = $('#main');
   const page = pages[r.page];
@@ -198,7 +200,7 @@ function title(t) { document.title = t + ' · ironlake'; }
 function stateChip(state) { return el('span', { class: 'chip st-' + state, text: state }); }
 function sevChip(sev) { return el('span', { class: 'chip sev-' + sev, text: sev }); }
 
-function tree(plants, assets) {
+function tree(plants, assets, dots) {
   const byLine = groupBy(assets, (a) => a.line);
   const root = el('ul');
   for (const p of plants) {
@@ -209,6 +211,7 @@ function tree(plants, assets) {
         const ms = el('ul');
         for (const a of byLine.get(l.id) || []) {
           const dot = el('span', { class: 'dot st-' + a.state, 'data-dot': a.id });
+          if (dots) dots.set(a.id, dot);
           ms.append(el('li', {}, dot, el('a', { href: href('machine', a.id), text: a.name })));
         }
         lines.append(el('li', {}, el('span', { text: l.name }), ms));
@@ -295,8 +298,10 @@ async function overview(main, only) {
         : el('span', { class: 'muted small', text: 'No active alarms' }));
     }
   }
-  fill(main, el('div', { class: 'layout' }, tree(plants, assets), content));
+  const dots = new Map();
+  fill(main, el('div', { class: 'layout' }, tree(plants, assets, dots), content));
   recount();
+  performance.mark('ironlake:overview');
   let pending = false;
   const l = live(only ? { plant: only } : {}, {
     asset(ev) {
@@ -305,7 +310,7 @@ async function overview(main, only) {
       a.state = ev.state; a.active_alarms = ev.alarms.length;
       activeAlarms.set(ev.id, ev.alarms.map((x) => ({ ...x, asset: ev.id })));
       updateTile(tiles.get(ev.id), a);
-      const dot = document.querySelector('[data-dot="' + CSS.escape(ev.id) + '"]');
+      const dot = dots.get(ev.id);
       if (dot) dot.className = 'dot st-' + a.state;
       if (!pending) { pending = true; requestAnimationFrame(() => { pending = false; recount(); }); }
     },
@@ -534,6 +539,11 @@ pages.machine = async (main, r) => {
     const ev = await maybe('/api/assets/' + encodeURIComponent(snap.id) + '/events?kind=state&from=' + sh.start + '&to=' + Date.now());
     fill(timelineBox, el('div', { class: 'muted small', text: 'Shift ' + sh.name + ': ' + fmt.time(sh.start, tz) + ' to ' + fmt.time(sh.end, tz) }));
     if (!ev) { timelineBox.append(el('div', { class: 'muted', text: 'State history is not available.' })); return; }
+    // The twin knows a change a moment before silver holds its event.
+    const last = ev.events.length ? ev.events[ev.events.length - 1] : ev.state_before;
+    if (snap.state_since && snap.state_since >= sh.start && (!last || (last.code !== snap.state && snap.state_since > last.ts))) {
+      ev.events.push({ ts: snap.state_since, code: snap.state });
+    }
     timelineBox.append(stateTimeline(ev, sh.start, Math.min(Date.now(), sh.end), tz));
   }
   async function reloadSnap() {
@@ -568,7 +578,10 @@ pages.machine = async (main, r) => {
     const opts = {
       width, height: 300,
       scales: { x: { time: true, min: from / 1000, max: to / 1000 } },
-      series: [{ value: (u, v) => (v === null ? '–' : fmt.time(v * 1000, tz)) }, { label: 'min', stroke: '#9ab6e0', width: 1 }, { label: chartSignal + (h.unit ? ' (' + h.unit + ')' : ''), stroke: '#1d5fbf', width: 1.6 }, { label: 'max', stroke: '#9ab6e0', width: 1 }],
+      series: [{ value: (u, v) => (v === null ? '–' : fmt.time(v * 1000, tz)) },
+        { label: 'min', stroke: '#9ab6e0', width: 1, points: { show: false } },
+        { label: chartSignal + (h.unit ? ' (' + h.unit + ')' : ''), stroke: '#1d5fbf', width: 1.6, points: { show: b.ts.length < 60 } },
+        { label: 'max', stroke: '#9ab6e0', width: 1, points: { show: false } }],
       bands: [{ series: [3, 1], fill: 'rgba(29,95,191,0.12)' }],
       cursor: { drag: { x: true, y: false } },
       hooks: {
@@ -615,6 +628,7 @@ pages.machine = async (main, r) => {
       el('div', { class: 'panel' }, el('h3', { text: 'Active alarms' }), alarmsBox),
       el('div', { class: 'panel' }, el('h3', { text: 'Recently cleared alarms' }), recentBox)));
   paintHead(); paintCounters(); paintSource(); paintSignals(snap.signals); paintAlarms();
+  performance.mark('ironlake:machine');
   drawChart(); loadTimeline(); loadRecent();
   live({ assets: snap.id }, {
     asset(ev) {
@@ -636,7 +650,8 @@ function kpi(v, label) { return el('div', { class: 'kpi' }, el('div', { class: '
 
 function stateTimeline(ev, from, to, tz) {
   const segs = [];
-  let cur = ev.state_before ? ev.state_before.code : 'UNKNOWN';
+  // Before the first state known in this range: no data (not a state).
+  let cur = ev.state_before ? ev.state_before.code : 'NO DATA';
   let t = from;
   for (const e of ev.events) {
     if (e.ts > t) segs.push([cur, t, e.ts]);
@@ -742,10 +757,12 @@ pages.report = async (main, r) => {
   const tz = p.timezone;
   title('Shift report ' + p.name);
   const shiftParam = r.params.get('shift');
-  const [shifts, rep] = await Promise.all([
+  const [shifts, rep, detail] = await Promise.all([
     api('/api/plants/' + encodeURIComponent(p.id) + '/shifts?limit=60'),
     api('/api/plants/' + encodeURIComponent(p.id) + '/shift-report' + (shiftParam ? '?shift=' + encodeURIComponent(shiftParam) : '')),
+    api('/api/plants/' + encodeURIComponent(p.id)),
   ]);
+  const lineName = (id) => { const l = detail.lines.find((x) => x.id === id); return l ? l.name : id; };
   const options = [shifts.current, ...shifts.shifts.filter((s) => s.start !== shifts.current.start)];
   if (!options.some((s) => s.start === rep.shift.start)) options.push(rep.shift);
   options.sort((a, b) => b.start - a.start);
@@ -771,7 +788,7 @@ pages.report = async (main, r) => {
       kpi(fmt.pct(t.quality), 'quality'), kpi(fmt.int(t.good), 'good parts'), kpi(fmt.int(t.reject), 'rejects'))));
   }
   const lineRows = rep.lines.map((l) => el('tr', { 'data-line': l.line },
-    el('td', { text: l.line }), el('td', { class: 'num', 'data-oee': l.line }, el('b', { text: fmt.pct(l.oee) })),
+    el('td', { text: lineName(l.line) }), el('td', { class: 'num', 'data-oee': l.line }, el('b', { text: fmt.pct(l.oee) })),
     ...[l.availability, l.performance, l.quality].map((v) => el('td', { class: 'num', text: fmt.pct(v) })),
     el('td', { class: 'num', text: fmt.int(l.good) }), el('td', { class: 'num', text: fmt.int(l.reject) }),
     el('td', { class: 'num', text: fmt.min(l.planned_ms) }), el('td', { class: 'num', text: fmt.min(l.running_ms) })));
@@ -779,7 +796,7 @@ pages.report = async (main, r) => {
     el('table', {}, el('thead', {}, el('tr', {}, ['Line', 'OEE', 'Availability', 'Performance', 'Quality', 'Good', 'Rejects', 'Planned', 'Running'].map((x, i) => el('th', { class: i ? 'num' : '', text: x })))), el('tbody', {}, lineRows))));
   // Loss waterfall per line: planned time, minus each loss, leaves fully productive time.
   const wf = el('div', { class: 'panel' }, el('h3', { text: 'OEE losses (minutes)' }));
-  for (const l of [...(t ? [{ ...t, line: 'Plant' }] : []), ...rep.lines]) wf.append(waterfall(l, rep.machines.filter((m) => l.line === 'Plant' || m.line === l.line)));
+  for (const l of [...(t ? [{ ...t, line: '' }] : []), ...rep.lines]) wf.append(waterfall(l, l.line ? lineName(l.line) : 'Plant', rep.machines.filter((m) => !l.line || m.line === l.line)));
   out.append(wf);
   // Downtime Pareto by reason.
   const byReason = new Map();
@@ -806,7 +823,7 @@ pages.report = async (main, r) => {
   out.append(el('div', { class: 'panel' }, el('h3', { text: 'Machines' }),
     el('table', {}, el('thead', {}, el('tr', {}, ['Machine', 'Line', 'OEE', 'A', 'P', 'Q', 'Good', 'Rejects', 'Running', 'Down', 'Idle', 'Setup', 'Unknown', 'Avg cycle s'].map((x, i) => el('th', { class: i > 1 ? 'num' : '', text: x })))),
       el('tbody', {}, rep.machines.map((m) => el('tr', { 'data-asset': m.asset_id },
-        el('td', { class: 'wrap' }, el('a', { href: href('machine', m.asset_id), text: m.asset_id })), el('td', { text: m.line }),
+        el('td', { class: 'wrap' }, el('a', { href: href('machine', m.asset_id), text: m.asset_id })), el('td', { text: lineName(m.line) }),
         el('td', { class: 'num', 'data-oee': m.asset_id }, el('b', { text: fmt.pct(m.oee) })),
         ...[m.availability, m.performance, m.quality].map((v) => el('td', { class: 'num', text: fmt.pct(v) })),
         el('td', { class: 'num', text: fmt.int(m.good) }), el('td', { class: 'num', text: fmt.int(m.reject) }),
@@ -815,7 +832,7 @@ pages.report = async (main, r) => {
 };
 
 /** Planned time -> availability loss -> performance loss -> quality loss -> productive time. */
-function waterfall(l, machines) {
+function waterfall(l, name, machines) {
   const planned = l.planned_ms || 0;
   const availLoss = Math.max(0, planned - (l.running_ms || 0));
   const perfLoss = machines.reduce((s, m) => s + (m.speed_loss_ms || 0), 0);
@@ -829,7 +846,7 @@ function waterfall(l, machines) {
     ['fully productive', productive, 0, 'var(--running)', 'OEE ' + fmt.pct(l.oee)],
   ];
   const span = Math.max(1, planned);
-  return el('div', { style: { marginBottom: '10px' } }, el('b', { text: l.line }),
+  return el('div', { style: { marginBottom: '10px' } }, el('b', { text: name }),
     el('table', { class: 'waterfall' }, el('tbody', {}, steps.map(([name, v, off, c, note]) => el('tr', {},
       el('td', { class: 'small', text: name }),
       el('td', {}, el('div', { class: 'wf' }, el('div', { style: { left: (off / span * 100) + '%', width: Math.max(0.2, v / span * 100) + '%', background: c } }))),
@@ -854,7 +871,15 @@ pages.health = async (main) => {
   fill(main, el('h1', { text: 'Pipelines and data health' }), box);
   let prev = null;
   async function load() {
-    const [h, pipes, q] = await Promise.all([maybe('/api/health'), maybe('/api/pipelines'), maybe('/api/quarantine?since=now-1h')]);
+    const [h, pipes, q, m] = await Promise.all([maybe('/api/health'), maybe('/api/pipelines'), maybe('/api/quarantine?since=now-1h'),
+      fetch('/metrics').then((r) => (r.ok ? r.text() : '')).catch(() => '')]);
+    const metric = (name, agg) => {
+      const v = m.split('\n').filter((l) => l.startsWith(name + '{') || l.startsWith(name + ' ')).map((l) => Number(l.slice(l.lastIndexOf(' ') + 1)));
+      return v.length ? v.reduce(agg) : null;
+    };
+    const lag = metric('ironlake_journal_age_seconds', Math.max);
+    const pendingBytes = metric('ironlake_journal_pending_bytes', (a, b) => a + b);
+    const queued = metric('ironlake_ingest_queue_depth', (a, b) => a + b);
     if (!h) { fill(box, errorBox('ironlake is not reachable; retrying every 5 s.')); return; }
     const now = Date.now();
     const rate = prev ? (h.ingest.readings - prev.h.ingest.readings) / ((now - prev.t) / 1000) : null;
@@ -865,7 +890,10 @@ pages.health = async (main) => {
         kpi(h.status, 'status'), kpi(rate === null ? '…' : fmt.int(rate) + '/s', 'readings per second'),
         kpi(fmt.int(h.ingest.readings), 'readings since start'), kpi(fmt.int(h.ingest.quarantined), 'quarantined'),
         kpi(fmt.int(h.ingest.duplicates), 'duplicates dropped'), kpi(fmt.int(h.ingest.readings_lost), 'readings lost'),
-        kpi(h.sources.connected + ' / ' + (h.sources.connected + h.sources.disconnected), 'sources connected'))),
+        kpi(h.sources.connected + ' / ' + (h.sources.connected + h.sources.disconnected), 'sources connected'),
+        kpi(lag === null ? '–' : fmt.num(lag, 1) + ' s', 'lag: oldest reading not yet in Delta'),
+        kpi(pendingBytes === null ? '–' : fmt.num(pendingBytes / 1e6, 1) + ' MB', 'journal pending'),
+        kpi(queued === null ? '–' : fmt.int(queued), 'messages queued'))),
       el('div', { class: 'panel' }, el('h3', { text: 'Tables' }), el('table', {}, el('thead', {}, el('tr', {}, ['Table', 'Version', 'Rows committed', 'Pending', 'Last error'].map((x, i) => el('th', { class: i && i < 4 ? 'num' : '', text: x })))),
         el('tbody', {}, w.map((x) => el('tr', {}, el('td', { text: x.table }), el('td', { class: 'num', text: x.version }), el('td', { class: 'num', text: fmt.int(x.rows_committed) }),
           el('td', { class: 'num', text: fmt.int(x.pending_rows) }), el('td', { class: 'wrap small q-BAD', text: x.last_error || '' })))))),
