@@ -165,17 +165,25 @@ enum Pace {
     Unpaced,
 }
 
+/// What a publisher sends: its pace, and whether machines change state
+/// (every that many samples).
+#[derive(Clone, Copy)]
+struct Load {
+    pace: Pace,
+    state_every: Option<u64>,
+}
+
 /// Publish samples for `topics` from one connection until `stop`.
 async fn publisher(
     host: String,
     port: u16,
     id: usize,
     topics: Vec<usize>,
-    pace: Pace,
+    load: Load,
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
-    state_every: Option<u64>,
 ) -> Result<()> {
+    let Load { pace, state_every } = load;
     let mut o = MqttOptions::new(format!("bench-pub-{id}"), host, port);
     o.set_keep_alive(Duration::from_secs(30));
     o.set_inflight(200);
@@ -379,10 +387,12 @@ async fn ingest(o: IngestOpts) -> Result<()> {
             pub_port,
             p,
             topics,
-            pace,
+            Load {
+                pace,
+                state_every: None,
+            },
             stop.clone(),
             sent.clone(),
-            None,
         )));
     }
     let r0 = platform.ingest.status().readings;
@@ -506,10 +516,12 @@ async fn scale(machines: usize, seconds: u64, lakehouse: Option<String>) -> Resu
             port,
             p,
             topics,
-            Pace::Spread(1.0),
+            Load {
+                pace: Pace::Spread(1.0),
+                state_every: None,
+            },
             stop.clone(),
             sent.clone(),
-            None,
         )));
     }
     let bar = indicatif::ProgressBar::new(seconds);

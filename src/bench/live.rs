@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-use super::{bench_config, fmt_p, free_port, publisher, tempdir_for, Pace};
+use super::{bench_config, fmt_p, free_port, publisher, tempdir_for, Load, Pace};
 use crate::metrics::LatencyProbe;
 use crate::platform::{Platform, Probes};
 use crate::time::now_ms;
@@ -165,10 +165,12 @@ pub async fn run(o: LiveOpts) -> Result<()> {
             port,
             p,
             topics,
-            Pace::Spread(o.rate),
+            Load {
+                pace: Pace::Spread(o.rate),
+                state_every: Some(state_every),
+            },
             stop.clone(),
             sent.clone(),
-            Some(state_every),
         )));
     }
     let tally = Arc::new(Tally::default());
