@@ -629,7 +629,8 @@ pages.machine = async (main, r) => {
       el('div', { class: 'panel' }, el('h3', { text: 'Recently cleared alarms' }), recentBox)));
   paintHead(); paintCounters(); paintSource(); paintSignals(snap.signals); paintAlarms();
   performance.mark('ironlake:machine');
-  drawChart(); loadTimeline(); loadRecent();
+  // The chart first: the other panels' queries would share the query pool with it.
+  drawChart().finally(() => { loadTimeline(); loadRecent(); });
   live({ assets: snap.id }, {
     asset(ev) {
       const changed = ev.state !== snap.state;
