@@ -90,14 +90,16 @@ fn apply_overrides(cfg: &mut Config, http: Option<SocketAddr>, lakehouse: Option
 pub fn print_banner(p: &Platform) {
     let m = &p.config.model;
     println!("ironlake {} is running", env!("CARGO_PKG_VERSION"));
-    println!("  REST API    http://{}/api", p.http_addr);
-    println!("  assets      http://{}/api/assets", p.http_addr);
+    println!("  twin browser  http://{}/", p.http_addr);
+    println!("  REST API      http://{}/api", p.http_addr);
+    println!("  live stream   http://{}/api/stream", p.http_addr);
+    println!("  assets        http://{}/api/assets", p.http_addr);
     println!(
-        "  SQL         POST http://{}/api/sql  (or: ironlake sql \"SELECT ...\")",
+        "  SQL           POST http://{}/api/sql  (or: ironlake sql \"SELECT ...\")",
         p.http_addr
     );
-    println!("  metrics     http://{}/metrics", p.http_addr);
-    println!("  lakehouse   {}", p.lake.root());
+    println!("  metrics       http://{}/metrics", p.http_addr);
+    println!("  lakehouse     {}", p.lake.root());
     println!(
         "  plants {} | lines {} | machines {} | pipelines {} (every {} s; GET /api/pipelines)",
         m.plants.len(),
