@@ -52,11 +52,25 @@ fn prerequisites() -> Result<PathBuf, String> {
     chromium().ok_or_else(|| "no Chromium (Debian: apt install chromium)".into())
 }
 
+/// A machine name longer than any screen is wide.
+const LONG_NAME: &str = "Compressor B1 of the north wall feeding the press line and the transfer line with dried compressed air at seven bar, serviced by Kaeser";
+
 /// The demo's config and scenario with this test's ports, pipelines every
-/// 10 s, and the stuck temperature sensor of mill-a2 stuck long enough for
-/// its alarm to be acknowledged.
+/// 10 s, the stuck temperature sensor of mill-a2 stuck long enough for its
+/// alarm to be acknowledged, and a very long name for compressor-b1.
 fn write_config(dir: &Path, mqtt: u16) -> (PathBuf, PathBuf) {
-    let abs = |p: &str| root().join(p).display().to_string();
+    let plant_b = std::fs::read_to_string(root().join("config/plants/plant-b.toml"))
+        .unwrap()
+        .replace(r#"name = "Compressor B1""#, &format!(r#"name = "{LONG_NAME}""#));
+    assert!(plant_b.contains(LONG_NAME), "plant-b.toml changed shape");
+    std::fs::write(dir.join("plant-b.toml"), plant_b).unwrap();
+    let abs = |p: &str| {
+        if p == "config/plants/plant-b.toml" {
+            dir.join("plant-b.toml").display().to_string()
+        } else {
+            root().join(p).display().to_string()
+        }
+    };
     let cfg = std::fs::read_to_string(root().join("config/ironlake.toml"))
         .unwrap()
         .replace(

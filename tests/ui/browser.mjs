@@ -74,6 +74,8 @@ try {
   check(tiles === 14, 'the demo has 14 machine tiles, saw ' + tiles);
   await page.waitForSelector('td[data-oee="current"] b');
   await page.waitForTimeout(1500);
+  const overflow = () => page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  check(await overflow() <= 0, 'the overview is no wider than the window (a very long machine name wraps)');
   await shot('overview');
   log('overview ok', JSON.stringify(timings.overview));
 
@@ -156,6 +158,15 @@ try {
   await page.goto(base + '/#/health');
   await page.waitForSelector('tr[data-pipeline="oee_shift"]');
   await shot('data-health');
+
+  // A machine whose name is longer than the screen is wide.
+  await page.goto(base + '/#/machine/compressor-b1');
+  await page.waitForSelector('h1');
+  check((await page.textContent('h1')).startsWith('Compressor B1 of the north wall'), 'the long name is shown');
+  check(await overflow() <= 0, 'the machine page is no wider than the window');
+  await page.goto(base + '/#/map/plant-b');
+  await page.waitForSelector('svg.map g[data-asset="compressor-b1"]');
+  check(await overflow() <= 0, 'the floor map is no wider than the window');
 
   // 7. Search finds a machine by name and opens it.
   await page.fill('#search', 'dmu 65');
