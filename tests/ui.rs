@@ -61,7 +61,10 @@ const LONG_NAME: &str = "Compressor B1 of the north wall feeding the press line 
 fn write_config(dir: &Path, mqtt: u16) -> (PathBuf, PathBuf) {
     let plant_b = std::fs::read_to_string(root().join("config/plants/plant-b.toml"))
         .unwrap()
-        .replace(r#"name = "Compressor B1""#, &format!(r#"name = "{LONG_NAME}""#));
+        .replace(
+            r#"name = "Compressor B1""#,
+            &format!(r#"name = "{LONG_NAME}""#),
+        );
     assert!(plant_b.contains(LONG_NAME), "plant-b.toml changed shape");
     std::fs::write(dir.join("plant-b.toml"), plant_b).unwrap();
     let abs = |p: &str| {
