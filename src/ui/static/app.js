@@ -146,7 +146,7 @@ class Live {
       if (this.closed) return;
       this.lost = true;
       setConn('down', 'reconnecting…');
-      setBanner('Lost the connection to ironlake at ' + new Date().toLocaleTimeString('en-GB') +
+      setBanner('Lost the connection to ironlake at ' + new Date().toLocaleTimeString('en-GB') + ' (your clock)' +
         '. Retrying; the page catches up by itself when the server is back.', 'error');
       if (es.readyState === EventSource.CLOSED) {
         // The server answered with an error (e.g. restarting): retry ourselves.
@@ -637,7 +637,7 @@ pages.machine = async (main, r) => {
       Object.assign(snap, { state: ev.state, state_since: ev.state_since, alarms: ev.alarms, last_update: ev.last_update });
       snap.counters = { ...snap.counters, good_total: ev.good_parts, reject_total: ev.rejected_parts };
       if (snap.source) snap.source.connected = ev.connected;
-      paintHead(); paintCounters(); paintAlarms();
+      paintHead(); paintCounters(); paintSource(); paintAlarms();
       if (changed) loadTimeline();
     },
     values(ev) { snap.readings_total = ev.readings_total; snap.last_update = ev.last_update; paintSignals(ev.signals); },
