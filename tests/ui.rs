@@ -74,10 +74,14 @@ fn write_config(dir: &Path, mqtt: u16) -> (PathBuf, PathBuf) {
             root().join(p).display().to_string()
         }
     };
-    let cfg = std::fs::read_to_string(root().join("config/ironlake.toml"))
-        .unwrap()
-        .replace(
-            r#"plants = ["plants/plant-a.toml", "plants/plant-b.toml"]"#,
+    // The demo's plant list and twin directory, as absolute paths.
+    let with_repo_paths = |text: String, plants_line: &str| {
+        assert!(
+            text.contains(plants_line),
+            "the demo's plant list changed shape"
+        );
+        text.replace(
+            plants_line,
             &format!(
                 r#"plants = ["{}", "{}"]"#,
                 abs("config/plants/plant-a.toml"),
@@ -88,37 +92,32 @@ fn write_config(dir: &Path, mqtt: u16) -> (PathBuf, PathBuf) {
             r#"twins = "../twins""#,
             &format!(r#"twins = "{}""#, abs("twins")),
         )
-        .replace(
-            r#"dir = "pipelines""#,
-            &format!(r#"dir = "{}""#, abs("config/pipelines")),
-        )
-        .replace("interval_s = 60", "interval_s = 10")
-        .replace("port = 11883", &format!("port = {mqtt}"))
-        .replace("127.0.0.1:11883", &format!("127.0.0.1:{mqtt}"))
-        .replace(
-            r#"client_id = "ironlake""#,
-            &format!(r#"client_id = "ironlake-ui-{mqtt}""#),
-        );
+    };
+    let cfg = with_repo_paths(
+        std::fs::read_to_string(root().join("config/ironlake.toml")).unwrap(),
+        r#"plants = ["plants/plant-a.toml", "plants/plant-b.toml"]"#,
+    )
+    .replace(
+        r#"dir = "pipelines""#,
+        &format!(r#"dir = "{}""#, abs("config/pipelines")),
+    )
+    .replace("interval_s = 60", "interval_s = 10")
+    .replace("port = 11883", &format!("port = {mqtt}"))
+    .replace("127.0.0.1:11883", &format!("127.0.0.1:{mqtt}"))
+    .replace(
+        r#"client_id = "ironlake""#,
+        &format!(r#"client_id = "ironlake-ui-{mqtt}""#),
+    );
     assert!(cfg.contains(&format!("port = {mqtt}")) && cfg.contains("interval_s = 10"));
-    let sc = std::fs::read_to_string(root().join("simulators/demo.toml"))
-        .unwrap()
-        .replace(
-            r#"plants = ["../config/plants/plant-a.toml", "../config/plants/plant-b.toml"]"#,
-            &format!(
-                r#"plants = ["{}", "{}"]"#,
-                abs("config/plants/plant-a.toml"),
-                abs("config/plants/plant-b.toml")
-            ),
-        )
-        .replace(
-            r#"twins = "../twins""#,
-            &format!(r#"twins = "{}""#, abs("twins")),
-        )
-        .replace("port = 11883", &format!("port = {mqtt}"))
-        .replace(
-            "signal = \"temperature\"\nat_s = 30\nduration_s = 60",
-            "signal = \"temperature\"\nat_s = 5\nduration_s = 900",
-        );
+    let sc = with_repo_paths(
+        std::fs::read_to_string(root().join("simulators/demo.toml")).unwrap(),
+        r#"plants = ["../config/plants/plant-a.toml", "../config/plants/plant-b.toml"]"#,
+    )
+    .replace("port = 11883", &format!("port = {mqtt}"))
+    .replace(
+        "signal = \"temperature\"\nat_s = 30\nduration_s = 60",
+        "signal = \"temperature\"\nat_s = 5\nduration_s = 900",
+    );
     assert!(
         sc.contains("duration_s = 900"),
         "demo scenario changed shape"

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{rows, sql_str, sql_ts, time_param, ApiError, ApiState, Result, State};
-use crate::assets::{Asset, Severity};
+use crate::assets::Asset;
 use crate::lake::Table;
 use crate::time::now_ms;
 use crate::twins::{AckError, Acknowledge, GetAlarms};
@@ -96,14 +96,6 @@ pub(super) struct AlarmFilter {
     limit: Option<usize>,
 }
 
-fn severity_name(s: Severity) -> &'static str {
-    match s {
-        Severity::Info => "info",
-        Severity::Warning => "warning",
-        Severity::Critical => "critical",
-    }
-}
-
 fn severity_rank(s: &str) -> u8 {
     match s {
         "critical" => 0,
@@ -171,7 +163,7 @@ pub(super) async fn alarms(s: State, q: web::Query<AlarmFilter>) -> Result<HttpR
                 if (state == "unacknowledged" && acked) || (state == "acknowledged" && !acked) {
                     continue;
                 }
-                let sv = severity_name(al.severity);
+                let sv = al.severity.as_str();
                 if severity.is_some_and(|x| x != sv) {
                     continue;
                 }
@@ -275,7 +267,7 @@ async fn cleared_alarms(
                     "asset": a.id, "asset_name": a.name, "plant": a.plant, "line": a.line,
                     "name": code,
                     "signal": rule.map(|r| a.twin.signals[r.signal as usize].name.clone()),
-                    "severity": rule.map(|r| severity_name(r.severity)),
+                    "severity": rule.map(|r| r.severity.as_str()),
                     "state": "cleared", "raised": raised, "cleared": ts, "value": value,
                     "message": message, "acknowledged": ack,
                 }));

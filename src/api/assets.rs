@@ -7,10 +7,10 @@ use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{ApiError, ApiState, Result, State};
+use super::{rows, sql_str, sql_ts, time_param, ApiError, ApiState, Result, State};
 use crate::assets::Asset;
 use crate::lake::read::HistoryQuery;
-use crate::time::{now_ms, parse_time};
+use crate::time::now_ms;
 use crate::twins::{Aggregate, GetAggregate, GetSnapshot, GetSummary};
 
 /// Ask a line or plant twin (`what`) for its aggregate.
@@ -215,6 +215,16 @@ pub(super) struct HistoryParams {
 /// Most buckets one downsampled history query returns.
 const HISTORY_MAX_POINTS: i64 = 5000;
 
+/// A count parameter: an integer from 1 to `max`.
+fn count_param(name: &str, v: &str, max: usize) -> Result<usize> {
+    match v.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::BadRequest(format!(
+            "`{name}` must be an integer from 1 to {max}, got `{v}`"
+        ))),
+    }
+}
+
 /// Default and largest `limit` of a history query.
 const HISTORY_DEFAULT_LIMIT: usize = 1000;
 const HISTORY_MAX_LIMIT: usize = 100_000;
@@ -234,41 +244,27 @@ pub(super) async fn history(
             )));
         }
     }
-    let now = now_ms();
-    let to = match &q.to {
-        Some(t) => parse_time(t, now).map_err(|e| ApiError::BadRequest(format!("`to`: {e}")))?,
-        None => now,
-    };
-    let from = match &q.from {
-        Some(t) => parse_time(t, now).map_err(|e| ApiError::BadRequest(format!("`from`: {e}")))?,
-        None => to - 3_600_000,
-    };
+    let to = time_param("to", q.to.as_deref(), now_ms())?;
+    let from = time_param("from", q.from.as_deref(), to - 3_600_000)?;
     if from > to {
         return Err(ApiError::BadRequest("`from` is after `to`".into()));
     }
+    let mut query = HistoryQuery {
+        plant: a.plant.to_string(),
+        asset_id: a.id.to_string(),
+        signal: q.signal.clone(),
+        from_ms: from,
+        to_ms: to,
+        limit: 0,
+    };
     if let Some(p) = &q.points {
-        let n = match p.parse::<i64>() {
-            Ok(n) if (1..=HISTORY_MAX_POINTS).contains(&n) => n,
-            _ => {
-                return Err(ApiError::BadRequest(format!(
-                    "`points` must be an integer from 1 to {HISTORY_MAX_POINTS}, got `{p}`"
-                )))
-            }
-        };
+        let n = count_param("points", p, HISTORY_MAX_POINTS as usize)? as i64;
         let Some(signal) = &q.signal else {
             return Err(ApiError::BadRequest(
                 "`points` needs a `signal` (one series is downsampled at a time)".into(),
             ));
         };
         let bucket_ms = ((to - from) / n).max(1);
-        let query = HistoryQuery {
-            plant: a.plant.to_string(),
-            asset_id: a.id.to_string(),
-            signal: Some(signal.clone()),
-            from_ms: from,
-            to_ms: to,
-            limit: 0,
-        };
         let lake = s.lake.clone();
         let b = s
             .pool
@@ -287,23 +283,9 @@ pub(super) async fn history(
     }
     let limit = match &q.limit {
         None => HISTORY_DEFAULT_LIMIT,
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=HISTORY_MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(ApiError::BadRequest(format!(
-                    "`limit` must be an integer from 1 to {HISTORY_MAX_LIMIT}, got `{l}`"
-                )))
-            }
-        },
+        Some(l) => count_param("limit", l, HISTORY_MAX_LIMIT)?,
     };
-    let query = HistoryQuery {
-        plant: a.plant.to_string(),
-        asset_id: a.id.to_string(),
-        signal: q.signal.clone(),
-        from_ms: from,
-        to_ms: to,
-        limit,
-    };
+    query.limit = limit;
     let lake = s.lake.clone();
     let (points, truncated) = s
         .pool
@@ -336,7 +318,6 @@ pub(super) async fn events(
     id: web::Path<String>,
     q: web::Query<EventParams>,
 ) -> Result<HttpResponse> {
-    use super::{rows, sql_str, sql_ts, time_param};
     let a = find_asset(&s, &id)?;
     let to = time_param("to", q.to.as_deref(), now_ms())?;
     let from = time_param("from", q.from.as_deref(), to - 8 * 3_600_000)?;

@@ -160,7 +160,7 @@ fn sql_ts(ms: i64) -> String {
 /// A time parameter (RFC 3339, epoch ms or `now-15m`), or `default`.
 fn time_param(name: &str, v: Option<&str>, default: i64) -> Result<i64> {
     match v {
-        None | Some("") => Ok(default),
+        None => Ok(default),
         Some(t) => crate::time::parse_time(t, now_ms())
             .map_err(|e| ApiError::BadRequest(format!("`{name}`: {e}"))),
     }

@@ -5,47 +5,29 @@ use std::collections::HashMap;
 use actix_web::HttpResponse;
 use serde_json::json;
 
-use super::{ApiError, Result, State};
-use crate::query::format::{self, Format};
+use super::{rows, Result, State};
 
 /// `GET /api/pipelines`: every configured pipeline with its latest recorded
 /// update from `system.pipeline_runs` (null before the first).
 pub(super) async fn pipelines(s: State) -> Result<HttpResponse> {
-    let engine = s.sql.clone();
     let q = "SELECT pipeline, status, started, finished, rows_in, rows_out, rows_dropped, rows_warned, \
              expectations, source_versions, target_version, message FROM ( \
                SELECT *, row_number() OVER (PARTITION BY pipeline ORDER BY started DESC) AS rn \
                FROM system.pipeline_runs) WHERE rn = 1";
-    let has_runs = s
-        .lake
-        .exists(&crate::lake::Table::SystemPipelineRuns.table_name());
-    let last: HashMap<String, serde_json::Value> = if has_runs {
-        let r = s
-            .pool
-            .run(async move { engine.query(q).await })
-            .await
-            .map_err(ApiError::from)?
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        let mut buf = Vec::new();
-        format::write(&r, Format::Json, &mut buf).map_err(|e| ApiError::Internal(e.to_string()))?;
-        let rows: Vec<serde_json::Value> =
-            serde_json::from_slice(if buf.is_empty() { b"[]" } else { &buf })
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-        rows.into_iter()
-            .filter_map(|mut v| {
-                let name = v.get("pipeline")?.as_str()?.to_string();
-                for k in ["expectations", "source_versions"] {
-                    if let Some(t) = v.get(k).and_then(|x| x.as_str()) {
-                        let parsed = serde_json::from_str(t).unwrap_or(serde_json::Value::Null);
-                        v[k] = parsed;
-                    }
+    let runs = rows(&s, &[crate::lake::Table::SystemPipelineRuns], q.into()).await?;
+    let last: HashMap<String, serde_json::Value> = runs
+        .into_iter()
+        .filter_map(|mut v| {
+            let name = v.get("pipeline")?.as_str()?.to_string();
+            for k in ["expectations", "source_versions"] {
+                if let Some(t) = v.get(k).and_then(|x| x.as_str()) {
+                    let parsed = serde_json::from_str(t).unwrap_or(serde_json::Value::Null);
+                    v[k] = parsed;
                 }
-                Some((name, v))
-            })
-            .collect()
-    } else {
-        HashMap::new()
-    };
+            }
+            Some((name, v))
+        })
+        .collect();
     let out: Vec<_> = s
         .pipelines
         .iter()

@@ -127,6 +127,17 @@ pub enum Severity {
     Critical,
 }
 
+impl Severity {
+    /// Lower-case name as used in the API (and in twin type files).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
 /// Kinds of alarm rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

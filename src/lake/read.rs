@@ -36,6 +36,24 @@ pub struct HistoryQuery {
     pub limit: usize,
 }
 
+impl HistoryQuery {
+    /// Rows of the asset (and signal, if given) in `[from, to]`, with the
+    /// partitions (plant, date) pruned.
+    fn filter(&self) -> deltalake::datafusion::prelude::Expr {
+        let mut f = col("plant")
+            .eq(lit(self.plant.as_str()))
+            .and(col("date").gt_eq(lit(ScalarValue::Date32(Some(day_of(self.from_ms))))))
+            .and(col("date").lt_eq(lit(ScalarValue::Date32(Some(day_of(self.to_ms))))))
+            .and(col("asset_id").eq(lit(self.asset_id.as_str())))
+            .and(col("ts").gt_eq(ts_lit(self.from_ms)))
+            .and(col("ts").lt_eq(ts_lit(self.to_ms)));
+        if let Some(s) = &self.signal {
+            f = f.and(col("signal").eq(lit(s.as_str())));
+        }
+        f
+    }
+}
+
 fn ts_lit(ms: i64) -> deltalake::datafusion::prelude::Expr {
     lit(ScalarValue::TimestampMicrosecond(
         Some(ms * 1000),
@@ -80,20 +98,10 @@ impl Lakehouse {
         };
         let (ctx, table) = open(self, t).await?;
         let provider = table.table_provider().await.map_err(qerr)?;
-        let mut filter = col("plant")
-            .eq(lit(q.plant.as_str()))
-            .and(col("date").gt_eq(lit(ScalarValue::Date32(Some(day_of(q.from_ms))))))
-            .and(col("date").lt_eq(lit(ScalarValue::Date32(Some(day_of(q.to_ms))))))
-            .and(col("asset_id").eq(lit(q.asset_id.as_str())))
-            .and(col("ts").gt_eq(ts_lit(q.from_ms)))
-            .and(col("ts").lt_eq(ts_lit(q.to_ms)));
-        if let Some(s) = &q.signal {
-            filter = filter.and(col("signal").eq(lit(s.as_str())));
-        }
         let df = ctx
             .read_table(provider)
             .map_err(qerr)?
-            .filter(filter)
+            .filter(q.filter())
             .map_err(qerr)?
             .select(vec![col("ts"), col("signal"), col("value"), col("quality")])
             .map_err(qerr)?
@@ -126,7 +134,7 @@ impl Lakehouse {
         Ok((out, truncated))
     }
 
-    /// One signal of an asset over `[from, to]` in buckets of `bucket_ms`
+    /// One signal (`q.signal`) of an asset over `[from, to]` in buckets of `bucket_ms`
     /// (aligned to multiples of `bucket_ms` since the epoch), oldest first.
     /// The aggregation runs in DataFusion: a day of 1 Hz data comes back
     /// as a few hundred rows.
@@ -145,24 +153,15 @@ impl Lakehouse {
             table: t.name(),
             source,
         };
-        let signal = q.signal.as_deref().unwrap_or_default();
         let (ctx, table) = open(self, t).await?;
         let provider = table.table_provider().await.map_err(qerr)?;
         let bucket_us = bucket_ms.max(1) * 1000;
-        let filter = col("plant")
-            .eq(lit(q.plant.as_str()))
-            .and(col("date").gt_eq(lit(ScalarValue::Date32(Some(day_of(q.from_ms))))))
-            .and(col("date").lt_eq(lit(ScalarValue::Date32(Some(day_of(q.to_ms))))))
-            .and(col("asset_id").eq(lit(q.asset_id.as_str())))
-            .and(col("signal").eq(lit(signal)))
-            .and(col("ts").gt_eq(ts_lit(q.from_ms)))
-            .and(col("ts").lt_eq(ts_lit(q.to_ms)));
         let us = cast(col("ts"), DataType::Int64);
         let bucket = (us.clone() - us % lit(bucket_us)).alias("bucket");
         let df = ctx
             .read_table(provider)
             .map_err(qerr)?
-            .filter(filter)
+            .filter(q.filter())
             .map_err(qerr)?
             .aggregate(
                 vec![bucket],

@@ -181,12 +181,12 @@ impl MachineTwin {
     /// when the last publication is 500 ms old, else at the next tick (so
     /// at most twice a second, and a change waits at most 500 ms).
     fn publish_values(&mut self) {
-        let hub = &self.shared.live;
+        // Cheapest first: this runs after every reading batch.
+        if !self.values_dirty || !self.shared.live.wants_values(self.core.id.idx) {
+            return;
+        }
         let now = now_ms();
-        if !self.values_dirty
-            || now - self.last_values_ms < 500
-            || !hub.wants_values(self.core.id.idx)
-        {
+        if now - self.last_values_ms < 500 {
             return;
         }
         self.values_dirty = false;
@@ -197,7 +197,9 @@ impl MachineTwin {
             "last_update": snap.last_update, "signals": snap.signals,
         });
         if let Ok(json) = serde_json::to_vec(&v) {
-            hub.publish(self.core.id.idx, LiveKind::Values, json);
+            self.shared
+                .live
+                .publish(self.core.id.idx, LiveKind::Values, json);
         }
     }
 
