@@ -157,6 +157,8 @@ try {
   await shot('alarms');
   await page.goto(base + '/#/health');
   await page.waitForSelector('tr[data-pipeline="oee_shift"]');
+  const lag = await page.evaluate(() => [...document.querySelectorAll('.kpi')].find((k) => k.textContent.includes('lag')).querySelector('.v').textContent);
+  check(/^[0-9.,]+ s$/.test(lag), 'the ingest lag is shown from /metrics, got ' + lag);
   await shot('data-health');
 
   // A machine whose name is longer than the screen is wide.

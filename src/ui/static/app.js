@@ -876,7 +876,7 @@ pages.health = async (main) => {
       fetch('/metrics').then((r) => (r.ok ? r.text() : '')).catch(() => '')]);
     const metric = (name, agg) => {
       const v = m.split('\n').filter((l) => l.startsWith(name + '{') || l.startsWith(name + ' ')).map((l) => Number(l.slice(l.lastIndexOf(' ') + 1)));
-      return v.length ? v.reduce(agg) : null;
+      return v.length ? v.reduce((a, b) => agg(a, b)) : null;
     };
     const lag = metric('ironlake_journal_age_seconds', Math.max);
     const pendingBytes = metric('ironlake_journal_pending_bytes', (a, b) => a + b);
