@@ -43,3 +43,14 @@ pub(super) async fn quarantine(s: State, q: web::Query<QuarantineParams>) -> Res
     let total: i64 = groups.iter().filter_map(|g| g["rows"].as_i64()).sum();
     Ok(HttpResponse::Ok().json(json!({"since": since, "rows": total, "reasons": groups})))
 }
+
+/// `GET /api/landing`: every landing folder source with its state, schema
+/// (version and columns), files done and pending, rows and last error.
+pub(super) async fn landing(s: State) -> Result<HttpResponse> {
+    let sources = s
+        .connectors
+        .get::<crate::connectors::files::FilesConnector>()
+        .map(|f| f.status())
+        .unwrap_or_default();
+    Ok(HttpResponse::Ok().json(json!({ "sources": sources })))
+}

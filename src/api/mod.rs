@@ -48,6 +48,8 @@ pub struct ApiParts {
     pub registry: Registry,
     /// Live streams (`GET /api/stream`) open at once.
     pub max_streams: usize,
+    /// The configured connectors (`GET /api/landing`).
+    pub connectors: crate::connectors::Connectors,
 }
 
 /// Everything the handlers read.
@@ -269,6 +271,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::get().to(reports::shift_report),
         )
         .route("/api/quarantine", web::get().to(data::quarantine))
+        .route("/api/landing", web::get().to(data::landing))
         .route("/api/stream", web::get().to(stream::stream))
         .route("/api/sql", web::post().to(sql::sql))
         .route("/api/pipelines", web::get().to(pipelines::pipelines));

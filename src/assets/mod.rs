@@ -137,7 +137,7 @@ pub struct Asset {
 }
 
 /// The whole installation, validated.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct AssetModel {
     pub plants: Vec<Plant>,
     pub lines: Vec<Line>,

@@ -169,7 +169,7 @@ fn telemetry_file_schema(jsonl: bool) -> FileSchema {
         };
         columns.push(FileColumn::new(s, &src, ColumnKind::Float, true));
     }
-    FileSchema { columns }
+    FileSchema::new(columns)
 }
 
 /// Read a Parquet file into Arrow batches with `threads` readers (row groups

@@ -380,6 +380,77 @@ pub struct IngestSink {
     shards: Arc<[(mpsc::Sender<Queued>, Arc<tokio::sync::Semaphore>)]>,
     route: Arc<dyn Fn(Option<AssetIdx>) -> usize + Send + Sync>,
     budget_kib: u32,
+    files: Option<mpsc::Sender<FileChunk>>,
+}
+
+/// A reading of a file, mapped to its asset and signal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkReading {
+    pub asset: AssetIdx,
+    pub signal: SignalIdx,
+    pub ts_ms: i64,
+    pub value: RawValue,
+}
+
+/// Something of a file that is not a reading and must be quarantined: a
+/// line that could not be parsed, a row for no known asset, a value for no
+/// signal, a value rescued from its column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkIssue {
+    /// The asset the row named (known or not).
+    pub asset: Option<String>,
+    pub signal: Option<String>,
+    pub code: &'static str,
+    pub reason: String,
+    /// The line, row or value concerned (JSON or text).
+    pub payload: String,
+    /// Byte offset (text files) or row number (Parquet) in the file.
+    pub offset: u64,
+}
+
+/// How far the ingest stage took a chunk.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChunkReport {
+    pub rows: u64,
+    pub readings: u64,
+    pub duplicates: u64,
+    pub quarantined: u64,
+    /// Tables that already held the chunk (a restart after a crash) and
+    /// were not written again.
+    pub skipped_tables: u32,
+}
+
+/// A slice of a landing-folder file, read and mapped by the files
+/// connector, for the ingest stage's bulk path: it lands as one commit per
+/// table, each carrying the application transaction
+/// `landing:<source>` = `position`, so a restart never writes it twice.
+#[derive(Debug)]
+pub struct FileChunk {
+    /// The landing source's name.
+    pub source: Arc<str>,
+    /// Grows by one per chunk of the source; never reused.
+    pub position: u64,
+    /// The file (path as listed) and where the slice begins.
+    pub file: Arc<str>,
+    pub start: u64,
+    pub received_ms: i64,
+    /// Where the rows land as read: `bronze.landing_<source>` or `bronze.<table>`.
+    pub bronze: crate::lake::TableName,
+    /// The rows as read (the source's schema, `_rescued_data` in rescue
+    /// mode); the ingest stage adds the file name and ingest time.
+    pub raw: Vec<deltalake::arrow::array::RecordBatch>,
+    /// Telemetry layouts: the readings.
+    pub readings: Vec<ChunkReading>,
+    /// Layout `table`: `silver.<table>` and its rows (rescued rows left out).
+    pub table: Option<crate::lake::TableName>,
+    pub table_rows: Vec<deltalake::arrow::array::RecordBatch>,
+    pub issues: Vec<ChunkIssue>,
+    /// Readings at or after this time (UTC ms) also go to the twins.
+    pub twins_from_ms: i64,
+    /// Readings older than this (ms before `received_ms`) are quarantined.
+    pub max_past_ms: i64,
+    /// Answered once every table holds the chunk (or with why not).
+    pub done: tokio::sync::oneshot::Sender<Result<ChunkReport, String>>,
 }
 
 impl IngestSink {
@@ -403,6 +474,22 @@ impl IngestSink {
                 .collect(),
             route,
             budget_kib,
+            files: None,
+        }
+    }
+
+    /// A sink that also takes landing-folder chunks (the ingest stage's bulk path).
+    pub fn with_files(mut self, tx: mpsc::Sender<FileChunk>) -> Self {
+        self.files = Some(tx);
+        self
+    }
+
+    /// Hand a file chunk to the bulk path, waiting while it is busy.
+    /// Returns false when there is none or the platform is stopping.
+    pub async fn send_chunk(&self, chunk: FileChunk) -> bool {
+        match &self.files {
+            Some(tx) => tx.send(chunk).await.is_ok(),
+            None => false,
         }
     }
 
@@ -483,7 +570,7 @@ pub trait Connector: Send + Sync {
 }
 
 /// Every protocol, registered here and nowhere else.
-pub static PROTOCOLS: &[&dyn Protocol] = &[&modbus::Modbus, &mqtt::Mqtt];
+pub static PROTOCOLS: &[&dyn Protocol] = &[&files::Files, &modbus::Modbus, &mqtt::Mqtt];
 
 /// The resolved connectors of a configuration.
 #[derive(Clone)]

@@ -8,6 +8,7 @@
 
 pub mod dedup;
 pub mod journal;
+pub mod landing;
 pub mod process;
 pub mod record;
 pub mod shard;

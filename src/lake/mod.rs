@@ -6,6 +6,7 @@
 //! appending to tables; it never decides what is valid data (the ingest stage
 //! does) and never holds live state.
 
+pub mod append;
 pub mod increments;
 pub mod name;
 pub mod ops;

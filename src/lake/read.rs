@@ -313,6 +313,60 @@ impl Lakehouse {
         Ok(found)
     }
 
+    /// `(asset_id, signal, ts_ms)` of every row of `silver.readings` of
+    /// `plant` for `assets` with `from_ms <= ts <= to_ms` (only the
+    /// partitions of those days are read): what a batch of older readings
+    /// is checked against before it is accepted.
+    pub async fn reading_keys_between(
+        &self,
+        plant: &str,
+        assets: &[&str],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<std::collections::HashSet<(String, String, i64)>, LakeError> {
+        let t = Table::SilverReadings;
+        let qerr = |source| LakeError::Query {
+            table: t.name(),
+            source,
+        };
+        let mut out = std::collections::HashSet::new();
+        if assets.is_empty() || from_ms > to_ms {
+            return Ok(out);
+        }
+        let (ctx, table) = open(self, t).await?;
+        let filter = col("plant")
+            .eq(lit(plant))
+            .and(col("date").gt_eq(lit(ScalarValue::Date32(Some(day_of(from_ms))))))
+            .and(col("date").lt_eq(lit(ScalarValue::Date32(Some(day_of(to_ms))))))
+            .and(col("asset_id").in_list(assets.iter().map(|a| lit(*a)).collect(), false))
+            .and(col("ts").gt_eq(ts_lit(from_ms)))
+            .and(col("ts").lt_eq(ts_lit(to_ms)));
+        let provider = table.table_provider().await.map_err(qerr)?;
+        let batches = ctx
+            .read_table(provider)
+            .map_err(qerr)?
+            .filter(filter)
+            .map_err(qerr)?
+            .select(vec![col("asset_id"), col("signal"), col("ts")])
+            .map_err(qerr)?
+            .collect()
+            .await
+            .map_err(qerr)?;
+        for b in &batches {
+            let a = string_column(b, 0)?;
+            let sg = string_column(b, 1)?;
+            let ts = b.column(2).as_primitive::<TimestampMicrosecondType>();
+            for i in 0..b.num_rows() {
+                out.insert((
+                    a.value(i).to_string(),
+                    sg.value(i).to_string(),
+                    ts.value(i) / 1000,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     /// The newest `ts` per value of the `keys` columns of a table, over
     /// rows with `from_ms <= ts <= until_ms` (partitions before `from_ms`
     /// are not read): watermarks, data horizons, the last event per asset.

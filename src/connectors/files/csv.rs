@@ -5,6 +5,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
+use std::ops::Range;
 use std::path::Path;
 
 use super::{read_lines, Columns, FileError, FileSchema, LineParser, ParsedFile};
@@ -13,18 +14,34 @@ struct CsvParser {
     /// For each CSV field position, the output column (or none).
     target: Vec<Option<usize>>,
     fields: usize,
+    /// Rescue mode: for each CSV field position outside the schema, its name.
+    unknown: Vec<Option<String>>,
 }
 
 /// Read a CSV file into batches of `schema` with `threads` readers. Every
 /// non-nullable column must be in the header.
 pub fn read_csv(path: &Path, schema: &FileSchema, threads: usize) -> Result<ParsedFile, FileError> {
+    read_csv_part(path, schema, threads, None)
+}
+
+/// Like [`read_csv`], only the lines that start in `range` (bytes) when
+/// given. Header columns the schema does not have are reported as new
+/// fields (with the first row's value) when the schema asks, and rescued
+/// per row in rescue mode.
+pub fn read_csv_part(
+    path: &Path,
+    schema: &FileSchema,
+    threads: usize,
+    range: Option<Range<u64>>,
+) -> Result<ParsedFile, FileError> {
     let pstr = path.display().to_string();
     let file = File::open(path).map_err(|source| FileError::Io {
         path: pstr.clone(),
         source,
     })?;
     let mut header = Vec::new();
-    let n = BufReader::new(file)
+    let mut reader = BufReader::new(file);
+    let n = reader
         .read_until(b'\n', &mut header)
         .map_err(|source| FileError::Io {
             path: pstr.clone(),
@@ -52,16 +69,51 @@ pub fn read_csv(path: &Path, schema: &FileSchema, threads: usize) -> Result<Pars
             }
         }
     }
+    let wants_unknown = schema.detect_new || schema.rescue;
+    let unknown: Vec<Option<String>> = names
+        .iter()
+        .zip(&target)
+        .map(|(n, t)| (t.is_none() && wants_unknown && !n.is_empty()).then(|| n.clone()))
+        .collect();
+    let mut new_fields = Vec::new();
+    if unknown.iter().any(Option::is_some) {
+        let mut first = Vec::new();
+        let _ = reader.read_until(b'\n', &mut first);
+        let values = split(trim_eol(&first)).unwrap_or_default();
+        for (i, u) in unknown.iter().enumerate() {
+            if let Some(name) = u {
+                let sample = values
+                    .get(i)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default();
+                new_fields.push(super::NewField {
+                    path: name.clone(),
+                    sample: serde_json::Value::String(sample).to_string(),
+                });
+            }
+        }
+    }
     let p = CsvParser {
         target,
         fields: names.len(),
+        unknown: if schema.rescue { unknown } else { Vec::new() },
     };
-    read_lines(path, schema, &p, n as u64, threads)
+    let mut out = read_lines(path, schema, &p, n as u64, threads, range)?;
+    out.new_fields = new_fields;
+    Ok(out)
 }
 
 fn trim_eol(b: &[u8]) -> &[u8] {
     let b = b.strip_suffix(b"\n").unwrap_or(b);
     b.strip_suffix(b"\r").unwrap_or(b)
+}
+
+/// The fields of one line as text (header and sample rows).
+pub(crate) fn split_line(line: &str) -> Result<Vec<String>, String> {
+    Ok(split(line.as_bytes())?
+        .into_iter()
+        .map(|f| String::from_utf8_lossy(&f).into_owned())
+        .collect())
 }
 
 /// Split a line into fields, unquoting quoted ones.
@@ -130,6 +182,11 @@ impl LineParser for CsvParser {
                 } else {
                     cols.push_parsed(c, &f)?;
                 }
+            } else if let Some(Some(name)) = self.unknown.get(k) {
+                if !f.is_empty() {
+                    let v = serde_json::Value::String(String::from_utf8_lossy(&f).into_owned());
+                    cols.unknown_field(name, &v.to_string());
+                }
             }
             k += 1;
             match next {
@@ -167,14 +224,12 @@ mod tests {
         )
         .unwrap();
         f.flush().unwrap();
-        let schema = FileSchema {
-            columns: vec![
-                FileColumn::new("ts", "ts", ColumnKind::Timestamp, false),
-                FileColumn::new("machine_id", "machine_id", ColumnKind::Text, false),
-                FileColumn::new("plant", "plant", ColumnKind::Text, false),
-                FileColumn::new("power_kw", "power_kw", ColumnKind::Float, true),
-            ],
-        };
+        let schema = FileSchema::new(vec![
+            FileColumn::new("ts", "ts", ColumnKind::Timestamp, false),
+            FileColumn::new("machine_id", "machine_id", ColumnKind::Text, false),
+            FileColumn::new("plant", "plant", ColumnKind::Text, false),
+            FileColumn::new("power_kw", "power_kw", ColumnKind::Float, true),
+        ]);
         for threads in [1, 4] {
             let p = read_csv(f.path(), &schema, threads).unwrap();
             assert_eq!(p.rows(), 4);
@@ -204,9 +259,12 @@ mod tests {
             let pw = b.column(3).as_primitive::<Float64Type>();
             assert!(pw.value(1).is_nan() && pw.is_null(2) && pw.value(3) == 2.5);
         }
-        let strict = FileSchema {
-            columns: vec![FileColumn::new("x", "missing", ColumnKind::Float, false)],
-        };
+        let strict = FileSchema::new(vec![FileColumn::new(
+            "x",
+            "missing",
+            ColumnKind::Float,
+            false,
+        )]);
         assert!(read_csv(f.path(), &strict, 1)
             .unwrap_err()
             .to_string()

@@ -8,6 +8,7 @@
 //! string or a missing brace rejects the line), so a damaged line is
 //! reported, never half-loaded.
 
+use std::ops::Range;
 use std::path::Path;
 
 use super::{read_lines, ColumnKind, Columns, FileError, FileSchema, LineParser, ParsedFile};
@@ -85,6 +86,17 @@ pub fn read_jsonl(
     schema: &FileSchema,
     threads: usize,
 ) -> Result<ParsedFile, FileError> {
+    read_jsonl_part(path, schema, threads, None)
+}
+
+/// Like [`read_jsonl`], only the lines that start in `range` (bytes) when
+/// given: a large file read in slices that together hold every line once.
+pub fn read_jsonl_part(
+    path: &Path,
+    schema: &FileSchema,
+    threads: usize,
+    range: Option<Range<u64>>,
+) -> Result<ParsedFile, FileError> {
     let mut root = Level::default();
     for (i, c) in schema.columns.iter().enumerate() {
         if c.source.is_empty() || c.source.iter().any(|s| s.is_empty()) {
@@ -105,7 +117,7 @@ pub fn read_jsonl(
         shape: None,
     };
     p.shape = first_line(path).and_then(|l| p.learn_shape(&l, schema));
-    read_lines(path, schema, &p, 0, threads)
+    read_lines(path, schema, &p, 0, threads, range)
 }
 
 /// The first line of a file (up to 64 KiB), if it can be read.
@@ -133,10 +145,16 @@ impl JsonParser {
         let mut s = Scan {
             b: line,
             i: 0,
+            unknown_seen: false,
             rec: Some(Vec::new()),
         };
         s.ws();
-        s.object(Some(&self.root), self, &mut cols).ok()?;
+        s.object(Some(&self.root), self, &mut cols, "").ok()?;
+        // A layout with fields outside the schema would let lines with them
+        // pass unseen when they are to be detected or rescued.
+        if s.unknown_seen && cols.wants_unknown() {
+            return None;
+        }
         let rec = s.rec.take()?;
         let mut segs = Vec::with_capacity(rec.len() + 1);
         let mut prev = 0;
@@ -196,6 +214,17 @@ impl JsonParser {
                     }
                     None => false,
                 },
+                ColumnKind::Bool => {
+                    if rest.starts_with(b"true") {
+                        i += 4;
+                        cols.push_bool(c, true).is_ok()
+                    } else if rest.starts_with(b"false") {
+                        i += 5;
+                        cols.push_bool(c, false).is_ok()
+                    } else {
+                        false
+                    }
+                }
                 ColumnKind::Timestamp | ColumnKind::Int => {
                     let (neg, st) = if rest.first() == Some(&b'-') {
                         (true, 1)
@@ -234,10 +263,11 @@ impl LineParser for JsonParser {
         let mut s = Scan {
             b: line,
             i: 0,
+            unknown_seen: false,
             rec: None,
         };
         s.ws();
-        s.object(Some(&self.root), self, cols)?;
+        s.object(Some(&self.root), self, cols, "")?;
         s.ws();
         if s.i != line.len() {
             return Err(format!("unexpected text after the object at byte {}", s.i));
@@ -249,6 +279,8 @@ impl LineParser for JsonParser {
 struct Scan<'a> {
     b: &'a [u8],
     i: usize,
+    /// A field outside the schema was skipped.
+    unknown_seen: bool,
     /// When learning a layout: (value start, value end, column) of each value.
     rec: Option<Vec<(usize, usize, usize)>>,
 }
@@ -315,11 +347,14 @@ impl<'a> Scan<'a> {
         }
     }
 
+    /// An object whose fields are described by `level`; `prefix` is its
+    /// path (`signals.`) for naming fields the schema does not have.
     fn object(
         &mut self,
         level: Option<&Level>,
         p: &JsonParser,
         cols: &mut Columns,
+        prefix: &str,
     ) -> Result<(), String> {
         self.expect(b'{')?;
         self.ws();
@@ -345,16 +380,33 @@ impl<'a> Scan<'a> {
             match level.and_then(|l| l.find(key)) {
                 Some(Target::Column(c)) => {
                     let st = self.i;
-                    self.value_into(*c, p.kinds[*c], cols)?;
+                    if let Err(e) = self.value_into(*c, p.kinds[*c], cols) {
+                        // A well-formed value of the wrong type is rescued
+                        // (rescue mode); a damaged line is rejected.
+                        if !cols.rescuing() || self.rec.is_some() {
+                            return Err(e);
+                        }
+                        self.i = st;
+                        self.skip()?;
+                        let raw = String::from_utf8_lossy(&self.b[st..self.i]).into_owned();
+                        cols.rescue(*c, &raw, e)?;
+                    }
                     if let Some(r) = &mut self.rec {
                         r.push((st, self.i, *c));
                     }
                 }
                 Some(Target::Object(l)) => {
                     if self.peek() == Some(b'{') {
-                        self.object(Some(l), p, cols)?;
+                        let path = format!("{prefix}{}.", String::from_utf8_lossy(key));
+                        self.object(Some(l), p, cols, &path)?;
                     } else if self.b[self.i..].starts_with(b"null") {
                         self.i += 4;
+                    } else if cols.rescuing() && self.rec.is_none() {
+                        let st = self.i;
+                        self.skip()?;
+                        let raw = String::from_utf8_lossy(&self.b[st..self.i]).into_owned();
+                        let path = format!("{prefix}{}", String::from_utf8_lossy(key));
+                        cols.unknown_field(&path, &raw);
                     } else {
                         return Err(format!(
                             "field `{}` is not an object",
@@ -362,7 +414,16 @@ impl<'a> Scan<'a> {
                         ));
                     }
                 }
-                None => self.skip()?,
+                None => {
+                    let st = self.i;
+                    self.skip()?;
+                    self.unknown_seen = true;
+                    if cols.wants_unknown() && self.rec.is_none() {
+                        let path = format!("{prefix}{}", String::from_utf8_lossy(key));
+                        let raw = String::from_utf8_lossy(&self.b[st..self.i]).into_owned();
+                        cols.unknown_field(&path, &raw);
+                    }
+                }
             }
             self.ws();
             match self.peek() {
@@ -392,6 +453,22 @@ impl<'a> Scan<'a> {
             Some(b'n') if self.b[self.i..].starts_with(b"null") => {
                 self.i += 4;
                 cols.push_null(c)
+            }
+            Some(b't') if self.b[self.i..].starts_with(b"true") && kind == ColumnKind::Bool => {
+                self.i += 4;
+                cols.push_bool(c, true)
+            }
+            Some(b'f') if self.b[self.i..].starts_with(b"false") && kind == ColumnKind::Bool => {
+                self.i += 5;
+                cols.push_bool(c, false)
+            }
+            Some(b't') if self.b[self.i..].starts_with(b"true") && kind == ColumnKind::Text => {
+                self.i += 4;
+                cols.push_text(c, b"true")
+            }
+            Some(b'f') if self.b[self.i..].starts_with(b"false") && kind == ColumnKind::Text => {
+                self.i += 5;
+                cols.push_text(c, b"false")
             }
             Some(b't' | b'f' | b'{' | b'[') => Err(format!(
                 "field `{}`: expected {}, found {}",
@@ -428,8 +505,8 @@ impl<'a> Scan<'a> {
                     self.i += 1;
                 }
                 let tok = &self.b[st..self.i];
-                if kind == ColumnKind::Text {
-                    return Err(format!("field `{}`: expected a string", cols.name(c)));
+                if kind == ColumnKind::Bool {
+                    return Err(format!("field `{}`: expected a boolean", cols.name(c)));
                 }
                 cols.push_parsed(c, tok)
             }
@@ -494,6 +571,7 @@ fn kind_name(k: ColumnKind) -> &'static str {
         ColumnKind::Float => "a number",
         ColumnKind::Int => "an integer",
         ColumnKind::Text => "a string",
+        ColumnKind::Bool => "a boolean",
     }
 }
 
@@ -551,14 +629,12 @@ mod tests {
     use std::io::Write;
 
     fn schema() -> FileSchema {
-        FileSchema {
-            columns: vec![
-                FileColumn::new("machine_id", "machine", ColumnKind::Text, false),
-                FileColumn::new("ts", "ts", ColumnKind::Timestamp, false),
-                FileColumn::new("power_kw", "signals.power_kw", ColumnKind::Float, true),
-                FileColumn::new("rpm", "signals.rpm", ColumnKind::Float, true),
-            ],
-        }
+        FileSchema::new(vec![
+            FileColumn::new("machine_id", "machine", ColumnKind::Text, false),
+            FileColumn::new("ts", "ts", ColumnKind::Timestamp, false),
+            FileColumn::new("power_kw", "signals.power_kw", ColumnKind::Float, true),
+            FileColumn::new("rpm", "signals.rpm", ColumnKind::Float, true),
+        ])
     }
 
     #[test]
@@ -604,7 +680,7 @@ mod tests {
             kinds: schema().columns.iter().map(|c| c.kind).collect(),
             shape: None,
         };
-        let slow = read_lines(f.path(), &schema(), &general, 0, 1).unwrap();
+        let slow = read_lines(f.path(), &schema(), &general, 0, 1, None).unwrap();
         assert_eq!(fast.rows(), 8);
         assert_eq!(fast.batches, slow.batches);
         assert_eq!(fast.rejected, slow.rejected);
@@ -659,5 +735,67 @@ mod tests {
             assert!(pw.is_null(1) && b.column(3).is_null(0) && b.column(3).is_valid(1));
             assert_eq!(m.value(2), "mc-3");
         }
+    }
+}
+
+#[cfg(test)]
+mod rescue_tests {
+    use super::super::{FileColumn, RESCUED_COLUMN};
+    use super::*;
+    use deltalake::arrow::array::{Array, AsArray};
+    use std::io::Write;
+
+    fn read(text: &str, rescue: bool, detect: bool) -> ParsedFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f.flush().unwrap();
+        let mut s = FileSchema::new(vec![
+            FileColumn::new("ts", "ts", ColumnKind::Timestamp, true),
+            FileColumn::new("machine", "machine", ColumnKind::Text, true),
+            FileColumn::new("signals_force", "signals.force", ColumnKind::Float, true),
+            FileColumn::new("on", "on", ColumnKind::Bool, true),
+        ]);
+        s.rescue = rescue;
+        s.detect_new = detect;
+        read_jsonl(f.path(), &s, 1).unwrap()
+    }
+
+    #[test]
+    fn rescue_keeps_rows_and_puts_what_does_not_fit_aside() {
+        let text = "{\"ts\":1,\"machine\":\"m\",\"signals\":{\"force\":\"n/a\",\"oil\":5.5},\"on\":true}\n\
+                    {\"ts\":2,\"machine\":\"m\",\"signals\":{\"force\":1.5,\"oil\":5.5},\"on\":false}\n\
+                    {\"ts\":3,\"machine\":\"m\",\"signals\":{\"force\":2.5},\"on\":1,\"tags\":[1,2]}\n\
+                    {\"ts\":4,\"machine\":\"m\",\"signals\":{\"force\":2.5}\n";
+        let p = read(text, true, false);
+        assert_eq!(p.rows(), 3);
+        assert_eq!(p.rejected.len(), 1, "a broken line is still rejected");
+        let b = &p.batches[0];
+        let res = b
+            .column_by_name(RESCUED_COLUMN)
+            .unwrap()
+            .as_string::<i32>()
+            .clone();
+        assert_eq!(res.value(0), r#"{"signals_force":"n/a","signals.oil":5.5}"#);
+        assert_eq!(res.value(1), r#"{"signals.oil":5.5}"#);
+        assert_eq!(res.value(2), r#"{"on":1,"tags":[1,2]}"#);
+        let f = b
+            .column(2)
+            .as_primitive::<deltalake::arrow::datatypes::Float64Type>();
+        assert!(f.is_null(0) && f.value(1) == 1.5);
+        let on = b.column(3).as_boolean();
+        assert!(on.value(0) && !on.value(1) && on.is_null(2));
+        let paths: Vec<_> = p.new_fields.iter().map(|n| n.path.as_str()).collect();
+        assert_eq!(paths, vec!["signals.oil", "tags"]);
+    }
+
+    #[test]
+    fn new_fields_are_reported_without_rescue() {
+        let text = "{\"ts\":1,\"machine\":\"m\",\"signals\":{\"force\":1,\"oil\":{\"t\":5}},\"x\":\"y\"}\n";
+        let p = read(text, false, true);
+        assert_eq!(p.rows(), 1);
+        assert_eq!(p.new_fields[0].path, "signals.oil");
+        assert_eq!(p.new_fields[0].sample, "{\"t\":5}");
+        assert_eq!(p.new_fields[1].path, "x");
+        assert!(read(text, false, false).new_fields.is_empty());
     }
 }

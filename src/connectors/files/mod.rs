@@ -1,5 +1,7 @@
-//! Files dropped in a landing folder (JSON lines, CSV), read into typed Arrow
-//! batches with a given schema.
+//! Files dropped in a landing folder (JSON lines, CSV, Parquet): the
+//! watcher that takes each complete file once ([`landing`]), schema
+//! inference and evolution ([`infer`]), rows to readings ([`map`]), and
+//! the readers that turn files into typed Arrow batches with a given schema.
 //!
 //! A file is split into as many byte ranges as there are cores; each range
 //! starts after a newline, is read in 8 MiB chunks (`pread`, no whole-file
@@ -13,12 +15,18 @@
 //! the whole file unusable (cannot read it, CSV header without a required
 //! column) are [`FileError`]s.
 
+pub mod config;
 mod csv;
 mod dict;
+pub mod infer;
 mod jsonl;
+mod landing;
+pub mod map;
+pub mod parquet;
 pub mod text;
 
 use std::fs::File;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -26,14 +34,16 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use deltalake::arrow::array::{
-    ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMillisecondArray,
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray,
 };
 use deltalake::arrow::buffer::NullBuffer;
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
-pub use csv::read_csv;
+pub use csv::{read_csv, read_csv_part};
 use dict::DictBuilder;
-pub use jsonl::read_jsonl;
+pub use jsonl::{read_jsonl, read_jsonl_part};
+pub use landing::{FileEntry, Files, FilesConnector, LandingStats, LandingStatus, Manifest};
 
 /// Errors that stop a whole file.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +73,37 @@ pub enum ColumnKind {
     Int,
     /// UTF-8 text, dictionary-encoded.
     Text,
+    /// `true`/`false` (JSON booleans; `true`, `false`, `1`, `0` in text).
+    Bool,
 }
+
+impl ColumnKind {
+    /// How the kind is named in messages and schema files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ColumnKind::Timestamp => "timestamp",
+            ColumnKind::Float => "double",
+            ColumnKind::Int => "long",
+            ColumnKind::Text => "string",
+            ColumnKind::Bool => "boolean",
+        }
+    }
+
+    /// The kind of a name given by [`ColumnKind::as_str`].
+    pub fn parse(s: &str) -> Option<ColumnKind> {
+        Some(match s {
+            "timestamp" => ColumnKind::Timestamp,
+            "double" => ColumnKind::Float,
+            "long" => ColumnKind::Int,
+            "string" => ColumnKind::Text,
+            "boolean" => ColumnKind::Bool,
+            _ => return None,
+        })
+    }
+}
+
+/// Name of the column that holds what did not fit the schema (rescue mode).
+pub const RESCUED_COLUMN: &str = "_rescued_data";
 
 /// One output column and where it comes from.
 #[derive(Debug, Clone)]
@@ -93,30 +133,50 @@ impl FileColumn {
 #[derive(Debug, Clone)]
 pub struct FileSchema {
     pub columns: Vec<FileColumn>,
+    /// Values that do not fit their column's type and fields the schema
+    /// does not have go, as a JSON object, into a last column
+    /// [`RESCUED_COLUMN`] instead of rejecting the line (the column is then
+    /// null, when it may be).
+    pub rescue: bool,
+    /// Report the fields a file has that the schema does not
+    /// ([`ParsedFile::new_fields`]).
+    pub detect_new: bool,
 }
 
 impl FileSchema {
+    /// A schema of these columns, nothing rescued or detected.
+    pub fn new(columns: Vec<FileColumn>) -> FileSchema {
+        FileSchema {
+            columns,
+            rescue: false,
+            detect_new: false,
+        }
+    }
+
     /// Arrow schema of the batches produced.
     pub fn arrow_schema(&self) -> SchemaRef {
-        Arc::new(Schema::new(
-            self.columns
-                .iter()
-                .map(|c| {
-                    let t = match c.kind {
-                        ColumnKind::Timestamp => {
-                            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
-                        }
-                        ColumnKind::Float => DataType::Float64,
-                        ColumnKind::Int => DataType::Int64,
-                        ColumnKind::Text => DataType::Dictionary(
-                            Box::new(DataType::UInt32),
-                            Box::new(DataType::Utf8),
-                        ),
-                    };
-                    Field::new(&c.name, t, c.nullable)
-                })
-                .collect::<Vec<_>>(),
-        ))
+        let mut fields: Vec<Field> = self
+            .columns
+            .iter()
+            .map(|c| {
+                let t = match c.kind {
+                    ColumnKind::Timestamp => {
+                        DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+                    }
+                    ColumnKind::Float => DataType::Float64,
+                    ColumnKind::Int => DataType::Int64,
+                    ColumnKind::Text => {
+                        DataType::Dictionary(Box::new(DataType::UInt32), Box::new(DataType::Utf8))
+                    }
+                    ColumnKind::Bool => DataType::Boolean,
+                };
+                Field::new(&c.name, t, c.nullable)
+            })
+            .collect();
+        if self.rescue {
+            fields.push(Field::new(RESCUED_COLUMN, DataType::Utf8, true));
+        }
+        Arc::new(Schema::new(fields))
     }
 }
 
@@ -130,11 +190,26 @@ pub struct Rejected {
     pub text: String,
 }
 
+/// A field a file has that the schema does not, with one of its values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewField {
+    /// JSON: the field path (`signals.vibration`); CSV: the header name.
+    pub path: String,
+    /// The value's text as it stood in the file (JSON: the JSON value).
+    pub sample: String,
+}
+
+/// Distinct new fields remembered per file.
+const MAX_NEW_FIELDS: usize = 256;
+
 /// What a file gave.
 #[derive(Debug, Default)]
 pub struct ParsedFile {
     pub batches: Vec<RecordBatch>,
     pub rejected: Vec<Rejected>,
+    /// Fields not in the schema (when the schema asks to detect them), in
+    /// order of first appearance.
+    pub new_fields: Vec<NewField>,
 }
 
 impl ParsedFile {
@@ -194,6 +269,7 @@ impl<T: Copy + Default> Vals<T> {
 enum Buf {
     I64(Vals<i64>),
     F64(Vals<f64>),
+    Bool(Vals<bool>),
     Text(DictBuilder),
 }
 
@@ -206,6 +282,12 @@ pub(crate) struct Columns {
     rows: usize,
     set: Vec<bool>,
     batches: Vec<RecordBatch>,
+    /// Rescue mode: per row, the JSON object of what did not fit (or none).
+    rescued: Option<Vec<Option<Box<str>>>>,
+    /// The current row's rescued `"key":value` pairs.
+    rescue_row: String,
+    detect_new: bool,
+    new_fields: Vec<NewField>,
 }
 
 impl Columns {
@@ -216,6 +298,7 @@ impl Columns {
             .map(|c| match c.kind {
                 ColumnKind::Timestamp | ColumnKind::Int => Buf::I64(Vals::new()),
                 ColumnKind::Float => Buf::F64(Vals::new()),
+                ColumnKind::Bool => Buf::Bool(Vals::new()),
                 ColumnKind::Text => Buf::Text(DictBuilder::default()),
             })
             .collect();
@@ -227,7 +310,60 @@ impl Columns {
             rows: 0,
             set: vec![false; schema.columns.len()],
             batches: Vec::new(),
+            rescued: schema.rescue.then(Vec::new),
+            rescue_row: String::new(),
+            detect_new: schema.detect_new || schema.rescue,
+            new_fields: Vec::new(),
         }
+    }
+
+    /// Whether values that do not fit are rescued rather than rejected.
+    #[inline]
+    fn rescuing(&self) -> bool {
+        self.rescued.is_some()
+    }
+
+    /// Whether fields outside the schema are wanted (detected or rescued).
+    #[inline]
+    fn wants_unknown(&self) -> bool {
+        self.detect_new
+    }
+
+    /// A field outside the schema: remember it (first value as sample) and,
+    /// in rescue mode, rescue its value. `raw_json` is the value as JSON.
+    fn unknown_field(&mut self, path: &str, raw_json: &str) {
+        if self.new_fields.len() < MAX_NEW_FIELDS && !self.new_fields.iter().any(|f| f.path == path)
+        {
+            self.new_fields.push(NewField {
+                path: path.to_string(),
+                sample: raw_json.to_string(),
+            });
+        }
+        if self.rescuing() {
+            self.add_rescued(path, raw_json);
+        }
+    }
+
+    fn add_rescued(&mut self, key: &str, raw_json: &str) {
+        self.rescue_row
+            .push(if self.rescue_row.is_empty() { '{' } else { ',' });
+        self.rescue_row
+            .push_str(&serde_json::Value::String(key.to_string()).to_string());
+        self.rescue_row.push(':');
+        self.rescue_row.push_str(raw_json);
+    }
+
+    /// Column `c`'s value `raw_json` does not fit its type: in rescue mode
+    /// the column is null and the value rescued (Ok); otherwise `reason`.
+    fn rescue(&mut self, c: usize, raw_json: &str, reason: String) -> Result<(), String> {
+        if !self.rescuing() || !self.nullable[c] {
+            return Err(reason);
+        }
+        self.set[c] = false;
+        self.push_null(c)?;
+        let name = self.name(c).to_string();
+        self.add_rescued(&name, raw_json);
+        Ok(())
     }
 
     fn name(&self, c: usize) -> &str {
@@ -262,6 +398,15 @@ impl Columns {
     }
 
     #[inline]
+    fn push_bool(&mut self, c: usize, v: bool) -> Result<(), String> {
+        self.claim(c)?;
+        if let Buf::Bool(b) = &mut self.bufs[c] {
+            b.push(v);
+        }
+        Ok(())
+    }
+
+    #[inline]
     fn push_text(&mut self, c: usize, s: &[u8]) -> Result<(), String> {
         self.claim(c)?;
         if let Buf::Text(d) = &mut self.bufs[c] {
@@ -280,6 +425,7 @@ impl Columns {
         match &mut self.bufs[c] {
             Buf::I64(b) => b.push_null(),
             Buf::F64(b) => b.push_null(),
+            Buf::Bool(b) => b.push_null(),
             Buf::Text(d) => d.push_null(),
         }
         Ok(())
@@ -294,21 +440,28 @@ impl Columns {
                 String::from_utf8_lossy(s)
             )
         };
-        match self.kinds[c] {
-            ColumnKind::Text => self.push_text(c, s),
+        let r = match self.kinds[c] {
+            ColumnKind::Text => return self.push_text(c, s),
             ColumnKind::Float => match text::parse_f64(s) {
-                Some(v) => self.push_f64(c, v),
-                None => Err(bad("a number")),
+                Some(v) => return self.push_f64(c, v),
+                None => bad("a number"),
             },
             ColumnKind::Int => match text::parse_i64(s) {
-                Some(v) => self.push_i64(c, v),
-                None => Err(bad("an integer")),
+                Some(v) => return self.push_i64(c, v),
+                None => bad("an integer"),
             },
             ColumnKind::Timestamp => match text::parse_i64(s).or_else(|| text::parse_iso_ms(s)) {
-                Some(v) => self.push_i64(c, v),
-                None => Err(bad("a timestamp (epoch ms or ISO-8601)")),
+                Some(v) => return self.push_i64(c, v),
+                None => bad("a timestamp (epoch ms or ISO-8601)"),
             },
-        }
+            ColumnKind::Bool => match s {
+                b"true" | b"TRUE" | b"True" | b"1" => return self.push_bool(c, true),
+                b"false" | b"FALSE" | b"False" | b"0" => return self.push_bool(c, false),
+                _ => bad("a boolean"),
+            },
+        };
+        let raw = serde_json::Value::String(String::from_utf8_lossy(s).into_owned()).to_string();
+        self.rescue(c, &raw, r)
     }
 
     /// Close the current row: unset columns become null (or reject the row).
@@ -322,6 +475,14 @@ impl Columns {
             }
         }
         self.set.iter_mut().for_each(|s| *s = false);
+        if let Some(r) = &mut self.rescued {
+            if self.rescue_row.is_empty() {
+                r.push(None);
+            } else {
+                self.rescue_row.push('}');
+                r.push(Some(std::mem::take(&mut self.rescue_row).into_boxed_str()));
+            }
+        }
         self.rows += 1;
         Ok(())
     }
@@ -333,10 +494,12 @@ impl Columns {
             match b {
                 Buf::I64(b) => b.truncate(n),
                 Buf::F64(b) => b.truncate(n),
+                Buf::Bool(b) => b.truncate(n),
                 Buf::Text(d) => d.truncate(n),
             }
         }
         self.set.iter_mut().for_each(|s| *s = false);
+        self.rescue_row.clear();
     }
 
     fn flush(&mut self) -> Result<(), deltalake::arrow::error::ArrowError> {
@@ -360,8 +523,18 @@ impl Columns {
                     let (v, nulls) = b.take();
                     Arc::new(Float64Array::new(v.into(), nulls))
                 }
+                Buf::Bool(b) => {
+                    let (v, nulls) = b.take();
+                    Arc::new(BooleanArray::new(v.into_iter().collect(), nulls))
+                }
                 Buf::Text(d) => Arc::new(d.finish()?),
             });
+        }
+        if let Some(r) = &mut self.rescued {
+            let rows = std::mem::take(r);
+            cols.push(Arc::new(StringArray::from_iter(
+                rows.iter().map(|x| x.as_deref()),
+            )));
         }
         self.batches
             .push(RecordBatch::try_new(self.schema.clone(), cols)?);
@@ -383,6 +556,7 @@ pub(crate) fn read_lines(
     parser: &dyn LineParser,
     data_start: u64,
     threads: usize,
+    range: Option<Range<u64>>,
 ) -> Result<ParsedFile, FileError> {
     let pstr = path.display().to_string();
     let io = |source| FileError::Io {
@@ -390,10 +564,16 @@ pub(crate) fn read_lines(
         source,
     };
     let file = File::open(path).map_err(io)?;
-    let len = file.metadata().map_err(io)?.len();
+    let flen = file.metadata().map_err(io)?.len();
+    // Lines that start in [data_start, len): the whole file, or a slice of it.
+    let first_at_line_start = range.as_ref().is_none_or(|r| r.start <= data_start);
+    let (data_start, len) = match range {
+        Some(r) => (r.start.max(data_start).min(flen), r.end.min(flen)),
+        None => (data_start, flen),
+    };
     let threads = threads.max(1) as u64;
     let span = (len - data_start.min(len)).div_ceil(threads).max(1);
-    type ThreadOut = Result<(Vec<RecordBatch>, Vec<Rejected>), FileError>;
+    type ThreadOut = Result<(Vec<RecordBatch>, Vec<Rejected>, Vec<NewField>), FileError>;
     // On the process-wide worker pool (threads and allocator heaps persist
     // between files).
     let results: Vec<ThreadOut> = (0..threads)
@@ -408,37 +588,48 @@ pub(crate) fn read_lines(
                 path: pstr.clone(),
                 source,
             };
-            scan_range(file, a, b, a == data_start, |off, line| {
-                if line.is_empty() {
-                    return Ok(());
-                }
-                let r = parser.parse(line, &mut cols).and_then(|_| cols.end_row());
-                if let Err(reason) = r {
-                    cols.rollback();
-                    let cut = &line[..line.len().min(1024)];
-                    rejected.push(Rejected {
-                        offset: off,
-                        reason,
-                        text: String::from_utf8_lossy(cut).into_owned(),
-                    });
-                } else if cols.rows >= BATCH_ROWS {
-                    cols.flush().map_err(arrow)?;
-                }
-                Ok(())
-            })
+            scan_range(
+                file,
+                a,
+                b,
+                a == data_start && first_at_line_start,
+                |off, line| {
+                    if line.is_empty() {
+                        return Ok(());
+                    }
+                    let r = parser.parse(line, &mut cols).and_then(|_| cols.end_row());
+                    if let Err(reason) = r {
+                        cols.rollback();
+                        let cut = &line[..line.len().min(1024)];
+                        rejected.push(Rejected {
+                            offset: off,
+                            reason,
+                            text: String::from_utf8_lossy(cut).into_owned(),
+                        });
+                    } else if cols.rows >= BATCH_ROWS {
+                        cols.flush().map_err(arrow)?;
+                    }
+                    Ok(())
+                },
+            )
             .map_err(|source| FileError::Io {
                 path: pstr.clone(),
                 source,
             })??;
             cols.flush().map_err(arrow)?;
-            Ok((cols.batches, rejected))
+            Ok((cols.batches, rejected, cols.new_fields))
         })
         .collect();
     let mut out = ParsedFile::default();
     for r in results {
-        let (b, rej) = r?;
+        let (b, rej, new) = r?;
         out.batches.extend(b);
         out.rejected.extend(rej);
+        for f in new {
+            if !out.new_fields.iter().any(|g| g.path == f.path) {
+                out.new_fields.push(f);
+            }
+        }
     }
     Ok(out)
 }
