@@ -530,6 +530,21 @@ async fn parquet_from_another_writer_and_a_non_telemetry_table() {
     );
     let platform = start(&lake_dir, &sources, &presses(&["w1", "w2"])).await;
     let lake = platform.lake.clone();
+    // Files that cannot be used are quarantined whole; the source goes on.
+    std::fs::write(pq.join("broken.parquet"), b"PAR1 this is not parquet PAR1").unwrap();
+    std::fs::write(pq.join("noasset.csv"), "ts,force\n1,2\n").unwrap();
+    wait_count(
+        &lake,
+        60,
+        "two unreadable files quarantined",
+        "SELECT count(*) FROM silver.quarantine WHERE expectation = 'unreadable_file'",
+        2,
+    )
+    .await;
+    assert_eq!(
+        count(&lake, "SELECT count(*) FROM silver.quarantine WHERE expectation = 'unreadable_file' AND reason LIKE '%no column `machine` for the asset id%' AND source LIKE 'landing:pq:noasset.csv%'").await,
+        1
+    );
     // Parquet written by pyarrow: 3 row groups, a timestamp column, ints.
     let t0 = now_ms() - 100_000;
     let script = format!(
@@ -586,6 +601,11 @@ import os; os.rename("{}/.part.parquet", "{}/batch.parquet")
         2,
     )
     .await;
+    let m = metrics_text(platform.http_addr).await.unwrap_or_default();
+    assert!(
+        m.contains("ironlake_landing_files_total{outcome=\"unreadable\",source=\"pq\"} 2"),
+        "{m}"
+    );
     // A later export with a quantity that is not a number: rescued (rescue
     // mode), kept in bronze, quarantined, left out of silver.
     std::fs::write(

@@ -224,10 +224,10 @@ impl LandingStage {
                 .and_then(|id| self.model.asset(id))
                 .map_or(crate::connectors::UNASSIGNED_PLANT, |a| a.plant.as_str());
             self.stats.quarantined.with_label_values(&[i.code]).inc();
-            let reason = if i.code == "parse_error" {
-                format!("byte {}: {}", i.offset, i.reason)
-            } else {
-                format!("row {}: {}", i.offset, i.reason)
+            let reason = match i.code {
+                "parse_error" => format!("byte {}: {}", i.offset, i.reason),
+                "unreadable_file" => i.reason.clone(),
+                _ => format!("row {}: {}", i.offset, i.reason),
             };
             quarantine.push(
                 c.received_ms,

@@ -344,6 +344,22 @@ fn read_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T,
     }
 }
 
+/// Why a slice could not be read.
+#[derive(Debug)]
+enum ChunkError {
+    /// The file cannot be used (not the format, no key column, unreadable):
+    /// quarantined as a whole, the source goes on.
+    Unreadable(String),
+    /// The source must stop here (`failOnNewColumns`, its state not writable).
+    Stop(String),
+}
+
+impl From<String> for ChunkError {
+    fn from(s: String) -> Self {
+        ChunkError::Unreadable(s)
+    }
+}
+
 /// Why a file is not ingested (the source stops at it).
 #[derive(Debug, thiserror::Error)]
 enum Stop {
@@ -656,14 +672,27 @@ impl Worker {
                     if cx.shutdown.is_cancelled() {
                         return Err(Stop::Shutdown);
                     }
-                    let chunk = self.read_chunk(i, k).await.map_err(|e| {
-                        Stop::File(format!("{}: {e}", self.l.src.dir.join(&name).display()))
-                    })?;
-                    let (chunk, rx) = chunk;
+                    let shown = self.l.src.dir.join(&name).display().to_string();
+                    let (chunk, rx, last) = match self.read_chunk(i, k).await {
+                        Ok((c, rx)) => (c, rx, false),
+                        Err(ChunkError::Stop(e)) => return Err(Stop::File(format!("{shown}: {e}"))),
+                        Err(ChunkError::Unreadable(e)) => {
+                            warn!(source = %self.name(), file = %shown, error = %e, "landing file quarantined");
+                            self.manifest.files[i].error = Some(e.clone());
+                            let (c, rx) = self.unreadable_chunk(i, k, e);
+                            (c, rx, true)
+                        }
+                    };
                     if !cx.sink.send_chunk(chunk).await {
                         return Err(Stop::Shutdown);
                     }
                     in_flight.push_back((i, rx));
+                    if last {
+                        while !in_flight.is_empty() {
+                            self.settle_one(&mut in_flight, bar.as_ref()).await?;
+                        }
+                        break;
+                    }
                     while in_flight.len() >= MAX_IN_FLIGHT {
                         self.settle_one(&mut in_flight, bar.as_ref()).await?;
                     }
@@ -706,6 +735,20 @@ impl Worker {
         let f = &mut self.manifest.files[i];
         f.acked += 1;
         f.rows += report.rows;
+        if f.error.is_some() {
+            // Quarantined as a whole: the rest of its slices are not read.
+            if let Some(b) = bar {
+                b.inc(f.chunks - f.acked);
+            }
+            f.acked = f.chunks;
+            self.l
+                .stats
+                .files
+                .with_label_values(&[&name, "unreadable"])
+                .inc();
+            self.save_manifest().map_err(Stop::File)?;
+            return Ok(());
+        }
         self.l
             .stats
             .rows
@@ -733,7 +776,7 @@ impl Worker {
         &mut self,
         i: usize,
         k: u64,
-    ) -> Result<(FileChunk, oneshot::Receiver<Result<ChunkReport, String>>), String> {
+    ) -> Result<(FileChunk, oneshot::Receiver<Result<ChunkReport, String>>), ChunkError> {
         let f = self.manifest.files[i].clone();
         let path = self.l.src.dir.join(&f.name);
         let format = self.l.src.cfg.format.of(&f.name).unwrap_or(Format::Jsonl);
@@ -750,11 +793,13 @@ impl Worker {
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
             if found.columns.is_empty() {
-                return Err("no columns could be inferred from the file's first lines".into());
+                return Err(ChunkError::Unreadable(
+                    "no columns could be inferred from the file's first lines".into(),
+                ));
             }
             self.schema.merge(&found);
             self.schema.version = 1;
-            self.save_schema()?;
+            self.save_schema().map_err(ChunkError::Stop)?;
             info!(source = %cfg.name, columns = self.schema.columns.len(), "landing schema inferred");
         }
         let chunk_bytes = self.chunk_bytes();
@@ -832,7 +877,7 @@ impl Worker {
                     }
                     let added = self.schema.columns.len() - before;
                     self.schema.version += 1;
-                    self.save_schema()?;
+                    self.save_schema().map_err(ChunkError::Stop)?;
                     self.l
                         .stats
                         .new_columns
@@ -844,10 +889,10 @@ impl Worker {
                 }
                 Evolution::FailOnNewColumns => {
                     let names: Vec<_> = new.iter().map(|n| format!("`{}`", n.path)).collect();
-                    return Err(format!(
+                    return Err(ChunkError::Stop(format!(
                         "new columns {} (schema_evolution = \"failOnNewColumns\": change the mode, or remove the file, and restart)",
                         names.join(", ")
-                    ));
+                    )));
                 }
                 Evolution::Rescue | Evolution::None => {
                     for n in new {
@@ -921,6 +966,42 @@ impl Worker {
             done: tx,
         };
         Ok((chunk, rx))
+    }
+
+    /// The slice that quarantines an unreadable file (one row, its reason).
+    fn unreadable_chunk(
+        &self,
+        i: usize,
+        k: u64,
+        reason: String,
+    ) -> (FileChunk, oneshot::Receiver<Result<ChunkReport, String>>) {
+        let f = &self.manifest.files[i];
+        let cfg = &self.l.src.cfg;
+        let (tx, rx) = oneshot::channel();
+        let chunk = FileChunk {
+            source: Arc::from(cfg.name.as_str()),
+            position: f.first + k,
+            file: Arc::from(f.name.as_str()),
+            start: 0,
+            received_ms: now_ms(),
+            bronze: self.l.src.bronze.clone(),
+            raw: Vec::new(),
+            readings: Vec::new(),
+            table: None,
+            table_rows: Vec::new(),
+            issues: vec![ChunkIssue {
+                asset: None,
+                signal: None,
+                code: "unreadable_file",
+                reason,
+                payload: serde_json::json!({ "file": f.name, "size": f.size }).to_string(),
+                offset: 0,
+            }],
+            twins_from_ms: i64::MAX,
+            max_past_ms: 0,
+            done: tx,
+        };
+        (chunk, rx)
     }
 
     fn model_ref(&self) -> Arc<AssetModel> {
