@@ -7,6 +7,7 @@
 //! * `scale`: many twins live in one process; resident memory per twin.
 //! * `--data DIR --workload W`: the peer workloads ([`peers`]).
 
+mod landing;
 mod live;
 pub mod peers;
 
@@ -35,6 +36,9 @@ pub enum BenchCmd {
     /// The live stream (`GET /api/stream`): events a second to N open
     /// subscribers (browsers) and the delay from the twin to each.
     Live(live::LiveOpts),
+    /// The landing folder: a telemetry file of the peers' data set dropped
+    /// into a watched folder, until committed to bronze, silver and quarantine.
+    Landing(landing::LandingOpts),
     /// N machines of 10 signals live in one process: RSS per twin.
     Scale {
         #[arg(long, default_value_t = 10_000)]
@@ -257,6 +261,7 @@ pub async fn run(cmd: BenchCmd) -> Result<()> {
     match cmd {
         BenchCmd::Ingest(opts) => ingest(opts).await,
         BenchCmd::Live(opts) => live::run(opts).await,
+        BenchCmd::Landing(opts) => landing::run(opts).await,
         BenchCmd::Scale {
             machines,
             seconds,

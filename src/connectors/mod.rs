@@ -17,6 +17,8 @@
 //! never validates ranges or writes tables.
 
 pub mod files;
+pub mod json;
+pub mod kafka;
 pub mod modbus;
 pub mod mqtt;
 
@@ -570,7 +572,8 @@ pub trait Connector: Send + Sync {
 }
 
 /// Every protocol, registered here and nowhere else.
-pub static PROTOCOLS: &[&dyn Protocol] = &[&files::Files, &modbus::Modbus, &mqtt::Mqtt];
+pub static PROTOCOLS: &[&dyn Protocol] =
+    &[&files::Files, &kafka::Kafka, &modbus::Modbus, &mqtt::Mqtt];
 
 /// The resolved connectors of a configuration.
 #[derive(Clone)]

@@ -25,7 +25,9 @@ use deltalake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use tokio::sync::mpsc;
 use tracing::{error, warn};
 
-use super::validate::{check, check_time, TimePolicy};
+use rayon::prelude::*;
+
+use super::validate::{check, check_time, Rejection, TimePolicy};
 use super::{IngestStats, TwinBatch, TwinFeed, TypedReading};
 use crate::assets::{AssetIdx, AssetModel, SignalIdx};
 use crate::connectors::{ChunkReport, FileChunk, RawValue};
@@ -47,9 +49,13 @@ pub struct LandingStage {
     pub time: TimePolicy,
     /// Stop taking slices (the one being committed finishes).
     pub stop: tokio_util::sync::CancellationToken,
-    /// Per (asset, signal), the newest time silver holds (seeded from
-    /// silver at start): older readings are looked up before they are taken.
-    pub marks: parking_lot::Mutex<HashMap<(AssetIdx, SignalIdx), i64>>,
+    /// Per (asset, signal) slot (see [`LandingStage::slots_of`]), the
+    /// newest time silver holds (seeded from silver at start): older
+    /// readings are looked up there before they are taken.
+    pub marks: parking_lot::Mutex<Vec<i64>>,
+    /// First slot of each asset.
+    pub slot_base: Vec<u32>,
+    pub slots: usize,
 }
 
 /// Tables by name, opened once.
@@ -59,14 +65,49 @@ struct Tables {
 }
 
 impl Tables {
-    fn get(&mut self, name: &TableName) -> &mut MarkedTable {
+    /// Take a table out (to commit it beside others); give it back with [`Tables::put`].
+    fn take(&mut self, name: &TableName) -> MarkedTable {
         self.open
-            .entry(name.to_string())
-            .or_insert_with(|| MarkedTable::new(name.clone()))
+            .remove(&name.to_string())
+            .unwrap_or_else(|| MarkedTable::new(name.clone()))
+    }
+
+    fn put(&mut self, t: MarkedTable) {
+        self.open.insert(t.name().to_string(), t);
     }
 }
 
+/// A part of a slice validated: (reading, value) that passed, and the rejects.
+type Checked = (Vec<(u32, f64)>, Vec<(u32, Rejection)>);
+
+/// Readings per parallel part of a slice.
+const PART: usize = 65_536;
+
 impl LandingStage {
+    /// The slot layout of a model (first slot per asset, slots in all),
+    /// and the watermarks of `seeds` laid out in it.
+    pub fn slots_of(
+        model: &AssetModel,
+        seeds: &HashMap<(AssetIdx, SignalIdx), i64>,
+    ) -> (Vec<u32>, usize, Vec<i64>) {
+        let mut base = Vec::with_capacity(model.assets.len());
+        let mut n = 0usize;
+        for a in &model.assets {
+            base.push(n as u32);
+            n += a.twin.signals.len();
+        }
+        let mut marks = vec![i64::MIN; n];
+        for ((a, s), ts) in seeds {
+            if let Some(b) = base.get(*a as usize) {
+                let k = *b as usize + *s as usize;
+                if k < n {
+                    marks[k] = *ts;
+                }
+            }
+        }
+        (base, n, marks)
+    }
+
     /// Take slices until the channel closes. A slice whose commits fail
     /// (full disk, storage outage) is retried a few times, then answered
     /// with the error: the connector offers it again later.
@@ -111,57 +152,85 @@ impl LandingStage {
             max_past_ms: c.max_past_ms,
         };
         let source_label = format!("landing:{}:{}@{}", c.source, c.file, c.start);
-        // Validate.
-        let n = c.readings.len();
-        let mut quarantine = QuarantineRows::new();
-        // Readings that passed: (index in the slice, value).
-        let mut ok: Vec<(usize, f64)> = Vec::with_capacity(n);
-        for (i, r) in c.readings.iter().enumerate() {
-            let Some(a) = self.model.assets.get(r.asset as usize) else {
-                continue;
-            };
-            let Some(def) = a.twin.signals.get(r.signal as usize) else {
-                continue;
-            };
-            let checked =
-                check_time(&time, r.ts_ms, c.received_ms).and_then(|()| check(def, &r.value));
-            match checked {
-                Ok(x) => ok.push((i, x)),
-                Err(rej) => {
-                    self.stats
-                        .quarantined
-                        .with_label_values(&[rej.expectation])
-                        .inc();
-                    quarantine.push(
-                        c.received_ms,
-                        &source_label,
-                        a.plant.as_str(),
-                        Some(a.id.as_str()),
-                        Some(def.name.as_str()),
-                        rej.expectation,
-                        &rej.reason,
-                        &value_json(&def.name, &r.value, r.ts_ms),
-                    );
+        // Validate, in parallel: the values that passed, and the rejects.
+        let parts: Vec<Checked> = c
+            .readings
+            .par_chunks(PART)
+            .enumerate()
+            .map(|(k, rs)| {
+                let mut ok = Vec::with_capacity(rs.len());
+                let mut bad = Vec::new();
+                for (j, r) in rs.iter().enumerate() {
+                    let i = (k * PART + j) as u32;
+                    let Some(def) = self
+                        .model
+                        .assets
+                        .get(r.asset as usize)
+                        .and_then(|a| a.twin.signals.get(r.signal as usize))
+                    else {
+                        continue;
+                    };
+                    match check_time(&time, r.ts_ms, c.received_ms)
+                        .and_then(|()| check(def, &r.value))
+                    {
+                        Ok(x) => ok.push((i, x)),
+                        Err(rej) => bad.push((i, rej)),
+                    }
                 }
+                (ok, bad)
+            })
+            .collect();
+        let mut quarantine = QuarantineRows::new();
+        let mut ok: Vec<(u32, f64)> = Vec::with_capacity(c.readings.len());
+        for (good, bad) in parts {
+            ok.extend(good);
+            for (i, rej) in bad {
+                let r = &c.readings[i as usize];
+                let a = &self.model.assets[r.asset as usize];
+                let def = &a.twin.signals[r.signal as usize];
+                self.stats
+                    .quarantined
+                    .with_label_values(&[rej.expectation])
+                    .inc();
+                quarantine.push(
+                    c.received_ms,
+                    &source_label,
+                    a.plant.as_str(),
+                    Some(a.id.as_str()),
+                    Some(def.name.as_str()),
+                    rej.expectation,
+                    &rej.reason,
+                    &value_json(&def.name, &r.value, r.ts_ms),
+                );
             }
         }
-        // Duplicates: within the slice by a set; against silver for
-        // readings not newer than what silver holds of their signal.
-        let mut seen: foldhash::HashSet<(AssetIdx, u32, i64)> = Default::default();
-        seen.reserve(ok.len());
+        // Duplicates. Per (asset, signal) slot: a reading newer than every
+        // earlier one of its slot in this slice is new here; the others
+        // ("late") are checked against the earlier ones. A reading not
+        // newer than what silver held before this slice is looked up there.
+        let slot = |r: &crate::connectors::ChunkReading| {
+            self.slot_base[r.asset as usize] as usize + r.signal as usize
+        };
+        let mut newest = vec![i64::MIN; self.slots];
+        let mut late: Vec<u32> = Vec::new();
         let mut unsure: HashMap<&str, (Vec<&str>, i64, i64)> = HashMap::new();
         {
             let marks = self.marks.lock();
             for &(i, _) in &ok {
-                let r = &c.readings[i];
-                let wm = marks.get(&(r.asset, r.signal)).copied().unwrap_or(i64::MIN);
-                if r.ts_ms <= wm {
+                let r = &c.readings[i as usize];
+                let s = slot(r);
+                if r.ts_ms > newest[s] {
+                    newest[s] = r.ts_ms;
+                } else {
+                    late.push(i);
+                }
+                if r.ts_ms <= marks[s] {
                     let a = &self.model.assets[r.asset as usize];
                     let e =
                         unsure
                             .entry(a.plant.as_str())
                             .or_insert((Vec::new(), i64::MAX, i64::MIN));
-                    if !e.0.contains(&a.id.as_str()) {
+                    if e.0.last() != Some(&a.id.as_str()) && !e.0.contains(&a.id.as_str()) {
                         e.0.push(a.id.as_str());
                     }
                     e.1 = e.1.min(r.ts_ms);
@@ -169,40 +238,79 @@ impl LandingStage {
                 }
             }
         }
-        let mut existing = std::collections::HashSet::new();
-        for (plant, (assets, from, to)) in &unsure {
-            existing.extend(
-                self.lake
-                    .reading_keys_between(plant, assets, *from, *to)
-                    .await?,
-            );
-        }
-        let mut silver = ReadingRows::new(ok.len());
-        let mut twins: HashMap<AssetIdx, TwinBatch> = HashMap::new();
-        let mut newest: HashMap<(AssetIdx, u16), i64> = HashMap::new();
-        for &(i, x) in &ok {
-            let r = &c.readings[i];
-            let a = &self.model.assets[r.asset as usize];
-            let def = &a.twin.signals[r.signal as usize];
-            if !seen.insert((r.asset, r.signal as u32, r.ts_ms))
-                || (!existing.is_empty()
-                    && existing.contains(&(a.id.to_string(), def.name.clone(), r.ts_ms)))
-            {
-                report.duplicates += 1;
-                continue;
+        let mut dup = vec![false; c.readings.len()];
+        if !late.is_empty() {
+            let keys: foldhash::HashSet<(usize, i64)> = late
+                .iter()
+                .map(|&i| {
+                    let r = &c.readings[i as usize];
+                    (slot(r), r.ts_ms)
+                })
+                .collect();
+            let mut flagged = vec![false; self.slots];
+            for k in &keys {
+                flagged[k.0] = true;
             }
-            let nw = newest.entry((r.asset, r.signal)).or_insert(i64::MIN);
-            *nw = (*nw).max(r.ts_ms);
-            silver.push(
-                r.ts_ms,
-                a.plant.as_str(),
-                a.line.as_str(),
-                a.id.as_str(),
-                &def.name,
-                x,
-                "GOOD",
-                c.received_ms,
-            );
+            let mut seen: foldhash::HashSet<(usize, i64)> = Default::default();
+            for &(i, _) in &ok {
+                let r = &c.readings[i as usize];
+                let s = slot(r);
+                if flagged[s] && keys.contains(&(s, r.ts_ms)) && !seen.insert((s, r.ts_ms)) {
+                    dup[i as usize] = true;
+                }
+            }
+        }
+        if !unsure.is_empty() {
+            let mut existing = std::collections::HashSet::new();
+            for (plant, (assets, from, to)) in &unsure {
+                existing.extend(
+                    self.lake
+                        .reading_keys_between(plant, assets, *from, *to)
+                        .await?,
+                );
+            }
+            if !existing.is_empty() {
+                for &(i, _) in &ok {
+                    let r = &c.readings[i as usize];
+                    let a = &self.model.assets[r.asset as usize];
+                    let key = (
+                        a.id.to_string(),
+                        a.twin.signals[r.signal as usize].name.clone(),
+                        r.ts_ms,
+                    );
+                    if existing.contains(&key) {
+                        dup[i as usize] = true;
+                    }
+                }
+            }
+        }
+        ok.retain(|(i, _)| !dup[*i as usize]);
+        report.duplicates = dup.iter().filter(|d| **d).count() as u64;
+        // Silver rows, in parallel parts.
+        let silver: Vec<RecordBatch> = ok
+            .par_chunks(PART)
+            .map(|part| {
+                let mut rows = ReadingRows::new(part.len());
+                for &(i, x) in part {
+                    let r = &c.readings[i as usize];
+                    let a = &self.model.assets[r.asset as usize];
+                    rows.push(
+                        r.ts_ms,
+                        a.plant.as_str(),
+                        a.line.as_str(),
+                        a.id.as_str(),
+                        &a.twin.signals[r.signal as usize].name,
+                        x,
+                        "GOOD",
+                        c.received_ms,
+                    );
+                }
+                rows.finish()
+            })
+            .collect::<Result<_, _>>()?;
+        let mut twins: HashMap<AssetIdx, TwinBatch> = HashMap::new();
+        for &(i, x) in &ok {
+            let r = &c.readings[i as usize];
             if r.ts_ms >= c.twins_from_ms {
                 twins
                     .entry(r.asset)
@@ -216,7 +324,7 @@ impl LandingStage {
                     });
             }
         }
-        report.readings = silver.len() as u64;
+        report.readings = ok.len() as u64;
         for i in &c.issues {
             let plant = i
                 .asset
@@ -253,8 +361,8 @@ impl LandingStage {
                 bronze_batches(&c.table_rows, &c.file, c.received_ms)?,
             ));
         }
-        if !silver.is_empty() {
-            writes.push((Table::SilverReadings.table_name(), vec![silver.finish()?]));
+        if !ok.is_empty() {
+            writes.push((Table::SilverReadings.table_name(), silver));
         }
         if !quarantine.is_empty() {
             writes.push((
@@ -262,23 +370,48 @@ impl LandingStage {
                 vec![quarantine.finish()?],
             ));
         }
+        // The tables are independent: their commits run side by side.
+        let mut pending = Vec::new();
         for (name, batches) in writes {
             if batches.iter().all(|b| b.num_rows() == 0) {
                 continue;
             }
-            let t = tables.get(&name);
-            if t.marker(&self.lake, &app).await? >= Some(c.position) {
-                report.skipped_tables += 1;
-                continue;
-            }
-            t.append(&self.lake, batches, &app, c.position).await?;
+            pending.push((tables.take(&name), batches));
         }
-
+        let results = futures::future::join_all(pending.into_iter().map(|(mut t, batches)| {
+            let (lake, app, pos) = (self.lake.clone(), app.clone(), c.position);
+            async move {
+                let r = async {
+                    if t.marker(&lake, &app).await? >= Some(pos) {
+                        return Ok(true);
+                    }
+                    t.append(&lake, batches, &app, pos).await.map(|()| false)
+                }
+                .await;
+                (t, r)
+            }
+        }))
+        .await;
+        let mut first_err = None;
+        for (t, r) in results {
+            tables.put(t);
+            match r {
+                Ok(true) => report.skipped_tables += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
         {
             let mut marks = self.marks.lock();
-            for (k, ts) in newest {
-                let m = marks.entry(k).or_insert(i64::MIN);
-                *m = (*m).max(ts);
+            for (s, ts) in newest.iter().enumerate() {
+                if *ts > marks[s] {
+                    marks[s] = *ts;
+                }
             }
         }
         // Recent readings to the twins, in time order per machine.

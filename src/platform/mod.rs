@@ -363,6 +363,12 @@ impl Platform {
             )));
         }
         let mut sink = IngestSink::new(senders, Arc::new(route), p.ingest.queue_mib << 20);
+        if let Some(k) = config
+            .connectors
+            .get::<crate::connectors::kafka::KafkaConnector>()
+        {
+            k.stats().register(&registry);
+        }
         // The landing folder's bulk path.
         let mut landing_join = None;
         let shutdown = CancellationToken::new();
@@ -373,6 +379,8 @@ impl Platform {
             files.stats().register(&registry);
             let (ftx, frx) = mpsc::channel(2);
             sink = sink.with_files(ftx);
+            let (slot_base, slots, marks) =
+                crate::ingest::landing::LandingStage::slots_of(&model, &seeds);
             let stage = crate::ingest::landing::LandingStage {
                 model: model.clone(),
                 lake: lake.clone(),
@@ -383,7 +391,9 @@ impl Platform {
                     max_past_ms,
                 },
                 stop: shutdown.clone(),
-                marks: parking_lot::Mutex::new(seeds.clone()),
+                marks: parking_lot::Mutex::new(marks),
+                slot_base,
+                slots,
             };
             landing_join = Some(pool.handle().spawn(stage.run(frx)));
         }

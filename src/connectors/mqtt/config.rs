@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+pub use crate::connectors::json::TsUnit;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigError, PlatformFile};
@@ -58,30 +59,6 @@ impl MqttConfig {
         if let Ok(v) = toml::Value::try_from(self) {
             p.connectors.insert("mqtt".into(), v);
         }
-    }
-}
-
-/// Unit of numeric source timestamps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum TsUnit {
-    S,
-    #[default]
-    Ms,
-    Us,
-    Ns,
-}
-
-impl TsUnit {
-    /// Milliseconds of a number in this unit (None when out of range).
-    pub fn to_ms(self, v: f64) -> Option<i64> {
-        let ms = match self {
-            TsUnit::S => v * 1000.0,
-            TsUnit::Ms => v,
-            TsUnit::Us => v / 1000.0,
-            TsUnit::Ns => v / 1_000_000.0,
-        };
-        (ms.is_finite() && ms.abs() < 9.0e15).then_some(ms as i64)
     }
 }
 

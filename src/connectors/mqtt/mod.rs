@@ -27,7 +27,6 @@
 pub mod binding;
 pub mod broker;
 pub mod config;
-pub mod decode;
 pub mod plan;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -43,10 +42,10 @@ use rumqttc::{
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+pub use crate::connectors::json::decode_json;
 pub use binding::{filter_matches, Mqtt, MqttConnector, TopicBinding};
 pub use broker::start_embedded_broker;
 pub use config::{EmbeddedBrokerConfig, MqttConfig, TsUnit};
-pub use decode::decode_json;
 
 use super::{kept_payload, Ack, Backoff, DecodeLimits, Decoded, Envelope, Source, SourceContext};
 use crate::assets::AssetIdx;

@@ -1,4 +1,6 @@
-//! Decoding JSON payloads against a topic binding. Every leaf of the
+//! JSON payloads, shared by the protocols that carry them (MQTT, Kafka):
+//! a [`JsonBinding`] maps a document's dotted field paths to one machine's
+//! signals, and [`decode_json`] decodes a payload against it. Every leaf of the
 //! document is accounted for: a bound signal, the timestamp, or an unknown
 //! signal (quarantined by the ingest stage). Hostile payloads are bounded
 //! before and while decoding: a payload over the size limit is not parsed
@@ -6,13 +8,60 @@
 //! `malformed_payload`), and fields beyond `max_fields` are not taken
 //! (`too_many_fields`, the first ones still are).
 
-use super::binding::TopicBinding;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::assets::{AssetIdx, SignalIdx};
 use crate::connectors::{DecodeLimits, Decoded, RawValue, SignalRef, SignalValue};
+
+/// Unit of numeric source timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TsUnit {
+    S,
+    #[default]
+    Ms,
+    Us,
+    Ns,
+}
+
+impl TsUnit {
+    /// Milliseconds of a number in this unit (None when out of range).
+    pub fn to_ms(self, v: f64) -> Option<i64> {
+        let ms = match self {
+            TsUnit::S => v * 1000.0,
+            TsUnit::Ms => v,
+            TsUnit::Us => v / 1000.0,
+            TsUnit::Ns => v / 1_000_000.0,
+        };
+        (ms.is_finite() && ms.abs() < 9.0e15).then_some(ms as i64)
+    }
+}
+
+/// How one machine's JSON payloads are decoded.
+#[derive(Debug, Clone)]
+pub struct JsonBinding {
+    pub asset: AssetIdx,
+    pub ts_field: Option<String>,
+    pub ts_unit: TsUnit,
+    /// Dotted field path -> signal.
+    pub fields: HashMap<String, SignalIdx>,
+    /// The envelopes' source (`mqtt:<topic>`, `kafka:<topic>`).
+    pub source: Arc<str>,
+}
+
+impl crate::connectors::PayloadDecoder for JsonBinding {
+    fn decode(&self, payload: &[u8], received_ms: i64, limits: &DecodeLimits) -> Decoded {
+        decode_json(payload, self, received_ms, limits)
+    }
+}
 
 /// Decode a JSON payload against a topic binding.
 pub fn decode_json(
     payload: &[u8],
-    b: &TopicBinding,
+    b: &JsonBinding,
     received_ms: i64,
     limits: &DecodeLimits,
 ) -> Decoded {
@@ -139,7 +188,7 @@ fn flatten<'a>(
 
 /// An epoch number in the binding's unit, or an RFC 3339 string.
 /// Plausibility (not in the future, not ancient) is the ingest stage's call.
-fn parse_ts(v: &serde_json::Value, b: &TopicBinding) -> Option<i64> {
+fn parse_ts(v: &serde_json::Value, b: &JsonBinding) -> Option<i64> {
     match v {
         serde_json::Value::Number(n) => b.ts_unit.to_ms(n.as_f64()?),
         serde_json::Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
@@ -152,11 +201,10 @@ fn parse_ts(v: &serde_json::Value, b: &TopicBinding) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connectors::mqtt::config::TsUnit;
     use proptest::prelude::*;
 
-    fn binding() -> TopicBinding {
-        TopicBinding {
+    fn binding() -> JsonBinding {
+        JsonBinding {
             asset: 3,
             ts_field: Some("ts".into()),
             ts_unit: TsUnit::Ms,
