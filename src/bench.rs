@@ -7,6 +7,7 @@
 //! * `scale`: many twins live in one process; resident memory per twin.
 //! * `--data DIR --workload W`: the peer workloads ([`peers`]).
 
+mod kafka;
 mod landing;
 mod live;
 pub mod peers;
@@ -36,6 +37,9 @@ pub enum BenchCmd {
     /// The live stream (`GET /api/stream`): events a second to N open
     /// subscribers (browsers) and the delay from the twin to each.
     Live(live::LiveOpts),
+    /// The Kafka connector on librdkafka's mock cluster: a backlog of keyed
+    /// messages consumed, journaled and committed to silver.
+    Kafka(kafka::KafkaOpts),
     /// The landing folder: a telemetry file of the peers' data set dropped
     /// into a watched folder, until committed to bronze, silver and quarantine.
     Landing(landing::LandingOpts),
@@ -262,6 +266,7 @@ pub async fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Ingest(opts) => ingest(opts).await,
         BenchCmd::Live(opts) => live::run(opts).await,
         BenchCmd::Landing(opts) => landing::run(opts).await,
+        BenchCmd::Kafka(opts) => kafka::run(opts).await,
         BenchCmd::Scale {
             machines,
             seconds,

@@ -28,6 +28,8 @@ pub mod bench;
 pub mod config;
 /// Protocol connectors, one folder per protocol, one registry.
 pub mod connectors;
+/// The edge gateway: PLCs read beside the machines, buffered on disk, published upstream.
+pub mod edge;
 /// The live ingest stage: journal, validation, dedup, quarantine, twin batches.
 pub mod ingest;
 /// Delta tables: names, schemas, batching writers, increments, readers, maintenance.

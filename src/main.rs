@@ -61,6 +61,14 @@ enum Cmd {
         #[arg(long)]
         duration: Option<u64>,
     },
+    /// The edge gateway: read the PLCs of a config's plants, buffer on
+    /// disk, publish to the `[edge.uplink]` MQTT broker or Kafka cluster.
+    Edge {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        duration: Option<u64>,
+    },
     /// Start simulated PLCs (Modbus TCP servers, MQTT publishers) for a scenario.
     Simulate {
         #[arg(long)]
@@ -188,6 +196,7 @@ async fn cli_main(cli: Cli) -> Result<()> {
             lakehouse,
             duration,
         } => cli::platform::run(config, http, lakehouse, duration).await?,
+        Cmd::Edge { config, duration } => cli::platform::edge(config, duration).await?,
         Cmd::Simulate {
             scenario,
             seed,

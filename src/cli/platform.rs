@@ -56,6 +56,28 @@ pub async fn run(
     Ok(())
 }
 
+/// `ironlake edge`: the edge gateway.
+pub async fn edge(config: PathBuf, duration: Option<u64>) -> Result<()> {
+    let cfg = Config::load(&config)?;
+    let edge = ironlake::edge::EdgeConfig::from_section(cfg.platform.edge.as_ref(), &cfg.origin)?;
+    let target = match &edge.uplink {
+        ironlake::edge::UplinkConfig::Mqtt { host, port, .. } => format!("mqtt://{host}:{port}"),
+        ironlake::edge::UplinkConfig::Kafka { brokers, topic, .. } => {
+            format!("kafka://{brokers}/{topic}")
+        }
+    };
+    let buffer = edge.buffer_dir.display().to_string();
+    let gw = ironlake::edge::Edge::start(cfg, edge)
+        .await
+        .context("starting the edge gateway")?;
+    println!(
+        "ironlake edge: reading the PLCs, buffering in {buffer}, publishing to {target}; Ctrl-C to stop"
+    );
+    wait(duration).await;
+    gw.stop().await;
+    Ok(())
+}
+
 /// `ironlake simulate`: simulated PLCs only.
 pub async fn simulate(scenario: PathBuf, seed: u64, duration: Option<u64>) -> Result<()> {
     let sc = Scenario::load(&scenario)?;

@@ -210,13 +210,16 @@ pub struct PlatformFile {
     pub ingest: IngestConfig,
     pub sql: SqlConfig,
     pub pipelines: PipelinesConfig,
+    /// `[edge]`: read by `ironlake edge` only (the gateway's buffer and uplink).
+    #[serde(default)]
+    pub edge: Option<toml::Value>,
     /// Sections of the connectors (`[mqtt]`, ...), each read by its protocol.
     #[serde(flatten)]
     pub connectors: BTreeMap<String, toml::Value>,
 }
 
 /// Keys of the platform file that are not connector sections.
-pub const PLATFORM_KEYS: [&str; 8] = [
+pub const PLATFORM_KEYS: [&str; 9] = [
     "plants",
     "twins",
     "http",
@@ -225,6 +228,7 @@ pub const PLATFORM_KEYS: [&str; 8] = [
     "ingest",
     "sql",
     "pipelines",
+    "edge",
 ];
 
 /// Keys never taken from the built-in defaults: paths relative to the

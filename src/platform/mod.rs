@@ -14,7 +14,7 @@
 
 mod config;
 mod journal;
-mod loops;
+pub mod loops;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

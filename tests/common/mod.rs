@@ -310,6 +310,15 @@ pub async fn wait_count(
 pub struct Broker(pub std::process::Child);
 
 impl Broker {
+    /// Stop the broker with SIGTERM (it saves its sessions and queues) and wait.
+    pub fn terminate(mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        let _ = self.0.wait();
+    }
+
     /// Kill the broker now.
     pub fn kill(&mut self) {
         let _ = self.0.kill();
@@ -339,7 +348,7 @@ pub fn mosquitto_up(bin: &std::path::Path, dir: &std::path::Path) -> (Broker, u1
     std::fs::write(
         &conf,
         format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
+            "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\n\
              max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages 1000\n",
             dir.join("mq").display()
         ),
@@ -425,4 +434,28 @@ pub fn tansu_topic(bin: &std::path::Path, port: u16, name: &str, partitions: u32
         "tansu topic create: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Mosquitto again on a given port with the same persistence folder (a
+/// broker restarted after an outage).
+pub fn mosquitto_on(bin: &std::path::Path, dir: &std::path::Path, port: u16) -> Broker {
+    std::fs::create_dir_all(dir.join("mq")).unwrap();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\n\
+             max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages 1000\n",
+            dir.join("mq").display()
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new(bin)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("mosquitto runs");
+    Broker(child)
 }
