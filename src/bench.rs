@@ -7,6 +7,7 @@
 //! * `scale`: many twins live in one process; resident memory per twin.
 //! * `--data DIR --workload W`: the peer workloads ([`peers`]).
 
+mod edge;
 mod kafka;
 mod landing;
 mod live;
@@ -37,6 +38,9 @@ pub enum BenchCmd {
     /// The live stream (`GET /api/stream`): events a second to N open
     /// subscribers (browsers) and the delay from the twin to each.
     Live(live::LiveOpts),
+    /// The edge gateway's disk buffer: filled by Modbus PLCs during an
+    /// uplink outage, then drained; drain rate against fill rate.
+    Edge(edge::EdgeOpts),
     /// The Kafka connector on librdkafka's mock cluster: a backlog of keyed
     /// messages consumed, journaled and committed to silver.
     Kafka(kafka::KafkaOpts),
@@ -267,6 +271,7 @@ pub async fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Live(opts) => live::run(opts).await,
         BenchCmd::Landing(opts) => landing::run(opts).await,
         BenchCmd::Kafka(opts) => kafka::run(opts).await,
+        BenchCmd::Edge(opts) => edge::run(opts).await,
         BenchCmd::Scale {
             machines,
             seconds,

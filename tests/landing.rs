@@ -198,10 +198,14 @@ async fn long_json_lines_land_once_with_bad_lines_quarantined_and_survive_restar
         good + 30,
     )
     .await;
-    let (_, status) = get(addr, "/api/landing").await;
+    let status = eventually(30, "both files recorded as done", || async move {
+        let (_, status) = get(addr, "/api/landing").await;
+        (status["sources"][0]["files_done"] == 2).then_some(status)
+    })
+    .await;
     let s = &status["sources"][0];
     assert_eq!(s["name"], "hist");
-    assert_eq!(s["files_done"], 2, "{status}");
+    assert_eq!(s["state"], "watching", "{status}");
     assert_eq!(s["schema_version"], 1);
     assert!(s["columns"].as_array().unwrap().len() == 4, "{status}");
     let m = metrics_text(addr).await.unwrap_or_default();

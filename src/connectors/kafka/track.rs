@@ -35,7 +35,15 @@ impl Tracker {
     /// A message was received; returns the sequence number its
     /// acknowledgement will carry.
     pub fn received(&mut self, topic: &Arc<str>, partition: i32, offset: i64) -> u64 {
-        let p = self.parts.entry((topic.clone(), partition)).or_default();
+        // A partition's first message here: what came before it is committed
+        // (or the previous owner's), so nothing needs committing yet.
+        let p = self
+            .parts
+            .entry((topic.clone(), partition))
+            .or_insert_with(|| Part {
+                committed: offset,
+                ..Default::default()
+            });
         p.pending.insert(offset);
         p.next = p.next.max(offset + 1);
         self.next_seq += 1;
