@@ -71,12 +71,33 @@ enum Cmd {
     },
     /// Start simulated PLCs (Modbus TCP servers, MQTT publishers) for a scenario.
     Simulate {
-        #[arg(long)]
-        scenario: PathBuf,
+        #[arg(long, required_unless_present = "replay")]
+        scenario: Option<PathBuf>,
         #[arg(long, default_value_t = 42)]
         seed: u64,
         #[arg(long)]
         duration: Option<u64>,
+        /// Replay recorded bronze rows instead: a table (`bronze.raw_events`)
+        /// of the config's lakehouse, or a lakehouse directory (its
+        /// `bronze.raw_events`).
+        #[arg(long, conflicts_with = "scenario")]
+        replay: Option<String>,
+        /// Start of the recording to replay (RFC 3339, or `now-1d`).
+        #[arg(long, default_value = "now-1h")]
+        from: String,
+        /// End of the recording to replay.
+        #[arg(long, default_value = "now")]
+        to: String,
+        /// Recording seconds per real second (`10x` or `10`).
+        #[arg(long, default_value = "1x")]
+        speed: String,
+        /// Keep the recorded timestamps in JSON payloads (default: moved to now).
+        #[arg(long)]
+        keep_time: bool,
+        /// Where to replay to: the config whose broker, Kafka and Modbus
+        /// addresses receive the traffic (default: the built-in one).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Validate a config (platform, plants, twin types) and print a summary.
     Check {
@@ -201,7 +222,19 @@ async fn cli_main(cli: Cli) -> Result<()> {
             scenario,
             seed,
             duration,
-        } => cli::platform::simulate(scenario, seed, duration).await?,
+            replay,
+            from,
+            to,
+            speed,
+            keep_time,
+            config,
+        } => match (replay, scenario) {
+            (Some(r), _) => {
+                cli::platform::replay(r, &from, &to, &speed, keep_time, config, duration).await?
+            }
+            (None, Some(sc)) => cli::platform::simulate(sc, seed, duration).await?,
+            (None, None) => anyhow::bail!("give --scenario FILE or --replay TABLE_OR_DIR"),
+        },
         Cmd::Check { config } => cli::platform::check(config)?,
         Cmd::Sql {
             query,

@@ -44,8 +44,16 @@ pub async fn run(o: EdgeOpts) -> Result<()> {
     let mut plant = String::from(
         "[plant]\nid = \"edge\"\n[[areas]]\nid = \"a\"\n[[lines]]\nid = \"l\"\narea = \"a\"\n",
     );
-    for i in 0..o.plcs {
-        let port = free_port()?;
+    // Hold every port until all are chosen (the OS hands out freed ports again).
+    let held: Vec<std::net::TcpListener> = (0..o.plcs)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<_>>()?;
+    let ports: Vec<u16> = held
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<std::io::Result<_>>()?;
+    drop(held);
+    for (i, port) in ports.into_iter().enumerate() {
         plant += &format!(
             "[[machines]]\nid = \"p{i}\"\nline = \"l\"\ntype = \"press\"\nsource = {{ protocol = \"modbus\", host = \"127.0.0.1\", port = {port}, poll_ms = {}, timeout_ms = 1000 }}\n",
             o.poll_ms

@@ -78,6 +78,67 @@ pub async fn edge(config: PathBuf, duration: Option<u64>) -> Result<()> {
     Ok(())
 }
 
+/// `ironlake simulate --replay`: recorded bronze rows as live traffic.
+pub async fn replay(
+    what: String,
+    from: &str,
+    to: &str,
+    speed: &str,
+    keep_time: bool,
+    config: Option<PathBuf>,
+    duration: Option<u64>,
+) -> Result<()> {
+    let cfg = match &config {
+        Some(p) => Config::load(p)?,
+        None => Config::embedded()?,
+    };
+    let (root, table) = if std::path::Path::new(&what).is_dir() {
+        (what.clone(), "bronze.raw_events".to_string())
+    } else {
+        (cfg.platform.lake.root.clone(), what.clone())
+    };
+    let now = ironlake::time::now_ms();
+    let from_ms =
+        ironlake::time::parse_time(from, now).with_context(|| format!("--from {from}"))?;
+    let to_ms = ironlake::time::parse_time(to, now).with_context(|| format!("--to {to}"))?;
+    let speed: f64 = speed
+        .trim_end_matches(['x', 'X'])
+        .parse()
+        .with_context(|| format!("--speed {speed}: a number, like 10x"))?;
+    let lake = std::sync::Arc::new(ironlake::lake::Lakehouse::open(&root)?);
+    println!(
+        "replaying {table} of {root} from {} to {} at {speed}x; Ctrl-C to stop",
+        ironlake::time::rfc3339(from_ms),
+        ironlake::time::rfc3339(to_ms)
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = ironlake::sim::replay::replay(
+        cfg,
+        lake,
+        ironlake::sim::replay::ReplayOpts {
+            table,
+            from_ms,
+            to_ms,
+            speed,
+            shift_time: !keep_time,
+        },
+        stop.clone(),
+    );
+    tokio::pin!(run);
+    let report = tokio::select! {
+        r = &mut run => r?,
+        _ = wait(duration) => {
+            stop.cancel();
+            run.await?
+        }
+    };
+    println!(
+        "replayed: {} MQTT messages, {} Modbus polls, {} Kafka messages ({} skipped: no endpoint for their protocol)",
+        report.mqtt, report.modbus, report.kafka, report.skipped
+    );
+    Ok(())
+}
+
 /// `ironlake simulate`: simulated PLCs only.
 pub async fn simulate(scenario: PathBuf, seed: u64, duration: Option<u64>) -> Result<()> {
     let sc = Scenario::load(&scenario)?;

@@ -6,6 +6,7 @@
 
 pub mod modbus_server;
 pub mod physics;
+pub mod replay;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
