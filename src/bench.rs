@@ -11,6 +11,7 @@ mod edge;
 mod kafka;
 mod landing;
 mod live;
+mod modbus;
 pub mod peers;
 
 use std::collections::HashMap;
@@ -41,6 +42,9 @@ pub enum BenchCmd {
     /// The edge gateway's disk buffer: filled by Modbus PLCs during an
     /// uplink outage, then drained; drain rate against fill rate.
     Edge(edge::EdgeOpts),
+    /// Many Modbus TCP devices polled at a short period: polls a second,
+    /// missed cycles, poll start jitter.
+    Modbus(modbus::ModbusOpts),
     /// The Kafka connector on librdkafka's mock cluster: a backlog of keyed
     /// messages consumed, journaled and committed to silver.
     Kafka(kafka::KafkaOpts),
@@ -272,6 +276,7 @@ pub async fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Landing(opts) => landing::run(opts).await,
         BenchCmd::Kafka(opts) => kafka::run(opts).await,
         BenchCmd::Edge(opts) => edge::run(opts).await,
+        BenchCmd::Modbus(opts) => modbus::run(opts).await,
         BenchCmd::Scale {
             machines,
             seconds,

@@ -122,6 +122,21 @@ async fn modbus_plc_to_twin_rest_and_silver_with_reconnect() {
         .iter()
         .all(|p| p["signal"] == "vibration" && p["quality"] == "GOOD"));
 
+    // Poll timing is visible: polls, missed cycles, how late polls start.
+    let m = metrics_text(addr).await.expect("GET /metrics");
+    for needle in [
+        "ironlake_modbus_missed_polls_total ",
+        "ironlake_modbus_poll_lateness_seconds_bucket",
+    ] {
+        assert!(m.contains(needle), "/metrics lacks `{needle}`:\n{m}");
+    }
+    let polls: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("ironlake_modbus_polls_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(polls > 5, "modbus polls counted: {polls}");
+
     // The PLC goes away: the source shows disconnected; it comes back: data resumes.
     assert!(sim.set_plc_up("mill-1", false));
     let down = eventually(30, "mill-1 source disconnected", || async {

@@ -369,6 +369,12 @@ impl Platform {
         {
             k.stats().register(&registry);
         }
+        if let Some(m) = config
+            .connectors
+            .get::<crate::connectors::modbus::ModbusConnector>()
+        {
+            m.stats().register(&registry);
+        }
         // The landing folder's bulk path.
         let mut landing_join = None;
         let shutdown = CancellationToken::new();

@@ -38,9 +38,15 @@ impl ModbusSource {
 pub struct ModbusConnector {
     machines: Vec<(AssetIdx, String, ModbusSource)>,
     by_asset: HashMap<AssetIdx, usize>,
+    stats: std::sync::Arc<super::ModbusStats>,
 }
 
 impl ModbusConnector {
+    /// Poll timing of every poller (registered by the platform).
+    pub fn stats(&self) -> &std::sync::Arc<super::ModbusStats> {
+        &self.stats
+    }
+
     /// The Modbus source of an asset.
     pub fn source(&self, asset: AssetIdx) -> Option<&ModbusSource> {
         self.by_asset.get(&asset).map(|&i| &self.machines[i].2)
@@ -100,6 +106,7 @@ impl Protocol for Modbus {
         let mut out = ModbusConnector {
             machines: Vec::new(),
             by_asset: HashMap::new(),
+            stats: Default::default(),
         };
         for &idx in machines {
             let a = &model.assets[idx as usize];
@@ -183,7 +190,12 @@ impl Connector for ModbusConnector {
         self.machines
             .iter()
             .map(|(idx, id, src)| {
-                Box::new(ModbusPoller::new(*idx, id.clone(), src.clone())) as Box<dyn Source>
+                Box::new(ModbusPoller::new(
+                    *idx,
+                    id.clone(),
+                    src.clone(),
+                    self.stats.clone(),
+                )) as Box<dyn Source>
             })
             .collect()
     }

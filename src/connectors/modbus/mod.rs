@@ -32,6 +32,62 @@ use crate::assets::AssetIdx;
 use crate::time::now_ms;
 use codec::Block;
 
+/// Poll timing of every Modbus poller, exported by `/metrics`.
+pub struct ModbusStats {
+    /// Polls started.
+    pub polls: crate::metrics::IntCounter,
+    /// Polls started more than a whole period late (a cycle was missed).
+    pub missed: crate::metrics::IntCounter,
+    /// How late each poll started after its scheduled time.
+    pub lateness: crate::metrics::Histogram,
+    /// Lateness samples (ms) for `bench modbus`; none in normal runs.
+    pub probe: parking_lot::Mutex<Option<Arc<crate::metrics::LatencyProbe>>>,
+}
+
+impl ModbusStats {
+    fn new() -> Self {
+        ModbusStats {
+            polls: crate::metrics::IntCounter::new(
+                "ironlake_modbus_polls_total",
+                "Modbus polls started",
+            )
+            .expect("valid counter"),
+            missed: crate::metrics::IntCounter::new(
+                "ironlake_modbus_missed_polls_total",
+                "Modbus polls that started more than one poll period late (a cycle was missed)",
+            )
+            .expect("valid counter"),
+            lateness: crate::metrics::latency_histogram(
+                "ironlake_modbus_poll_lateness_seconds",
+                "How late each Modbus poll started after its scheduled time",
+            ),
+            probe: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// Register every counter (a second registration is ignored).
+    pub fn register(&self, r: &crate::metrics::Registry) {
+        let _ = r.register(Box::new(self.polls.clone()));
+        let _ = r.register(Box::new(self.missed.clone()));
+        let _ = r.register(Box::new(self.lateness.clone()));
+    }
+}
+
+impl std::fmt::Debug for ModbusStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModbusStats")
+            .field("polls", &self.polls.get())
+            .field("missed", &self.missed.get())
+            .finish()
+    }
+}
+
+impl Default for ModbusStats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Polls one machine's PLC.
 #[derive(Clone)]
 pub struct ModbusPoller {
@@ -40,11 +96,17 @@ pub struct ModbusPoller {
     cfg: ModbusSource,
     plan: Vec<Block>,
     endpoint: Arc<str>,
+    stats: Arc<ModbusStats>,
 }
 
 impl ModbusPoller {
     /// A poller for one asset.
-    pub fn new(asset: AssetIdx, asset_id: String, cfg: ModbusSource) -> Self {
+    pub fn new(
+        asset: AssetIdx,
+        asset_id: String,
+        cfg: ModbusSource,
+        stats: Arc<ModbusStats>,
+    ) -> Self {
         let plan = codec::plan(&cfg.registers);
         let endpoint = Arc::from(format!("modbus://{}:{}/{}", cfg.host, cfg.port, cfg.unit));
         ModbusPoller {
@@ -53,6 +115,7 @@ impl ModbusPoller {
             cfg,
             plan,
             endpoint,
+            stats,
         }
     }
 
@@ -247,10 +310,20 @@ impl Source for ModbusPoller {
                     backoff.reset();
                     let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.poll_ms));
                     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                    let period = Duration::from_millis(self.cfg.poll_ms.max(1));
                     loop {
-                        tokio::select! {
+                        let due = tokio::select! {
                             _ = shutdown.cancelled() => break 'outer,
-                            _ = tick.tick() => {}
+                            d = tick.tick() => d,
+                        };
+                        let late = tokio::time::Instant::now().saturating_duration_since(due);
+                        self.stats.polls.inc();
+                        self.stats.lateness.observe(late.as_secs_f64());
+                        if late > period {
+                            self.stats.missed.inc();
+                        }
+                        if let Some(p) = self.stats.probe.lock().as_ref() {
+                            p.record(late.as_secs_f64() * 1000.0);
                         }
                         match self.poll_once(&mut ctx).await {
                             Ok(env) => {
