@@ -32,27 +32,13 @@ pub struct EdgeOpts {
     pub batch: usize,
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// Run the edge benchmark.
 pub async fn run(o: EdgeOpts) -> Result<()> {
     let dir = tempfile_dir()?;
     let mut plant = String::from(
         "[plant]\nid = \"edge\"\n[[areas]]\nid = \"a\"\n[[lines]]\nid = \"l\"\narea = \"a\"\n",
     );
-    // Hold every port until all are chosen (the OS hands out freed ports again).
-    let held: Vec<std::net::TcpListener> = (0..o.plcs)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<_>>()?;
-    let ports: Vec<u16> = held
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<std::io::Result<_>>()?;
-    drop(held);
+    let ports = super::free_ports(o.plcs)?;
     for (i, port) in ports.into_iter().enumerate() {
         plant += &format!(
             "[[machines]]\nid = \"p{i}\"\nline = \"l\"\ntype = \"press\"\nsource = {{ protocol = \"modbus\", host = \"127.0.0.1\", port = {port}, poll_ms = {}, timeout_ms = 1000 }}\n",
@@ -68,7 +54,7 @@ pub async fn run(o: EdgeOpts) -> Result<()> {
         Config::embedded_twin_types()?,
         vec![("bench-edge".into(), pf)],
     )?;
-    let mq_port = free_port()?;
+    let mq_port = super::free_ports(1)?[0];
     let sim = Simulator::start(
         &Scenario::from_config(
             ScenarioFile {
@@ -80,7 +66,7 @@ pub async fn run(o: EdgeOpts) -> Result<()> {
                 time_scale: 60.0,
                 mqtt: SimMqtt {
                     host: "127.0.0.1".into(),
-                    port: free_port()?,
+                    port: super::free_ports(1)?[0],
                 },
                 shifts: Default::default(),
                 faults: vec![],

@@ -33,14 +33,7 @@ pub struct ModbusOpts {
 
 /// Run the Modbus benchmark.
 pub async fn run(o: ModbusOpts) -> Result<()> {
-    let held: Vec<std::net::TcpListener> = (0..o.devices)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<_>>()?;
-    let ports: Vec<u16> = held
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<std::io::Result<_>>()?;
-    drop(held);
+    let ports = super::free_ports(o.devices)?;
     let mut plant = String::from("[plant]\nid = \"mb\"\n[[areas]]\nid = \"a\"\n");
     for l in 0..o.devices.div_ceil(100) {
         plant += &format!("[[lines]]\nid = \"l{l}\"\narea = \"a\"\n");

@@ -119,29 +119,28 @@ impl LandingStage {
                 _ = self.stop.cancelled() => None,
             };
             let Some(chunk) = chunk else { return };
-            let (body, done) = chunk_body(chunk);
             let mut delay = std::time::Duration::from_millis(250);
             let mut tries = 0;
             let result = loop {
                 tries += 1;
-                match self.take(&body, &mut tables).await {
+                match self.take(&chunk, &mut tables).await {
                     Ok(r) => break Ok(r),
                     Err(e) if tries >= 4 => break Err(e),
                     Err(e) => {
-                        warn!(source = %body.source, file = %body.file, position = body.position, error = %e, "landing slice not committed; retrying");
+                        warn!(source = %chunk.source, file = %chunk.file, position = chunk.position, error = %e, "landing slice not committed; retrying");
                         tokio::time::sleep(delay).await;
                         delay *= 2;
                     }
                 }
             };
             if let Err(e) = &result {
-                error!(source = %body.source, file = %body.file, position = body.position, error = %e, "landing slice not committed");
+                error!(source = %chunk.source, file = %chunk.file, position = chunk.position, error = %e, "landing slice not committed");
             }
-            let _ = done.send(result.map_err(|e| e.to_string()));
+            let _ = chunk.done.send(result.map_err(|e| e.to_string()));
         }
     }
 
-    async fn take(&self, c: &Body, tables: &mut Tables) -> Result<ChunkReport, LakeError> {
+    async fn take(&self, c: &FileChunk, tables: &mut Tables) -> Result<ChunkReport, LakeError> {
         let app = format!("landing:{}", c.source);
         let mut report = ChunkReport {
             rows: c.raw.iter().map(|b| b.num_rows() as u64).sum(),
@@ -426,44 +425,6 @@ impl LandingStage {
         }
         Ok(report)
     }
-}
-
-/// A chunk without its answer channel.
-struct Body {
-    source: Arc<str>,
-    position: u64,
-    file: Arc<str>,
-    start: u64,
-    received_ms: i64,
-    bronze: TableName,
-    raw: Vec<RecordBatch>,
-    readings: Vec<crate::connectors::ChunkReading>,
-    table: Option<TableName>,
-    table_rows: Vec<RecordBatch>,
-    issues: Vec<crate::connectors::ChunkIssue>,
-    twins_from_ms: i64,
-    max_past_ms: i64,
-}
-
-type Done = tokio::sync::oneshot::Sender<Result<ChunkReport, String>>;
-
-fn chunk_body(c: FileChunk) -> (Body, Done) {
-    let body = Body {
-        source: c.source,
-        position: c.position,
-        file: c.file,
-        start: c.start,
-        received_ms: c.received_ms,
-        bronze: c.bronze,
-        raw: c.raw,
-        readings: c.readings,
-        table: c.table,
-        table_rows: c.table_rows,
-        issues: c.issues,
-        twins_from_ms: c.twins_from_ms,
-        max_past_ms: c.max_past_ms,
-    };
-    (body, c.done)
 }
 
 fn value_json(signal: &str, v: &RawValue, ts_ms: i64) -> String {

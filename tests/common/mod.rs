@@ -343,25 +343,7 @@ pub async fn mosquitto_ready(dir: &std::path::Path) -> Option<(Broker, u16)> {
 
 pub fn mosquitto_up(bin: &std::path::Path, dir: &std::path::Path) -> (Broker, u16) {
     let port = free_port();
-    std::fs::create_dir_all(dir.join("mq")).unwrap();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location {}/\n\
-             max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages 1000\n",
-            dir.join("mq").display()
-        ),
-    )
-    .unwrap();
-    let child = std::process::Command::new(bin)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("mosquitto runs");
-    (Broker(child), port)
+    (mosquitto_on(bin, dir, port), port)
 }
 
 /// Log to stderr when `IRONLAKE_LOG` is set (e.g. `IRONLAKE_LOG=ironlake=debug`).

@@ -220,6 +220,39 @@ impl<'m> Lookup<'m> {
     }
 }
 
+/// A value of signal `name` (`sig` when the asset's twin type has it):
+/// a reading, or an `unknown_signal` issue.
+fn push_value(
+    out: &mut Mapped,
+    sig: Option<SignalIdx>,
+    (asset, id, kind): (AssetIdx, &str, &str),
+    name: &str,
+    ts_ms: i64,
+    value: RawValue,
+    offset: u64,
+) {
+    match sig {
+        Some(signal) => out.readings.push(ChunkReading {
+            asset,
+            signal,
+            ts_ms,
+            value,
+        }),
+        None => out.issues.push(ChunkIssue {
+            asset: Some(id.to_string()),
+            signal: Some(name.to_string()),
+            code: "unknown_signal",
+            reason: format!("twin type `{kind}` has no signal `{name}`"),
+            payload: format!(
+                "{{{}:{}}}",
+                serde_json::Value::String(name.into()),
+                value_text(&value)
+            ),
+            offset,
+        }),
+    }
+}
+
 /// Map the rows of `batches` (read with the source's schema).
 pub fn map_rows(
     m: &Mapping,
@@ -379,26 +412,7 @@ fn map_batch(
                     .entry((twin_key, skey))
                     .or_insert_with(|| a.twin.signal(name));
                 let value = raw_value(value_col.as_ref(), r);
-                match sig {
-                    Some(s) => out.readings.push(ChunkReading {
-                        asset,
-                        signal: s,
-                        ts_ms: t,
-                        value,
-                    }),
-                    None => out.issues.push(ChunkIssue {
-                        asset: Some(id.to_string()),
-                        signal: Some(name.to_string()),
-                        code: "unknown_signal",
-                        reason: format!("twin type `{}` has no signal `{name}`", a.twin.kind),
-                        payload: format!(
-                            "{{{}:{}}}",
-                            serde_json::Value::String(name.into()),
-                            value_text(&value)
-                        ),
-                        offset,
-                    }),
-                }
+                push_value(out, sig, (asset, id, &a.twin.kind), name, t, value, offset);
             }
             Layout::Wide => {
                 for (c, name) in &m.signals {
@@ -406,27 +420,13 @@ fn map_batch(
                     if col.is_null(r) {
                         continue;
                     }
+                    // Columns are keyed above the dictionary keys of `long`.
+                    let twin_key = Arc::as_ptr(&a.twin) as usize;
+                    let sig = *sig_cache
+                        .entry((twin_key, usize::MAX - *c))
+                        .or_insert_with(|| a.twin.signal(name));
                     let value = raw_value(col.as_ref(), r);
-                    match a.twin.signal(name) {
-                        Some(s) => out.readings.push(ChunkReading {
-                            asset,
-                            signal: s,
-                            ts_ms: t,
-                            value,
-                        }),
-                        None => out.issues.push(ChunkIssue {
-                            asset: Some(id.to_string()),
-                            signal: Some(name.clone()),
-                            code: "unknown_signal",
-                            reason: format!("twin type `{}` has no signal `{name}`", a.twin.kind),
-                            payload: format!(
-                                "{{{}:{}}}",
-                                serde_json::Value::String(name.clone()),
-                                value_text(&value)
-                            ),
-                            offset,
-                        }),
-                    }
+                    push_value(out, sig, (asset, id, &a.twin.kind), name, t, value, offset);
                 }
             }
             Layout::Table => {}
