@@ -13,8 +13,56 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::assets::{AssetIdx, SignalIdx};
+use crate::assets::{AssetIdx, SignalIdx, TwinType};
+use crate::config::ConfigError;
 use crate::connectors::{DecodeLimits, Decoded, RawValue, SignalRef, SignalValue};
+
+/// The JSON field path of each signal of a machine: its override in the
+/// machine's `fields` table, else the first of the twin type's bindings
+/// named in `bindings` (`field` read by `field_of`, whose error names the
+/// binding), else, with `by_name`, the signal's own name. An override for
+/// a signal the twin type lacks is an error naming `file` and `key`.
+pub fn field_paths(
+    twin: &TwinType,
+    overrides: &std::collections::BTreeMap<String, String>,
+    bindings: &[&str],
+    by_name: bool,
+    field_of: impl Fn(&str, &toml::Value) -> Result<String, String>,
+    file: &str,
+    key: &str,
+) -> Result<HashMap<String, SignalIdx>, ConfigError> {
+    let mut fields = HashMap::new();
+    for (i, def) in twin.signals.iter().enumerate() {
+        let path = match overrides.get(&def.name) {
+            Some(p) => Some(p.clone()),
+            None => {
+                let mut found = None;
+                for b in bindings {
+                    if let Some(v) = def.bindings.get(*b) {
+                        found = Some(field_of(b, v).map_err(|m| {
+                            ConfigError::invalid(&twin.file, &format!("signals[{i}].{b}"), m)
+                        })?);
+                        break;
+                    }
+                }
+                found.or_else(|| by_name.then(|| def.name.clone()))
+            }
+        };
+        if let Some(p) = path {
+            fields.insert(p, i as SignalIdx);
+        }
+    }
+    for name in overrides.keys() {
+        if twin.signal(name).is_none() {
+            return Err(ConfigError::invalid(
+                file,
+                &format!("{key}.fields.{name}"),
+                format!("twin type `{}` has no signal `{name}`", twin.kind),
+            ));
+        }
+    }
+    Ok(fields)
+}
 
 /// Unit of numeric source timestamps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]

@@ -39,7 +39,7 @@ use tracing::{info, warn};
 
 use self::config::{KafkaBinding, KafkaConfig, KafkaSourceConfig};
 use self::track::Tracker;
-use crate::assets::{AssetIdx, AssetModel, SignalDef, SignalIdx};
+use crate::assets::{AssetIdx, AssetModel, SignalDef};
 use crate::config::ConfigError;
 use crate::connectors::json::JsonBinding;
 use crate::connectors::{
@@ -113,44 +113,19 @@ impl Protocol for Kafka {
             let a = &model.assets[idx as usize];
             let (file, key) = (a.source.file.as_str(), a.source.key.as_str());
             let s: KafkaSourceConfig = parse_table(a.source.table.clone(), file, key)?;
-            let twin = &a.twin;
-            let mut fields = HashMap::new();
-            for (i, def) in twin.signals.iter().enumerate() {
-                let path = match s.fields.get(&def.name) {
-                    Some(p) => Some(p.clone()),
-                    None => match def.bindings.get("kafka") {
-                        Some(v) => Some(
-                            parse_binding(v)
-                                .map_err(|m| {
-                                    ConfigError::invalid(
-                                        &twin.file,
-                                        &format!("signals[{i}].kafka"),
-                                        m,
-                                    )
-                                })?
-                                .field,
-                        ),
-                        // The MQTT layout, else a field named like the signal.
-                        None => def
-                            .bindings
-                            .get("mqtt")
-                            .and_then(mqtt_field)
-                            .or_else(|| Some(def.name.clone())),
-                    },
-                };
-                if let Some(p) = path {
-                    fields.insert(p, i as SignalIdx);
-                }
-            }
-            for name in s.fields.keys() {
-                if twin.signal(name).is_none() {
-                    return Err(ConfigError::invalid(
-                        file,
-                        &format!("{key}.fields.{name}"),
-                        format!("twin type `{}` has no signal `{name}`", twin.kind),
-                    ));
-                }
-            }
+            // The Kafka binding, else the MQTT layout, else the signal's name.
+            let fields = crate::connectors::json::field_paths(
+                &a.twin,
+                &s.fields,
+                &["kafka", "mqtt"],
+                true,
+                |b, v| match b {
+                    "kafka" => parse_binding(v).map(|b| b.field),
+                    _ => mqtt_field(v).ok_or_else(|| "no `field`".to_string()),
+                },
+                file,
+                key,
+            )?;
             let mkey = s.key.clone().unwrap_or_else(|| a.id.to_string());
             if keys.contains_key(&mkey) {
                 return Err(ConfigError::invalid(

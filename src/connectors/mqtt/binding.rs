@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::config::{MqttBinding, MqttConfig, MqttSourceConfig};
 use super::MqttSubscriber;
-use crate::assets::{AssetIdx, AssetModel, SignalDef, SignalIdx};
+use crate::assets::{AssetIdx, AssetModel, SignalDef};
 use crate::config::ConfigError;
 use crate::connectors::{
     parse_table, parse_value, section_table, Connector, ConnectorError, Protocol, Source,
@@ -126,39 +126,15 @@ impl Protocol for Mqtt {
                     "a machine's topic must be a concrete topic without wildcards",
                 ));
             }
-            let twin = &a.twin;
-            let mut fields = HashMap::new();
-            for (i, def) in twin.signals.iter().enumerate() {
-                let path = match s.fields.get(&def.name) {
-                    Some(p) => Some(p.clone()),
-                    None => match def.bindings.get("mqtt") {
-                        Some(v) => Some(
-                            parse_binding(v)
-                                .map_err(|m| {
-                                    ConfigError::invalid(
-                                        &twin.file,
-                                        &format!("signals[{i}].mqtt"),
-                                        m,
-                                    )
-                                })?
-                                .field,
-                        ),
-                        None => None,
-                    },
-                };
-                if let Some(p) = path {
-                    fields.insert(p, i as SignalIdx);
-                }
-            }
-            for name in s.fields.keys() {
-                if twin.signal(name).is_none() {
-                    return Err(ConfigError::invalid(
-                        file,
-                        &format!("{key}.fields.{name}"),
-                        format!("twin type `{}` has no signal `{name}`", twin.kind),
-                    ));
-                }
-            }
+            let fields = crate::connectors::json::field_paths(
+                &a.twin,
+                &s.fields,
+                &["mqtt"],
+                false,
+                |_, v| parse_binding(v).map(|b| b.field),
+                file,
+                key,
+            )?;
             if !cfg.subscribe.is_empty()
                 && !cfg.subscribe.iter().any(|f| filter_matches(f, &s.topic))
             {
