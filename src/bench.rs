@@ -12,6 +12,7 @@ mod kafka;
 mod landing;
 mod live;
 mod modbus;
+mod opcua;
 pub mod peers;
 
 use std::collections::HashMap;
@@ -45,6 +46,9 @@ pub enum BenchCmd {
     /// Many Modbus TCP devices polled at a short period: polls a second,
     /// missed cycles, poll start jitter.
     Modbus(modbus::ModbusOpts),
+    /// OPC UA value changes a second: a simulated cell server whose items
+    /// all change every tick, one platform subscribed to them.
+    Opcua(opcua::OpcuaOpts),
     /// The Kafka connector on librdkafka's mock cluster: a backlog of keyed
     /// messages consumed, journaled and committed to silver.
     Kafka(kafka::KafkaOpts),
@@ -289,6 +293,7 @@ pub async fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Kafka(opts) => kafka::run(opts).await,
         BenchCmd::Edge(opts) => edge::run(opts).await,
         BenchCmd::Modbus(opts) => modbus::run(opts).await,
+        BenchCmd::Opcua(opts) => opcua::run(opts).await,
         BenchCmd::Scale {
             machines,
             seconds,

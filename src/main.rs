@@ -99,6 +99,12 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// OPC UA commissioning: `opcua browse URL [--depth N]` prints the
+    /// address space; with `--node PATH --twin-type NAME` it writes a twin type.
+    Opcua {
+        #[command(subcommand)]
+        op: cli::opcua::OpcuaOp,
+    },
     /// Validate a config (platform, plants, twin types) and print a summary.
     Check {
         #[arg(long)]
@@ -236,6 +242,7 @@ async fn cli_main(cli: Cli) -> Result<()> {
             (None, None) => anyhow::bail!("give --scenario FILE or --replay TABLE_OR_DIR"),
         },
         Cmd::Check { config } => cli::platform::check(config)?,
+        Cmd::Opcua { op } => cli::opcua::run(op).await?,
         Cmd::Sql {
             query,
             format,

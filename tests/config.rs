@@ -75,8 +75,33 @@ fn errors_name_file_and_key() {
     let e = err("[[machines]]\nid = \"m\"\nline = \"l\"\ntype = \"press\"\nsource = { protocol = \"modbus\", host = \"h\", port = 502, registers = { torque = { table = \"holding\", address = 1, type = \"u16\" } } }\n");
     assert!(e.contains("machines[0].source.registers.torque"), "{e}");
 
+    let e = err("[[machines]]\nid = \"m\"\nline = \"l\"\ntype = \"press\"\nsource = { protocol = \"profinet\", topic = \"x\" }\n");
+    assert!(e.contains("p.toml") && e.contains("profinet"), "{e}");
+
+    // OPC UA: a key of another protocol, a server that is not configured,
+    // a twin type without OPC UA bindings, a NodeId that cannot be one.
     let e = err("[[machines]]\nid = \"m\"\nline = \"l\"\ntype = \"press\"\nsource = { protocol = \"opcua\", topic = \"x\" }\n");
-    assert!(e.contains("p.toml") && e.contains("opcua"), "{e}");
+    assert!(
+        e.contains("machines[0].source") && e.contains("topic") && e.contains("server"),
+        "{e}"
+    );
+    let e = err("[[machines]]\nid = \"m\"\nline = \"l\"\ntype = \"press\"\nsource = { protocol = \"opcua\", server = \"cell-9\" }\n");
+    assert!(
+        e.contains("machines[0].source.server") && e.contains("cell-9"),
+        "{e}"
+    );
+    let e = err("[[machines]]\nid = \"m\"\nline = \"l\"\ntype = \"press\"\nsource = { protocol = \"opcua\", endpoint = \"opc.tcp://h:4840\" }\n");
+    assert!(
+        e.contains("no signal of twin type `press` has an OPC UA binding"),
+        "{e}"
+    );
+    let e = err("[[machines]]\nid = \"m\"\nline = \"l\"\ntype = \"press\"\nsource = { protocol = \"opcua\", endpoint = \"opc.tcp://h:4840\", nodes = { force = \"ns=x;s=F\" } }\n");
+    assert!(
+        e.contains("machines[0].source.nodes.force") && e.contains("not a number"),
+        "{e}"
+    );
+    let e = err("[[machines]]\nid = \"m\"\nline = \"l\"\ntype = \"press\"\nsource = { protocol = \"opcua\", endpoint = \"http://h\", nodes = { force = \"ns=2;s=F\" } }\n");
+    assert!(e.contains("opc.tcp://"), "{e}");
 
     // A topic no subscription covers would never receive anything.
     let e = err("[[machines]]\nid = \"m\"\nline = \"l\"\ntype = \"press\"\nsource = { protocol = \"mqtt\", topic = \"plant/press\" }\n");

@@ -1,9 +1,10 @@
 //! The command line, one file per command group: the platform (`demo`,
-//! `run`, `simulate`, `check`), `sql`, `pipeline`, `lake`. Shared here: the
+//! `run`, `simulate`, `check`), `sql`, `pipeline`, `lake`, `opcua`. Shared here: the
 //! `--lakehouse/--config` arguments, loading, waiting for a stop signal,
 //! output that survives a closed pipe.
 
 pub mod lake;
+pub mod opcua;
 pub mod pipeline;
 pub mod platform;
 pub mod sql;
@@ -100,8 +101,11 @@ pub fn print_stdout_bytes(b: &[u8]) {
 /// ironlake's own info lines). The embedded broker's own log is off by
 /// default: rumqttd logs every ordinary client disconnect as an error.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("IRONLAKE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,ironlake=info,rumqttd=off"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IRONLAKE_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "warn,ironlake=info,rumqttd=off,opcua_client=error,opcua_core=error,opcua_server=error",
+        )
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

@@ -180,6 +180,7 @@ pub fn decode_json(
             signal,
             ts_ms: ts,
             value,
+            uncertain: false,
         });
     }
     if total > limits.max_fields {
@@ -284,7 +285,8 @@ mod tests {
         assert!(v.contains(&SignalValue {
             signal: SignalRef::Known(1),
             ts_ms: 1_700_000_000_123,
-            value: RawValue::Num(1200.5)
+            value: RawValue::Num(1200.5),
+            uncertain: false,
         }));
     }
 
@@ -297,12 +299,14 @@ mod tests {
         assert!(v.contains(&SignalValue {
             signal: SignalRef::Known(0),
             ts_ms: 42,
-            value: RawValue::Text("running".into())
+            value: RawValue::Text("running".into()),
+            uncertain: false,
         }));
         assert!(v.contains(&SignalValue {
             signal: SignalRef::Unknown("coolant".into()),
             ts_ms: 42,
-            value: RawValue::Num(3.0)
+            value: RawValue::Num(3.0),
+            uncertain: false,
         }));
     }
 

@@ -21,6 +21,7 @@ pub mod json;
 pub mod kafka;
 pub mod modbus;
 pub mod mqtt;
+pub mod opcua;
 
 use std::any::Any;
 use std::collections::{BTreeSet, HashMap};
@@ -90,6 +91,9 @@ pub struct SignalValue {
     pub signal: SignalRef,
     pub ts_ms: i64,
     pub value: RawValue,
+    /// The source marked the value uncertain (OPC UA `Uncertain*` status):
+    /// it lands in silver with quality `UNCERTAIN`.
+    pub uncertain: bool,
 }
 
 /// Decodes a payload later, in the ingest stage: a connector that hands
@@ -271,6 +275,9 @@ pub struct SourceStatus {
     pub last_message_ms: Option<i64>,
     pub last_error: Option<String>,
     pub reconnects: u64,
+    /// The source sends a value only when it changes (OPC UA
+    /// subscriptions): an old value is current while connected.
+    pub by_exception: bool,
 }
 
 /// Source status of every asset, written by connectors, read by the API,
@@ -317,6 +324,13 @@ impl HealthBoard {
             if error.is_some() || connected {
                 s.last_error = error;
             }
+        }
+    }
+
+    /// Mark an asset's source as reporting by exception.
+    pub fn set_by_exception(&self, asset: AssetIdx) {
+        if let Some(slot) = self.slots.get(asset as usize) {
+            slot.write().by_exception = true;
         }
     }
 
@@ -572,8 +586,13 @@ pub trait Connector: Send + Sync {
 }
 
 /// Every protocol, registered here and nowhere else.
-pub static PROTOCOLS: &[&dyn Protocol] =
-    &[&files::Files, &kafka::Kafka, &modbus::Modbus, &mqtt::Mqtt];
+pub static PROTOCOLS: &[&dyn Protocol] = &[
+    &files::Files,
+    &kafka::Kafka,
+    &modbus::Modbus,
+    &mqtt::Mqtt,
+    &opcua::Opcua,
+];
 
 /// The resolved connectors of a configuration.
 #[derive(Clone)]

@@ -26,6 +26,8 @@ pub struct SilverRow {
     pub ts_ms: i64,
     pub value: f64,
     pub ingest_ms: i64,
+    /// The source marked it uncertain (quality `UNCERTAIN`).
+    pub uncertain: bool,
 }
 
 /// A rejected message or value.
@@ -183,6 +185,7 @@ pub fn stage(
             ts_ms: sv.ts_ms,
             value: x,
             ingest_ms: msg.received_ms,
+            uncertain: sv.uncertain,
         };
         let Some(f) = dedup.get_mut(idx as usize) else {
             continue;

@@ -11,6 +11,8 @@ use crate::connectors::{Decoded, Envelope, RawValue, SignalRef, SignalValue};
 
 /// Format version of a record.
 const VERSION: u8 = 1;
+/// Set on a value's tag when the source marked it uncertain.
+const UNCERTAIN: u8 = 0x80;
 
 /// An envelope read back from the journal.
 #[derive(Debug)]
@@ -61,20 +63,21 @@ pub fn encode(env: &Envelope, model: &AssetModel, out: &mut Vec<u8>) {
             }
         }
         out.extend_from_slice(&v.ts_ms.to_le_bytes());
+        let flag = if v.uncertain { UNCERTAIN } else { 0 };
         match &v.value {
             RawValue::Num(x) => {
-                out.push(0);
+                out.push(flag);
                 out.extend_from_slice(&x.to_le_bytes());
             }
             RawValue::Bool(b) => {
-                out.push(1);
+                out.push(1 | flag);
                 out.push(*b as u8);
             }
             RawValue::Text(t) => {
-                out.push(2);
+                out.push(2 | flag);
                 put_str(out, t);
             }
-            RawValue::Null => out.push(3),
+            RawValue::Null => out.push(3 | flag),
         }
     }
 }
@@ -171,7 +174,9 @@ pub fn decode(bytes: &[u8], model: &AssetModel) -> Result<Record, RecordError> {
             _ => SignalRef::Unknown(name.into()),
         };
         let ts_ms = r.i64()?;
-        let value = match r.u8()? {
+        let tag = r.u8()?;
+        let uncertain = tag & UNCERTAIN != 0;
+        let value = match tag & !UNCERTAIN {
             0 => RawValue::Num(r.f64()?),
             1 => RawValue::Bool(r.u8()? != 0),
             2 => RawValue::Text(r.str()?.into()),
@@ -182,6 +187,7 @@ pub fn decode(bytes: &[u8], model: &AssetModel) -> Result<Record, RecordError> {
             signal,
             ts_ms,
             value,
+            uncertain,
         });
     }
     let decoded = match kind {
@@ -236,21 +242,25 @@ mod tests {
                         signal: SignalRef::Known(force),
                         ts_ms: 5,
                         value: RawValue::Num(3.5),
+                        uncertain: true,
                     },
                     SignalValue {
                         signal: SignalRef::Unknown("coolant".into()),
                         ts_ms: 6,
                         value: RawValue::Text("x".into()),
+                        uncertain: false,
                     },
                     SignalValue {
                         signal: SignalRef::Unknown("b".into()),
                         ts_ms: 7,
                         value: RawValue::Bool(true),
+                        uncertain: false,
                     },
                     SignalValue {
                         signal: SignalRef::Unknown("n".into()),
                         ts_ms: 8,
                         value: RawValue::Null,
+                        uncertain: false,
                     },
                 ],
                 code: "too_many_fields",

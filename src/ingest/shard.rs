@@ -659,7 +659,7 @@ impl Shard {
                 asset,
                 signal,
                 r.value,
-                "GOOD",
+                if r.uncertain { "UNCERTAIN" } else { "GOOD" },
                 r.ingest_ms,
             );
             self.stats.readings.inc();

@@ -1,10 +1,12 @@
 //! Simulator mode: simulated PLCs that speak the real protocols on loopback,
 //! for commissioning and the demo. Each machine of the scenario's plants gets
 //! physics (shifts, states, parts, degradation) and is served over its own
-//! binding: a Modbus TCP server, or JSON published to MQTT. Faults from the
+//! binding: a Modbus TCP server, an OPC UA server per cell (endpoint), or
+//! JSON published to MQTT. Faults from the
 //! scenario are injected on schedule. Deterministic for a given `--seed`.
 
 pub mod modbus_server;
+pub mod opcua_server;
 pub mod physics;
 pub mod replay;
 
@@ -26,6 +28,8 @@ use crate::assets::AssetModel;
 use crate::config::{parse_toml, ConfigError, PlantFile, PlatformFile, EMBEDDED};
 use crate::connectors::modbus::{ModbusConnector, ModbusSource};
 use crate::connectors::mqtt::MqttConnector;
+use crate::connectors::opcua::address::Address;
+use crate::connectors::opcua::OpcuaConnector;
 use crate::connectors::Connectors;
 use modbus_server::Bank;
 use physics::{MachineSim, Overrides, ShiftPlan};
@@ -239,6 +243,7 @@ pub struct Simulator {
     task: JoinHandle<()>,
     plc_switches: HashMap<String, watch::Sender<bool>>,
     plc_tasks: Vec<JoinHandle<()>>,
+    cells: Vec<Arc<opcua_server::CellServer>>,
 }
 
 struct SimMachine {
@@ -246,6 +251,83 @@ struct SimMachine {
     sim: MachineSim,
     bank: Option<(Arc<RwLock<Bank>>, ModbusSource)>,
     mqtt: Option<SimTopic>,
+    /// Cell server and the machine's index on it.
+    opcua: Option<(usize, usize)>,
+}
+
+/// Browse-path segments of an address the simulator can create (absolute
+/// paths from `/Objects`, or relative ones); none for NodeIds.
+fn sim_path(a: &Address, absolute_from_objects: bool) -> Option<Vec<String>> {
+    match a {
+        Address::Path { absolute, segments } if *absolute == absolute_from_objects => {
+            let mut v: Vec<String> = segments.iter().map(|s| s.name.clone()).collect();
+            if absolute_from_objects {
+                if v.first().map(String::as_str) != Some("Objects") {
+                    return None;
+                }
+                v.remove(0);
+            }
+            Some(v)
+        }
+        _ => None,
+    }
+}
+
+/// Start one OPC UA server per endpoint of the scenario's OPC UA machines;
+/// returns the servers and, per asset, (server, machine on it).
+async fn start_cells(
+    sc: &Scenario,
+) -> std::io::Result<(
+    Vec<Arc<opcua_server::CellServer>>,
+    HashMap<usize, (usize, usize)>,
+)> {
+    let mut cells = Vec::new();
+    let mut at = HashMap::new();
+    let Some(c) = sc.connectors.get::<OpcuaConnector>() else {
+        return Ok((cells, at));
+    };
+    for plan in c.servers() {
+        if plan.machines.is_empty() {
+            continue;
+        }
+        let url = url::Url::parse(&plan.endpoint.url)
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", plan.endpoint.url)))?;
+        let host = url.host_str().unwrap_or("127.0.0.1").to_string();
+        let port = url.port().unwrap_or(4840);
+        let addr: SocketAddr = tokio::net::lookup_host((host.as_str(), port))
+            .await?
+            .next()
+            .ok_or_else(|| std::io::Error::other(format!("cannot resolve {host}")))?;
+        let mut served = Vec::new();
+        for (mi, m) in plan.machines.iter().enumerate() {
+            let asset = &sc.model.assets[m.asset as usize];
+            let object_path = m
+                .node
+                .as_ref()
+                .and_then(|n| sim_path(n, true))
+                .unwrap_or_else(|| vec!["Machines".into(), asset.id.to_string()]);
+            let mut signals = Vec::new();
+            for s in &m.signals {
+                match sim_path(&s.address, false) {
+                    Some(p) if !p.is_empty() => signals.push((s.signal as usize, p)),
+                    _ => {
+                        warn!(machine = %asset.id, signal = %s.name, "the simulator serves relative browse paths only; signal left out")
+                    }
+                }
+            }
+            at.insert(m.asset as usize, (cells.len(), mi));
+            served.push(opcua_server::ServedMachine {
+                asset,
+                object_path,
+                signals,
+            });
+        }
+        let pki = std::env::temp_dir().join(format!("ironlake-sim-pki-{port}"));
+        let cell = opcua_server::CellServer::start(addr, &plan.name, &served, &pki).await?;
+        info!(url = %cell.url, machines = served.len(), "simulated OPC UA cell listening");
+        cells.push(Arc::new(cell));
+    }
+    Ok((cells, at))
 }
 
 /// Where and how an MQTT machine publishes.
@@ -264,6 +346,7 @@ impl Simulator {
         let mut plc_switches = HashMap::new();
         let mut plc_tasks = Vec::new();
         let mut any_mqtt = false;
+        let (cells, cell_of) = start_cells(sc).await?;
         for a in &model.assets {
             let sim = MachineSim::new(
                 a.twin.clone(),
@@ -274,6 +357,7 @@ impl Simulator {
                 sim,
                 bank: None,
                 mqtt: None,
+                opcua: cell_of.get(&(a.idx as usize)).copied(),
             };
             let modbus = sc
                 .connectors
@@ -336,13 +420,21 @@ impl Simulator {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let task = tokio::spawn(run(sc.clone(), machines, mqtt, switches, stop.clone()));
+        let task = tokio::spawn(run(
+            sc.clone(),
+            machines,
+            mqtt,
+            switches,
+            cells.clone(),
+            stop.clone(),
+        ));
         info!(scenario = %sc.file.name, machines = model.assets.len(), "simulator started");
         Ok(Simulator {
             stop,
             task,
             plc_switches,
             plc_tasks,
+            cells,
         })
     }
 
@@ -362,6 +454,11 @@ impl Simulator {
         for t in self.plc_tasks {
             t.abort();
             let _ = t.await;
+        }
+        for c in self.cells {
+            if let Ok(c) = Arc::try_unwrap(c) {
+                c.stop().await;
+            }
         }
     }
 }
@@ -446,6 +543,7 @@ async fn run(
     mut machines: Vec<SimMachine>,
     mqtt: Option<(AsyncClient, rumqttc::EventLoop)>,
     plcs: HashMap<String, watch::Sender<bool>>,
+    cells: Vec<Arc<opcua_server::CellServer>>,
     stop: CancellationToken,
 ) {
     let (client, mqtt_task) = match mqtt {
@@ -556,6 +654,9 @@ async fn run(
             }
             if let Some((bank, src)) = &m.bank {
                 bank.write().write(src, &values);
+            }
+            if let Some((c, i)) = m.opcua {
+                cells[c].publish(i, &values, m.sim.state, now);
             }
             if let (Some(c), Some(src)) = (&client, &m.mqtt) {
                 let topic = &src.topic;

@@ -191,6 +191,7 @@ impl MachineTwin {
         }
         self.values_dirty = false;
         self.last_values_ms = now;
+        self.core.by_exception = self.by_exception();
         let snap = self.core.snapshot(now);
         let v = serde_json::json!({
             "id": snap.id, "ts": now, "readings_total": snap.readings_total,
@@ -214,6 +215,15 @@ impl MachineTwin {
         }
     }
 
+    /// Whether the source reports by exception (values current while connected).
+    fn by_exception(&self) -> bool {
+        self.shared
+            .health
+            .as_ref()
+            .and_then(|h| h.get(self.core.id.idx))
+            .is_some_and(|s| s.by_exception)
+    }
+
     /// Whether the source is gone or silent: the state becomes DISCONNECTED.
     fn watch_connection(&mut self) {
         let connected = self
@@ -222,13 +232,23 @@ impl MachineTwin {
             .as_ref()
             .is_none_or(|h| h.is_connected(self.core.id.idx));
         let silent_ms = (self.shared.cfg.disconnected_after_s * 1000.0) as i64;
-        if self.core.check_connection(
-            connected,
-            self.last_received_ms,
-            now_ms(),
-            silent_ms,
-            &mut self.outbox,
-        ) {
+        // A source that reports by exception proves it is alive by its
+        // keep-alives, not by changed values.
+        let last = if self.by_exception() {
+            let alive = self
+                .shared
+                .health
+                .as_ref()
+                .and_then(|h| h.get(self.core.id.idx))
+                .and_then(|s| s.last_message_ms);
+            self.last_received_ms.max(alive)
+        } else {
+            self.last_received_ms
+        };
+        if self
+            .core
+            .check_connection(connected, last, now_ms(), silent_ms, &mut self.outbox)
+        {
             self.notify_line(true);
             self.drain_outbox();
         }
@@ -321,6 +341,7 @@ impl Handler<GetSnapshot> for MachineTwin {
     type Result = MessageResult<GetSnapshot>;
 
     fn handle(&mut self, _: GetSnapshot, _: &mut Self::Context) -> Self::Result {
+        self.core.by_exception = self.by_exception();
         MessageResult(self.core.snapshot(now_ms()))
     }
 }

@@ -95,6 +95,10 @@ pub struct TwinCore {
     pub readings_total: u64,
     pub last_update_ms: Option<i64>,
     stale_after_ms: i64,
+    /// The source reports by exception (OPC UA subscriptions): a value
+    /// that did not change is not sent again, so it is current while the
+    /// source is connected, never STALE by age.
+    pub by_exception: bool,
     /// Journal position of the newest reading applied (what a checkpoint covers).
     pub applied_lsn: u64,
     /// Readings applied later than a newer one of their signal.
@@ -216,6 +220,7 @@ impl TwinCore {
             readings_total: 0,
             last_update_ms: None,
             stale_after_ms: (cfg.stale_after_s * 1000.0) as i64,
+            by_exception: false,
             applied_lsn: 0,
             late_total: 0,
             events_until: None,
@@ -548,7 +553,11 @@ impl TwinCore {
                 let quality = match (w.last, &live.rejected) {
                     (_, Some(_)) => "BAD",
                     (None, None) => "NONE",
-                    (Some((ts, _)), None) if now_ms - ts > self.stale_after_ms => "STALE",
+                    (Some((ts, _)), None)
+                        if !self.by_exception && now_ms - ts > self.stale_after_ms =>
+                    {
+                        "STALE"
+                    }
                     _ => "GOOD",
                 };
                 SignalSnapshot {

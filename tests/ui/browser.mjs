@@ -71,7 +71,7 @@ try {
   await page.waitForSelector('section[data-plant="plant-a"]');
   await page.waitForSelector('section[data-plant="plant-b"]');
   const tiles = await page.locator('.tile').count();
-  check(tiles === 14, 'the demo has 14 machine tiles, saw ' + tiles);
+  check(tiles === 17, 'the demo has 17 machine tiles, saw ' + tiles);
   await page.waitForSelector('td[data-oee="current"] b');
   await page.waitForTimeout(1500);
   const overflow = () => page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);

@@ -222,6 +222,7 @@ impl ModbusPoller {
                         signal: SignalRef::Known(*sig),
                         ts_ms: received,
                         value: RawValue::Num(codec::scale(b, raw)),
+                        uncertain: false,
                     });
                 }
             }

@@ -1,0 +1,212 @@
+//! Opening sessions: ironlake's application instance certificate (created
+//! in the certificate store on first start), endpoint discovery, the
+//! security policy and mode asked for, and the user identity.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use opcua::client::{ClientBuilder, IdentityToken, Session, SessionPollResult};
+use opcua::crypto::SecurityPolicy;
+use opcua::types::{EndpointDescription, MessageSecurityMode, StatusCode, UserTokenType};
+
+use super::config::{Identity, Mode, Policy};
+
+/// How ironlake presents itself as an OPC UA client.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    /// Certificate store: `own/cert.der`, `private/private.pem`, `trusted/`, `rejected/`.
+    pub pki_dir: PathBuf,
+    pub application_name: String,
+    pub application_uri: String,
+    /// Trust unknown server certificates (commissioning only).
+    pub trust_server_certs: bool,
+}
+
+impl ClientSettings {
+    /// Settings with ironlake's names and a certificate store at `pki_dir`.
+    pub fn new(pki_dir: impl Into<PathBuf>) -> ClientSettings {
+        let host = hostname();
+        ClientSettings {
+            pki_dir: pki_dir.into(),
+            application_name: "ironlake".into(),
+            application_uri: format!("urn:ironlake:{host}"),
+            trust_server_certs: false,
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// One server endpoint as asked for.
+#[derive(Debug, Clone)]
+pub struct EndpointSpec {
+    pub url: String,
+    pub policy: Policy,
+    pub mode: Mode,
+    pub identity: Identity,
+    pub timeout_ms: u64,
+}
+
+fn policy(p: Policy) -> SecurityPolicy {
+    match p {
+        Policy::None => SecurityPolicy::None,
+        Policy::Basic256Sha256 => SecurityPolicy::Basic256Sha256,
+        Policy::Aes128Sha256RsaOaep => SecurityPolicy::Aes128Sha256RsaOaep,
+        Policy::Aes256Sha256RsaPss => SecurityPolicy::Aes256Sha256RsaPss,
+    }
+}
+
+fn mode(m: Mode) -> MessageSecurityMode {
+    match m {
+        Mode::None => MessageSecurityMode::None,
+        Mode::Sign => MessageSecurityMode::Sign,
+        Mode::SignAndEncrypt => MessageSecurityMode::SignAndEncrypt,
+    }
+}
+
+/// The identity token of a configured identity.
+pub fn identity_token(id: &Identity, base: &Path) -> Result<IdentityToken, String> {
+    if let Some(user) = &id.user {
+        let password = match (&id.password, &id.password_env) {
+            (Some(p), _) => p.clone(),
+            (None, Some(var)) => std::env::var(var)
+                .map_err(|_| format!("the password variable `{var}` is not set"))?,
+            (None, None) => {
+                return Err(format!("user `{user}` has no `password` or `password_env`"))
+            }
+        };
+        return Ok(IdentityToken::new_user_name(user.clone(), password));
+    }
+    match (&id.cert, &id.key) {
+        (Some(c), Some(k)) => IdentityToken::new_x509_path(base.join(c), base.join(k))
+            .map_err(|e| format!("the user certificate {c} / key {k}: {e}")),
+        (None, None) => Ok(IdentityToken::Anonymous),
+        _ => Err("an X.509 identity needs both `cert` and `key`".into()),
+    }
+}
+
+fn token_type(t: &IdentityToken) -> UserTokenType {
+    match t {
+        IdentityToken::Anonymous => UserTokenType::Anonymous,
+        IdentityToken::UserName(..) => UserTokenType::UserName,
+        IdentityToken::X509(..) => UserTokenType::Certificate,
+        IdentityToken::IssuedToken(_) => UserTokenType::IssuedToken,
+    }
+}
+
+/// A live session and the stream that drives it (must be polled: it
+/// connects, keeps alive, publishes, and reconnects with reactivation or a
+/// new session, recreating subscriptions).
+pub type SessionEvents = BoxStream<'static, Result<SessionPollResult, StatusCode>>;
+
+/// Discover the server's endpoints, pick the one asked for and open a
+/// session on it. Errors say what the server offers.
+pub async fn connect(
+    settings: &ClientSettings,
+    ep: &EndpointSpec,
+) -> Result<(Arc<Session>, SessionEvents), String> {
+    // ironlake's certificate is created on first start, whatever the
+    // security asked for: servers that want one get it, and it is there to
+    // be handed to a server's administrator.
+    std::fs::create_dir_all(&settings.pki_dir)
+        .map_err(|e| format!("creating {}: {e}", settings.pki_dir.display()))?;
+    let timeout = Duration::from_millis(ep.timeout_ms.max(100));
+    let client = ClientBuilder::new()
+        .application_name(settings.application_name.clone())
+        .application_uri(settings.application_uri.clone())
+        .product_uri("urn:ironlake")
+        .pki_dir(settings.pki_dir.clone())
+        .create_sample_keypair(true)
+        .trust_server_certs(settings.trust_server_certs)
+        .session_retry_limit(-1)
+        .session_retry_initial(Duration::from_millis(250))
+        .session_retry_max(Duration::from_secs(10))
+        .request_timeout(timeout)
+        .keep_alive_interval(Duration::from_secs(2))
+        .max_failed_keep_alive_count(3)
+        .session_timeout(60_000)
+        .recreate_subscriptions(true)
+        .client()
+        .map_err(|e| format!("client settings: {}", e.join("; ")))?;
+    let endpoints = tokio::time::timeout(
+        timeout,
+        client.get_server_endpoints_from_url(ep.url.as_str()),
+    )
+    .await
+    .map_err(|_| format!("{}: no answer to GetEndpoints within {timeout:?}", ep.url))?
+    .map_err(|e| format!("{}: cannot discover endpoints: {e}", ep.url))?;
+    let want_policy = policy(ep.policy);
+    let want_mode = mode(ep.mode);
+    let token = identity_token(&ep.identity, Path::new("."))?;
+    let found = endpoints.iter().find(|e| {
+        e.security_mode == want_mode
+            && SecurityPolicy::from_uri(e.security_policy_uri.as_ref()) == want_policy
+    });
+    let Some(found) = found else {
+        return Err(format!(
+            "{}: the server offers no endpoint with security {}/{} (it offers: {})",
+            ep.url,
+            ep.policy.name(),
+            ep.mode.name(),
+            offered(&endpoints)
+        ));
+    };
+    let tt = token_type(&token);
+    let accepts = found
+        .user_identity_tokens
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .any(|p| p.token_type == tt);
+    if !accepts {
+        return Err(format!(
+            "{}: the endpoint {}/{} does not accept {:?} identities",
+            ep.url,
+            ep.policy.name(),
+            ep.mode.name(),
+            tt
+        ));
+    }
+    let desc: EndpointDescription = (ep.url.as_str(), want_policy.to_uri(), want_mode).into();
+    let store = client.certificate_store().clone();
+    let (session, event_loop) = client
+        .session_builder()
+        .with_endpoints(endpoints.clone())
+        .connect_to_matching_endpoint(desc)
+        .map_err(|e| format!("{}: {e}", ep.url))?
+        .user_identity_token(token)
+        .build(store)
+        .map_err(|e| format!("{}: {e}", ep.url))?;
+    Ok((session, event_loop.enter().boxed()))
+}
+
+/// The endpoints a server offers, as `Policy/Mode` names.
+pub fn offered(endpoints: &[EndpointDescription]) -> String {
+    let mut v: Vec<String> = endpoints
+        .iter()
+        .map(|e| {
+            let p = SecurityPolicy::from_uri(e.security_policy_uri.as_ref());
+            format!("{}/{:?}", p.to_str(), e.security_mode)
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v.join(", ")
+}
+
+/// Hint for a failed secure connection: where the server's certificate went.
+pub fn trust_hint(settings: &ClientSettings) -> String {
+    format!(
+        "if the server's certificate is not trusted yet, move it from {0}/rejected to {0}/trusted (or set opcua.trust_server_certs = true while commissioning); the server must also trust ironlake's certificate {0}/own/cert.der",
+        settings.pki_dir.display()
+    )
+}
