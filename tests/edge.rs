@@ -143,3 +143,77 @@ async fn buffered_through_a_broker_outage_and_a_gateway_restart_every_reading_on
     );
     platform.stop().await;
 }
+
+/// Protocol conversion: the gateway reads a mill over OPC UA (the
+/// simulator's cell server) and a press over Modbus and publishes both in
+/// one JSON layout; the platform takes them from its MQTT broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gateway_reads_opcua_and_modbus_into_one_mqtt_layout() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let mq = free_port();
+    let (cell, plc) = (free_port(), free_port());
+    let edge_plant = plant(
+        "plant-g",
+        "line-g",
+        &[
+            (
+                "mill-g1",
+                "cnc_mill",
+                format!("{{ protocol = \"opcua\", endpoint = \"opc.tcp://127.0.0.1:{cell}/\", node = \"/Objects/Machines/mill-g1\" }}"),
+            ),
+            ("press-g1", "press", modbus(plc, 100)),
+        ],
+    );
+    let mut ep = platform(&dir.path().join("edge-lake"), free_port(), false);
+    ep.connectors.remove("mqtt");
+    let edge_toml: toml::Value = toml::from_str(&format!(
+        "buffer_dir = \"{}\"\n[uplink]\nprotocol = \"mqtt\"\nhost = \"127.0.0.1\"\nport = {mq}\nclient_id = \"edge-g\"\ntopic = \"edge/{{plant}}/{{asset}}\"\n",
+        dir.path().join("edge-buffer").display()
+    ))
+    .unwrap();
+    let edge_cfg = config(ep, &edge_plant);
+    let edge_section = EdgeConfig::from_section(Some(&edge_toml), "test-edge.toml").unwrap();
+
+    let plat_plant = plant(
+        "plant-g",
+        "line-g",
+        &[
+            ("mill-g1", "cnc_mill", mqtt("edge/plant-g/mill-g1")),
+            ("press-g1", "press", mqtt("edge/plant-g/press-g1")),
+        ],
+    );
+    let mut pp = platform(&dir.path().join("lake"), mq, true);
+    let mut m = ironlake::connectors::mqtt::MqttConfig::from_platform(&pp).unwrap();
+    m.subscribe = vec!["edge/#".into()];
+    m.write_to(&mut pp);
+    let platform = Platform::start(config(pp, &plat_plant), Probes::default())
+        .await
+        .unwrap();
+    let lake = platform.lake.clone();
+    let sim = ironlake::sim::Simulator::start(
+        &ironlake::sim::Scenario::from_config(scenario(free_port(), 100), &edge_cfg),
+        5,
+    )
+    .await
+    .unwrap();
+    let gw = Edge::start(edge_cfg, edge_section).await.unwrap();
+    for (asset, n) in [("mill-g1", 9), ("press-g1", 3)] {
+        wait_count(
+            &lake,
+            60,
+            &format!("{asset}'s signals through the gateway"),
+            &format!("SELECT count(*) FROM (SELECT DISTINCT signal FROM silver.readings WHERE asset_id = '{asset}')"),
+            n,
+        )
+        .await;
+    }
+    assert_eq!(
+        count(&lake, "SELECT count(*) FROM silver.quarantine").await,
+        0,
+        "one layout the platform reads without rejects"
+    );
+    gw.stop().await;
+    sim.stop().await;
+    platform.stop().await;
+}

@@ -186,12 +186,21 @@ async fn asyncua_server_with_security_browse_generate_subscribe_and_reconnect() 
     let plant_toml = plant(
         "plant-o",
         "line-o",
-        &[(
-            "mill-x",
-            "acme_mill",
-            "{ protocol = \"opcua\", server = \"acme\", node = \"/Objects/Machines/Mill1\" }"
-                .to_string(),
-        )],
+        &[
+            (
+                "mill-x",
+                "acme_mill",
+                "{ protocol = \"opcua\", server = \"acme\", node = \"/Objects/Machines/Mill1\" }"
+                    .to_string(),
+            ),
+            // A machine the server does not have: quarantined, the other flows.
+            (
+                "mill-ghost",
+                "acme_mill",
+                "{ protocol = \"opcua\", server = \"acme\", node = \"/Objects/Machines/Mill9\" }"
+                    .to_string(),
+            ),
+        ],
     );
     let mut p = platform(&dir.path().join("lake"), free_port(), false);
     p.connectors.remove("mqtt");
@@ -230,6 +239,14 @@ sampling_ms = 100
         "an Uncertain value with quality UNCERTAIN",
         "SELECT count(*) FROM silver.readings WHERE signal = 'spindle_temperature' AND quality = 'UNCERTAIN'",
         1,
+    )
+    .await;
+    wait_count(
+        &lake,
+        30,
+        "the missing machine's bindings quarantined",
+        "SELECT count(*) FROM silver.quarantine WHERE asset_id = 'mill-ghost' AND expectation = 'node_not_found' AND reason LIKE '%no `Mill9` under `/Objects/Machines` (there: Mill1)%'",
+        5,
     )
     .await;
     let good_temp = count(

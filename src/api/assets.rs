@@ -236,7 +236,7 @@ pub(super) async fn history(
 ) -> Result<HttpResponse> {
     let a = find_asset(&s, &id)?;
     if let Some(sig) = &q.signal {
-        if a.twin.signal(sig).is_none() {
+        if a.twin.signal(sig).is_none() && a.twin.extra.index(sig).is_none() {
             let names: Vec<&str> = a.twin.signals.iter().map(|x| x.name.as_str()).collect();
             return Err(ApiError::BadRequest(format!(
                 "asset `{id}` has no signal `{sig}` (signals: {})",

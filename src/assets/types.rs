@@ -4,7 +4,9 @@
 //! A twin type is data a plant engineer edits (`twins/*.toml`), never code.
 //! This module parses and validates it; it never talks to a PLC.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 pub use crate::config::twin_type::*;
 
@@ -58,6 +60,131 @@ pub struct TwinType {
     pub window: WindowDef,
     /// The file it was read from (for error messages about its bindings).
     pub file: String,
+    /// Signals added at run time from fields no signal is bound to
+    /// (`extra_signals = "add"`), shared by every machine of the type.
+    pub extra: Arc<ExtraSignals>,
+}
+
+/// Signals a twin type does not declare, met in its machines' payloads
+/// (`extra_signals = "add"`): numbered after the declared ones in the order
+/// first seen, up to a limit. Their names are the fields' names with any
+/// character other than letters, digits and `_` made `_`.
+pub struct ExtraSignals {
+    pub add: bool,
+    pub max: usize,
+    /// Declared signals (extra indexes start here).
+    base: usize,
+    inner: parking_lot::RwLock<ExtraInner>,
+}
+
+#[derive(Default)]
+struct ExtraInner {
+    defs: Vec<Arc<SignalDef>>,
+    index: HashMap<String, SignalIdx>,
+}
+
+impl std::fmt::Debug for ExtraSignals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExtraSignals")
+            .field("add", &self.add)
+            .field("max", &self.max)
+            .field("added", &self.inner.read().defs.len())
+            .finish()
+    }
+}
+
+/// The signal name an extra field gets.
+pub fn extra_signal_name(field: &str) -> String {
+    field
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+impl ExtraSignals {
+    /// A registry after `base` declared signals.
+    pub fn new(add: bool, max: usize, base: usize) -> ExtraSignals {
+        ExtraSignals {
+            add,
+            max,
+            base,
+            inner: Default::default(),
+        }
+    }
+
+    /// The extra signal for `field` (its name made by
+    /// [`extra_signal_name`]), added on first sight with `kind`; the reason
+    /// when it cannot be (adding is off, the limit is reached, or the name
+    /// is a declared signal's).
+    pub fn get_or_add(
+        &self,
+        field: &str,
+        kind: SignalKind,
+        declared: &HashMap<String, SignalIdx>,
+    ) -> Result<(SignalIdx, Arc<SignalDef>), String> {
+        if !self.add {
+            return Err("the twin type takes no extra signals".into());
+        }
+        let name = extra_signal_name(field);
+        if name.is_empty() {
+            return Err("an empty field name".into());
+        }
+        if let Some(&i) = self.inner.read().index.get(&name) {
+            let d = self.inner.read().defs[i as usize - self.base].clone();
+            return Ok((i, d));
+        }
+        if declared.contains_key(&name) {
+            return Err(format!(
+                "field `{field}` would become `{name}`, a declared signal bound to another field"
+            ));
+        }
+        let mut g = self.inner.write();
+        if let Some(&i) = g.index.get(&name) {
+            return Ok((i, g.defs[i as usize - self.base].clone()));
+        }
+        if g.defs.len() >= self.max || self.base + g.defs.len() >= SignalIdx::MAX as usize {
+            return Err(format!(
+                "the twin type already has {} extra signals (max_extra_signals)",
+                g.defs.len()
+            ));
+        }
+        let i = (self.base + g.defs.len()) as SignalIdx;
+        let def = Arc::new(SignalDef {
+            name: name.clone(),
+            unit: String::new(),
+            kind,
+            min: None,
+            max: None,
+            description: format!("added at run time from payload field `{field}`"),
+            bindings: Default::default(),
+        });
+        g.defs.push(def.clone());
+        g.index.insert(name, i);
+        Ok((i, def))
+    }
+
+    /// The extra signal numbered `idx`.
+    pub fn def(&self, idx: SignalIdx) -> Option<Arc<SignalDef>> {
+        let k = (idx as usize).checked_sub(self.base)?;
+        self.inner.read().defs.get(k).cloned()
+    }
+
+    /// Every extra signal so far, in index order.
+    pub fn defs(&self) -> Vec<Arc<SignalDef>> {
+        self.inner.read().defs.clone()
+    }
+
+    /// The index of an extra signal by name.
+    pub fn index(&self, name: &str) -> Option<SignalIdx> {
+        self.inner.read().index.get(name).copied()
+    }
 }
 
 impl TwinType {
@@ -213,6 +340,12 @@ impl TwinType {
                 return Err(err("window.count".into(), "must be at least 2".into()));
             }
         }
+        let declared = def.signals.len();
+        let extra = Arc::new(ExtraSignals::new(
+            def.extra_signals == ExtraSignalsMode::Add,
+            def.max_extra_signals.unwrap_or(32),
+            declared,
+        ));
         Ok(TwinType {
             kind: def.kind,
             name: def.name,
@@ -226,6 +359,7 @@ impl TwinType {
             alarms,
             window: def.window,
             file: file.to_string(),
+            extra,
         })
     }
 
@@ -241,5 +375,24 @@ impl TwinType {
     /// Index of a signal by name.
     pub fn signal(&self, name: &str) -> Option<SignalIdx> {
         self.signal_index.get(name).copied()
+    }
+
+    /// A signal by index: a declared one, or one added at run time.
+    pub fn signal_def(&self, idx: SignalIdx) -> Option<Cow<'_, SignalDef>> {
+        match self.signals.get(idx as usize) {
+            Some(d) => Some(Cow::Borrowed(d)),
+            None => self.extra.def(idx).map(|d| Cow::Owned((*d).clone())),
+        }
+    }
+
+    /// The index of a field's signal: the declared one of that name, or
+    /// (with `extra_signals = "add"`) an extra one, added on first sight.
+    pub fn signal_or_extra(&self, field: &str, kind: SignalKind) -> Option<SignalIdx> {
+        self.signal(field).or_else(|| {
+            self.extra
+                .get_or_add(field, kind, &self.signal_index)
+                .ok()
+                .map(|(i, _)| i)
+        })
     }
 }

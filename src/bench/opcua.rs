@@ -124,7 +124,8 @@ pub async fn run(o: OpcuaOpts) -> Result<()> {
                 let now = crate::time::now_ms();
                 for i in 0..n {
                     for (j, v) in values.iter_mut().enumerate() {
-                        *v = 10.0 + ((k + i as u64 + j as u64) % 50) as f64;
+                        // 1..3: inside every mill signal's range (the state's too).
+                        *v = 1.0 + ((k + i as u64 + j as u64) % 3) as f64;
                     }
                     cell.publish(i, &values, crate::assets::MachineState::Running, now);
                 }

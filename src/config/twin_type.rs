@@ -183,6 +183,20 @@ pub struct WindowDef {
     pub ema_alpha: Option<f64>,
 }
 
+/// What happens to a payload field no signal of the twin type is bound to
+/// (a sensor whose firmware update added a measurement).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ExtraSignalsMode {
+    /// Quarantined as `unknown_signal` (the twin type is the contract).
+    #[default]
+    Quarantine,
+    /// A new signal of the twin, named after the field, up to
+    /// `max_extra_signals` per twin type; its readings land in silver like
+    /// the declared ones.
+    Add,
+}
+
 /// A twin type as written in `twins/<kind>.toml`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -202,4 +216,10 @@ pub struct TwinTypeDef {
     pub signals: Vec<SignalDef>,
     #[serde(default)]
     pub alarms: Vec<AlarmRuleDef>,
+    /// Fields no signal is bound to: `quarantine` (default) or `add`.
+    #[serde(default)]
+    pub extra_signals: ExtraSignalsMode,
+    /// With `extra_signals = "add"`: at most this many added signals per
+    /// twin type (default 32); further new fields are quarantined.
+    pub max_extra_signals: Option<usize>,
 }

@@ -14,6 +14,7 @@
 //! the source's own look-back); exact duplicates of (asset, signal, time)
 //! within a slice are dropped and counted.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -165,12 +166,12 @@ impl LandingStage {
                         .model
                         .assets
                         .get(r.asset as usize)
-                        .and_then(|a| a.twin.signals.get(r.signal as usize))
+                        .and_then(|a| a.twin.signal_def(r.signal))
                     else {
                         continue;
                     };
                     match check_time(&time, r.ts_ms, c.received_ms)
-                        .and_then(|()| check(def, &r.value))
+                        .and_then(|()| check(&def, &r.value))
                     {
                         Ok(x) => ok.push((i, x)),
                         Err(rej) => bad.push((i, rej)),
@@ -186,7 +187,9 @@ impl LandingStage {
             for (i, rej) in bad {
                 let r = &c.readings[i as usize];
                 let a = &self.model.assets[r.asset as usize];
-                let def = &a.twin.signals[r.signal as usize];
+                let Some(def) = a.twin.signal_def(r.signal) else {
+                    continue;
+                };
                 self.stats
                     .quarantined
                     .with_label_values(&[rej.expectation])
@@ -274,7 +277,7 @@ impl LandingStage {
                     let a = &self.model.assets[r.asset as usize];
                     let key = (
                         a.id.to_string(),
-                        a.twin.signals[r.signal as usize].name.clone(),
+                        signal_name(a, r.signal).into_owned(),
                         r.ts_ms,
                     );
                     if existing.contains(&key) {
@@ -298,7 +301,7 @@ impl LandingStage {
                         a.plant.as_str(),
                         a.line.as_str(),
                         a.id.as_str(),
-                        &a.twin.signals[r.signal as usize].name,
+                        &signal_name(a, r.signal),
                         x,
                         "GOOD",
                         c.received_ms,
@@ -479,4 +482,18 @@ fn bronze_batches(
         out.push(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?);
     }
     Ok(out)
+}
+
+/// A reading's signal name (declared, or added at run time).
+fn signal_name(a: &crate::assets::Asset, idx: crate::assets::SignalIdx) -> Cow<'_, str> {
+    match a.twin.signals.get(idx as usize) {
+        Some(d) => Cow::Borrowed(d.name.as_str()),
+        None => Cow::Owned(
+            a.twin
+                .extra
+                .def(idx)
+                .map(|d| d.name.clone())
+                .unwrap_or_default(),
+        ),
+    }
 }

@@ -146,24 +146,56 @@ pub fn stage(
     let twin = &asset.twin;
     for sv in values {
         let (idx, def) = match &sv.signal {
-            SignalRef::Known(i) => match twin.signals.get(*i as usize) {
+            SignalRef::Known(i) => match twin.signal_def(*i) {
                 Some(d) => (*i, d),
                 None => continue,
             },
             SignalRef::Unknown(field) => {
-                out.quarantine.push(QuarantineRow {
-                    signal: Some(truncate(field, 256).to_string()),
-                    expectation: "unknown_signal",
-                    reason: format!(
-                        "twin type `{}` has no signal bound to field `{}`",
-                        twin.kind,
-                        truncate(field, 256)
-                    ),
-                    payload: value_json(field, &sv.value),
-                });
-                continue;
+                // A field the twin type does not know: a new signal when the
+                // type takes extra ones (numbers and booleans only).
+                let kind = match sv.value {
+                    RawValue::Bool(_) => Some(crate::assets::SignalKind::Bool),
+                    RawValue::Num(_) => Some(crate::assets::SignalKind::Float),
+                    _ => None,
+                };
+                let added = match kind {
+                    Some(k) if twin.extra.add => twin
+                        .extra
+                        .get_or_add(field, k, &twin.signal_index)
+                        .map(|(i, d)| (i, std::borrow::Cow::Owned((*d).clone()))),
+                    None if twin.extra.add => Err(format!(
+                        "a new field becomes a signal only with a number or boolean, got {}",
+                        value_json(field, &sv.value)
+                    )),
+                    _ => Err(String::new()),
+                };
+                match added {
+                    Ok(x) => x,
+                    Err(why) => {
+                        out.quarantine.push(QuarantineRow {
+                            signal: Some(truncate(field, 256).to_string()),
+                            expectation: "unknown_signal",
+                            reason: if why.is_empty() {
+                                format!(
+                                    "twin type `{}` has no signal bound to field `{}`",
+                                    twin.kind,
+                                    truncate(field, 256)
+                                )
+                            } else {
+                                format!(
+                                    "twin type `{}` has no signal bound to field `{}` and adds none: {why}",
+                                    twin.kind,
+                                    truncate(field, 256)
+                                )
+                            },
+                            payload: value_json(field, &sv.value),
+                        });
+                        continue;
+                    }
+                }
             }
         };
+        let def: &crate::assets::SignalDef = &def;
         let checked =
             check_time(time, sv.ts_ms, msg.received_ms).and_then(|()| check(def, &sv.value));
         let x = match checked {
@@ -187,6 +219,10 @@ pub fn stage(
             ingest_ms: msg.received_ms,
             uncertain: sv.uncertain,
         };
+        if dedup.len() <= idx as usize {
+            // An extra signal met for the first time on this asset.
+            dedup.resize_with(idx as usize + 1, || SignalDedup::new(i64::MIN));
+        }
         let Some(f) = dedup.get_mut(idx as usize) else {
             continue;
         };
@@ -216,13 +252,11 @@ pub fn stage(
 pub fn names<'a>(
     model: &'a Arc<AssetModel>,
     r: &SilverRow,
-) -> Option<(&'a str, &'a str, &'a str, &'a str)> {
+) -> Option<(&'a str, &'a str, &'a str, std::borrow::Cow<'a, str>)> {
     let a = model.assets.get(r.asset as usize)?;
-    let s = a.twin.signals.get(r.signal as usize)?;
-    Some((
-        a.plant.as_str(),
-        a.line.as_str(),
-        a.id.as_str(),
-        s.name.as_str(),
-    ))
+    let s = match a.twin.signals.get(r.signal as usize) {
+        Some(s) => std::borrow::Cow::Borrowed(s.name.as_str()),
+        None => std::borrow::Cow::Owned(a.twin.extra.def(r.signal)?.name.clone()),
+    };
+    Some((a.plant.as_str(), a.line.as_str(), a.id.as_str(), s))
 }

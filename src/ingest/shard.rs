@@ -657,7 +657,7 @@ impl Shard {
                 plant,
                 line,
                 asset,
-                signal,
+                &signal,
                 r.value,
                 if r.uncertain { "UNCERTAIN" } else { "GOOD" },
                 r.ingest_ms,

@@ -168,7 +168,11 @@ impl CellServer {
                 },
                 "ironlake-sim",
             ));
-        let mut builder = builder;
+        // Publish responses of a busy cell are large.
+        let mut builder = builder
+            .max_message_size(64 << 20)
+            .max_chunk_count(4096)
+            .max_array_length(1 << 20);
         {
             // A cell serves thousands of items changing every tick.
             let l = &mut builder.limits_mut().subscriptions;

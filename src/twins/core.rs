@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::alarm::{self, AlarmAck, AlarmState, Transition};
 use super::window::{SignalWindow, WindowStats};
-use crate::assets::{Asset, AssetIdx, MachineState, Severity, SignalIdx, TwinType};
+use crate::assets::{Asset, AssetIdx, MachineState, Severity, SignalIdx, SignalKind, TwinType};
 use crate::config::TwinConfig;
 use crate::lake::rows::{AssetEventRow, AssetStateRow};
 
@@ -95,6 +95,9 @@ pub struct TwinCore {
     pub readings_total: u64,
     pub last_update_ms: Option<i64>,
     stale_after_ms: i64,
+    /// Window sizes of the twin's signals (count, seconds, EMA alpha), for
+    /// signals added at run time.
+    window_params: (usize, f64, f64),
     /// The source reports by exception (OPC UA subscriptions): a value
     /// that did not change is not sent again, so it is current while the
     /// source is connected, never STALE by age.
@@ -220,6 +223,7 @@ impl TwinCore {
             readings_total: 0,
             last_update_ms: None,
             stale_after_ms: (cfg.stale_after_s * 1000.0) as i64,
+            window_params: (count, secs, alpha),
             by_exception: false,
             applied_lsn: 0,
             late_total: 0,
@@ -279,6 +283,13 @@ impl TwinCore {
         // back, whatever it sent).
         let mut fresh: Option<i64> = None;
         for r in readings {
+            if r.signal as usize >= self.signals.len() {
+                // A signal added at run time (`extra_signals = "add"`).
+                if twin.extra.def(r.signal).is_none() {
+                    continue;
+                }
+                self.grow_signals(r.signal);
+            }
             let Some(live) = self.signals.get_mut(r.signal as usize) else {
                 continue;
             };
@@ -541,13 +552,25 @@ impl TwinCore {
             })
     }
 
+    /// Room for signals up to `idx` (added at run time).
+    fn grow_signals(&mut self, idx: SignalIdx) {
+        let (count, secs, alpha) = self.window_params;
+        while self.signals.len() <= idx as usize {
+            self.signals.push(SignalLive {
+                window: SignalWindow::new(count, secs, alpha),
+                rejected: None,
+            });
+        }
+    }
+
     /// The API view at wall-clock time `now_ms`.
     pub fn snapshot(&self, now_ms: i64) -> AssetSnapshot {
         let twin = &self.id.twin;
-        let signals = twin
+        let signals = self
             .signals
             .iter()
-            .zip(&self.signals)
+            .enumerate()
+            .filter_map(|(i, live)| Some((twin.signal_def(i as SignalIdx)?, live)))
             .map(|(def, live)| {
                 let w = &live.window;
                 let quality = match (w.last, &live.rejected) {
@@ -603,11 +626,17 @@ impl TwinCore {
             counters: self.counters.clone(),
             readings_total: self.readings_total,
             last_update_ms: self.last_update_ms,
-            signals: twin
+            signals: self
                 .signals
                 .iter()
-                .map(|d| Cow::Borrowed(d.name.as_str()))
-                .zip(self.signals.iter().map(Cow::Borrowed))
+                .enumerate()
+                .filter_map(|(i, live)| {
+                    let name = match twin.signals.get(i) {
+                        Some(d) => Cow::Borrowed(d.name.as_str()),
+                        None => Cow::Owned(twin.extra.def(i as SignalIdx)?.name.clone()),
+                    };
+                    Some((name, Cow::Borrowed(live)))
+                })
                 .collect(),
             alarms: twin
                 .alarms
@@ -660,6 +689,13 @@ impl TwinCore {
         let twin = self.id.twin.clone();
         for (name, live) in cp.signals {
             if let Some(i) = twin.signal(&name) {
+                self.signals[i as usize] = live.into_owned();
+            } else if let Ok((i, _)) =
+                twin.extra
+                    .get_or_add(&name, SignalKind::Float, &twin.signal_index)
+            {
+                // A signal added at run time before the restart.
+                self.grow_signals(i);
                 self.signals[i as usize] = live.into_owned();
             }
         }

@@ -24,7 +24,7 @@ use deltalake::arrow::datatypes::{DataType, UInt32Type};
 use super::config::Layout;
 use super::infer::SourceSchema;
 use super::RESCUED_COLUMN;
-use crate::assets::{AssetIdx, AssetModel, SignalIdx};
+use crate::assets::{AssetIdx, AssetModel, SignalIdx, SignalKind};
 use crate::connectors::{ChunkIssue, ChunkReading, RawValue};
 
 /// Columns a layout needs that the schema lacks.
@@ -410,7 +410,7 @@ fn map_batch(
                 let twin_key = Arc::as_ptr(&a.twin) as usize;
                 let sig = *sig_cache
                     .entry((twin_key, skey))
-                    .or_insert_with(|| a.twin.signal(name));
+                    .or_insert_with(|| a.twin.signal_or_extra(name, SignalKind::Float));
                 let value = raw_value(value_col.as_ref(), r);
                 push_value(out, sig, (asset, id, &a.twin.kind), name, t, value, offset);
             }
@@ -424,7 +424,7 @@ fn map_batch(
                     let twin_key = Arc::as_ptr(&a.twin) as usize;
                     let sig = *sig_cache
                         .entry((twin_key, usize::MAX - *c))
-                        .or_insert_with(|| a.twin.signal(name));
+                        .or_insert_with(|| a.twin.signal_or_extra(name, SignalKind::Float));
                     let value = raw_value(col.as_ref(), r);
                     push_value(out, sig, (asset, id, &a.twin.kind), name, t, value, offset);
                 }

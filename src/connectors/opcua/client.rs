@@ -135,6 +135,12 @@ pub async fn connect(
         .max_failed_keep_alive_count(3)
         .session_timeout(60_000)
         .recreate_subscriptions(true)
+        // A publish of a busy subscription carries many thousand
+        // notifications: the library's default limit (1000 per array)
+        // would drop the connection.
+        .max_array_length(1 << 20)
+        .max_message_size(64 << 20)
+        .max_chunk_count(4096)
         .client()
         .map_err(|e| format!("client settings: {}", e.join("; ")))?;
     let endpoints = tokio::time::timeout(

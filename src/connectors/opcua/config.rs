@@ -125,6 +125,14 @@ pub struct ServerConfig {
     /// Request timeout.
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
+    /// Values per publish response at most (0: as many as the server
+    /// sends); servers limit a message to a few hundred KB by default.
+    #[serde(default = "default_max_notifications")]
+    pub max_notifications_per_publish: u32,
+}
+
+fn default_max_notifications() -> u32 {
+    2000
 }
 
 fn default_publishing() -> u64 {

@@ -83,6 +83,8 @@ pub struct ServerPlan {
     pub endpoint: EndpointSpec,
     pub publishing_ms: u64,
     pub queue_size: u32,
+    /// Values per publish response at most.
+    pub max_notifications: u32,
     pub machines: Vec<MachinePlan>,
 }
 
@@ -225,6 +227,7 @@ impl Protocol for Opcua {
                 endpoint,
                 publishing_ms: s.publishing_ms,
                 queue_size: s.queue_size.max(1),
+                max_notifications: s.max_notifications_per_publish,
                 machines: Vec::new(),
             });
         }
@@ -261,6 +264,7 @@ impl Protocol for Opcua {
                             endpoint,
                             publishing_ms: cfg.publishing_ms,
                             queue_size: cfg.queue_size,
+                            max_notifications: cfg.max_notifications_per_publish,
                             machines: Vec::new(),
                         });
                         servers.len() - 1
@@ -647,8 +651,19 @@ impl ServerSource {
         let publishing = Duration::from_millis(self.plan.publishing_ms);
         // Keep-alive every ~2 s of silence, lifetime 3 keep-alives.
         let keep_alive = (2000 / self.plan.publishing_ms.max(1)).clamp(1, 1000) as u32;
+        // At most this many values per publish response: servers limit the
+        // size of a message (a few hundred KB by default); more go in the
+        // next response.
         let id = session
-            .create_subscription(publishing, keep_alive * 3, keep_alive, 0, 0, true, notify)
+            .create_subscription(
+                publishing,
+                keep_alive * 3,
+                keep_alive,
+                self.plan.max_notifications,
+                0,
+                true,
+                notify,
+            )
             .await
             .map_err(|e| format!("creating the subscription: {e}"))?;
         let mut refused = 0;
