@@ -298,22 +298,23 @@ sampling_ms = 100
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn simulated_cell_over_aes128_sha256_rsa_oaep() {
+async fn simulated_cells_over_aes128_sign_and_encrypt_and_basic256sha256_sign() {
     init_logs();
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let url = format!("opc.tcp://127.0.0.1:{port}/");
-    let ids = ["mill-s1", "mill-s2"];
-    let machines: Vec<(&str, &str, String)> = ids
+    let (port_a, port_b) = (free_port(), free_port());
+    // Two cells: one asked for Aes128_Sha256_RsaOaep SignAndEncrypt with a
+    // user, the other for Basic256Sha256 Sign, anonymous.
+    let machines: Vec<(&str, &str, String)> = [("mill-s1", "cell-a"), ("mill-s2", "cell-b")]
         .iter()
-        .map(|id| {
+        .map(|(id, server)| {
             (
                 *id,
                 "cnc_mill",
-                format!("{{ protocol = \"opcua\", server = \"cell\", node = \"/Objects/Machines/{id}\" }}"),
+                format!("{{ protocol = \"opcua\", server = \"{server}\", node = \"/Objects/Machines/{id}\" }}"),
             )
         })
         .collect();
+    let ids = ["mill-s1", "mill-s2"];
     let plant_toml = plant("plant-s", "line-s", &machines);
     let mut p = platform(&dir.path().join("lake"), free_port(), false);
     p.connectors.remove("mqtt");
@@ -321,11 +322,15 @@ async fn simulated_cell_over_aes128_sha256_rsa_oaep() {
     let section: toml::Table = toml::from_str(&format!(
         r#"pki_dir = "{}"
 trust_server_certs = true
-[servers.cell]
-endpoint = "{url}"
+[servers.cell-a]
+endpoint = "opc.tcp://127.0.0.1:{port_a}/"
 security_policy = "Aes128_Sha256_RsaOaep"
 security_mode = "SignAndEncrypt"
 identity = {{ user = "operator", password = "operator" }}
+[servers.cell-b]
+endpoint = "opc.tcp://127.0.0.1:{port_b}/"
+security_policy = "Basic256Sha256"
+security_mode = "Sign"
 "#,
         pki.display()
     ))
@@ -343,20 +348,22 @@ identity = {{ user = "operator", password = "operator" }}
     wait_count(
         &lake,
         60,
-        "all nine signals of both mills",
+        "all nine signals of both mills, one per cell",
         "SELECT count(*) FROM (SELECT DISTINCT asset_id, signal FROM silver.readings)",
         18,
     )
     .await;
     let addr = platform.http_addr;
-    eventually(30, "the mill's twin has a known state", || async move {
-        let (_, v) = get(addr, "/api/assets/mill-s2").await;
-        v["state"]
-            .as_str()
-            .filter(|s| !matches!(*s, "UNKNOWN" | "DISCONNECTED"))
-            .map(|_| ())
-    })
-    .await;
+    for id in ids {
+        eventually(30, "each mill's twin has a known state", || async move {
+            let (_, v) = get(addr, &format!("/api/assets/{id}")).await;
+            v["state"]
+                .as_str()
+                .filter(|s| !matches!(*s, "UNKNOWN" | "DISCONNECTED"))
+                .map(|_| ())
+        })
+        .await;
+    }
     assert!(pki.join("own/cert.der").exists());
     platform.stop().await;
     sim.stop().await;
