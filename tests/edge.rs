@@ -87,8 +87,11 @@ async fn buffered_through_a_broker_outage_and_a_gateway_restart_every_reading_on
         gw.pending_bytes() > 0,
         "the gateway buffers while the uplink is down"
     );
-    let first = gw.stats.readings.load(std::sync::atomic::Ordering::Relaxed);
+    // Counted once the gateway has stopped: a poll may land in the buffer
+    // until then.
+    let stats = gw.stats.clone();
     gw.stop().await;
+    let first = stats.readings.load(std::sync::atomic::Ordering::Relaxed);
     // Restarted in the middle of the outage: it finds its buffer.
     let gw = Edge::start(edge_cfg.clone(), edge_section.clone())
         .await
@@ -105,15 +108,13 @@ async fn buffered_through_a_broker_outage_and_a_gateway_restart_every_reading_on
         (gw_ref.pending_bytes() == 0).then_some(())
     })
     .await;
-    let second = gw.stats.readings.load(std::sync::atomic::Ordering::Relaxed);
-    let published = gw
-        .stats
-        .published
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert!(published > 0);
-    let m = gw.stats.prometheus();
-    assert!(m.contains("ironlake_edge_buffered_total"), "{m}");
+    let stats = gw.stats.clone();
     gw.stop().await;
+    let second = stats.readings.load(std::sync::atomic::Ordering::Relaxed);
+    let published = stats.published.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(published > 0);
+    let m = stats.prometheus();
+    assert!(m.contains("ironlake_edge_buffered_total"), "{m}");
     let total = (first + second) as i64;
     wait_count(
         &lake,

@@ -11,8 +11,9 @@
 //!   Uncertain ones with quality UNCERTAIN. The server is then restarted
 //!   with its namespace renumbered: the machine shows disconnected, then
 //!   readings flow again.
-//! - The simulator's OPC UA cell (async-opcua server) read with
-//!   Aes128_Sha256_RsaOaep: readings of every bound signal in silver.
+//! - Two of the simulator's OPC UA cells (async-opcua servers), one read
+//!   with Aes128_Sha256_RsaOaep SignAndEncrypt and a user, the other with
+//!   Basic256Sha256 Sign and anonymous: every bound signal in silver.
 
 mod common;
 
