@@ -144,6 +144,38 @@ fn bench_config(
 
 /// `n` free loopback ports, all held until every one is chosen (the OS
 /// hands freed ports out again).
+/// Platform settings of the connector benches: the built-in defaults with
+/// no plants, HTTP on a free port, the lake at `root`, no background
+/// pipeline updates and no MQTT connector.
+fn bench_platform(root: impl Into<String>) -> Result<PlatformFile> {
+    let mut p = PlatformFile::embedded_default()?;
+    p.plants.clear();
+    p.http.listen = "127.0.0.1:0".parse()?;
+    p.lake.root = root.into();
+    p.pipelines.interval_s = 0;
+    p.connectors.remove("mqtt");
+    Ok(p)
+}
+
+/// A scenario for simulated PLCs only (no MQTT machines, no faults),
+/// updating every `tick_ms`.
+fn plc_scenario(name: &str, tick_ms: u64) -> crate::sim::ScenarioFile {
+    crate::sim::ScenarioFile {
+        name: name.into(),
+        description: String::new(),
+        plants: vec![],
+        twins: String::new(),
+        tick_ms,
+        time_scale: 60.0,
+        mqtt: crate::sim::SimMqtt {
+            host: "127.0.0.1".into(),
+            port: 1,
+        },
+        shifts: Default::default(),
+        faults: vec![],
+    }
+}
+
 fn free_ports(n: usize) -> Result<Vec<u16>> {
     let held: Vec<std::net::TcpListener> = (0..n)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))

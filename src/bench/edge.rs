@@ -13,7 +13,7 @@ use crate::config::{parse_toml, PlantFile, PlatformFile};
 use crate::connectors::mqtt::EmbeddedBrokerConfig;
 use crate::edge::{Edge, EdgeConfig};
 use crate::platform::Config;
-use crate::sim::{Scenario, ScenarioFile, SimMqtt, Simulator};
+use crate::sim::{Scenario, Simulator};
 
 /// The options of `bench edge`.
 #[derive(clap::Args, Debug)]
@@ -56,23 +56,7 @@ pub async fn run(o: EdgeOpts) -> Result<()> {
     )?;
     let mq_port = super::free_ports(1)?[0];
     let sim = Simulator::start(
-        &Scenario::from_config(
-            ScenarioFile {
-                name: "bench-edge".into(),
-                description: String::new(),
-                plants: vec![],
-                twins: String::new(),
-                tick_ms: o.poll_ms,
-                time_scale: 60.0,
-                mqtt: SimMqtt {
-                    host: "127.0.0.1".into(),
-                    port: super::free_ports(1)?[0],
-                },
-                shifts: Default::default(),
-                faults: vec![],
-            },
-            &cfg,
-        ),
+        &Scenario::from_config(super::plc_scenario("bench-edge", o.poll_ms), &cfg),
         7,
     )
     .await?;

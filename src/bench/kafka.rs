@@ -11,7 +11,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 
-use crate::config::{parse_toml, PlantFile, PlatformFile};
+use crate::config::{parse_toml, PlantFile};
 use crate::platform::{Config, Platform, Probes};
 
 /// The options of `bench kafka`.
@@ -45,14 +45,9 @@ fn config(machines: usize, lake: &str, brokers: &str) -> Result<Config> {
     let pf: PlantFile = parse_toml(&plant, "bench-plant")?;
     let mut twins = std::collections::HashMap::new();
     twins.insert("bench10".to_string(), Arc::new(super::bench_twin()?));
-    let mut p = PlatformFile::embedded_default()?;
-    p.plants.clear();
-    p.http.listen = "127.0.0.1:0".parse()?;
-    p.lake.root = lake.into();
+    let mut p = super::bench_platform(lake)?;
     p.lake.flush_rows = 262_144;
     p.ingest.queue = 8192;
-    p.pipelines.interval_s = 0;
-    p.connectors.remove("mqtt");
     let section: toml::Table = toml::from_str(&format!(
         "brokers = \"{brokers}\"\ngroup_id = \"bench\"\ntopics = [\"bench\"]\n"
     ))?;

@@ -15,7 +15,7 @@ use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::DataType;
 
 use crate::assets::TwinType;
-use crate::config::{parse_toml, PlantFile, PlatformFile};
+use crate::config::{parse_toml, PlantFile};
 use crate::connectors::files::FilesConnector;
 use crate::platform::{Config, Platform, Probes};
 
@@ -110,13 +110,8 @@ fn config(
     }
     let mut twins = HashMap::new();
     twins.insert("telemetry5".to_string(), Arc::new(twin()?));
-    let mut platform = PlatformFile::embedded_default()?;
-    platform.plants.clear();
-    platform.http.listen = "127.0.0.1:0".parse()?;
-    platform.lake.root = lake.into();
-    platform.pipelines.interval_s = 0;
+    let mut platform = super::bench_platform(lake)?;
     platform.lake.compact_interval_s = 0;
-    platform.connectors.remove("mqtt");
     let asset = if format == "jsonl" {
         "machine"
     } else {

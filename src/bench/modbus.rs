@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::config::{parse_toml, PlantFile, PlatformFile};
+use crate::config::{parse_toml, PlantFile};
 use crate::connectors::modbus::ModbusConnector;
 use crate::metrics::LatencyProbe;
 use crate::platform::{Config, Platform, Probes};
-use crate::sim::{Scenario, ScenarioFile, SimMqtt, Simulator};
+use crate::sim::{Scenario, Simulator};
 
 /// The options of `bench modbus`.
 #[derive(clap::Args, Debug)]
@@ -47,35 +47,14 @@ pub async fn run(o: ModbusOpts) -> Result<()> {
     }
     let pf: PlantFile = parse_toml(&plant, "bench-modbus")?;
     let lake = super::tempdir_for(o.lakehouse)?;
-    let mut p = PlatformFile::embedded_default()?;
-    p.plants.clear();
-    p.http.listen = "127.0.0.1:0".parse()?;
-    p.lake.root = lake.path.clone();
-    p.pipelines.interval_s = 0;
-    p.connectors.remove("mqtt");
+    let p = super::bench_platform(lake.path.clone())?;
     let cfg = Config::from_parts(
         p,
         Config::embedded_twin_types()?,
         vec![("bench-modbus".into(), pf)],
     )?;
     let sim = Simulator::start(
-        &Scenario::from_config(
-            ScenarioFile {
-                name: "bench-modbus".into(),
-                description: String::new(),
-                plants: vec![],
-                twins: String::new(),
-                tick_ms: o.poll_ms,
-                time_scale: 60.0,
-                mqtt: SimMqtt {
-                    host: "127.0.0.1".into(),
-                    port: 1,
-                },
-                shifts: Default::default(),
-                faults: vec![],
-            },
-            &cfg,
-        ),
+        &Scenario::from_config(super::plc_scenario("bench-modbus", o.poll_ms), &cfg),
         11,
     )
     .await?;

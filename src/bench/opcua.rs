@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::config::{parse_toml, PlantFile, PlatformFile};
+use crate::config::{parse_toml, PlantFile};
 use crate::platform::{Config, Platform, Probes};
 use crate::sim::opcua_server::{CellServer, ServedMachine};
 
@@ -50,12 +50,7 @@ pub async fn run(o: OpcuaOpts) -> Result<()> {
     }
     let pf: PlantFile = parse_toml(&plant, "bench-opcua")?;
     let lake = super::tempdir_for(o.lakehouse)?;
-    let mut p = PlatformFile::embedded_default()?;
-    p.plants.clear();
-    p.http.listen = "127.0.0.1:0".parse()?;
-    p.lake.root = lake.path.clone();
-    p.pipelines.interval_s = 0;
-    p.connectors.remove("mqtt");
+    let mut p = super::bench_platform(lake.path.clone())?;
     let section: toml::Table = toml::from_str(&format!(
         "[servers.cell]\nendpoint = \"{url}\"\npublishing_ms = {}\nsampling_ms = 0\nqueue_size = 100\n",
         o.publishing_ms

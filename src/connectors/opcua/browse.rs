@@ -21,7 +21,6 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use opcua::client::{Session, SessionPollResult};
 use opcua::types::{
     AttributeId, DataValue, EUInformation, NodeClass, NodeId, Range, ReadValueId,
@@ -40,16 +39,8 @@ pub struct Browser {
 impl Browser {
     /// Connect and wait until the session is active (or say why not).
     pub async fn open(settings: &ClientSettings, ep: &EndpointSpec) -> Result<Browser, String> {
-        let (session, mut events) = client::connect(settings, ep).await?;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let pump = tokio::spawn(async move {
-            while let Some(ev) = events.next().await {
-                let end = ev.is_err();
-                if tx.send(ev).is_err() || end {
-                    break;
-                }
-            }
-        });
+        let (session, events) = client::connect(settings, ep).await?;
+        let (pump, mut rx) = client::pump(events);
         let deadline = Duration::from_millis(ep.timeout_ms.max(1000) * 2);
         let waited = tokio::time::timeout(deadline, async {
             loop {

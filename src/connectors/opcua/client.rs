@@ -195,6 +195,25 @@ pub async fn connect(
     Ok((session, event_loop.enter().boxed()))
 }
 
+/// The events of a running session's loop, as they happen.
+pub type EventRx = tokio::sync::mpsc::UnboundedReceiver<Result<SessionPollResult, StatusCode>>;
+
+/// Drive a session's event loop on a task of its own (requests such as
+/// browse and subscribe need it polled); its events arrive on the receiver,
+/// which ends after the loop does.
+pub fn pump(mut events: SessionEvents) -> (tokio::task::JoinHandle<()>, EventRx) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        while let Some(ev) = events.next().await {
+            let end = ev.is_err();
+            if tx.send(ev).is_err() || end {
+                break;
+            }
+        }
+    });
+    (task, rx)
+}
+
 /// The endpoints a server offers, as `Policy/Mode` names.
 pub fn offered(endpoints: &[EndpointDescription]) -> String {
     let mut v: Vec<String> = endpoints

@@ -31,7 +31,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use futures::StreamExt;
 use opcua::client::{
     MonitoredItemMap, OnSubscriptionNotificationCore, Session, SessionConnectMode,
     SessionPollResult,
@@ -776,29 +775,19 @@ impl ServerSource {
         let secure = self.plan.endpoint.policy != Policy::None;
         let mut backoff = Backoff::default();
         'outer: while !shutdown.is_cancelled() {
-            let (session, mut events) =
-                match client::connect(&self.settings, &self.plan.endpoint).await {
-                    Ok(x) => x,
-                    Err(e) => {
-                        warn!(error = %e, "OPC UA server unreachable");
-                        self.set_all(&health, false, Some(e));
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break,
-                            _ = tokio::time::sleep(backoff.next_delay()) => continue,
-                        }
-                    }
-                };
-            // The session's event loop runs on its own task: requests
-            // (browse, subscribe) need it polled.
-            let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
-            let pump = tokio::spawn(async move {
-                while let Some(ev) = events.next().await {
-                    let end = ev.is_err();
-                    if ev_tx.send(ev).is_err() || end {
-                        break;
+            let (session, events) = match client::connect(&self.settings, &self.plan.endpoint).await
+            {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "OPC UA server unreachable");
+                    self.set_all(&health, false, Some(e));
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff.next_delay()) => continue,
                     }
                 }
-            });
+            };
+            let (pump, mut ev_rx) = client::pump(events);
             let _pump_guard = AbortOnDrop(pump);
             let mut subscribed: Option<Subscribed> = None;
             let mut need_setup = false;
