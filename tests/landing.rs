@@ -663,3 +663,226 @@ import os; os.rename("{}/.part.parquet", "{}/batch.parquet")
     );
     platform.stop().await;
 }
+
+/// The test Python, if it has moto's S3 server; without it the test skips
+/// with a note, unless `IRONLAKE_REQUIRE_S3=1` (CI).
+fn moto_python() -> Option<String> {
+    let py = python();
+    let ok = std::process::Command::new(&py)
+        .args(["-c", "import moto.server, boto3"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(py);
+    }
+    if std::env::var("IRONLAKE_REQUIRE_S3").as_deref() == Ok("1") {
+        panic!("moto[server] is required (IRONLAKE_REQUIRE_S3=1) but `{py} -c 'import moto.server'` failed");
+    }
+    eprintln!("skipping: moto[server] not installed (scripts/test installs it)");
+    None
+}
+
+/// Run a boto3 script against the S3 server at `port` (`s3` is the client).
+fn s3_script(py: &str, port: u16, body: &str) {
+    let script = format!(
+        "import boto3, io\ns3 = boto3.client('s3', endpoint_url='http://127.0.0.1:{port}', aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1')\n{body}"
+    );
+    let out = std::process::Command::new(py)
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "boto3 script failed:\n{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_object_store_prefix_on_an_s3_server_lands_each_object_once() {
+    init_logs();
+    let Some(py) = moto_python() else { return };
+    let port = free_port();
+    let _s3 = Broker(
+        std::process::Command::new(&py)
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto server starts"),
+    );
+    let up = eventually(30, "the S3 server listens", || async move {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .is_ok()
+            .then_some(())
+    });
+    up.await;
+    let dir = tempfile::tempdir().unwrap();
+    let lake_dir = dir.path().join("lake");
+    let t0 = now_ms() - 2_100_000;
+    let day1 = long_lines(&["p1", "p2"], 2000, t0);
+    std::fs::write(dir.path().join("day1.jsonl"), &day1).unwrap();
+    // Objects before the platform starts: a JSON-lines export in a
+    // sub-prefix, a Parquet file of three row groups written by pyarrow, an
+    // upload under a temporary name, a broken Parquet object, and an object
+    // beside the prefix (not taken).
+    s3_script(
+        &py,
+        port,
+        &format!(
+            r#"
+s3.create_bucket(Bucket='plant')
+s3.upload_file('{}', 'plant', 'landing/hist/2026/day1.jsonl')
+import pyarrow as pa, pyarrow.parquet as pq
+n = 3000
+t = pa.table({{"ts": pa.array([{t0} + 50 + i * 100 for i in range(n)], type=pa.timestamp("ms", tz="UTC")),
+              "machine": ["p1" if i % 2 else "p2" for i in range(n)],
+              "signal": ["power"] * n, "value": [float(i % 50) for i in range(n)]}})
+buf = io.BytesIO(); pq.write_table(t, buf, row_group_size=1000)
+s3.put_object(Bucket='plant', Key='landing/hist/batch.parquet', Body=buf.getvalue())
+s3.put_object(Bucket='plant', Key='landing/hist/upload.jsonl.part', Body=b'{{"machine":')
+s3.put_object(Bucket='plant', Key='landing/hist/broken.parquet', Body=b'PAR1 not parquet PAR1')
+s3.put_object(Bucket='plant', Key='landing/other/x.jsonl', Body=b'{{}}\n')
+"#,
+            dir.path().join("day1.jsonl").display()
+        ),
+    );
+    let sources = format!(
+        r#"
+        [[files.sources]]
+        name = "hist"
+        path = "s3://plant/landing/hist"
+        layout = "long"
+        asset = "machine"
+        settle_ms = 0
+        poll_ms = 100
+        chunk_mb = 1
+        [files.sources.storage_options]
+        aws_endpoint = "http://127.0.0.1:{port}"
+        aws_allow_http = "true"
+        aws_access_key_id = "test"
+        aws_secret_access_key = "test"
+        aws_region = "us-east-1"
+        "#
+    );
+    let plant_toml = presses(&["p1", "p2"]);
+    let platform = start(&lake_dir, &sources, &plant_toml).await;
+    let lake = platform.lake.clone();
+    let good = 2 * 3 * 2000 + 3000;
+    wait_count(
+        &lake,
+        90,
+        "the JSON-lines and Parquet objects in silver",
+        "SELECT count(*) FROM silver.readings",
+        good,
+    )
+    .await;
+    wait_count(
+        &lake,
+        30,
+        "the broken object quarantined",
+        "SELECT count(*) FROM silver.quarantine WHERE expectation = 'unreadable_file' AND source LIKE 'landing:hist:broken.parquet%'",
+        1,
+    )
+    .await;
+    assert_eq!(
+        count(
+            &lake,
+            "SELECT count(*) FROM bronze.landing_hist WHERE _file = '2026/day1.jsonl'"
+        )
+        .await,
+        2 * 3 * 2000
+    );
+    assert_eq!(
+        count(&lake, "SELECT count(*) FROM silver.readings WHERE signal = 'power' AND value = 49").await,
+        60
+    );
+    let addr = platform.http_addr;
+    let status = eventually(30, "three objects recorded", || async move {
+        let (_, s) = get(addr, "/api/landing").await;
+        (s["sources"][0]["files_done"] == 3).then_some(s)
+    })
+    .await;
+    assert_eq!(status["sources"][0]["path"], "s3://plant/landing/hist");
+    platform.stop().await;
+    // Staged copies are gone once committed.
+    let staging = lake_dir.join("_journal/connectors/files/hist/staging");
+    let left: Vec<_> = walk(&staging);
+    assert!(left.is_empty(), "staged copies left: {left:?}");
+
+    // Restarted: the objects are not read again; a new object and the
+    // finished upload land.
+    s3_script(
+        &py,
+        port,
+        &format!(
+            "s3.put_object(Bucket='plant', Key='landing/hist/day2.jsonl', Body={:?}.encode())\ns3.delete_object(Bucket='plant', Key='landing/hist/upload.jsonl.part')",
+            long_lines(&["p2"], 10, now_ms() - 20_000)
+        ),
+    );
+    let platform = start(&lake_dir, &sources, &plant_toml).await;
+    let lake = platform.lake.clone();
+    wait_count(
+        &lake,
+        60,
+        "day2 in silver",
+        "SELECT count(*) FROM silver.readings",
+        good + 30,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        count(&lake, "SELECT count(*) FROM silver.readings").await,
+        good + 30,
+        "nothing read twice"
+    );
+    assert_eq!(
+        count(&lake, "SELECT count(*) FROM bronze.landing_hist WHERE _file LIKE '%x.jsonl'").await,
+        0,
+        "nothing beside the prefix"
+    );
+    platform.stop().await;
+
+    // A misspelt storage option is a configuration error naming the key.
+    let bad = sources.replace(
+        "aws_region = \"us-east-1\"",
+        "aws_region = \"us-east-1\"\n        aws_endpiont = \"x\"",
+    );
+    let pf: ironlake::config::PlantFile =
+        ironlake::config::parse_toml(&plant_toml, "test-plant.toml").unwrap();
+    let e = match ironlake::platform::Config::from_parts(
+        platform_file_with(&lake_dir, &bad),
+        ironlake::platform::Config::embedded_twin_types().unwrap(),
+        vec![("test-plant.toml".into(), pf)],
+    ) {
+        Err(e) => e.to_string(),
+        Ok(c) => match Platform::start(c, Probes::default()).await {
+            Ok(_) => panic!("a misspelt storage option must not start"),
+            Err(e) => e.to_string(),
+        },
+    };
+    assert!(e.contains("`aws_endpiont` is not an option"), "{e}");
+}
+
+fn platform_file_with(lake: &Path, sources: &str) -> PlatformFile {
+    let mut p = platform(lake, free_port(), false);
+    p.connectors.remove("mqtt");
+    files_section(&mut p, sources);
+    p
+}
+
+fn walk(d: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(d) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}

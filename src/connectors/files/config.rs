@@ -14,9 +14,12 @@
 //! value = "value"                    # long: the value column
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use super::store::RemotePrefix;
 
 use crate::config::ConfigError;
 use crate::lake::{Layer, TableName};
@@ -145,9 +148,15 @@ pub struct SourceConfig {
     /// Names the source in metrics, markers and `bronze.landing_<name>`
     /// (lower case letters, digits, `_`).
     pub name: String,
-    /// The folder watched (relative to the platform file), or an object
-    /// store URL (`file:///...`).
+    /// The folder watched (relative to the platform file, or `file:///...`),
+    /// or an object-store prefix (`s3://bucket/prefix`, `gs://`, `az://`,
+    /// `abfss://`, `https://`).
     pub path: String,
+    /// Object-store prefixes: options of `object_store`'s builder
+    /// (`aws_endpoint`, `aws_region`, `aws_access_key_id`, ...), over the
+    /// `AWS_*`/`GOOGLE_*`/`AZURE_*` environment variables.
+    #[serde(default)]
+    pub storage_options: BTreeMap<String, String>,
     #[serde(default = "default_format")]
     pub format: Format,
     #[serde(default = "default_layout")]
@@ -198,11 +207,24 @@ pub struct FilesSection {
     pub sources: Vec<SourceConfig>,
 }
 
+impl Resolved {
+    /// Where the source reads from, as shown (folder or URL).
+    pub fn location(&self) -> String {
+        match &self.remote {
+            Some(r) => r.url.clone(),
+            None => self.dir.display().to_string(),
+        }
+    }
+}
+
 /// A source resolved: paths made absolute, tables named.
 #[derive(Debug, Clone)]
 pub struct Resolved {
     pub cfg: SourceConfig,
+    /// The local folder (for an object-store prefix: empty).
     pub dir: PathBuf,
+    /// An object-store prefix, staged file by file into the source's state.
+    pub remote: Option<RemotePrefix>,
     /// Where rows land as read: `bronze.landing_<name>` or `bronze.<table>`.
     pub bronze: TableName,
     /// Layout `table`: `silver.<table>`.
@@ -244,16 +266,15 @@ impl FilesSection {
             if out.iter().any(|o| o.cfg.name == s.name) {
                 return Err(bad("name", format!("`{}` is used twice", s.name)));
             }
+            let mut remote = None;
             let dir = if let Some(rest) = s.path.strip_prefix("file://") {
                 PathBuf::from(rest)
             } else if s.path.contains("://") {
-                return Err(bad(
-                    "path",
-                    format!(
-                        "`{}`: only local folders and file:// URLs are watched in this version",
-                        s.path
-                    ),
-                ));
+                remote = Some(
+                    RemotePrefix::open(&s.path, &s.storage_options)
+                        .map_err(|e| bad("path", e))?,
+                );
+                PathBuf::new()
             } else {
                 let p = Path::new(&s.path);
                 if p.is_absolute() {
@@ -262,6 +283,12 @@ impl FilesSection {
                     base.join(p)
                 }
             };
+            if remote.is_none() && !s.storage_options.is_empty() {
+                return Err(bad(
+                    "storage_options",
+                    "only for an object-store path (s3://, gs://, az://, https://)".into(),
+                ));
+            }
             if s.chunk_mb == 0 || s.chunk_mb > 4096 {
                 return Err(bad("chunk_mb", "must be between 1 and 4096".into()));
             }
@@ -312,6 +339,7 @@ impl FilesSection {
             out.push(Resolved {
                 cfg: s.clone(),
                 dir,
+                remote,
                 bronze,
                 silver,
             });

@@ -36,6 +36,7 @@ use tracing::{error, info, warn};
 use super::config::{Evolution, FilesSection, Format, Layout, Resolved};
 use super::infer::{self, SourceSchema};
 use super::map::{map_rows, Mapping};
+use super::store::StoreError;
 use super::{ColumnKind, FileError, ParsedFile};
 use crate::assets::{AssetIdx, AssetModel, SignalDef};
 use crate::config::ConfigError;
@@ -198,7 +199,7 @@ impl FilesConnector {
                     .cloned()
                     .unwrap_or_else(|| LandingStatus {
                         name: s.cfg.name.clone(),
-                        path: s.dir.display().to_string(),
+                        path: s.location(),
                         state: "starting".into(),
                         ..Default::default()
                     })
@@ -443,6 +444,7 @@ impl Worker {
             logged_missing: false,
             reported_new: Vec::new(),
         };
+        w.clean_staging();
         w.publish("watching", None);
         Ok(w)
     }
@@ -461,7 +463,7 @@ impl Worker {
             s.cfg.name.clone(),
             LandingStatus {
                 name: s.cfg.name.clone(),
-                path: s.dir.display().to_string(),
+                path: s.location(),
                 layout: format!("{:?}", s.cfg.layout).to_lowercase(),
                 schema_evolution: s.cfg.schema_evolution.as_str().into(),
                 bronze_table: s.bronze.to_string(),
@@ -511,7 +513,7 @@ impl Worker {
         let poll = Duration::from_millis(self.l.src.cfg.poll_ms);
         loop {
             if self.failed.is_none() {
-                if let Err(e) = self.scan() {
+                if let Err(e) = self.scan().await {
                     warn!(source = %self.name(), error = %e, "cannot list the landing folder");
                 }
                 match self.ingest_pending(cx).await {
@@ -544,8 +546,16 @@ impl Worker {
     }
 
     /// List the folder; complete new files get their positions.
-    fn scan(&mut self) -> Result<(), String> {
-        let listing = match list(&self.l.src.dir, self.l.src.cfg.format) {
+    async fn scan(&mut self) -> Result<(), String> {
+        let listed = match &self.l.src.remote {
+            Some(r) => r
+                .list(self.l.src.cfg.format, skipped_name)
+                .await
+                .map_err(|e| e.to_string()),
+            None => list(&self.l.src.dir, self.l.src.cfg.format)
+                .map_err(|e| format!("{}: {e}", self.l.src.dir.display())),
+        };
+        let listing = match listed {
             Ok(l) => {
                 self.logged_missing = false;
                 l
@@ -553,7 +563,7 @@ impl Worker {
             Err(e) => {
                 if !self.logged_missing {
                     self.logged_missing = true;
-                    return Err(format!("{}: {e}", self.l.src.dir.display()));
+                    return Err(e);
                 }
                 return Ok(());
             }
@@ -606,10 +616,20 @@ impl Worker {
         }
         for (name, size, mtime) in ready {
             self.settling.remove(&name);
-            let path = self.l.src.dir.join(&name);
             let chunks = match self.l.src.cfg.format.of(&name) {
                 Some(Format::Parquet) => {
-                    super::parquet::row_groups(&path).unwrap_or(1).max(1) as u64
+                    let groups = match &self.l.src.remote {
+                        Some(r) => match r.parquet_row_groups(&name, size).await {
+                            Ok(n) => n,
+                            // Not listed again until the store answers.
+                            Err(StoreError::Store(e)) => return Err(e),
+                            // Read as one slice: the reader says why it is not Parquet.
+                            Err(_) => 1,
+                        },
+                        None => super::parquet::row_groups(&self.l.src.dir.join(&name))
+                            .unwrap_or(1),
+                    };
+                    groups.max(1) as u64
                 }
                 _ => size.div_ceil(self.chunk_bytes()).max(1),
             };
@@ -634,6 +654,78 @@ impl Worker {
 
     fn chunk_bytes(&self) -> u64 {
         self.l.src.cfg.chunk_mb << 20
+    }
+
+    /// Where a file is read: in the folder, or staged from the object store.
+    fn file_path(&self, name: &str) -> PathBuf {
+        match &self.l.src.remote {
+            Some(_) => self.state.join("staging").join(name),
+            None => self.l.src.dir.join(name),
+        }
+    }
+
+    /// A file's name as shown in logs and errors.
+    fn shown(&self, name: &str) -> String {
+        match &self.l.src.remote {
+            Some(r) => format!("{}/{name}", r.url.trim_end_matches('/')),
+            None => self.l.src.dir.join(name).display().to_string(),
+        }
+    }
+
+    /// An object-store file: bring it into the staging folder before its
+    /// first slice is read (again after a restart). `Err(reason)`: the
+    /// object cannot be read (gone, rewritten) and is quarantined; a store
+    /// that does not answer stops the round (tried again).
+    async fn stage(&mut self, i: usize) -> Result<Result<(), String>, Stop> {
+        let Some(remote) = self.l.src.remote.clone() else {
+            return Ok(Ok(()));
+        };
+        let f = &self.manifest.files[i];
+        let dest = self.file_path(&f.name);
+        if std::fs::metadata(&dest).is_ok_and(|m| m.len() == f.size) {
+            return Ok(Ok(()));
+        }
+        match remote.stage(&f.name, f.size, &dest).await {
+            Ok(()) => Ok(Ok(())),
+            Err(StoreError::Store(e)) => Err(Stop::Retry(e)),
+            Err(e) => Ok(Err(e.to_string())),
+        }
+    }
+
+    /// An object-store file is done: its staged copy goes.
+    fn unstage(&self, name: &str) {
+        if self.l.src.remote.is_some() {
+            let _ = std::fs::remove_file(self.file_path(name));
+        }
+    }
+
+    /// Staged copies of files that are done (a crash between the commit
+    /// and the removal) go at start.
+    fn clean_staging(&self) {
+        if self.l.src.remote.is_none() {
+            return;
+        }
+        let pending: std::collections::HashSet<PathBuf> = self
+            .manifest
+            .files
+            .iter()
+            .filter(|f| !f.done())
+            .map(|f| self.file_path(&f.name))
+            .collect();
+        let mut stack = vec![self.state.join("staging")];
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let p = e.path();
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(p);
+                } else if !pending.contains(&p) {
+                    let _ = std::fs::remove_file(&p);
+                }
+            }
+        }
     }
 
     /// Ingest every file not done, in order.
@@ -672,8 +764,17 @@ impl Worker {
                     if cx.shutdown.is_cancelled() {
                         return Err(Stop::Shutdown);
                     }
-                    let shown = self.l.src.dir.join(&name).display().to_string();
-                    let (chunk, rx, last) = match self.read_chunk(i, k).await {
+                    let shown = self.shown(&name);
+                    let staged = if k == f.acked {
+                        self.stage(i).await?
+                    } else {
+                        Ok(())
+                    };
+                    let read = match staged {
+                        Ok(()) => self.read_chunk(i, k).await,
+                        Err(e) => Err(ChunkError::Unreadable(e)),
+                    };
+                    let (chunk, rx, last) = match read {
                         Ok((c, rx)) => (c, rx, false),
                         Err(ChunkError::Stop(e)) => return Err(Stop::File(format!("{shown}: {e}"))),
                         Err(ChunkError::Unreadable(e)) => {
@@ -741,11 +842,13 @@ impl Worker {
                 b.inc(f.chunks - f.acked);
             }
             f.acked = f.chunks;
+            let file = f.name.clone();
             self.l
                 .stats
                 .files
                 .with_label_values(&[&name, "unreadable"])
                 .inc();
+            self.unstage(&file);
             self.save_manifest().map_err(Stop::File)?;
             return Ok(());
         }
@@ -762,6 +865,8 @@ impl Worker {
                 .inc_by(f.size);
             self.l.stats.files.with_label_values(&[&name, "done"]).inc();
             info!(source = %name, file = %f.name, rows = f.rows, "landing file committed");
+            let file = f.name.clone();
+            self.unstage(&file);
         }
         if let Some(b) = bar {
             b.inc(1);
@@ -778,7 +883,7 @@ impl Worker {
         k: u64,
     ) -> Result<(FileChunk, oneshot::Receiver<Result<ChunkReport, String>>), ChunkError> {
         let f = self.manifest.files[i].clone();
-        let path = self.l.src.dir.join(&f.name);
+        let path = self.file_path(&f.name);
         let format = self.l.src.cfg.format.of(&f.name).unwrap_or(Format::Jsonl);
         let cfg = self.l.src.cfg.clone();
         let mode = cfg.schema_evolution;

@@ -23,6 +23,7 @@ mod jsonl;
 mod landing;
 pub mod map;
 pub mod parquet;
+pub mod store;
 pub mod text;
 
 use std::fs::File;
