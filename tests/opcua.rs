@@ -180,7 +180,14 @@ async fn asyncua_server_with_security_browse_generate_subscribe_and_reconnect() 
         "an existing twin type is not overwritten"
     );
 
-    // 4. The platform subscribes with security and a user.
+    // 4. The platform subscribes with security and a user. The engineer
+    // lets the type take signals that appear later (firmware updates).
+    let twin_toml = twin_toml.replacen(
+        "kind = \"acme_mill\"\n",
+        "kind = \"acme_mill\"\nextra_signals = \"add\"\n",
+        1,
+    );
+    assert!(twin_toml.contains("extra_signals"), "{twin_toml}");
     let twin = TwinType::from_toml(&twin_toml, &twin_s).unwrap();
     let mut twins = Config::embedded_twin_types().unwrap();
     twins.insert("acme_mill".into(), std::sync::Arc::new(twin));
@@ -214,6 +221,7 @@ security_mode = "SignAndEncrypt"
 identity = {{ user = "operator", password = "secret" }}
 publishing_ms = 100
 sampling_ms = 100
+discover_s = 1
 "#
     ))
     .unwrap();
@@ -271,6 +279,24 @@ sampling_ms = 100
     assert_eq!(v["source"]["protocol"], "opcua");
     assert_eq!(v["source"]["connected"], true);
 
+    // 4b. A firmware update adds Monitoring/Coolant/Level on the server:
+    // found by the next browse, subscribed, a signal of the twin.
+    let coolant = "SELECT count(*) FROM silver.readings WHERE asset_id = 'mill-x' AND signal = 'coolant_level'";
+    assert_eq!(count(&lake, coolant).await, 0);
+    std::fs::write(server_pki.join("add-coolant"), "").unwrap();
+    wait_count(&lake, 60, "the new variable's readings in silver", coolant, 5).await;
+    eventually(30, "the twin shows the new signal", || async move {
+        let (_, v) = get(addr, "/api/assets/mill-x").await;
+        let level = signals(&v).get("coolant_level").and_then(|x| x["value"].as_f64())?;
+        (71.0..=80.0).contains(&level).then_some(())
+    })
+    .await;
+    let m = metrics_text(addr).await.unwrap_or_default();
+    assert!(
+        m.contains("ironlake_opcua_discovered_variables_total{server=\"acme\"} 1"),
+        "{m}"
+    );
+
     // 5. The server restarts with its namespaces renumbered.
     server.kill();
     eventually(
@@ -295,6 +321,9 @@ sampling_ms = 100
     let (_, v) = get(addr, "/api/assets/mill-x").await;
     assert_eq!(v["source"]["connected"], true, "{v}");
     assert!(v["source"]["reconnects"].as_u64().unwrap_or(0) >= 1, "{v}");
+    // The discovered variable is found again under the new numbering.
+    let before = count(&lake, coolant).await;
+    wait_count(&lake, 60, "coolant readings after the restart", coolant, before + 5).await;
     platform.stop().await;
 }
 

@@ -132,11 +132,44 @@ pub fn decode_json(
             }
         }
     };
-    let serde_json::Value::Object(map) = doc else {
+    let serde_json::Value::Object(mut map) = doc else {
         return Decoded::Error {
             code: "malformed_payload",
             reason: "payload must be a JSON object".into(),
         };
+    };
+    // Reserved fields (the edge gateway writes them): an error the gateway
+    // met reading the machine, and the fields whose values are Uncertain.
+    if let Some(serde_json::Value::Object(e)) = map.get("_error") {
+        let code = match e.get("code").and_then(|c| c.as_str()) {
+            Some("bad_status") => "bad_status",
+            Some("node_not_found") => "node_not_found",
+            Some("device_exception") => "device_exception",
+            _ => "edge_error",
+        };
+        let reason = e
+            .get("reason")
+            .and_then(|r| r.as_str())
+            .unwrap_or("the edge gateway reported an error without a reason")
+            .chars()
+            .take(1000)
+            .collect();
+        return Decoded::Error { code, reason };
+    }
+    let uncertain: Vec<String> = match map.remove("_uncertain") {
+        Some(serde_json::Value::Array(a)) => a
+            .into_iter()
+            .filter_map(|v| match v {
+                serde_json::Value::String(s) => Some(s),
+                _ => None,
+            })
+            .collect(),
+        Some(other) => {
+            // Not the gateway's list: an ordinary (unknown) field.
+            map.insert("_uncertain".into(), other);
+            Vec::new()
+        }
+        None => Vec::new(),
     };
     let mut ts = received_ms;
     if let Some(tsf) = &b.ts_field {
@@ -165,6 +198,7 @@ pub fn decode_json(
         .partition(|(p, _)| b.fields.contains_key(p));
     let mut out = Vec::with_capacity(total.min(limits.max_fields));
     for (path, v) in known.into_iter().chain(unknown).take(limits.max_fields) {
+        let is_uncertain = !uncertain.is_empty() && uncertain.contains(&path);
         let signal = match b.fields.get(&path) {
             Some(i) => SignalRef::Known(*i),
             None => SignalRef::Unknown(path.into_boxed_str()),
@@ -180,7 +214,7 @@ pub fn decode_json(
             signal,
             ts_ms: ts,
             value,
-            uncertain: false,
+            uncertain: is_uncertain,
         });
     }
     if total > limits.max_fields {
@@ -308,6 +342,37 @@ mod tests {
             value: RawValue::Num(3.0),
             uncertain: false,
         }));
+    }
+
+    #[test]
+    fn the_edge_gateways_uncertain_list_and_errors() {
+        let d = decode(
+            br#"{"ts": 7, "state": 2, "spindle": {"speed": 9.5}, "_uncertain": ["spindle.speed"]}"#,
+            5,
+        );
+        let Decoded::Values(v) = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(v.len(), 2, "{v:?}");
+        for x in &v {
+            assert_eq!(x.uncertain, x.signal == SignalRef::Known(1), "{x:?}");
+        }
+        let d = decode(
+            br#"{"ts": 7, "_error": {"code": "bad_status", "reason": "signal `t`: BadSensorFailure"}}"#,
+            5,
+        );
+        assert_eq!(
+            d,
+            Decoded::Error {
+                code: "bad_status",
+                reason: "signal `t`: BadSensorFailure".into()
+            }
+        );
+        // Not a list: an ordinary unknown field.
+        let Decoded::Values(v) = decode(br#"{"_uncertain": 1}"#, 5) else {
+            panic!()
+        };
+        assert_eq!(v[0].signal, SignalRef::Unknown("_uncertain".into()));
     }
 
     #[test]

@@ -167,52 +167,113 @@ impl EdgeRecord {
 
 /// The one payload layout: `{"ts": <ms>, <field path>: value, ...}`, field
 /// paths nested (`press.force_kn` -> `{"press": {"force_kn": ...}}`) as
-/// the twin type's MQTT bindings say (else the signal's name).
-pub fn layout(model: &AssetModel, asset: usize, decoded: &Decoded) -> Option<Vec<u8>> {
-    let a = model.assets.get(asset)?;
-    let values = decoded.values();
-    if values.is_empty() {
-        return None;
+/// the twin type's MQTT bindings say (else the signal's name; a variable
+/// found after commissioning goes by its extra signal's name). One payload
+/// per source timestamp (an OPC UA publish can hold several values of a
+/// signal); values the server marked Uncertain are listed in
+/// `"_uncertain": [paths]`, and an error met reading the machine (a Bad
+/// status, a missing node) travels as `"_error": {"code", "reason"}`, so
+/// the platform quarantines it with its reason.
+pub fn layout(model: &AssetModel, asset: usize, decoded: &Decoded, received_ms: i64) -> Vec<Vec<u8>> {
+    let Some(a) = model.assets.get(asset) else {
+        return Vec::new();
+    };
+    let error = |code: &str, reason: &str| {
+        serde_json::json!({
+            "ts": received_ms,
+            "_error": { "code": code, "reason": reason },
+        })
+        .to_string()
+        .into_bytes()
+    };
+    let mut out = Vec::new();
+    match decoded {
+        Decoded::Error { code, reason } => return vec![error(code, reason)],
+        Decoded::Partial { code, reason, .. } => out.push(error(code, reason)),
+        _ => {}
     }
-    let mut root = serde_json::Map::new();
-    let ts = values.iter().map(|v| v.ts_ms).max()?;
-    root.insert("ts".into(), ts.into());
-    for v in values {
-        let SignalRef::Known(i) = &v.signal else {
-            continue;
-        };
-        let Some(def) = a.twin.signals.get(*i as usize) else {
-            continue;
-        };
-        let path = def
-            .bindings
-            .get("mqtt")
-            .and_then(|b| b.get("field"))
-            .and_then(|f| f.as_str())
-            .unwrap_or(&def.name)
-            .to_string();
-        let j = match &v.value {
-            crate::connectors::RawValue::Num(x) => serde_json::Number::from_f64(*x)
-                .map_or(serde_json::Value::Null, serde_json::Value::Number),
-            crate::connectors::RawValue::Bool(b) => serde_json::Value::Bool(*b),
-            crate::connectors::RawValue::Text(t) => serde_json::Value::String(t.to_string()),
-            crate::connectors::RawValue::Null => serde_json::Value::Null,
-        };
-        let mut parts: Vec<&str> = path.split('.').collect();
-        let leaf = parts.pop()?;
-        let mut m = &mut root;
-        for p in parts {
-            let e = m
-                .entry(p.to_string())
-                .or_insert_with(|| serde_json::Value::Object(Default::default()));
-            if !e.is_object() {
-                *e = serde_json::Value::Object(Default::default());
+    let mut by_ts: std::collections::BTreeMap<i64, Vec<&crate::connectors::SignalValue>> =
+        std::collections::BTreeMap::new();
+    for v in decoded.values() {
+        by_ts.entry(v.ts_ms).or_default().push(v);
+    }
+    for (ts, values) in by_ts {
+        // A signal twice at one time: the later value, in its own payload.
+        let mut rounds: Vec<Vec<&crate::connectors::SignalValue>> = vec![Vec::new()];
+        for v in values {
+            match rounds.iter_mut().find(|r| r.iter().all(|x| x.signal != v.signal)) {
+                Some(r) => r.push(v),
+                None => rounds.push(vec![v]),
             }
-            m = e.as_object_mut()?;
         }
-        m.insert(leaf.to_string(), j);
+        for round in rounds {
+            let mut root = serde_json::Map::new();
+            root.insert("ts".into(), ts.into());
+            let mut uncertain = Vec::new();
+            for v in round {
+                let path = match &v.signal {
+                    SignalRef::Known(i) => {
+                        let Some(def) = a.twin.signals.get(*i as usize) else {
+                            continue;
+                        };
+                        def.bindings
+                            .get("mqtt")
+                            .and_then(|b| b.get("field"))
+                            .and_then(|f| f.as_str())
+                            .unwrap_or(&def.name)
+                            .to_string()
+                    }
+                    SignalRef::Unknown(name) => name.to_string(),
+                };
+                if path.is_empty() || path.starts_with('_') || path == "ts" {
+                    continue;
+                }
+                let j = match &v.value {
+                    crate::connectors::RawValue::Num(x) => serde_json::Number::from_f64(*x)
+                        .map_or(serde_json::Value::Null, serde_json::Value::Number),
+                    crate::connectors::RawValue::Bool(b) => serde_json::Value::Bool(*b),
+                    crate::connectors::RawValue::Text(t) => {
+                        serde_json::Value::String(t.to_string())
+                    }
+                    crate::connectors::RawValue::Null => serde_json::Value::Null,
+                };
+                if v.uncertain {
+                    uncertain.push(serde_json::Value::String(path.clone()));
+                }
+                insert_path(&mut root, &path, j);
+            }
+            if root.len() == 1 {
+                continue;
+            }
+            if !uncertain.is_empty() {
+                root.insert("_uncertain".into(), serde_json::Value::Array(uncertain));
+            }
+            out.push(serde_json::Value::Object(root).to_string().into_bytes());
+        }
     }
-    Some(serde_json::Value::Object(root).to_string().into_bytes())
+    out
+}
+
+/// Set `path` (dotted) in `root`, making the objects on the way.
+fn insert_path(
+    root: &mut serde_json::Map<String, serde_json::Value>,
+    path: &str,
+    v: serde_json::Value,
+) -> Option<()> {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let leaf = parts.pop()?;
+    let mut m = root;
+    for p in parts {
+        let e = m
+            .entry(p.to_string())
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        if !e.is_object() {
+            *e = serde_json::Value::Object(Default::default());
+        }
+        m = e.as_object_mut()?;
+    }
+    m.insert(leaf.to_string(), v);
+    Some(())
 }
 
 /// The buffer shared by the writer (PLCs in) and the publisher (uplink out).
@@ -404,19 +465,22 @@ async fn writer(
                     stats.rejected.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
-                let Some(payload) = layout(&model, asset as usize, &q.env.decoded) else {
+                let payloads = layout(&model, asset as usize, &q.env.decoded, q.env.received_ms);
+                if payloads.is_empty() {
                     stats.rejected.fetch_add(1, Ordering::Relaxed);
                     continue;
-                };
-                let rec = EdgeRecord {
-                    asset: model.assets[asset as usize].id.to_string(),
-                    payload,
-                };
-                if let Err(e) = j.append(&rec.encode()) {
-                    warn!(error = %e, "edge buffer: append failed");
-                    continue;
                 }
-                stats.buffered.fetch_add(1, Ordering::Relaxed);
+                for payload in payloads {
+                    let rec = EdgeRecord {
+                        asset: model.assets[asset as usize].id.to_string(),
+                        payload,
+                    };
+                    if let Err(e) = j.append(&rec.encode()) {
+                        warn!(error = %e, "edge buffer: append failed");
+                        continue;
+                    }
+                    stats.buffered.fetch_add(1, Ordering::Relaxed);
+                }
                 stats
                     .readings
                     .fetch_add(q.env.decoded.values().len() as u64, Ordering::Relaxed);
@@ -479,5 +543,81 @@ mod tests {
         };
         assert_eq!(EdgeRecord::decode(&r.encode()), Some(r));
         assert_eq!(EdgeRecord::decode(&[1, 0]), None);
+    }
+
+    /// What the gateway writes, the platform's JSON decoder reads back:
+    /// every value with its own time, Uncertain flags, extra signals and
+    /// errors with their reasons.
+    #[test]
+    fn the_layout_round_trips_through_the_platforms_decoder() {
+        use crate::connectors::json::{decode_json, JsonBinding, TsUnit};
+        use crate::connectors::{DecodeLimits, RawValue, SignalValue};
+        let plant = "[plant]\nid = \"p\"\n[[areas]]\nid = \"a\"\n[[lines]]\nid = \"l\"\narea = \"a\"\n[[machines]]\nid = \"m1\"\nline = \"l\"\ntype = \"cnc_mill\"\nsource = { protocol = \"mqtt\", topic = \"ironlake/m1\" }\n";
+        let pf = crate::config::parse_toml(plant, "p.toml").unwrap();
+        let cfg = Config::from_parts(
+            crate::config::PlatformFile::embedded_default().unwrap(),
+            Config::embedded_twin_types().unwrap(),
+            vec![("p.toml".into(), pf)],
+        )
+        .unwrap();
+        let model = &cfg.model;
+        let twin = &model.assets[0].twin;
+        let fields: std::collections::HashMap<String, crate::assets::SignalIdx> = twin
+            .signals
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let path = d
+                    .bindings
+                    .get("mqtt")
+                    .and_then(|b| b.get("field"))
+                    .and_then(|f| f.as_str())
+                    .unwrap_or(&d.name)
+                    .to_string();
+                (path, i as crate::assets::SignalIdx)
+            })
+            .collect();
+        let binding = JsonBinding {
+            asset: 0,
+            ts_field: Some("ts".into()),
+            ts_unit: TsUnit::Ms,
+            fields,
+            source: Arc::from("mqtt:ironlake/m1"),
+        };
+        let v = |signal, ts_ms, x: f64, uncertain| SignalValue {
+            signal,
+            ts_ms,
+            value: RawValue::Num(x),
+            uncertain,
+        };
+        let values = vec![
+            v(SignalRef::Known(1), 1000, 10.0, false),
+            v(SignalRef::Known(1), 1100, 11.0, true),
+            v(SignalRef::Known(2), 1000, 5.0, false),
+            v(SignalRef::Unknown("coolant_level".into()), 1100, 80.0, false),
+        ];
+        let payloads = layout(model, 0, &Decoded::Values(values.clone()), 2000);
+        assert_eq!(payloads.len(), 2, "one payload per time");
+        let mut back: Vec<SignalValue> = Vec::new();
+        for p in &payloads {
+            match decode_json(p, &binding, 0, &DecodeLimits::default()) {
+                Decoded::Values(v) => back.extend(v),
+                d => panic!("{d:?} from {}", String::from_utf8_lossy(p)),
+            }
+        }
+        back.sort_by_key(|x| (x.ts_ms, format!("{:?}", x.signal)));
+        let mut want = values;
+        want.sort_by_key(|x| (x.ts_ms, format!("{:?}", x.signal)));
+        assert_eq!(back, want);
+        // A Bad value travels as an error with its reason.
+        let bad = Decoded::Error {
+            code: "bad_status",
+            reason: "signal `spindle_temp`: BadSensorFailure".into(),
+        };
+        let p = layout(model, 0, &bad, 2000);
+        assert_eq!(
+            decode_json(&p[0], &binding, 0, &DecodeLimits::default()),
+            bad
+        );
     }
 }

@@ -375,6 +375,12 @@ impl Platform {
         {
             m.stats().register(&registry);
         }
+        if let Some(o) = config
+            .connectors
+            .get::<crate::connectors::opcua::OpcuaConnector>()
+        {
+            o.stats().register(&registry);
+        }
         // The landing folder's bulk path.
         let mut landing_join = None;
         let shutdown = CancellationToken::new();

@@ -15,6 +15,8 @@ so its index differs between runs):
       Monitoring/Spindle/ Speed (Double, EURange 0..24000, EngineeringUnits rpm), IsRotating (Boolean)
       Monitoring/Spindle/Temperature (Double: every 5th value Uncertain, every 7th Bad)
       Production/GoodParts (UInt32, counts up)
+      Monitoring/Coolant/Level (Double)            added once PKI_DIR/add-coolant exists
+                                                   (a firmware update after commissioning)
 
 Prints `ready` on stdout once listening; values change every 100 ms.
 """
@@ -90,8 +92,14 @@ async def main():
     async with server:
         print("ready", flush=True)
         i = 0
+        coolant = None
         while True:
             i += 1
+            if coolant is None and (pki / "add-coolant").exists():
+                c = await mon.add_object(ns, "Coolant")
+                coolant = await c.add_variable(ns, "Level", 80.0)
+            if coolant is not None:
+                await coolant.write_value(ua.DataValue(ua.Variant(80.0 - (i % 10), ua.VariantType.Double)))
             await speed.write_value(ua.DataValue(ua.Variant(12000.0 + (i % 10) * 10.0, ua.VariantType.Double)))
             await rotating.write_value(ua.DataValue(ua.Variant(i % 20 != 0, ua.VariantType.Boolean)))
             if i % 7 == 0:

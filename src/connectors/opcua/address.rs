@@ -228,6 +228,11 @@ impl<'a> Resolver<'a> {
         })
     }
 
+    /// The session it browses.
+    pub fn session(&self) -> &'a Session {
+        self.session
+    }
+
     /// The server's namespace URIs by index.
     pub fn namespaces(&self) -> &[String] {
         &self.namespaces

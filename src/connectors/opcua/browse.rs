@@ -356,11 +356,9 @@ fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
-/// Write a twin type for the machine object at `node`.
-pub async fn twin_type(session: &Session, node: &Address, kind: &str) -> Result<Generated, String> {
-    let mut r = Resolver::new(session).await?;
-    let root = r.resolve(node, None).await?;
-    // Breadth-first, 6 levels: variables and their properties.
+/// Variables under a machine's object, breadth-first, 6 levels, with
+/// their properties.
+async fn variables_under(r: &mut Resolver<'_>, root: &NodeId) -> Result<Vec<Found>, String> {
     let mut found: Vec<Found> = Vec::new();
     let mut frontier: Vec<(Vec<String>, NodeId, bool)> = vec![(Vec::new(), root.clone(), false)];
     for _ in 0..6 {
@@ -387,6 +385,56 @@ pub async fn twin_type(session: &Session, node: &Address, kind: &str) -> Result<
             break;
         }
     }
+    Ok(found)
+}
+
+/// A measurement found under a machine's object: the signal name it would
+/// get in a generated twin type, and its node.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    pub name: String,
+    pub node: NodeId,
+}
+
+/// The numeric and boolean variables under a machine's object that a
+/// generated twin type would make signals of (not identification, not
+/// properties of other variables), for variables that appear after
+/// commissioning (firmware updates).
+pub async fn measurements(r: &mut Resolver<'_>, root: &NodeId) -> Result<Vec<Measurement>, String> {
+    let found = variables_under(r, root).await?;
+    let nodes: Vec<NodeId> = found.iter().map(|f| f.child.node.clone()).collect();
+    let infos = read_vars(r.session(), &nodes).await?;
+    let paths: std::collections::BTreeSet<&[String]> =
+        found.iter().map(|f| f.path.as_slice()).collect();
+    let mut out = Vec::new();
+    for (f, info) in found.iter().zip(&infos) {
+        if signal_kind(&info.data_type).is_none()
+            || f.path.first().map(String::as_str) == Some("Identification")
+            || info.access & 1 == 0
+        {
+            continue;
+        }
+        let last = f.path.last().map(String::as_str).unwrap_or("");
+        let parent_is_var = f.path.len() >= 2 && paths.contains(&f.path[..f.path.len() - 1]);
+        if parent_is_var || META.contains(&last) {
+            continue;
+        }
+        let name = signal_name(&f.path);
+        if !name.is_empty() {
+            out.push(Measurement {
+                name,
+                node: f.child.node.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Write a twin type for the machine object at `node`.
+pub async fn twin_type(session: &Session, node: &Address, kind: &str) -> Result<Generated, String> {
+    let mut r = Resolver::new(session).await?;
+    let root = r.resolve(node, None).await?;
+    let found = variables_under(&mut r, &root).await?;
     let nodes: Vec<NodeId> = found.iter().map(|f| f.child.node.clone()).collect();
     let infos = read_vars(session, &nodes).await?;
     let by_path: BTreeMap<Vec<String>, usize> = found

@@ -129,6 +129,16 @@ pub struct ServerConfig {
     /// sends); servers limit a message to a few hundred KB by default.
     #[serde(default = "default_max_notifications")]
     pub max_notifications_per_publish: u32,
+    /// Machines whose twin type takes extra signals (`extra_signals =
+    /// "add"`) have their object browsed this often for measurements no
+    /// signal is bound to (a firmware update), which are then subscribed
+    /// (0: only when the subscription is made).
+    #[serde(default = "default_discover")]
+    pub discover_s: u64,
+}
+
+fn default_discover() -> u64 {
+    60
 }
 
 fn default_max_notifications() -> u32 {

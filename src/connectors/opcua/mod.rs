@@ -14,6 +14,16 @@
 //! - Quality: a value whose status is Bad is quarantined (`bad_status`, with
 //!   the status name); Uncertain lands with quality `UNCERTAIN`; the
 //!   source timestamp is the reading's time.
+//! - Firmware updates: a machine whose twin type has `extra_signals = "add"`
+//!   has its object browsed when the subscription is made and every
+//!   `discover_s`; numeric and boolean variables no signal is bound to are
+//!   subscribed as extra signals (named like `opcua browse --twin-type`
+//!   would name them), up to `max_extra_signals`.
+//! - Back-pressure: values go from the subscription's callback to the
+//!   ingest stage through a bounded queue; when it is full the session's
+//!   event loop waits (the server keeps queueing, and values it had to drop
+//!   are counted from the status's overflow bit in
+//!   `ironlake_opcua_queue_overflows_total`).
 //! - Connection: the session is kept alive, re-activated after a network
 //!   drop (the server keeps its queues) or re-created after a server
 //!   restart with its subscription; while it is down the machines are
@@ -48,6 +58,7 @@ use super::{
 };
 use crate::assets::{AssetIdx, AssetModel, SignalDef, SignalIdx};
 use crate::config::ConfigError;
+use crate::metrics::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 use crate::time::now_ms;
 use address::{Address, Resolver};
 use client::{ClientSettings, EndpointSpec};
@@ -73,6 +84,12 @@ pub struct MachinePlan {
     /// The machine's object (relative signal paths start there).
     pub node: Option<Address>,
     pub signals: Vec<SignalPlan>,
+    /// Extra signals to discover under `node` at most (0: none; the twin
+    /// type takes no extra signals).
+    pub discover: usize,
+    /// Every declared signal of the twin type (a variable named like one is
+    /// not an extra signal).
+    pub declared: Arc<[String]>,
 }
 
 /// One server and the machines read from it.
@@ -84,6 +101,8 @@ pub struct ServerPlan {
     pub queue_size: u32,
     /// Values per publish response at most.
     pub max_notifications: u32,
+    /// Seconds between browses for new variables (0: at subscription only).
+    pub discover_s: u64,
     pub machines: Vec<MachinePlan>,
 }
 
@@ -96,12 +115,68 @@ pub struct OpcuaConnector {
     settings: ClientSettings,
     servers: Vec<Arc<ServerPlan>>,
     by_asset: HashMap<AssetIdx, usize>,
+    stats: Arc<OpcuaStats>,
 }
 
 impl OpcuaConnector {
     /// The servers and their machines.
     pub fn servers(&self) -> &[Arc<ServerPlan>] {
         &self.servers
+    }
+
+    /// The connector's counters (registered by the platform).
+    pub fn stats(&self) -> &Arc<OpcuaStats> {
+        &self.stats
+    }
+}
+
+/// Counters of the OPC UA client, by server.
+#[derive(Debug)]
+pub struct OpcuaStats {
+    /// Values the server reported with the overflow bit: its queue for the
+    /// item was full and older values were dropped (raise `queue_size`).
+    pub overflows: IntCounterVec,
+    /// Monitored items, declared and discovered.
+    pub monitored: IntGaugeVec,
+    /// Variables found after commissioning and subscribed as extra signals.
+    pub discovered: IntCounterVec,
+}
+
+impl OpcuaStats {
+    fn new() -> Self {
+        OpcuaStats {
+            overflows: IntCounterVec::new(
+                Opts::new(
+                    "ironlake_opcua_queue_overflows_total",
+                    "OPC UA values the server marked with the overflow bit (its queue for the item was full; raise queue_size)",
+                ),
+                &["server"],
+            )
+            .expect("valid counter"),
+            monitored: IntGaugeVec::new(
+                Opts::new(
+                    "ironlake_opcua_monitored_items",
+                    "OPC UA monitored items of the subscription, declared and discovered",
+                ),
+                &["server"],
+            )
+            .expect("valid gauge"),
+            discovered: IntCounterVec::new(
+                Opts::new(
+                    "ironlake_opcua_discovered_variables_total",
+                    "OPC UA variables found after commissioning and subscribed as extra signals",
+                ),
+                &["server"],
+            )
+            .expect("valid counter"),
+        }
+    }
+
+    /// Register every counter (a second registration is ignored).
+    pub fn register(&self, r: &Registry) {
+        let _ = r.register(Box::new(self.overflows.clone()));
+        let _ = r.register(Box::new(self.monitored.clone()));
+        let _ = r.register(Box::new(self.discovered.clone()));
     }
 }
 
@@ -227,6 +302,7 @@ impl Protocol for Opcua {
                 publishing_ms: s.publishing_ms,
                 queue_size: s.queue_size.max(1),
                 max_notifications: s.max_notifications_per_publish,
+                discover_s: s.discover_s,
                 machines: Vec::new(),
             });
         }
@@ -262,8 +338,9 @@ impl Protocol for Opcua {
                             name: url.clone(),
                             endpoint,
                             publishing_ms: cfg.publishing_ms,
-                            queue_size: cfg.queue_size,
+                            queue_size: cfg.queue_size.max(1),
                             max_notifications: cfg.max_notifications_per_publish,
+                            discover_s: cfg.discover_s,
                             machines: Vec::new(),
                         });
                         servers.len() - 1
@@ -349,11 +426,18 @@ impl Protocol for Opcua {
                 ));
             }
             by_asset.insert(idx, si);
+            let discover = if twin.extra.add && node.is_some() {
+                twin.extra.max
+            } else {
+                0
+            };
             servers[si].machines.push(MachinePlan {
                 asset: idx,
                 id: a.id.to_string(),
                 node,
                 signals,
+                discover,
+                declared: twin.signals.iter().map(|d| d.name.clone()).collect(),
             });
         }
         Ok(Box::new(OpcuaConnector {
@@ -361,6 +445,7 @@ impl Protocol for Opcua {
             settings,
             servers: servers.into_iter().map(Arc::new).collect(),
             by_asset,
+            stats: Arc::new(OpcuaStats::new()),
         }))
     }
 }
@@ -385,6 +470,7 @@ impl Connector for OpcuaConnector {
                     plan: s.clone(),
                     settings: self.settings.clone(),
                     pki_dir: self.pki_dir.clone(),
+                    stats: self.stats.clone(),
                 }) as Box<dyn Source>
             })
             .collect()
@@ -401,6 +487,7 @@ pub struct ServerSource {
     plan: Arc<ServerPlan>,
     settings: ClientSettings,
     pki_dir: Option<PathBuf>,
+    stats: Arc<OpcuaStats>,
 }
 
 /// What a monitored item feeds (its client handle is its index + 1).
@@ -410,14 +497,23 @@ struct Item {
     signal: SignalIdx,
     name: Arc<str>,
     node: NodeId,
+    /// Discovered after commissioning: an extra signal named `name`.
+    extra: bool,
 }
 
+/// The subscription's items; discovery appends (handles never change).
+type Items = Arc<parking_lot::RwLock<Vec<Item>>>;
+
+/// Envelopes between the subscription's callback and the ingest stage.
+const HANDOFF: usize = 256;
+
 /// Turns the server's notifications into envelopes, one per machine and
-/// publish, handed to the connector's task (the callback must not block).
+/// publish, handed to the connector's task.
 struct Notify {
-    items: Arc<[Item]>,
+    items: Items,
     machines: Arc<[(AssetIdx, Arc<str>)]>,
-    tx: mpsc::UnboundedSender<Envelope>,
+    tx: mpsc::Sender<Envelope>,
+    overflows: IntCounter,
 }
 
 /// An OPC UA value as ironlake reads it.
@@ -455,18 +551,45 @@ fn json_value(v: &RawValue) -> serde_json::Value {
 }
 
 impl Notify {
+    /// Hand an envelope over; when the queue is full, wait for the ingest
+    /// stage (the session's event loop stops reading publish responses and
+    /// the server keeps the values queued).
+    fn hand_off(&self, env: Envelope) {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        match self.tx.try_send(env) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(env)) => {
+                let multi = Handle::try_current()
+                    .is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+                if multi {
+                    tokio::task::block_in_place(|| {
+                        let _ = self.tx.blocking_send(env);
+                    });
+                } else {
+                    // A single-threaded runtime cannot wait here: queue it.
+                    let tx = self.tx.clone();
+                    tokio::spawn(async move {
+                        let _ = tx.send(env).await;
+                    });
+                }
+            }
+        }
+    }
+
     fn data_changes(&self, changes: Vec<(u32, DataValue)>) {
         let received = now_ms();
+        let items = self.items.read();
         // Per machine: its values and the bronze payload.
         let mut per: BTreeMap<usize, (Vec<SignalValue>, Vec<serde_json::Value>)> = BTreeMap::new();
+        let mut out = Vec::new();
         for (handle, dv) in changes {
-            let Some(item) = (handle as usize)
-                .checked_sub(1)
-                .and_then(|i| self.items.get(i))
-            else {
+            let Some(item) = (handle as usize).checked_sub(1).and_then(|i| items.get(i)) else {
                 continue;
             };
             let status = dv.status();
+            if status.overflow() {
+                self.overflows.inc();
+            }
             let value = dv.value.as_ref().map(raw_value).unwrap_or(RawValue::Null);
             let ts = ts_of(&dv, received);
             let (asset, source) = &self.machines[item.machine];
@@ -475,7 +598,7 @@ impl Notify {
                     "signal": &*item.name, "node": item.node.to_string(),
                     "ts": ts, "value": json_value(&value), "status": status.to_string(),
                 });
-                let _ = self.tx.send(Envelope {
+                out.push(Envelope {
                     received_ms: received,
                     source: source.clone(),
                     asset: Some(*asset),
@@ -503,15 +626,20 @@ impl Notify {
                 }
             ]));
             e.0.push(SignalValue {
-                signal: SignalRef::Known(item.signal),
+                signal: if item.extra {
+                    SignalRef::Unknown(item.name.as_ref().into())
+                } else {
+                    SignalRef::Known(item.signal)
+                },
                 ts_ms: ts,
                 value,
                 uncertain: status.is_uncertain(),
             });
         }
+        drop(items);
         for (m, (values, payload)) in per {
             let (asset, source) = &self.machines[m];
-            let _ = self.tx.send(Envelope {
+            out.push(Envelope {
                 received_ms: received,
                 source: source.clone(),
                 asset: Some(*asset),
@@ -519,6 +647,9 @@ impl Notify {
                 decoded: Decoded::Values(values),
                 ack: None,
             });
+        }
+        for env in out {
+            self.hand_off(env);
         }
     }
 }
@@ -557,6 +688,7 @@ impl Drop for AbortOnDrop {
 struct Subscribed {
     id: u32,
     namespaces: Vec<String>,
+    items: Items,
 }
 
 impl ServerSource {
@@ -571,7 +703,7 @@ impl ServerSource {
     async fn subscribe(
         &self,
         session: &Arc<Session>,
-        tx: &mpsc::UnboundedSender<Envelope>,
+        tx: &mpsc::Sender<Envelope>,
     ) -> Result<Subscribed, String> {
         let mut resolver = Resolver::new(session).await?;
         let sources: Arc<[(AssetIdx, Arc<str>)]> = self
@@ -614,6 +746,7 @@ impl ServerSource {
                             signal: s.signal,
                             name: s.name.clone(),
                             node,
+                            extra: false,
                         });
                         sampling.push(s.sampling_ms);
                     }
@@ -641,11 +774,15 @@ impl ServerSource {
                 },
             })
             .collect();
-        let items: Arc<[Item]> = items.into();
+        let items: Items = Arc::new(parking_lot::RwLock::new(items));
         let notify = Notify {
             items: items.clone(),
             machines: sources.clone(),
             tx: tx.clone(),
+            overflows: self
+                .stats
+                .overflows
+                .with_label_values(&[self.plan.name.as_str()]),
         };
         let publishing = Duration::from_millis(self.plan.publishing_ms);
         // Keep-alive every ~2 s of silence, lifetime 3 keep-alives.
@@ -674,6 +811,7 @@ impl ServerSource {
             for (req, r) in chunk.iter().zip(created) {
                 if r.result.status_code.is_bad() {
                     refused += 1;
+                    let items = items.read();
                     let it = &items[req.requested_parameters.client_handle as usize - 1];
                     missing.push((
                         it.machine,
@@ -688,7 +826,7 @@ impl ServerSource {
         for (mi, signal, addr, why) in &missing {
             let (asset, source) = &sources[*mi];
             warn!(machine = %self.plan.machines[*mi].id, signal = %signal, address = %addr, reason = %why, "OPC UA binding not found");
-            let _ = tx.send(Envelope {
+            let _ = tx.try_send(Envelope {
                 received_ms: now_ms(),
                 source: source.clone(),
                 asset: Some(*asset),
@@ -700,16 +838,123 @@ impl ServerSource {
                 ack: None,
             });
         }
+        let monitored = items.read().len() - refused;
+        self.stats
+            .monitored
+            .with_label_values(&[self.plan.name.as_str()])
+            .set(monitored as i64);
         info!(
             server = %self.plan.name,
-            monitored = items.len() - refused,
+            monitored,
             missing = missing.len(),
             "OPC UA subscription created"
         );
         Ok(Subscribed {
             id,
             namespaces: resolver.namespaces().to_vec(),
+            items,
         })
+    }
+
+    /// Browse the objects of machines that take extra signals for numeric
+    /// and boolean variables not yet monitored, and monitor them (a
+    /// firmware update brought them). Returns how many were added.
+    async fn discover(&self, session: &Arc<Session>, sub: &Subscribed) -> Result<usize, String> {
+        if self.plan.machines.iter().all(|m| m.discover == 0) {
+            return Ok(0);
+        }
+        let mut resolver = Resolver::new(session).await?;
+        let (known, mut extras): (std::collections::HashSet<(usize, NodeId)>, Vec<usize>) = {
+            let g = sub.items.read();
+            let mut extras = vec![0usize; self.plan.machines.len()];
+            for it in g.iter().filter(|it| it.extra) {
+                extras[it.machine] += 1;
+            }
+            (
+                g.iter().map(|it| (it.machine, it.node.clone())).collect(),
+                extras,
+            )
+        };
+        let mut added: Vec<(Item, f64)> = Vec::new();
+        for (mi, m) in self.plan.machines.iter().enumerate() {
+            let Some(a) = m.node.as_ref().filter(|_| m.discover > 0) else {
+                continue;
+            };
+            // A machine the server does not have was quarantined already.
+            let Ok(root) = resolver.resolve(a, None).await else {
+                continue;
+            };
+            for found in browse::measurements(&mut resolver, &root).await? {
+                if extras[mi] >= m.discover {
+                    break;
+                }
+                if known.contains(&(mi, found.node.clone()))
+                    || m.declared.iter().any(|d| *d == found.name)
+                    || added.iter().any(|(it, _)| it.machine == mi && *it.name == *found.name)
+                {
+                    continue;
+                }
+                info!(machine = %m.id, signal = %found.name, node = %found.node, "OPC UA variable found after commissioning; subscribing it as an extra signal");
+                extras[mi] += 1;
+                let sampling = m.signals.first().map_or(100.0, |s| s.sampling_ms);
+                added.push((
+                    Item {
+                        machine: mi,
+                        signal: 0,
+                        name: Arc::from(found.name.as_str()),
+                        node: found.node,
+                        extra: true,
+                    },
+                    sampling,
+                ));
+            }
+        }
+        if added.is_empty() {
+            return Ok(0);
+        }
+        let n = added.len();
+        let requests: Vec<MonitoredItemCreateRequest> = {
+            let mut g = sub.items.write();
+            let first = g.len();
+            let mut reqs = Vec::with_capacity(n);
+            for (k, (it, sampling)) in added.into_iter().enumerate() {
+                reqs.push(MonitoredItemCreateRequest {
+                    item_to_monitor: ReadValueId {
+                        node_id: it.node.clone(),
+                        attribute_id: AttributeId::Value as u32,
+                        ..Default::default()
+                    },
+                    monitoring_mode: MonitoringMode::Reporting,
+                    requested_parameters: MonitoringParameters {
+                        client_handle: (first + k) as u32 + 1,
+                        sampling_interval: sampling,
+                        queue_size: self.plan.queue_size,
+                        discard_oldest: true,
+                        ..Default::default()
+                    },
+                });
+                g.push(it);
+            }
+            reqs
+        };
+        let created = session
+            .create_monitored_items(sub.id, TimestampsToReturn::Both, requests)
+            .await
+            .map_err(|e| format!("monitoring discovered variables: {e}"))?;
+        let ok = created
+            .iter()
+            .filter(|r| !r.result.status_code.is_bad())
+            .count();
+        if ok < n {
+            warn!(refused = n - ok, "the server refused to monitor some discovered variables");
+        }
+        let name = self.plan.name.as_str();
+        self.stats
+            .discovered
+            .with_label_values(&[name])
+            .inc_by(ok as u64);
+        self.stats.monitored.with_label_values(&[name]).add(ok as i64);
+        Ok(ok)
     }
 }
 
@@ -750,7 +995,7 @@ impl ServerSource {
             shutdown,
             ..
         } = cx;
-        let (tx, mut rx) = mpsc::unbounded_channel::<Envelope>();
+        let (tx, mut rx) = mpsc::channel::<Envelope>(HANDOFF);
         // Forward what the subscription delivers, with back-pressure from
         // the ingest queues.
         let fwd = {
@@ -793,6 +1038,9 @@ impl ServerSource {
             let mut need_setup = false;
             let mut connected = false;
             let mut retry_at: Option<tokio::time::Instant> = None;
+            let mut discover_at: Option<tokio::time::Instant> = None;
+            let discover_every = (self.plan.discover_s > 0)
+                .then(|| Duration::from_secs(self.plan.discover_s));
             loop {
                 let wake = retry_at
                     .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
@@ -803,6 +1051,15 @@ impl ServerSource {
                     }
                     _ = tokio::time::sleep_until(wake), if retry_at.is_some() => {
                         retry_at = None;
+                    }
+                    _ = tokio::time::sleep_until(discover_at.unwrap_or_else(tokio::time::Instant::now)),
+                        if discover_at.is_some() && connected && !need_setup => {
+                        discover_at = discover_every.map(|d| tokio::time::Instant::now() + d);
+                        if let Some(sub) = &subscribed {
+                            if let Err(e) = self.discover(&session, sub).await {
+                                warn!(error = %e, "browsing for new OPC UA variables failed; trying again later");
+                            }
+                        }
                     }
                     ev = ev_rx.recv() => match ev {
                         None => continue 'outer,
@@ -868,6 +1125,10 @@ impl ServerSource {
                 if need_setup && connected && retry_at.is_none() {
                     match self.subscribe(&session, &tx).await {
                         Ok(s) => {
+                            if let Err(e) = self.discover(&session, &s).await {
+                                warn!(error = %e, "browsing for new OPC UA variables failed; trying again later");
+                            }
+                            discover_at = discover_every.map(|d| tokio::time::Instant::now() + d);
                             subscribed = Some(s);
                             need_setup = false;
                             self.set_all(&health, true, None);
