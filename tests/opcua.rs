@@ -141,6 +141,60 @@ async fn asyncua_server_with_security_browse_generate_subscribe_and_reconnect() 
         );
     }
 
+    // 2b. An X.509 user identity: the server knows this user's certificate,
+    // not another one (refused, and the error says it was the identity).
+    let users = dir.path().join("users");
+    let mk_user = |cert: &str, key: &str| {
+        let script = format!(
+            r#"
+import asyncio
+from pathlib import Path
+from asyncua.crypto.cert_gen import setup_self_signed_certificate
+from cryptography.x509.oid import ExtendedKeyUsageOID
+d = Path("{}")
+d.mkdir(parents=True, exist_ok=True)
+asyncio.run(setup_self_signed_certificate(d / "{key}", d / "{cert}", "urn:acme:user:{cert}", "127.0.0.1",
+    [ExtendedKeyUsageOID.CLIENT_AUTH], {{"countryName": "DE", "organizationName": "ACME", "commonName": "maintenance"}}))
+"#,
+            users.display()
+        );
+        let out = Command::new(&py).arg("-c").arg(&script).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    mk_user("known.der", "known.pem");
+    mk_user("stranger.der", "stranger.pem");
+    std::fs::copy(users.join("known.der"), server_pki.join("user-cert.der")).unwrap();
+    let x509 = |cert: &str, key: &str| {
+        let (c, k) = (users.join(cert), users.join(key));
+        ironlake(&[
+            "opcua",
+            "browse",
+            url.as_str(),
+            "--security-policy",
+            "Aes128_Sha256_RsaOaep",
+            "--user-cert",
+            c.to_str().unwrap(),
+            "--user-key",
+            k.to_str().unwrap(),
+            "--pki",
+            pki_s.as_str(),
+            "--node",
+            "/Objects/Machines",
+            "--depth",
+            "1",
+        ])
+    };
+    let out = x509("known.der", "known.pem");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("Mill1/"), "{}", text(&out.stdout));
+    let out = x509("stranger.der", "stranger.pem");
+    assert!(!out.status.success(), "an unknown user certificate is refused");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("BadUserAccessDenied") && err.contains("refused the identity"),
+        "{err}"
+    );
+
     // 3. A twin type from the machine object.
     let twin_file = dir.path().join("twins/acme_mill.toml");
     let twin_s = twin_file.display().to_string();

@@ -54,6 +54,12 @@ pub struct BrowseArgs {
     pub user: Option<String>,
     #[arg(long)]
     pub password: Option<String>,
+    /// X.509 user identity: the user's certificate (DER), with `--user-key`.
+    #[arg(long, conflicts_with = "user")]
+    pub user_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--user-cert`.
+    #[arg(long, requires = "user_cert")]
+    pub user_key: Option<PathBuf>,
     /// Certificate store (ironlake's certificate is created here; the
     /// server's goes in `trusted/`). Default: `~/.ironlake/pki`.
     #[arg(long)]
@@ -108,6 +114,8 @@ async fn browse_cmd(a: BrowseArgs) -> Result<()> {
         identity: Identity {
             user: a.user.clone(),
             password,
+            cert: a.user_cert.as_ref().map(|p| p.display().to_string()),
+            key: a.user_key.as_ref().map(|p| p.display().to_string()),
             ..Default::default()
         },
         timeout_ms: a.timeout_ms,

@@ -3,7 +3,8 @@
     python server.py PORT PKI_DIR [--shift N]
 
 Security: Basic256Sha256 and Aes128_Sha256_RsaOaep with SignAndEncrypt only
-(no None endpoint); identities: user `operator` / `secret` (anonymous refused).
+(no None endpoint); identities: user `operator` / `secret`, or the X.509 user
+certificate PKI_DIR/user-cert.der when it exists (anonymous refused).
 Its certificate is made in PKI_DIR on first start (kept across restarts).
 
 Address space (namespace `urn:acme:plc`, registered after N dummy namespaces
@@ -34,9 +35,18 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 
 class Users(UserManager):
+    def __init__(self, pki):
+        self.pki = pki
+
     def get_user(self, iserver, username=None, password=None, certificate=None):
         if username == "operator" and password == "secret":
             return User(role=UserRole.User)
+        known = self.pki / "user-cert.der"
+        if certificate is not None and known.exists():
+            from cryptography.hazmat.primitives.serialization import Encoding
+            der = certificate.public_bytes(Encoding.DER) if hasattr(certificate, "public_bytes") else bytes(certificate)
+            if der == known.read_bytes():
+                return User(role=UserRole.User)
         return None
 
 
@@ -52,7 +62,7 @@ async def main():
         [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH],
         {"countryName": "DE", "organizationName": "ACME", "commonName": "acme test server"},
     )
-    server = Server(user_manager=Users())
+    server = Server(user_manager=Users(pki))
     await server.init()
     server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/acme/")
     server.set_server_name("ACME test PLC")
@@ -61,7 +71,7 @@ async def main():
         ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
         ua.SecurityPolicyType.Aes128Sha256RsaOaep_SignAndEncrypt,
     ])
-    server.set_identity_tokens([ua.UserNameIdentityToken])
+    server.set_identity_tokens([ua.UserNameIdentityToken, ua.X509IdentityToken])
     await server.load_certificate(str(cert))
     await server.load_private_key(str(key))
     for i in range(shift):

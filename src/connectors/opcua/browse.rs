@@ -48,9 +48,9 @@ impl Browser {
                     Some(Ok(SessionPollResult::Reconnected(_))) => return Ok(()),
                     Some(Ok(SessionPollResult::ReconnectFailed(code))) | Some(Err(code)) => {
                         let mut m = format!("{}: cannot open a session: {code}", ep.url);
-                        if ep.policy != super::config::Policy::None {
+                        if let Some(h) = client::hint(code, settings, ep) {
                             m.push_str("; ");
-                            m.push_str(&client::trust_hint(settings));
+                            m.push_str(&h);
                         }
                         return Err(m);
                     }

@@ -229,6 +229,27 @@ pub fn offered(endpoints: &[EndpointDescription]) -> String {
 }
 
 /// Hint for a failed secure connection: where the server's certificate went.
+/// What to do about a session that could not be opened with `code`.
+pub fn hint(code: StatusCode, settings: &ClientSettings, ep: &EndpointSpec) -> Option<String> {
+    if matches!(
+        code,
+        StatusCode::BadUserAccessDenied
+            | StatusCode::BadIdentityTokenRejected
+            | StatusCode::BadIdentityTokenInvalid
+            | StatusCode::BadUserSignatureInvalid
+    ) {
+        let who = match (&ep.identity.user, &ep.identity.cert) {
+            (Some(u), _) => format!("user `{u}`: check the user name and password"),
+            (None, Some(c)) => format!(
+                "user certificate {c}: the server must trust it (put it in its trusted user certificates)"
+            ),
+            _ => "anonymous access: give a user or a user certificate (`identity`)".to_string(),
+        };
+        return Some(format!("the server refused the identity ({who})"));
+    }
+    (ep.policy != Policy::None).then(|| trust_hint(settings))
+}
+
 pub fn trust_hint(settings: &ClientSettings) -> String {
     format!(
         "if the server's certificate is not trusted yet, move it from {0}/rejected to {0}/trusted (or set opcua.trust_server_certs = true while commissioning); the server must also trust ironlake's certificate {0}/own/cert.der",

@@ -1017,7 +1017,6 @@ impl ServerSource {
         for m in &self.plan.machines {
             health.set_by_exception(m.asset);
         }
-        let secure = self.plan.endpoint.policy != Policy::None;
         let mut backoff = Backoff::default();
         'outer: while !shutdown.is_cancelled() {
             let (session, events) = match client::connect(&self.settings, &self.plan.endpoint).await
@@ -1079,9 +1078,9 @@ impl ServerSource {
                         }
                         Some(Ok(SessionPollResult::ReconnectFailed(code))) => {
                             let mut msg = format!("cannot connect: {code}");
-                            if secure {
+                            if let Some(h) = client::hint(code, &self.settings, &self.plan.endpoint) {
                                 msg.push_str("; ");
-                                msg.push_str(&client::trust_hint(&self.settings));
+                                msg.push_str(&h);
                             }
                             self.set_all(&health, false, Some(msg));
                         }
