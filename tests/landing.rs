@@ -706,7 +706,14 @@ async fn an_object_store_prefix_on_an_s3_server_lands_each_object_once() {
     let port = free_port();
     let _s3 = Broker(
         std::process::Command::new(&py)
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -795,7 +802,11 @@ s3.put_object(Bucket='plant', Key='landing/other/x.jsonl', Body=b'{{}}\n')
         2 * 3 * 2000
     );
     assert_eq!(
-        count(&lake, "SELECT count(*) FROM silver.readings WHERE signal = 'power' AND value = 49").await,
+        count(
+            &lake,
+            "SELECT count(*) FROM silver.readings WHERE signal = 'power' AND value = 49"
+        )
+        .await,
         60
     );
     let addr = platform.http_addr;
@@ -838,7 +849,11 @@ s3.put_object(Bucket='plant', Key='landing/other/x.jsonl', Body=b'{{}}\n')
         "nothing read twice"
     );
     assert_eq!(
-        count(&lake, "SELECT count(*) FROM bronze.landing_hist WHERE _file LIKE '%x.jsonl'").await,
+        count(
+            &lake,
+            "SELECT count(*) FROM bronze.landing_hist WHERE _file LIKE '%x.jsonl'"
+        )
+        .await,
         0,
         "nothing beside the prefix"
     );

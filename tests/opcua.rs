@@ -186,9 +186,16 @@ asyncio.run(setup_self_signed_certificate(d / "{key}", d / "{cert}", "urn:acme:u
     };
     let out = x509("known.der", "known.pem");
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("Mill1/"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("Mill1/"),
+        "{}",
+        text(&out.stdout)
+    );
     let out = x509("stranger.der", "stranger.pem");
-    assert!(!out.status.success(), "an unknown user certificate is refused");
+    assert!(
+        !out.status.success(),
+        "an unknown user certificate is refused"
+    );
     let err = text(&out.stderr);
     assert!(
         err.contains("BadUserAccessDenied") && err.contains("refused the identity"),
@@ -338,10 +345,19 @@ discover_s = 1
     let coolant = "SELECT count(*) FROM silver.readings WHERE asset_id = 'mill-x' AND signal = 'coolant_level'";
     assert_eq!(count(&lake, coolant).await, 0);
     std::fs::write(server_pki.join("add-coolant"), "").unwrap();
-    wait_count(&lake, 60, "the new variable's readings in silver", coolant, 5).await;
+    wait_count(
+        &lake,
+        60,
+        "the new variable's readings in silver",
+        coolant,
+        5,
+    )
+    .await;
     eventually(30, "the twin shows the new signal", || async move {
         let (_, v) = get(addr, "/api/assets/mill-x").await;
-        let level = signals(&v).get("coolant_level").and_then(|x| x["value"].as_f64())?;
+        let level = signals(&v)
+            .get("coolant_level")
+            .and_then(|x| x["value"].as_f64())?;
         (71.0..=80.0).contains(&level).then_some(())
     })
     .await;
@@ -377,7 +393,14 @@ discover_s = 1
     assert!(v["source"]["reconnects"].as_u64().unwrap_or(0) >= 1, "{v}");
     // The discovered variable is found again under the new numbering.
     let before = count(&lake, coolant).await;
-    wait_count(&lake, 60, "coolant readings after the restart", coolant, before + 5).await;
+    wait_count(
+        &lake,
+        60,
+        "coolant readings after the restart",
+        coolant,
+        before + 5,
+    )
+    .await;
     platform.stop().await;
 }
 

@@ -174,7 +174,12 @@ impl EdgeRecord {
 /// `"_uncertain": [paths]`, and an error met reading the machine (a Bad
 /// status, a missing node) travels as `"_error": {"code", "reason"}`, so
 /// the platform quarantines it with its reason.
-pub fn layout(model: &AssetModel, asset: usize, decoded: &Decoded, received_ms: i64) -> Vec<Vec<u8>> {
+pub fn layout(
+    model: &AssetModel,
+    asset: usize,
+    decoded: &Decoded,
+    received_ms: i64,
+) -> Vec<Vec<u8>> {
     let Some(a) = model.assets.get(asset) else {
         return Vec::new();
     };
@@ -201,7 +206,10 @@ pub fn layout(model: &AssetModel, asset: usize, decoded: &Decoded, received_ms: 
         // A signal twice at one time: the later value, in its own payload.
         let mut rounds: Vec<Vec<&crate::connectors::SignalValue>> = vec![Vec::new()];
         for v in values {
-            match rounds.iter_mut().find(|r| r.iter().all(|x| x.signal != v.signal)) {
+            match rounds
+                .iter_mut()
+                .find(|r| r.iter().all(|x| x.signal != v.signal))
+            {
                 Some(r) => r.push(v),
                 None => rounds.push(vec![v]),
             }
@@ -594,7 +602,12 @@ mod tests {
             v(SignalRef::Known(1), 1000, 10.0, false),
             v(SignalRef::Known(1), 1100, 11.0, true),
             v(SignalRef::Known(2), 1000, 5.0, false),
-            v(SignalRef::Unknown("coolant_level".into()), 1100, 80.0, false),
+            v(
+                SignalRef::Unknown("coolant_level".into()),
+                1100,
+                80.0,
+                false,
+            ),
         ];
         let payloads = layout(model, 0, &Decoded::Values(values.clone()), 2000);
         assert_eq!(payloads.len(), 2, "one payload per time");

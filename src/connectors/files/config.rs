@@ -271,8 +271,7 @@ impl FilesSection {
                 PathBuf::from(rest)
             } else if s.path.contains("://") {
                 remote = Some(
-                    RemotePrefix::open(&s.path, &s.storage_options)
-                        .map_err(|e| bad("path", e))?,
+                    RemotePrefix::open(&s.path, &s.storage_options).map_err(|e| bad("path", e))?,
                 );
                 PathBuf::new()
             } else {

@@ -626,8 +626,9 @@ impl Worker {
                             // Read as one slice: the reader says why it is not Parquet.
                             Err(_) => 1,
                         },
-                        None => super::parquet::row_groups(&self.l.src.dir.join(&name))
-                            .unwrap_or(1),
+                        None => {
+                            super::parquet::row_groups(&self.l.src.dir.join(&name)).unwrap_or(1)
+                        }
                     };
                     groups.max(1) as u64
                 }

@@ -87,7 +87,9 @@ impl RemotePrefix {
     pub fn open(url: &str, options: &BTreeMap<String, String>) -> Result<RemotePrefix, String> {
         let parsed = Url::parse(url).map_err(|e| format!("`{url}`: not a URL: {e}"))?;
         let (scheme, _) = ObjectStoreScheme::parse(&parsed).map_err(|e| {
-            format!("`{url}`: not an object store URL (s3://, gs://, az://, abfss://, https://): {e}")
+            format!(
+                "`{url}`: not an object store URL (s3://, gs://, az://, abfss://, https://): {e}"
+            )
         })?;
         if matches!(scheme, ObjectStoreScheme::Local | ObjectStoreScheme::Memory) {
             return Err(format!(
@@ -109,8 +111,8 @@ impl RemotePrefix {
             check_key(&scheme, k)?;
             opts.insert(k.to_ascii_lowercase(), v.clone());
         }
-        let (store, prefix) = object_store::parse_url_opts(&parsed, opts)
-            .map_err(|e| format!("`{url}`: {e}"))?;
+        let (store, prefix) =
+            object_store::parse_url_opts(&parsed, opts).map_err(|e| format!("`{url}`: {e}"))?;
         Ok(RemotePrefix {
             url: url.to_string(),
             store: Arc::from(store),
@@ -187,10 +189,11 @@ impl RemotePrefix {
             .get_range(&loc, size - 8 - len..size - 8)
             .await
             .map_err(|e| self.error(&shown, e))?;
-        let md = deltalake::parquet::file::metadata::ParquetMetaDataReader::decode_metadata(
-            &footer,
-        )
-        .map_err(|e| StoreError::Format(format!("{shown}: not a readable Parquet file: {e}")))?;
+        let md =
+            deltalake::parquet::file::metadata::ParquetMetaDataReader::decode_metadata(&footer)
+                .map_err(|e| {
+                    StoreError::Format(format!("{shown}: not a readable Parquet file: {e}"))
+                })?;
         Ok(md.num_row_groups())
     }
 

@@ -889,8 +889,10 @@ impl ServerSource {
                     break;
                 }
                 if known.contains(&(mi, found.node.clone()))
-                    || m.declared.iter().any(|d| *d == found.name)
-                    || added.iter().any(|(it, _)| it.machine == mi && *it.name == *found.name)
+                    || m.declared.contains(&found.name)
+                    || added
+                        .iter()
+                        .any(|(it, _)| it.machine == mi && *it.name == *found.name)
                 {
                     continue;
                 }
@@ -946,14 +948,20 @@ impl ServerSource {
             .filter(|r| !r.result.status_code.is_bad())
             .count();
         if ok < n {
-            warn!(refused = n - ok, "the server refused to monitor some discovered variables");
+            warn!(
+                refused = n - ok,
+                "the server refused to monitor some discovered variables"
+            );
         }
         let name = self.plan.name.as_str();
         self.stats
             .discovered
             .with_label_values(&[name])
             .inc_by(ok as u64);
-        self.stats.monitored.with_label_values(&[name]).add(ok as i64);
+        self.stats
+            .monitored
+            .with_label_values(&[name])
+            .add(ok as i64);
         Ok(ok)
     }
 }
@@ -1038,8 +1046,8 @@ impl ServerSource {
             let mut connected = false;
             let mut retry_at: Option<tokio::time::Instant> = None;
             let mut discover_at: Option<tokio::time::Instant> = None;
-            let discover_every = (self.plan.discover_s > 0)
-                .then(|| Duration::from_secs(self.plan.discover_s));
+            let discover_every =
+                (self.plan.discover_s > 0).then(|| Duration::from_secs(self.plan.discover_s));
             loop {
                 let wake = retry_at
                     .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
