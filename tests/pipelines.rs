@@ -611,9 +611,10 @@ async fn demo_data_flows_from_bronze_to_gold() {
             let (status, body) = get(addr, "/api/pipelines").await;
             assert_eq!(status, 200);
             let list = body.as_array().cloned().unwrap_or_default();
-            assert_eq!(list.len(), 6);
+            assert_eq!(list.len(), 7);
+            // Feature buckets are 5 minutes: none may have closed yet.
             list.iter()
-                .filter(|p| p["kind"] != "sql")
+                .filter(|p| p["kind"] != "sql" && p["kind"] != "features")
                 .all(|p| {
                     p["last_run"]["status"] == "ok"
                         && p["last_run"]["rows_out"].as_i64().unwrap_or(0) >= 2
@@ -918,4 +919,204 @@ async fn disconnected_time_is_unknown_in_oee() {
         count(&lake, "SELECT failures FROM gold.reliability").await,
         0
     );
+}
+
+/// The features the twins compute live are the ones `gold.features`
+/// computes offline from silver: a feature set of 10-second buckets for
+/// the mill (every kind of feature), a simulated Modbus mill whose state
+/// changes quickly (time-scaled physics), and after the simulator stops,
+/// the twin's last feature row equals the job's row for the same bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_features_equal_the_offline_features_of_the_lake() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let (p1, mq) = (free_port(), free_port());
+    let plant = plant(
+        "plant-f",
+        "line-f",
+        &[("mill-f", "cnc_mill", modbus(p1, 200))],
+    );
+    let set = r#"
+twin_type = "cnc_mill"
+version = 7
+bucket_s = 10
+[[features]]
+name = "vib_mean"
+stat = "mean"
+signal = "vibration"
+window_s = 30
+[[features]]
+name = "vib_std"
+stat = "std"
+signal = "vibration"
+window_s = 30
+[[features]]
+name = "vib_slope"
+stat = "slope"
+signal = "vibration"
+window_s = 60
+[[features]]
+name = "temp_max"
+stat = "max"
+signal = "temperature"
+window_s = 20
+[[features]]
+name = "temp_min"
+stat = "min"
+signal = "temperature"
+[[features]]
+name = "vib_n"
+stat = "count"
+signal = "vibration"
+window_s = 20
+[[features]]
+name = "vib_ema"
+stat = "ema"
+signal = "vibration"
+half_life_s = 15
+[[features]]
+name = "wear"
+stat = "last"
+signal = "tool_wear"
+[[features]]
+name = "parts_per_h"
+stat = "rate"
+signal = "good_parts"
+window_s = 60
+[[features]]
+name = "running"
+stat = "time_in_state"
+state = "RUNNING"
+window_s = 60
+[[features]]
+name = "downs"
+stat = "downs"
+window_s = 60
+[[features]]
+name = "since_repair"
+stat = "time_since_repair"
+window_s = 60
+[[features]]
+name = "kwh_per_part"
+stat = "energy_per_part"
+window_s = 60
+"#;
+    let def: ironlake::config::features::FeatureSetDef =
+        ironlake::config::parse_toml(set, "test-features.toml").unwrap();
+    let twins = ironlake::assets::twin_types_with_features(
+        ironlake::config::embedded_twin_type_files().unwrap(),
+        vec![("test-features.toml".into(), def)],
+    )
+    .unwrap();
+    let mut pf = platform(dir.path(), mq, true);
+    pf.pipelines.interval_s = 3600;
+    let pfile = ironlake::config::parse_toml(&plant, "test-plant.toml").unwrap();
+    let mut cfg =
+        ironlake::platform::Config::from_parts(pf, twins, vec![("test-plant.toml".into(), pfile)])
+            .unwrap();
+    cfg.pipelines = ironlake::platform::Config::embedded()
+        .unwrap()
+        .pipelines
+        .into_iter()
+        .filter(|p| p.name == "features")
+        .collect();
+    assert_eq!(cfg.pipelines.len(), 1);
+    let platform =
+        ironlake::platform::Platform::start(cfg.clone(), ironlake::platform::Probes::default())
+            .await
+            .unwrap();
+    let sim = ironlake::sim::Simulator::start(
+        &ironlake::sim::Scenario::from_config(scenario(mq, 100), &cfg),
+        3,
+    )
+    .await
+    .unwrap();
+    let addr = platform.http_addr;
+    // Let the engine run seven buckets and more: every window is full.
+    eventually(60, "the twin's first feature row", || async move {
+        let (_, v) = get(addr, "/api/assets/mill-f").await;
+        v["features"]["bucket_end"].as_i64()
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(70)).await;
+    sim.stop().await;
+    // Let the last readings reach the twin and silver.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let (_, v) = get(addr, "/api/assets/mill-f").await;
+    let live = v["features"].clone();
+    assert_eq!(live["version"], 7, "{v}");
+    let end = live["bucket_end"].as_i64().unwrap();
+    let lake = platform.lake.clone();
+    wait_count(
+        &lake,
+        30,
+        "silver holds every reading the twin applied",
+        "SELECT count(*) FROM silver.readings WHERE asset_id = 'mill-f'",
+        v["readings_total"].as_i64().unwrap(),
+    )
+    .await;
+    let run = Runner::new(
+        lake.clone(),
+        cfg.model.clone(),
+        cfg.platform.pipelines.clone(),
+    );
+    let r = run
+        .run(
+            &cfg.pipelines[0],
+            RunOptions {
+                full_refresh: true,
+                ..Default::default()
+            },
+            None,
+        )
+        .await;
+    assert_eq!(r.status, Status::Ok, "{r:?}");
+    let sql = format!(
+        "SELECT feature, value FROM gold.features WHERE asset_id = 'mill-f' AND features_version = 7 AND bucket_end = to_timestamp_millis({end}) ORDER BY feature"
+    );
+    let b = query(&lake, &sql).await;
+    let names = strings(&b, 0);
+    let mut offline = std::collections::BTreeMap::new();
+    let mut k = 0;
+    for batch in &b {
+        let c = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
+        for r in 0..c.len() {
+            offline.insert(
+                names[k].clone(),
+                (!deltalake::arrow::array::Array::is_null(c, r)).then(|| c.value(r)),
+            );
+            k += 1;
+        }
+    }
+    let values = live["values"].as_object().unwrap();
+    assert_eq!(
+        offline.len(),
+        13,
+        "every feature of the bucket ending {end}: {offline:?}"
+    );
+    assert_eq!(values.len(), 13);
+    let mut nontrivial = 0;
+    for (name, lv) in values {
+        let off = offline[name];
+        match (lv.as_f64(), off) {
+            (None, None) => {}
+            (Some(a), Some(b)) => {
+                // Identical numbers; JSON carries them to within an ulp.
+                assert!(
+                    (a - b).abs() <= 1e-12 * b.abs().max(1e-300),
+                    "{name}: live {a} offline {b}"
+                );
+                if b != 0.0 {
+                    nontrivial += 1;
+                }
+            }
+            other => panic!("{name}: live and offline differ: {other:?}"),
+        }
+    }
+    assert!(nontrivial >= 8, "most features have values: {values:?}");
+    platform.stop().await;
 }

@@ -5,6 +5,7 @@
 //! afterwards and shared by connectors, twins, the lake and the API. It never
 //! opens a connection.
 
+pub mod features;
 mod types;
 
 use std::collections::HashMap;
@@ -152,7 +153,15 @@ pub struct AssetModel {
 pub fn twin_types(
     files: Vec<(String, crate::config::TwinTypeDef)>,
 ) -> Result<HashMap<String, Arc<TwinType>>, AssetError> {
-    let mut out: HashMap<String, Arc<TwinType>> = HashMap::new();
+    twin_types_with_features(files, Vec::new())
+}
+
+/// Twin types with their feature sets (`models/features/*.toml`).
+pub fn twin_types_with_features(
+    files: Vec<(String, crate::config::TwinTypeDef)>,
+    features: Vec<(String, crate::config::features::FeatureSetDef)>,
+) -> Result<HashMap<String, Arc<TwinType>>, AssetError> {
+    let mut out: HashMap<String, TwinType> = HashMap::new();
     for (file, def) in files {
         let t = TwinType::from_def(def, &file)?;
         if out.contains_key(&t.kind) {
@@ -162,9 +171,10 @@ pub fn twin_types(
                 format!("twin type `{}` is defined twice", t.kind),
             ));
         }
-        out.insert(t.kind.clone(), Arc::new(t));
+        out.insert(t.kind.clone(), t);
     }
-    Ok(out)
+    features::attach(&mut out, features)?;
+    Ok(out.into_iter().map(|(k, t)| (k, Arc::new(t))).collect())
 }
 
 impl AssetModel {

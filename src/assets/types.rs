@@ -63,6 +63,8 @@ pub struct TwinType {
     /// Signals added at run time from fields no signal is bound to
     /// (`extra_signals = "add"`), shared by every machine of the type.
     pub extra: Arc<ExtraSignals>,
+    /// What its predictive models see (`models/features/<kind>.toml`).
+    pub features: Option<Arc<super::features::FeatureSet>>,
 }
 
 /// Signals a twin type does not declare, met in its machines' payloads
@@ -360,6 +362,7 @@ impl TwinType {
             window: def.window,
             file: file.to_string(),
             extra,
+            features: None,
         })
     }
 

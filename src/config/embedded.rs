@@ -35,6 +35,10 @@ pub static EMBEDDED: Embedded = Embedded(&[
         include_str!("../../config/pipelines/energy_shift.toml"),
     ),
     (
+        "config/pipelines/features.toml",
+        include_str!("../../config/pipelines/features.toml"),
+    ),
+    (
         "config/pipelines/oee_shift.toml",
         include_str!("../../config/pipelines/oee_shift.toml"),
     ),
@@ -45,6 +49,14 @@ pub static EMBEDDED: Embedded = Embedded(&[
     (
         "config/pipelines/reliability.toml",
         include_str!("../../config/pipelines/reliability.toml"),
+    ),
+    (
+        "models/features/cnc_mill.toml",
+        include_str!("../../models/features/cnc_mill.toml"),
+    ),
+    (
+        "models/features/press.toml",
+        include_str!("../../models/features/press.toml"),
     ),
     (
         "twins/cnc_mill.toml",

@@ -16,6 +16,7 @@
 //! the built-in twin types and pipelines.
 
 mod embedded;
+pub mod features;
 pub mod pipeline;
 pub mod plant;
 pub mod twin_type;
@@ -204,6 +205,10 @@ pub struct PlatformFile {
     /// Directory of twin types, relative to this file; left out: the
     /// built-in twin types.
     pub twins: Option<String>,
+    /// Directory of feature sets (`<twin type>.toml`), relative to this
+    /// file; left out: the built-in ones (`models/features`).
+    #[serde(default)]
+    pub features: Option<String>,
     pub http: HttpConfig,
     pub lake: LakeConfig,
     pub twin: TwinConfig,
@@ -219,9 +224,10 @@ pub struct PlatformFile {
 }
 
 /// Keys of the platform file that are not connector sections.
-pub const PLATFORM_KEYS: [&str; 9] = [
+pub const PLATFORM_KEYS: [&str; 10] = [
     "plants",
     "twins",
+    "features",
     "http",
     "lake",
     "twin",
@@ -233,7 +239,12 @@ pub const PLATFORM_KEYS: [&str; 9] = [
 
 /// Keys never taken from the built-in defaults: paths relative to the
 /// user's file (left out, they mean the built-in files) and the plants.
-const NOT_DEFAULTED: [&[&str]; 3] = [&["plants"], &["twins"], &["pipelines", "dir"]];
+const NOT_DEFAULTED: [&[&str]; 4] = [
+    &["plants"],
+    &["twins"],
+    &["features"],
+    &["pipelines", "dir"],
+];
 
 impl PlatformFile {
     /// The platform defaults of `config/ironlake.toml` as built into the binary;
@@ -350,6 +361,8 @@ pub struct ConfigFiles {
     pub platform: PlatformFile,
     /// Twin type files: (path, definition).
     pub twin_types: Vec<(String, TwinTypeDef)>,
+    /// Feature set files: (path, definition).
+    pub features: Vec<(String, features::FeatureSetDef)>,
     /// Plant files: (path, plant).
     pub plants: Vec<(String, PlantFile)>,
     /// Pipeline files: (path, file stem, definition).
@@ -384,6 +397,10 @@ fn load_with(
         Some(dir) => read_twin_types(src, &base.join(dir))?,
         None => embedded_twin_type_files()?,
     };
+    let features = match &platform.features {
+        Some(dir) => read_feature_sets(src, &base.join(dir))?,
+        None => embedded_feature_files()?,
+    };
     if platform.plants.is_empty() {
         return Err(ConfigError::invalid(
             &file,
@@ -406,6 +423,7 @@ fn load_with(
         origin,
         platform,
         twin_types,
+        features,
         plants,
         pipelines,
     })
@@ -440,6 +458,31 @@ fn read_pipelines(
 /// Every `*.toml` twin type file of a directory on disk.
 pub fn twin_type_files(dir: &Path) -> Result<Vec<(String, TwinTypeDef)>, ConfigError> {
     read_twin_types(&Disk, dir)
+}
+
+/// The feature set files compiled into the binary (`models/features`).
+pub fn embedded_feature_files() -> Result<Vec<(String, features::FeatureSetDef)>, ConfigError> {
+    read_feature_sets(&EMBEDDED, Path::new("models/features"))
+}
+
+/// Feature set files of a directory (none if it does not exist).
+fn read_feature_sets(
+    src: &dyn FileSource,
+    dir: &Path,
+) -> Result<Vec<(String, features::FeatureSetDef)>, ConfigError> {
+    let files = match src.list_toml(dir) {
+        Ok(f) => f,
+        Err(ConfigError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Vec::new())
+        }
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for p in files {
+        let file = p.display().to_string();
+        out.push((file.clone(), parse_toml(&src.read(&p)?, &file)?));
+    }
+    Ok(out)
 }
 
 /// The twin type files compiled into the binary.

@@ -21,6 +21,7 @@ pub enum Table {
     GoldEnergyShift,
     GoldDowntimeEvents,
     GoldReliability,
+    GoldFeatures,
     SystemPipelineRuns,
 }
 
@@ -179,6 +180,20 @@ static ENERGY_SHIFT: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+static FEATURES: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        f("plant", DataType::Utf8, false),
+        f("line", DataType::Utf8, false),
+        f("asset_id", DataType::Utf8, false),
+        f("twin_type", DataType::Utf8, false),
+        f("features_version", DataType::Int32, false),
+        f("bucket_end", ts(), false),
+        f("feature", DataType::Utf8, false),
+        f("value", DataType::Float64, true),
+        f("computed_at", ts(), false),
+    ]))
+});
+
 static DOWNTIME: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         f("plant", DataType::Utf8, false),
@@ -234,12 +249,13 @@ static PIPELINE_RUNS: LazyLock<SchemaRef> = LazyLock::new(|| {
 
 impl Table {
     /// Tables written by the pipelines (created on their first update).
-    pub const PIPELINE: [Table; 6] = [
+    pub const PIPELINE: [Table; 7] = [
         Table::GoldOeeShift,
         Table::GoldOeeRollup,
         Table::GoldEnergyShift,
         Table::GoldDowntimeEvents,
         Table::GoldReliability,
+        Table::GoldFeatures,
         Table::SystemPipelineRuns,
     ];
 
@@ -265,6 +281,7 @@ impl Table {
             Table::GoldEnergyShift => "gold.energy_shift",
             Table::GoldDowntimeEvents => "gold.downtime_events",
             Table::GoldReliability => "gold.reliability",
+            Table::GoldFeatures => "gold.features",
             Table::SystemPipelineRuns => "system.pipeline_runs",
         }
     }
@@ -304,6 +321,9 @@ impl Table {
             }
             Table::GoldDowntimeEvents => "Every stop of every machine: duration, state and reason",
             Table::GoldReliability => "MTBF and MTTR per machine over a trailing window",
+            Table::GoldFeatures => {
+                "Model features per machine and time bucket (models/features), as the twins compute them"
+            }
             Table::SystemPipelineRuns => "Every pipeline update: rows in/out, expectations, status",
         }
     }
@@ -321,6 +341,7 @@ impl Table {
             Table::GoldEnergyShift => ENERGY_SHIFT.clone(),
             Table::GoldDowntimeEvents => DOWNTIME.clone(),
             Table::GoldReliability => RELIABILITY.clone(),
+            Table::GoldFeatures => FEATURES.clone(),
             Table::SystemPipelineRuns => PIPELINE_RUNS.clone(),
         }
     }
@@ -332,7 +353,8 @@ impl Table {
             | Table::GoldOeeRollup
             | Table::GoldEnergyShift
             | Table::GoldDowntimeEvents
-            | Table::GoldReliability => &["plant"],
+            | Table::GoldReliability
+            | Table::GoldFeatures => &["plant"],
             Table::SystemPipelineRuns => &["date"],
             _ => &["plant", "date"],
         }

@@ -38,7 +38,7 @@ impl Config {
 
     /// Resolve parsed files into a configuration.
     pub fn resolve(files: ConfigFiles) -> Result<Self, ConfigError> {
-        let twin_types = assets::twin_types(files.twin_types)?;
+        let twin_types = assets::twin_types_with_features(files.twin_types, files.features)?;
         let model = AssetModel::build(twin_types, files.plants)?;
         let connectors = Connectors::resolve(&model, &files.platform, &files.origin)?;
         let mut pipelines: Vec<Pipeline> = Vec::new();
@@ -89,6 +89,9 @@ impl Config {
     /// The twin types built into the binary.
     pub fn embedded_twin_types(
     ) -> Result<std::collections::HashMap<String, Arc<TwinType>>, ConfigError> {
-        assets::twin_types(crate::config::embedded_twin_type_files()?)
+        assets::twin_types_with_features(
+            crate::config::embedded_twin_type_files()?,
+            crate::config::embedded_feature_files()?,
+        )
     }
 }

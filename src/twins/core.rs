@@ -111,6 +111,10 @@ pub struct TwinCore {
     events_until: Option<i64>,
     /// The ingest journal `applied_lsn` refers to.
     pub journal: Arc<str>,
+    /// The twin type's features, computed as readings arrive.
+    features: Option<Box<super::features::FeatureEngine>>,
+    /// The newest feature row (of the last closed bucket).
+    pub last_features: Option<super::features::FeatureRow>,
 }
 
 /// Checkpoint format (JSON in `gold.asset_state.stats`). Signals and alarms are
@@ -132,6 +136,9 @@ pub struct Checkpoint<'a> {
     pub journal: String,
     #[serde(default)]
     pub lsn: u64,
+    /// The feature engine's state (postcard, base64: floats kept exactly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<String>,
 }
 
 /// Per-signal view in the API.
@@ -194,6 +201,19 @@ pub struct AssetSnapshot {
     pub signals: Vec<SignalSnapshot>,
     pub readings_total: u64,
     pub last_update: Option<i64>,
+    /// The newest feature row, when the twin type has a feature set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub features: Option<FeaturesSnapshot>,
+}
+
+/// The features of the last closed bucket, as the API shows them.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FeaturesSnapshot {
+    /// The feature set's version.
+    pub version: u32,
+    /// End of the bucket they describe (UTC ms).
+    pub bucket_end: i64,
+    pub values: std::collections::BTreeMap<String, Option<f64>>,
 }
 
 impl TwinCore {
@@ -213,6 +233,7 @@ impl TwinCore {
             })
             .collect();
         let alarms = vec![AlarmState::default(); id.twin.alarms.len()];
+        let id_twin = id.twin.clone();
         TwinCore {
             id,
             signals,
@@ -229,6 +250,8 @@ impl TwinCore {
             late_total: 0,
             events_until: None,
             journal: Arc::from(""),
+            features: super::features::FeatureEngine::new(id_twin).map(Box::new),
+            last_features: None,
         }
     }
 
@@ -294,6 +317,11 @@ impl TwinCore {
                 continue;
             };
             live.rejected = None;
+            if let Some(f) = self.features.as_deref_mut() {
+                if let Some(row) = f.push(r.signal, r.ts_ms, r.value) {
+                    self.last_features = Some(row);
+                }
+            }
             let late = live.window.last.is_some_and(|(t, _)| r.ts_ms < t);
             if !late && self.last_update_ms.is_none_or(|t| r.ts_ms > t) {
                 fresh.get_or_insert(r.ts_ms);
@@ -612,7 +640,24 @@ impl TwinCore {
             signals,
             readings_total: self.readings_total,
             last_update: self.last_update_ms,
+            features: self.features_snapshot(),
         }
+    }
+
+    /// The newest feature row by name.
+    pub fn features_snapshot(&self) -> Option<FeaturesSnapshot> {
+        let (engine, row) = (self.features.as_deref()?, self.last_features.as_ref()?);
+        let set = engine.set();
+        Some(FeaturesSnapshot {
+            version: set.version,
+            bucket_end: row.bucket_end,
+            values: set
+                .features
+                .iter()
+                .zip(&row.values)
+                .map(|(f, v)| (f.name.clone(), *v))
+                .collect(),
+        })
     }
 
     /// A checkpoint of the full state.
@@ -646,6 +691,16 @@ impl TwinCore {
                 .collect(),
             journal: self.journal.to_string(),
             lsn: self.applied_lsn,
+            features: self.features.as_deref().and_then(|f| {
+                use base64::Engine as _;
+                let st = super::features::Saved {
+                    state: f.state().clone(),
+                    last: self.last_features.clone(),
+                };
+                postcard::to_stdvec(&st)
+                    .ok()
+                    .map(|b| base64::engine::general_purpose::STANDARD_NO_PAD.encode(b))
+            }),
         }
     }
 
@@ -702,6 +757,18 @@ impl TwinCore {
         for (name, st) in cp.alarms {
             if let Some(i) = twin.alarms.iter().position(|r| *r.name == *name) {
                 self.alarms[i] = st.into_owned();
+            }
+        }
+        if let (Some(f), Some(text)) = (self.features.as_deref_mut(), cp.features) {
+            use base64::Engine as _;
+            let saved = base64::engine::general_purpose::STANDARD_NO_PAD
+                .decode(text)
+                .ok()
+                .and_then(|b| postcard::from_bytes::<super::features::Saved>(&b).ok());
+            if let Some(saved) = saved {
+                if f.restore(saved.state) {
+                    self.last_features = saved.last;
+                }
             }
         }
     }

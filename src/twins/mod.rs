@@ -9,6 +9,7 @@
 pub mod alarm;
 pub mod asset;
 pub mod core;
+pub mod features;
 pub mod line;
 pub mod live;
 pub mod window;

@@ -178,6 +178,20 @@ async fn since(
     collect_rows(df, t).await
 }
 
+/// Every reading of `assets` since `from` (signal names in `text`).
+pub async fn readings_of(
+    cx: &GoldContext<'_>,
+    assets: &[String],
+    from: Option<i64>,
+) -> Result<Rows, GoldError> {
+    if assets.is_empty() {
+        return Ok(Rows::default());
+    }
+    let list: Vec<Expr> = assets.iter().map(|a| lit(a.as_str())).collect();
+    let filter = col("asset_id").in_list(list, false);
+    since(cx, Table::SilverReadings, filter, "signal", from).await
+}
+
 /// Alarms raised since `from`.
 pub async fn alarms_raised(cx: &GoldContext<'_>, from: Option<i64>) -> Result<Rows, GoldError> {
     let filter = col("kind").eq(lit("alarm_raised"));

@@ -10,6 +10,7 @@
 
 mod downtime_events;
 mod energy_shift;
+mod features;
 pub mod inputs;
 mod oee_rollup;
 mod oee_shift;
@@ -92,6 +93,7 @@ pub static JOBS: &[&dyn GoldJob] = &[
     &energy_shift::EnergyShift,
     &downtime_events::DowntimeEvents,
     &reliability::Reliability,
+    &features::Features,
 ];
 
 /// The gold job of a `kind`.

@@ -1,0 +1,230 @@
+//! Feature sets resolved against their twin types: signal names become
+//! indexes, windows become bucket counts, and every mistake is an error
+//! naming the file and key. The computation is `twins::features`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{AssetError, MachineState, SignalIdx, SignalKind, TwinType};
+use crate::config::features::{FeatureSetDef, Stat};
+
+/// Windows are at most a week.
+const MAX_WINDOW_S: u64 = 7 * 86_400;
+
+/// One resolved feature.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Feature {
+    pub name: String,
+    pub stat: Stat,
+    /// The signal it reads (`None` for state and energy features).
+    pub signal: Option<SignalIdx>,
+    /// Window in buckets (at least 1).
+    pub buckets: u32,
+    /// `ema`: time constant in ms (half-life / ln 2).
+    pub tau_ms: f64,
+    /// `time_in_state`.
+    pub state: Option<MachineState>,
+}
+
+/// A twin type's feature set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureSet {
+    pub twin_type: String,
+    pub version: u32,
+    pub bucket_ms: i64,
+    pub features: Vec<Feature>,
+    /// The file it was read from.
+    pub file: String,
+    /// Buckets the longest window spans.
+    pub max_buckets: u32,
+    /// The `power` signal (energy per part).
+    pub power: Option<SignalIdx>,
+}
+
+impl FeatureSet {
+    /// Check a definition against its twin type.
+    pub fn resolve(def: FeatureSetDef, twin: &TwinType, file: &str) -> Result<Self, AssetError> {
+        let bad = |key: String, m: String| AssetError::invalid(file, &key, m);
+        if def.bucket_s < 10 || def.bucket_s > 86_400 {
+            return Err(bad(
+                "bucket_s".into(),
+                "between 10 and 86400 seconds".into(),
+            ));
+        }
+        if def.features.is_empty() {
+            return Err(bad("features".into(), "list at least one feature".into()));
+        }
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        let mut out = Vec::with_capacity(def.features.len());
+        for (i, f) in def.features.iter().enumerate() {
+            let key = |k: &str| format!("features[{i}].{k}");
+            let valid = !f.name.is_empty()
+                && f.name.len() <= 64
+                && f.name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !valid {
+                return Err(bad(
+                    key("name"),
+                    format!("`{}`: lower case letters, digits and `_`", f.name),
+                ));
+            }
+            if let Some(j) = seen.insert(&f.name, i) {
+                return Err(bad(
+                    key("name"),
+                    format!("`{}` is also features[{j}]", f.name),
+                ));
+            }
+            let window_s = f.window_s.unwrap_or(def.bucket_s);
+            if window_s == 0 || window_s % def.bucket_s != 0 || window_s > MAX_WINDOW_S {
+                return Err(bad(
+                    key("window_s"),
+                    format!(
+                        "{window_s}: a multiple of bucket_s ({}) up to {MAX_WINDOW_S}",
+                        def.bucket_s
+                    ),
+                ));
+            }
+            let needs_signal = matches!(
+                f.stat,
+                Stat::Mean
+                    | Stat::Std
+                    | Stat::Min
+                    | Stat::Max
+                    | Stat::Count
+                    | Stat::Slope
+                    | Stat::Last
+                    | Stat::Ema
+                    | Stat::Rate
+            );
+            let signal = match (&f.signal, needs_signal) {
+                (Some(s), true) => Some(twin.signal(s).ok_or_else(|| {
+                    bad(
+                        key("signal"),
+                        format!("twin type `{}` has no signal `{s}`", twin.kind),
+                    )
+                })?),
+                (None, true) => {
+                    return Err(bad(key("signal"), format!("{:?} needs a signal", f.stat)))
+                }
+                (Some(_), false) => {
+                    return Err(bad(key("signal"), format!("{:?} reads no signal", f.stat)))
+                }
+                (None, false) => None,
+            };
+            if let Some(s) = signal {
+                let kind = twin.signals[s as usize].kind;
+                if f.stat == Stat::Rate && kind != SignalKind::Counter {
+                    return Err(bad(
+                        key("stat"),
+                        format!(
+                            "`rate` needs a counter signal (`{}` is not)",
+                            twin.signals[s as usize].name
+                        ),
+                    ));
+                }
+            }
+            let state = match (f.stat, &f.state) {
+                (Stat::TimeInState, Some(s)) => Some(
+                    MachineState::ALL
+                        .into_iter()
+                        .find(|m| m.as_str().eq_ignore_ascii_case(s))
+                        .ok_or_else(|| {
+                            bad(key("state"), format!("`{s}` is not a machine state"))
+                        })?,
+                ),
+                (Stat::TimeInState, None) => {
+                    return Err(bad(key("state"), "time_in_state needs a state".into()))
+                }
+                (_, Some(_)) => return Err(bad(key("state"), "only for time_in_state".into())),
+                (_, None) => None,
+            };
+            if matches!(
+                f.stat,
+                Stat::TimeInState | Stat::Downs | Stat::TimeSinceRepair
+            ) && twin.state.is_none()
+            {
+                return Err(bad(
+                    key("stat"),
+                    format!("twin type `{}` has no state signal", twin.kind),
+                ));
+            }
+            if f.stat == Stat::EnergyPerPart
+                && (twin.signal("power").is_none() || twin.good_counter.is_none())
+            {
+                return Err(bad(
+                    key("stat"),
+                    "energy_per_part needs a `power` signal and a good-part counter".into(),
+                ));
+            }
+            let tau_ms = match (f.stat, f.half_life_s) {
+                (Stat::Ema, Some(h)) if h > 0.0 && h.is_finite() => {
+                    h * 1000.0 / std::f64::consts::LN_2
+                }
+                (Stat::Ema, _) => {
+                    return Err(bad(
+                        key("half_life_s"),
+                        "ema needs a positive half_life_s".into(),
+                    ))
+                }
+                (_, Some(_)) => return Err(bad(key("half_life_s"), "only for ema".into())),
+                _ => 0.0,
+            };
+            out.push(Feature {
+                name: f.name.clone(),
+                stat: f.stat,
+                signal,
+                buckets: (window_s / def.bucket_s) as u32,
+                tau_ms,
+                state,
+            });
+        }
+        Ok(FeatureSet {
+            twin_type: def.twin_type,
+            version: def.version,
+            bucket_ms: def.bucket_s as i64 * 1000,
+            max_buckets: out.iter().map(|f| f.buckets).max().unwrap_or(1),
+            features: out,
+            file: file.to_string(),
+            power: twin.signal("power"),
+        })
+    }
+
+    /// The feature names, in order.
+    pub fn names(&self) -> Vec<&str> {
+        self.features.iter().map(|f| f.name.as_str()).collect()
+    }
+}
+
+/// Attach feature set files to their twin types (a file naming a twin
+/// type that does not exist, or a second file for one, is an error).
+pub fn attach(
+    types: &mut HashMap<String, TwinType>,
+    files: Vec<(String, FeatureSetDef)>,
+) -> Result<(), AssetError> {
+    for (file, def) in files {
+        let Some(t) = types.get_mut(&def.twin_type) else {
+            let mut known: Vec<_> = types.keys().cloned().collect();
+            known.sort();
+            return Err(AssetError::invalid(
+                &file,
+                "twin_type",
+                format!(
+                    "no twin type `{}` (there are: {})",
+                    def.twin_type,
+                    known.join(", ")
+                ),
+            ));
+        };
+        if let Some(other) = &t.features {
+            return Err(AssetError::invalid(
+                &file,
+                "twin_type",
+                format!("`{}` already has the feature set of {}", t.kind, other.file),
+            ));
+        }
+        let set = FeatureSet::resolve(def, t, &file)?;
+        t.features = Some(Arc::new(set));
+    }
+    Ok(())
+}

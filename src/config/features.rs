@@ -1,0 +1,83 @@
+//! Feature set files (`models/features/<twin type>.toml`): what the
+//! predictive models see of a machine, computed the same way live (inside
+//! the twin) and offline (`gold.features` from the lake).
+//!
+//! ```toml
+//! twin_type = "cnc_mill"
+//! version = 1                 # bump when a definition changes meaning
+//! bucket_s = 300              # one feature row per machine every 5 minutes
+//!
+//! [[features]]
+//! name = "vibration_mean_1h"
+//! stat = "mean"               # see `Stat`
+//! signal = "vibration"
+//! window_s = 3600             # a multiple of bucket_s
+//! ```
+
+use serde::Deserialize;
+
+/// What a feature computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stat {
+    /// Mean of a signal's readings in the window.
+    Mean,
+    /// Population standard deviation of the readings in the window.
+    Std,
+    Min,
+    Max,
+    /// Readings in the window.
+    Count,
+    /// Least-squares slope of the readings over time, per hour.
+    Slope,
+    /// The newest value at the end of the bucket.
+    Last,
+    /// Exponential moving average with `half_life_s` (irregular sampling:
+    /// the weight of the past decays with elapsed time).
+    Ema,
+    /// Increments of a counter signal per hour over the window (resets tolerated).
+    Rate,
+    /// Share (0..1) of the window spent in `state`.
+    TimeInState,
+    /// Transitions into `DOWN` in the window.
+    Downs,
+    /// Hours since the machine last left `DOWN` (a repair), at most the window.
+    TimeSinceRepair,
+    /// kWh of the `power` signal (sample and hold) per good part over the window.
+    EnergyPerPart,
+}
+
+/// One `[[features]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureDef {
+    pub name: String,
+    pub stat: Stat,
+    /// The signal (window statistics, `last`, `ema`, `rate`).
+    #[serde(default)]
+    pub signal: Option<String>,
+    /// Window length (a multiple of `bucket_s`); default one bucket.
+    #[serde(default)]
+    pub window_s: Option<u64>,
+    /// `ema`: half-life.
+    #[serde(default)]
+    pub half_life_s: Option<f64>,
+    /// `time_in_state`: RUNNING, IDLE, DOWN, SETUP, ...
+    #[serde(default)]
+    pub state: Option<String>,
+}
+
+/// A feature set file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureSetDef {
+    pub twin_type: String,
+    pub version: u32,
+    #[serde(default = "default_bucket")]
+    pub bucket_s: u64,
+    pub features: Vec<FeatureDef>,
+}
+
+fn default_bucket() -> u64 {
+    300
+}
