@@ -228,3 +228,59 @@ pub fn attach(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn twins() -> HashMap<String, TwinType> {
+        crate::config::embedded_twin_type_files()
+            .unwrap()
+            .into_iter()
+            .map(|(f, d)| {
+                let t = TwinType::from_def(d, &f).unwrap();
+                (t.kind.clone(), t)
+            })
+            .collect()
+    }
+
+    fn attach_text(text: &str) -> Result<(), String> {
+        let def: FeatureSetDef =
+            crate::config::parse_toml(text, "f.toml").map_err(|e| e.to_string())?;
+        attach(&mut twins(), vec![("f.toml".into(), def)]).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_built_in_sets_resolve_and_mistakes_name_their_key() {
+        let mut t = twins();
+        attach(&mut t, crate::config::embedded_feature_files().unwrap()).unwrap();
+        let mill = t["cnc_mill"].features.clone().unwrap();
+        assert_eq!(mill.bucket_ms, 300_000);
+        assert_eq!(mill.max_buckets, 576, "48 h of 5-minute buckets");
+        let head =
+            "twin_type = \"press\"\nversion = 1\nbucket_s = 60\n[[features]]\nname = \"x\"\n";
+        for (body, want) in [
+            ("stat = \"mean\"\nsignal = \"nope\"", "features[0].signal"),
+            (
+                "stat = \"mean\"\nsignal = \"force\"\nwindow_s = 90",
+                "features[0].window_s",
+            ),
+            ("stat = \"mean\"", "needs a signal"),
+            ("stat = \"rate\"\nsignal = \"force\"", "counter"),
+            ("stat = \"ema\"\nsignal = \"force\"", "half_life_s"),
+            (
+                "stat = \"time_in_state\"\nstate = \"BUSY\"",
+                "not a machine state",
+            ),
+            ("stat = \"median\"\nsignal = \"force\"", "unknown variant"),
+        ] {
+            let e = attach_text(&format!("{head}{body}\n")).unwrap_err();
+            assert!(e.contains(want), "{body}: {e}");
+        }
+        let e = attach_text(
+            "twin_type = \"lathe\"\nversion = 1\n[[features]]\nname = \"x\"\nstat = \"downs\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("no twin type `lathe`"), "{e}");
+    }
+}

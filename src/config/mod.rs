@@ -399,7 +399,11 @@ fn load_with(
     };
     let features = match &platform.features {
         Some(dir) => read_feature_sets(src, &base.join(dir))?,
-        None => embedded_feature_files()?,
+        // The built-in sets apply to the twin types of those names there are.
+        None => embedded_feature_files()?
+            .into_iter()
+            .filter(|(_, f)| twin_types.iter().any(|(_, t)| t.kind == f.twin_type))
+            .collect(),
     };
     if platform.plants.is_empty() {
         return Err(ConfigError::invalid(
