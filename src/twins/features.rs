@@ -649,4 +649,33 @@ mod tests {
         rows.extend(feed(&mut c, 2000, 5000));
         assert_eq!(rows, all);
     }
+
+    /// A day and more of 1 Hz data from every signal of the mill: the state
+    /// (what a checkpoint holds, and about what the twin keeps in memory)
+    /// stays bounded by the longest windows, not by the data.
+    #[test]
+    fn the_state_is_bounded_by_the_windows() {
+        let t = mill();
+        let mut e = FeatureEngine::new(t.clone()).unwrap();
+        let t0 = 1_800_000_000_000;
+        let n = t.signals.len() as SignalIdx;
+        let mut size_at = Vec::new();
+        for k in 0..(50 * 3600) {
+            for s in 0..n {
+                e.push(s, t0 + k * 1000, ((k + s as i64) % 17) as f64);
+            }
+            if k == 25 * 3600 || k == 50 * 3600 - 1 {
+                size_at.push(postcard::to_stdvec(e.state()).unwrap().len());
+            }
+        }
+        eprintln!("feature state after 25 h and 50 h: {size_at:?} bytes");
+        assert_eq!(
+            e.state().totals.len(),
+            288,
+            "a day of buckets for downs_24h"
+        );
+        assert_eq!(e.state().moments.len(), 48, "4 h of buckets for the slopes");
+        assert!(size_at[1] <= size_at[0] + 64, "{size_at:?}");
+        assert!(size_at[1] < 64 << 10, "{size_at:?}");
+    }
 }
