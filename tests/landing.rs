@@ -29,9 +29,7 @@ fn presses(ids: &[&str]) -> String {
 }
 
 async fn start(lake: &Path, sources: &str, plant_toml: &str) -> Platform {
-    let mut p = platform(lake, free_port(), false);
-    p.connectors.remove("mqtt");
-    files_section(&mut p, sources);
+    let p = platform_file_with(lake, sources);
     Platform::start(config(p, plant_toml), Probes::default())
         .await
         .unwrap()

@@ -698,6 +698,25 @@ impl ServerSource {
         }
     }
 
+    /// The request to monitor item `index` (client handle `index + 1`).
+    fn monitor(&self, index: usize, node: &NodeId, sampling_ms: f64) -> MonitoredItemCreateRequest {
+        MonitoredItemCreateRequest {
+            item_to_monitor: ReadValueId {
+                node_id: node.clone(),
+                attribute_id: AttributeId::Value as u32,
+                ..Default::default()
+            },
+            monitoring_mode: MonitoringMode::Reporting,
+            requested_parameters: MonitoringParameters {
+                client_handle: index as u32 + 1,
+                sampling_interval: sampling_ms,
+                queue_size: self.plan.queue_size,
+                discard_oldest: true,
+                ..Default::default()
+            },
+        }
+    }
+
     /// Resolve every address, quarantine what cannot be found, and
     /// subscribe to the rest.
     async fn subscribe(
@@ -758,21 +777,7 @@ impl ServerSource {
             .iter()
             .zip(&sampling)
             .enumerate()
-            .map(|(i, (it, &samp))| MonitoredItemCreateRequest {
-                item_to_monitor: ReadValueId {
-                    node_id: it.node.clone(),
-                    attribute_id: AttributeId::Value as u32,
-                    ..Default::default()
-                },
-                monitoring_mode: MonitoringMode::Reporting,
-                requested_parameters: MonitoringParameters {
-                    client_handle: i as u32 + 1,
-                    sampling_interval: samp,
-                    queue_size: self.plan.queue_size,
-                    discard_oldest: true,
-                    ..Default::default()
-                },
-            })
+            .map(|(i, (it, &samp))| self.monitor(i, &it.node, samp))
             .collect();
         let items: Items = Arc::new(parking_lot::RwLock::new(items));
         let notify = Notify {
@@ -920,21 +925,7 @@ impl ServerSource {
             let first = g.len();
             let mut reqs = Vec::with_capacity(n);
             for (k, (it, sampling)) in added.into_iter().enumerate() {
-                reqs.push(MonitoredItemCreateRequest {
-                    item_to_monitor: ReadValueId {
-                        node_id: it.node.clone(),
-                        attribute_id: AttributeId::Value as u32,
-                        ..Default::default()
-                    },
-                    monitoring_mode: MonitoringMode::Reporting,
-                    requested_parameters: MonitoringParameters {
-                        client_handle: (first + k) as u32 + 1,
-                        sampling_interval: sampling,
-                        queue_size: self.plan.queue_size,
-                        discard_oldest: true,
-                        ..Default::default()
-                    },
-                });
+                reqs.push(self.monitor(first + k, &it.node, sampling));
                 g.push(it);
             }
             reqs
