@@ -570,21 +570,23 @@ mod tests {
         .unwrap();
         let model = &cfg.model;
         let twin = &model.assets[0].twin;
-        let fields: std::collections::HashMap<String, crate::assets::SignalIdx> = twin
-            .signals
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                let path = d
-                    .bindings
-                    .get("mqtt")
-                    .and_then(|b| b.get("field"))
+        // The platform's own field-path resolution, signals by name where
+        // the type binds no MQTT field (as the gateway writes them).
+        let fields = crate::connectors::json::field_paths(
+            twin,
+            &Default::default(),
+            &["mqtt"],
+            true,
+            |_, v| {
+                Ok(v.get("field")
                     .and_then(|f| f.as_str())
-                    .unwrap_or(&d.name)
-                    .to_string();
-                (path, i as crate::assets::SignalIdx)
-            })
-            .collect();
+                    .unwrap_or_default()
+                    .to_string())
+            },
+            "p.toml",
+            "machines[0].source",
+        )
+        .unwrap();
         let binding = JsonBinding {
             asset: 0,
             ts_field: Some("ts".into()),
