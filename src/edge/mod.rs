@@ -558,42 +558,32 @@ mod tests {
     /// errors with their reasons.
     #[test]
     fn the_layout_round_trips_through_the_platforms_decoder() {
-        use crate::connectors::json::{decode_json, JsonBinding, TsUnit};
+        use crate::connectors::json::decode_json;
         use crate::connectors::{DecodeLimits, RawValue, SignalValue};
-        let plant = "[plant]\nid = \"p\"\n[[areas]]\nid = \"a\"\n[[lines]]\nid = \"l\"\narea = \"a\"\n[[machines]]\nid = \"m1\"\nline = \"l\"\ntype = \"cnc_mill\"\nsource = { protocol = \"mqtt\", topic = \"ironlake/m1\" }\n";
+        // One signal with an MQTT field path, one without (by its name).
+        let twin = crate::assets::TwinType::from_toml(
+            "kind = \"gw\"\n[[signals]]\nname = \"a\"\ntype = \"float\"\nmqtt = { field = \"x.a\" }\n[[signals]]\nname = \"b\"\ntype = \"float\"\n",
+            "gw.toml",
+        )
+        .unwrap();
+        let mut types = Config::embedded_twin_types().unwrap();
+        types.insert("gw".into(), Arc::new(twin));
+        let plant = "[plant]\nid = \"p\"\n[[areas]]\nid = \"a\"\n[[lines]]\nid = \"l\"\narea = \"a\"\n[[machines]]\nid = \"m1\"\nline = \"l\"\ntype = \"gw\"\nsource = { protocol = \"mqtt\", topic = \"ironlake/m1\" }\n";
         let pf = crate::config::parse_toml(plant, "p.toml").unwrap();
         let cfg = Config::from_parts(
             crate::config::PlatformFile::embedded_default().unwrap(),
-            Config::embedded_twin_types().unwrap(),
+            types,
             vec![("p.toml".into(), pf)],
         )
         .unwrap();
         let model = &cfg.model;
-        let twin = &model.assets[0].twin;
-        // The platform's own field-path resolution, signals by name where
-        // the type binds no MQTT field (as the gateway writes them).
-        let fields = crate::connectors::json::field_paths(
-            twin,
-            &Default::default(),
-            &["mqtt"],
-            true,
-            |_, v| {
-                Ok(v.get("field")
-                    .and_then(|f| f.as_str())
-                    .unwrap_or_default()
-                    .to_string())
-            },
-            "p.toml",
-            "machines[0].source",
-        )
-        .unwrap();
-        let binding = JsonBinding {
-            asset: 0,
-            ts_field: Some("ts".into()),
-            ts_unit: TsUnit::Ms,
-            fields,
-            source: Arc::from("mqtt:ironlake/m1"),
-        };
+        // The platform's own binding of the machine's topic.
+        let binding = cfg
+            .connectors
+            .get::<crate::connectors::mqtt::MqttConnector>()
+            .and_then(|m| m.binding(0))
+            .unwrap()
+            .clone();
         let v = |signal, ts_ms, x: f64, uncertain| SignalValue {
             signal,
             ts_ms,
@@ -601,9 +591,9 @@ mod tests {
             uncertain,
         };
         let values = vec![
-            v(SignalRef::Known(1), 1000, 10.0, false),
-            v(SignalRef::Known(1), 1100, 11.0, true),
-            v(SignalRef::Known(2), 1000, 5.0, false),
+            v(SignalRef::Known(0), 1000, 10.0, false),
+            v(SignalRef::Known(0), 1100, 11.0, true),
+            v(SignalRef::Known(1), 1000, 5.0, false),
             v(
                 SignalRef::Unknown("coolant_level".into()),
                 1100,
@@ -627,7 +617,7 @@ mod tests {
         // A Bad value travels as an error with its reason.
         let bad = Decoded::Error {
             code: "bad_status",
-            reason: "signal `spindle_temp`: BadSensorFailure".into(),
+            reason: "signal `a`: BadSensorFailure".into(),
         };
         let p = layout(model, 0, &bad, 2000);
         assert_eq!(

@@ -130,7 +130,9 @@ impl Protocol for Mqtt {
                 &a.twin,
                 &s.fields,
                 &["mqtt"],
-                false,
+                // A signal without an `mqtt` binding is read from a field
+                // named like it, as Kafka does and the edge gateway writes.
+                true,
                 |_, v| parse_binding(v).map(|b| b.field),
                 file,
                 key,
