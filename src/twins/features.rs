@@ -286,6 +286,10 @@ impl FeatureEngine {
             last: vec![None; p.n_last],
             ema: vec![None; p.n_ema],
             counters: vec![Counter::default(); p.rate_signals],
+            // Exactly what the windows keep (a closed bucket is pushed
+            // before the oldest goes): no doubling of the rings.
+            moments: VecDeque::with_capacity(p.keep_moments + 1),
+            totals: VecDeque::with_capacity(p.keep_totals + 1),
             ..Default::default()
         };
     }
@@ -310,6 +314,8 @@ impl FeatureEngine {
             && st.counters.len() == self.plan.rate_signals;
         if fits {
             self.st = st;
+            self.st.moments.reserve_exact(1);
+            self.st.totals.reserve_exact(1);
         }
         fits
     }
@@ -675,6 +681,8 @@ mod tests {
             "a day of buckets for downs_24h"
         );
         assert_eq!(e.state().moments.len(), 48, "4 h of buckets for the slopes");
+        // The rings never grow past what they keep.
+        assert!(e.state().totals.capacity() < 300 && e.state().moments.capacity() < 60);
         assert!(size_at[1] <= size_at[0] + 64, "{size_at:?}");
         assert!(size_at[1] < 64 << 10, "{size_at:?}");
     }
