@@ -299,11 +299,24 @@ pub async fn wait_count(
     sql: &str,
     want: i64,
 ) -> i64 {
-    eventually(secs, what, || async move {
-        let n = count(lake, sql).await;
-        (n >= want).then_some(n)
-    })
-    .await
+    let last = std::sync::atomic::AtomicI64::new(-1);
+    let seen = &last;
+    let waited = tokio::time::timeout(
+        Duration::from_secs(secs),
+        eventually(secs + 60, what, || async move {
+            let n = count(lake, sql).await;
+            seen.store(n, std::sync::atomic::Ordering::Relaxed);
+            (n >= want).then_some(n)
+        }),
+    )
+    .await;
+    match waited {
+        Ok(n) => n,
+        Err(_) => panic!(
+            "timed out after {secs}s waiting for: {what} ({} of {want})",
+            last.load(std::sync::atomic::Ordering::Relaxed)
+        ),
+    }
 }
 
 /// A broker process, killed when dropped (also when a test panics).
