@@ -36,6 +36,8 @@ pub mod ingest;
 pub mod lake;
 /// Counters and latency samples: Prometheus metrics, benchmark probes.
 pub mod metrics;
+/// Models: training data, training, registry, serving in the twins.
+pub mod ml;
 /// Declarative pipelines with expectations, and the gold jobs.
 pub mod pipeline;
 /// Wiring of a running platform, and its resolved configuration.

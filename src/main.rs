@@ -71,8 +71,17 @@ enum Cmd {
     },
     /// Start simulated PLCs (Modbus TCP servers, MQTT publishers) for a scenario.
     Simulate {
-        #[arg(long, required_unless_present = "replay")]
+        #[arg(long, required_unless_present_any = ["replay", "history_days"])]
         scenario: Option<PathBuf>,
+        /// Instead of serving live PLCs, write N plant days of simulated
+        /// history ending now into the lakehouse (gold.features and the
+        /// ground truth tables system.sim_failures, system.sim_wear), as
+        /// fast as the CPU allows (default scenario: the demo).
+        #[arg(long, conflicts_with = "replay")]
+        history_days: Option<f64>,
+        /// Lakehouse for --history-days (default: `lake.root` of --config).
+        #[arg(long)]
+        lakehouse: Option<String>,
         #[arg(long, default_value_t = 42)]
         seed: u64,
         #[arg(long)]
@@ -131,6 +140,24 @@ enum Cmd {
         #[command(flatten)]
         lake: cli::LakeArgs,
     },
+    /// Train a model (smartcore) on the lake and register it: the built-in
+    /// failure and RUL models of a twin type, or any table with --table.
+    Train {
+        #[command(flatten)]
+        args: cli::models::TrainArgs,
+        #[command(flatten)]
+        registry: cli::models::RegistryArgs,
+    },
+    /// The model registry: list, show, promote, archive, card.
+    Models {
+        #[command(subcommand)]
+        op: cli::models::ModelsOp,
+        /// Platform config (default: the one built into the binary).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        registry: cli::models::RegistryArgs,
+    },
     /// Table maintenance: list, history, optimize, vacuum, checkpoint.
     Lake {
         #[command(subcommand)]
@@ -165,7 +192,11 @@ fn main() -> Result<()> {
     // large fresh buffers; the platform cares about tail latency.
     let batch = matches!(
         cli.cmd,
-        Cmd::Sql { .. } | Cmd::Pipeline { .. } | Cmd::Lake { .. } | Cmd::Bench { which: None, .. }
+        Cmd::Sql { .. }
+            | Cmd::Pipeline { .. }
+            | Cmd::Lake { .. }
+            | Cmd::Train { .. }
+            | Cmd::Bench { which: None, .. }
     );
     // Allocator defaults (each can be overridden with the MIMALLOC_*
     // environment variable of the same name):
@@ -234,7 +265,13 @@ async fn cli_main(cli: Cli) -> Result<()> {
             speed,
             keep_time,
             config,
+            history_days,
+            lakehouse,
         } => match (replay, scenario) {
+            (None, sc) if history_days.is_some() => {
+                let days = history_days.unwrap_or_default();
+                cli::platform::history(sc, seed, days, config, lakehouse).await?
+            }
             (Some(r), _) => {
                 cli::platform::replay(r, &from, &to, &speed, keep_time, config, duration).await?
             }
@@ -242,6 +279,12 @@ async fn cli_main(cli: Cli) -> Result<()> {
             (None, None) => anyhow::bail!("give --scenario FILE or --replay TABLE_OR_DIR"),
         },
         Cmd::Check { config } => cli::platform::check(config)?,
+        Cmd::Train { args, registry } => cli::models::train(args, registry).await?,
+        Cmd::Models {
+            op,
+            config,
+            registry,
+        } => cli::models::models(op, config.as_ref(), registry)?,
         Cmd::Opcua { op } => cli::opcua::run(op).await?,
         Cmd::Sql {
             query,

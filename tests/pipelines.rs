@@ -612,7 +612,7 @@ async fn demo_data_flows_from_bronze_to_gold() {
             assert_eq!(status, 200);
             let list = body.as_array().cloned().unwrap_or_default();
             assert_eq!(list.len(), 7);
-            // Feature buckets are 5 minutes: none may have closed yet.
+            // The features pipeline ships disabled (run on demand).
             list.iter()
                 .filter(|p| p["kind"] != "sql" && p["kind"] != "features")
                 .all(|p| {

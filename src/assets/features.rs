@@ -31,7 +31,12 @@ pub struct Feature {
 pub struct FeatureSet {
     pub twin_type: String,
     pub version: u32,
+    /// Length of a bucket in timestamp milliseconds (plant time / scale).
     pub bucket_ms: i64,
+    /// Timestamp milliseconds per plant hour (rates, slopes, hours).
+    pub ms_per_hour: f64,
+    /// Plant seconds per timestamp second.
+    pub time_scale: f64,
     pub features: Vec<Feature>,
     /// The file it was read from.
     pub file: String,
@@ -51,6 +56,13 @@ impl FeatureSet {
                 "between 10 and 86400 seconds".into(),
             ));
         }
+        if !(def.time_scale.is_finite() && (1.0..=3600.0).contains(&def.time_scale)) {
+            return Err(bad(
+                "time_scale".into(),
+                format!("{}: between 1 and 3600", def.time_scale),
+            ));
+        }
+        let scale = def.time_scale;
         if def.features.is_empty() {
             return Err(bad("features".into(), "list at least one feature".into()));
         }
@@ -159,7 +171,7 @@ impl FeatureSet {
             }
             let tau_ms = match (f.stat, f.half_life_s) {
                 (Stat::Ema, Some(h)) if h > 0.0 && h.is_finite() => {
-                    h * 1000.0 / std::f64::consts::LN_2
+                    h * 1000.0 / std::f64::consts::LN_2 / scale
                 }
                 (Stat::Ema, _) => {
                     return Err(bad(
@@ -182,7 +194,9 @@ impl FeatureSet {
         Ok(FeatureSet {
             twin_type: def.twin_type,
             version: def.version,
-            bucket_ms: def.bucket_s as i64 * 1000,
+            bucket_ms: ((def.bucket_s as f64 * 1000.0 / scale).round() as i64).max(1),
+            ms_per_hour: 3_600_000.0 / scale,
+            time_scale: scale,
             max_buckets: out.iter().map(|f| f.buckets).max().unwrap_or(1),
             features: out,
             file: file.to_string(),
@@ -255,8 +269,9 @@ mod tests {
         let mut t = twins();
         attach(&mut t, crate::config::embedded_feature_files().unwrap()).unwrap();
         let mill = t["cnc_mill"].features.clone().unwrap();
-        assert_eq!(mill.bucket_ms, 300_000);
-        assert_eq!(mill.max_buckets, 576, "48 h of 5-minute buckets");
+        assert_eq!(mill.bucket_ms, 10_000, "600 plant s at 60x");
+        assert_eq!(mill.ms_per_hour, 60_000.0);
+        assert_eq!(mill.max_buckets, 288, "48 plant hours of 10-minute buckets");
         let head =
             "twin_type = \"press\"\nversion = 1\nbucket_s = 60\n[[features]]\nname = \"x\"\n";
         for (body, want) in [

@@ -1,9 +1,11 @@
 //! The command line, one file per command group: the platform (`demo`,
-//! `run`, `simulate`, `check`), `sql`, `pipeline`, `lake`, `opcua`. Shared here: the
+//! `run`, `simulate`, `check`), `sql`, `pipeline`, `lake`, `opcua`, `train`
+//! and `models`. Shared here: the
 //! `--lakehouse/--config` arguments, loading, waiting for a stop signal,
 //! output that survives a closed pipe.
 
 pub mod lake;
+pub mod models;
 pub mod opcua;
 pub mod pipeline;
 pub mod platform;

@@ -6,6 +6,7 @@
 //! twin_type = "cnc_mill"
 //! version = 1                 # bump when a definition changes meaning
 //! bucket_s = 300              # one feature row per machine every 5 minutes
+//! time_scale = 1              # plant seconds per timestamp second (demo: 60)
 //!
 //! [[features]]
 //! name = "vibration_mean_1h"
@@ -75,7 +76,17 @@ pub struct FeatureSetDef {
     pub version: u32,
     #[serde(default = "default_bucket")]
     pub bucket_s: u64,
+    /// Plant seconds per second of the readings' timestamps. Windows,
+    /// buckets, half-lives and "per hour" figures are in plant time; a real
+    /// plant keeps 1, the demo simulator (whose wear and shifts run 60x)
+    /// sets 60.
+    #[serde(default = "default_scale")]
+    pub time_scale: f64,
     pub features: Vec<FeatureDef>,
+}
+
+fn default_scale() -> f64 {
+    1.0
 }
 
 fn default_bucket() -> u64 {

@@ -197,6 +197,30 @@ pub struct PipelinesConfig {
     pub reliability_days: u64,
 }
 
+/// `[models]`: the model registry and live scoring in the twins.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// Model registry directory (as `lake.root`: relative to the working
+    /// directory). Twins serve the `champion` (and score the `challenger`)
+    /// of `<twin type>_failure` and `<twin type>_rul`.
+    pub registry: String,
+    /// Score live features in the twins.
+    pub serve: bool,
+    /// Seconds between looks at the registry for promoted versions (hot swap).
+    pub reload_s: u64,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        ModelsConfig {
+            registry: "./models/registry".into(),
+            serve: true,
+            reload_s: 5,
+        }
+    }
+}
+
 /// `config/ironlake.toml`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct PlatformFile {
@@ -215,6 +239,8 @@ pub struct PlatformFile {
     pub ingest: IngestConfig,
     pub sql: SqlConfig,
     pub pipelines: PipelinesConfig,
+    #[serde(default)]
+    pub models: ModelsConfig,
     /// `[edge]`: read by `ironlake edge` only (the gateway's buffer and uplink).
     #[serde(default)]
     pub edge: Option<toml::Value>,
@@ -224,7 +250,7 @@ pub struct PlatformFile {
 }
 
 /// Keys of the platform file that are not connector sections.
-pub const PLATFORM_KEYS: [&str; 10] = [
+pub const PLATFORM_KEYS: [&str; 11] = [
     "plants",
     "twins",
     "features",
@@ -234,6 +260,7 @@ pub const PLATFORM_KEYS: [&str; 10] = [
     "ingest",
     "sql",
     "pipelines",
+    "models",
     "edge",
 ];
 

@@ -126,6 +126,7 @@ impl Lakehouse {
             _ => Table::ALL
                 .into_iter()
                 .chain(Table::PIPELINE)
+                .chain(Table::SIM)
                 .map(|t| t.table_name())
                 .filter(|n| n.layer() == layer)
                 .collect(),

@@ -39,6 +39,30 @@ pub struct VacuumReport {
 }
 
 impl Lakehouse {
+    /// Write `batches` to `t` (created with its schema when missing) in one
+    /// commit, replacing the rows that match `replace_where` (all rows when
+    /// `None`). Returns the new table version.
+    pub async fn replace(
+        &self,
+        t: super::Table,
+        batches: Vec<deltalake::arrow::array::RecordBatch>,
+        replace_where: Option<String>,
+    ) -> Result<u64, LakeError> {
+        let table = self.open_or_create(t).await?;
+        let mut w = table
+            .write(batches)
+            .with_save_mode(deltalake::protocol::SaveMode::Overwrite)
+            .with_partition_columns(t.partition_columns().iter().map(|s| s.to_string()));
+        if let Some(p) = replace_where {
+            w = w.with_replace_where(p);
+        }
+        let table = w.await.map_err(|source| LakeError::Delta {
+            table: t.name(),
+            source,
+        })?;
+        Ok(table.version().unwrap_or(0) as u64)
+    }
+
     /// Open an existing table by its `layer.table` name.
     pub async fn open_by_name(&self, name: &str) -> Result<DeltaTable, LakeError> {
         let n = TableName::parse(name).map_err(|e| LakeError::Root {

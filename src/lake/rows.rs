@@ -388,3 +388,80 @@ pub fn asset_state_batch(rows: &[AssetStateRow]) -> Result<RecordBatch, LakeErro
         ],
     )
 }
+
+/// One row of `gold.predictions` (one model's live score of one machine).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PredictionRow {
+    /// End of the feature bucket scored.
+    pub ts_ms: i64,
+    pub plant: Arc<str>,
+    pub line: Arc<str>,
+    pub asset_id: Arc<str>,
+    pub twin_type: String,
+    pub model: String,
+    pub version: i32,
+    pub role: &'static str,
+    pub failure_prob: Option<f64>,
+    pub threshold: Option<f64>,
+    pub alert: Option<bool>,
+    pub rul_h: Option<f64>,
+    /// Top contributing features, JSON `[[name, contribution], ...]`.
+    pub reasons: Option<String>,
+    pub scored_at_ms: i64,
+}
+
+/// Build a `gold.predictions` batch.
+pub fn predictions_batch(rows: &[PredictionRow]) -> Result<RecordBatch, LakeError> {
+    let n = rows.len();
+    let (mut ts, mut at) = (ts_builder(n), ts_builder(n));
+    let mut s: Vec<StringBuilder> = (0..7).map(|_| StringBuilder::new()).collect();
+    let mut version = Int32Builder::new();
+    let (mut fp, mut th, mut rul) = (
+        Float64Builder::new(),
+        Float64Builder::new(),
+        Float64Builder::new(),
+    );
+    let mut alert = deltalake::arrow::array::BooleanBuilder::new();
+    let mut date = Date32Builder::with_capacity(n);
+    for r in rows {
+        ts.append_value(r.ts_ms * 1000);
+        s[0].append_value(&r.plant);
+        s[1].append_value(&r.line);
+        s[2].append_value(&r.asset_id);
+        s[3].append_value(&r.twin_type);
+        s[4].append_value(&r.model);
+        version.append_value(r.version);
+        s[5].append_value(r.role);
+        fp.append_option(r.failure_prob);
+        th.append_option(r.threshold);
+        alert.append_option(r.alert);
+        rul.append_option(r.rul_h);
+        s[6].append_option(r.reasons.as_deref());
+        at.append_value(r.scored_at_ms * 1000);
+        date.append_value(day_of(r.ts_ms));
+    }
+    let mut s = s.into_iter().map(|mut b| Arc::new(b.finish()));
+    let mut next = || s.next().expect("seven string columns");
+    let (plant, line, asset, kind, model, role, reasons) =
+        (next(), next(), next(), next(), next(), next(), next());
+    finish(
+        Table::GoldPredictions,
+        vec![
+            Arc::new(ts.finish()),
+            plant,
+            line,
+            asset,
+            kind,
+            model,
+            Arc::new(version.finish()),
+            role,
+            Arc::new(fp.finish()),
+            Arc::new(th.finish()),
+            Arc::new(alert.finish()),
+            Arc::new(rul.finish()),
+            reasons,
+            Arc::new(at.finish()),
+            Arc::new(date.finish()),
+        ],
+    )
+}

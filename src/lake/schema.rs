@@ -16,6 +16,7 @@ pub enum Table {
     SilverAssetEvents,
     SilverQuarantine,
     GoldAssetState,
+    GoldPredictions,
     GoldOeeShift,
     GoldOeeRollup,
     GoldEnergyShift,
@@ -23,6 +24,8 @@ pub enum Table {
     GoldReliability,
     GoldFeatures,
     SystemPipelineRuns,
+    SimFailures,
+    SimWear,
 }
 
 fn ts() -> DataType {
@@ -104,6 +107,26 @@ static ASSET_STATE: LazyLock<SchemaRef> = LazyLock::new(|| {
         f("rejected_parts", DataType::Int64, false),
         f("active_alarms", DataType::Int32, false),
         f("stats", DataType::Utf8, false),
+        f("date", DataType::Date32, false),
+    ]))
+});
+
+static PREDICTIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        f("ts", ts(), false),
+        f("plant", DataType::Utf8, false),
+        f("line", DataType::Utf8, false),
+        f("asset_id", DataType::Utf8, false),
+        f("twin_type", DataType::Utf8, false),
+        f("model", DataType::Utf8, false),
+        f("version", DataType::Int32, false),
+        f("role", DataType::Utf8, false),
+        f("failure_prob", DataType::Float64, true),
+        f("threshold", DataType::Float64, true),
+        f("alert", DataType::Boolean, true),
+        f("rul_h", DataType::Float64, true),
+        f("reasons", DataType::Utf8, true),
+        f("scored_at", ts(), false),
         f("date", DataType::Date32, false),
     ]))
 });
@@ -194,6 +217,32 @@ static FEATURES: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+static SIM_FAILURES: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        f("plant", DataType::Utf8, false),
+        f("line", DataType::Utf8, false),
+        f("asset_id", DataType::Utf8, false),
+        f("twin_type", DataType::Utf8, false),
+        f("started_at", ts(), false),
+        f("ended_at", ts(), true),
+        f("cause", DataType::Utf8, false),
+        f("plant_hours_down", DataType::Float64, true),
+        f("time_scale", DataType::Float64, false),
+    ]))
+});
+
+static SIM_WEAR: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        f("plant", DataType::Utf8, false),
+        f("asset_id", DataType::Utf8, false),
+        f("twin_type", DataType::Utf8, false),
+        f("ts", ts(), false),
+        f("degradation", DataType::Float64, false),
+        f("wear_per_h", DataType::Float64, false),
+        f("state", DataType::Utf8, false),
+    ]))
+});
+
 static DOWNTIME: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         f("plant", DataType::Utf8, false),
@@ -259,13 +308,17 @@ impl Table {
         Table::SystemPipelineRuns,
     ];
 
+    /// The simulator's ground truth (written by `ironlake simulate --history-days`).
+    pub const SIM: [Table; 2] = [Table::SimFailures, Table::SimWear];
+
     /// All tables, in layer order.
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 6] = [
         Table::BronzeRawEvents,
         Table::SilverReadings,
         Table::SilverAssetEvents,
         Table::SilverQuarantine,
         Table::GoldAssetState,
+        Table::GoldPredictions,
     ];
 
     /// `layer.table` name.
@@ -276,6 +329,7 @@ impl Table {
             Table::SilverAssetEvents => "silver.asset_events",
             Table::SilverQuarantine => "silver.quarantine",
             Table::GoldAssetState => "gold.asset_state",
+            Table::GoldPredictions => "gold.predictions",
             Table::GoldOeeShift => "gold.oee_shift",
             Table::GoldOeeRollup => "gold.oee_rollup",
             Table::GoldEnergyShift => "gold.energy_shift",
@@ -283,6 +337,8 @@ impl Table {
             Table::GoldReliability => "gold.reliability",
             Table::GoldFeatures => "gold.features",
             Table::SystemPipelineRuns => "system.pipeline_runs",
+            Table::SimFailures => "system.sim_failures",
+            Table::SimWear => "system.sim_wear",
         }
     }
 
@@ -291,6 +347,7 @@ impl Table {
         Table::ALL
             .into_iter()
             .chain(Table::PIPELINE)
+            .chain(Table::SIM)
             .find(|t| t.name() == name)
     }
 
@@ -314,6 +371,9 @@ impl Table {
             }
             Table::SilverQuarantine => "Rejected input with the rule it broke and why",
             Table::GoldAssetState => "Twin checkpoints: state, statistics, health",
+            Table::GoldPredictions => {
+                "Every live model score of every machine: champion and challenger side by side"
+            }
             Table::GoldOeeShift => "OEE per machine and shift, with the losses behind it",
             Table::GoldOeeRollup => "OEE per line and per plant and shift",
             Table::GoldEnergyShift => {
@@ -325,6 +385,12 @@ impl Table {
                 "Model features per machine and time bucket (models/features), as the twins compute them"
             }
             Table::SystemPipelineRuns => "Every pipeline update: rows in/out, expectations, status",
+            Table::SimFailures => {
+                "Simulator ground truth: when and why each simulated machine went down"
+            }
+            Table::SimWear => {
+                "Simulator ground truth: each simulated machine's hidden wear per feature bucket"
+            }
         }
     }
 
@@ -336,6 +402,7 @@ impl Table {
             Table::SilverAssetEvents => EVENTS.clone(),
             Table::SilverQuarantine => QUARANTINE.clone(),
             Table::GoldAssetState => ASSET_STATE.clone(),
+            Table::GoldPredictions => PREDICTIONS.clone(),
             Table::GoldOeeShift => OEE_SHIFT.clone(),
             Table::GoldOeeRollup => OEE_ROLLUP.clone(),
             Table::GoldEnergyShift => ENERGY_SHIFT.clone(),
@@ -343,6 +410,8 @@ impl Table {
             Table::GoldReliability => RELIABILITY.clone(),
             Table::GoldFeatures => FEATURES.clone(),
             Table::SystemPipelineRuns => PIPELINE_RUNS.clone(),
+            Table::SimFailures => SIM_FAILURES.clone(),
+            Table::SimWear => SIM_WEAR.clone(),
         }
     }
 
@@ -354,7 +423,9 @@ impl Table {
             | Table::GoldEnergyShift
             | Table::GoldDowntimeEvents
             | Table::GoldReliability
-            | Table::GoldFeatures => &["plant"],
+            | Table::GoldFeatures
+            | Table::SimFailures
+            | Table::SimWear => &["plant"],
             Table::SystemPipelineRuns => &["date"],
             _ => &["plant", "date"],
         }

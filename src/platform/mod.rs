@@ -215,7 +215,22 @@ impl Platform {
             collector_stop.clone(),
             w(Table::SilverAssetEvents),
             w(Table::GoldAssetState),
+            Some(w(Table::GoldPredictions)),
         );
+        // The models the twins serve (hot-swapped when the registry changes).
+        let champions = p.models.serve.then(|| {
+            let c = crate::ml::serve::Champions::load(
+                crate::ml::registry::Registry::open(&p.models.registry),
+                &config.model,
+            );
+            info!(registry = %p.models.registry, served = c.served().len(), "models");
+            c.clone().spawn_watch(
+                config.model.clone(),
+                std::time::Duration::from_secs(p.models.reload_s.max(1)),
+                collector_stop.clone(),
+            );
+            c
+        });
         let health = Arc::new(HealthBoard::new(&config.model, &config.connectors));
         let shared = Arc::new(TwinShared {
             cfg: p.twin.clone(),
@@ -227,6 +242,9 @@ impl Platform {
                 config.model.assets.len(),
                 p.http.live_buffer,
             )),
+            scorer: champions
+                .clone()
+                .map(|c| c as Arc<dyn crate::twins::scoring::Scorer>),
         });
 
         let ingest = Arc::new(IngestStats::new());

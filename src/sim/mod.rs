@@ -5,6 +5,7 @@
 //! JSON published to MQTT. Faults from the
 //! scenario are injected on schedule. Deterministic for a given `--seed`.
 
+pub mod history;
 pub mod modbus_server;
 pub mod opcua_server;
 pub mod physics;

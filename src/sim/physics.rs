@@ -95,6 +95,27 @@ pub struct Overrides {
     pub stuck: Vec<(usize, f64)>,
 }
 
+/// Why a simulated machine went DOWN (the simulator's ground truth).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownCause {
+    /// Worn out: degradation reached 1 (what predictive maintenance predicts).
+    Wear,
+    /// A short random stop (jam, material shortage): not predictable.
+    MinorStop,
+    /// A failure injected by the scenario (`kind = "failure"`).
+    Injected,
+}
+
+impl DownCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DownCause::Wear => "wear",
+            DownCause::MinorStop => "minor_stop",
+            DownCause::Injected => "injected",
+        }
+    }
+}
+
 /// One simulated machine.
 pub struct MachineSim {
     pub twin: std::sync::Arc<TwinType>,
@@ -112,14 +133,18 @@ pub struct MachineSim {
     run_hours: f64,
     values: Vec<f64>,
     ideal_cycle_s: f64,
+    injected: bool,
+    /// Why the machine is DOWN, while it is (repair or stop in progress).
+    pub down_cause: Option<DownCause>,
 }
 
 impl MachineSim {
     /// A machine of `twin`, seeded.
     pub fn new(twin: std::sync::Arc<TwinType>, seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        // Fails after 6..30 simulated running hours.
-        let wear_rate = 1.0 / (rng.random_range(6.0..30.0) * 3600.0);
+        // Wears out after 40..160 simulated running hours (a P-F interval
+        // of days: the wear shows in vibration and temperature long before).
+        let wear_rate = 1.0 / (rng.random_range(40.0..160.0) * 3600.0);
         let degradation = rng.random_range(0.0..0.6);
         let values = twin
             .signals
@@ -145,7 +170,14 @@ impl MachineSim {
             run_hours: 1000.0,
             values,
             ideal_cycle_s,
+            injected: false,
+            down_cause: None,
         }
+    }
+
+    /// Degradation gained per running hour (hidden wear rate).
+    pub fn wear_per_h(&self) -> f64 {
+        self.wear_rate * 3600.0
     }
 
     fn scheduled_state(plan: &ShiftPlan, sim_s: f64) -> MachineState {
@@ -166,6 +198,7 @@ impl MachineSim {
     /// Force a failure now (fault injection).
     pub fn fail(&mut self) {
         self.degradation = 1.0;
+        self.injected = true;
     }
 
     /// Advance by `dt_s` simulated seconds at simulated time `sim_s`.
@@ -180,17 +213,27 @@ impl MachineSim {
             self.hold_s -= dt_s;
             self.state = self.hold_state;
             if self.hold_s <= 0.0 && self.hold_state == MachineState::Down {
-                // Repaired: set up again before running.
-                self.degradation = self.rng.random_range(0.0..0.1);
+                // Back up: set up again before running; a failure was repaired.
+                if self.down_cause != Some(DownCause::MinorStop) {
+                    self.degradation = self.rng.random_range(0.0..0.1);
+                }
+                self.down_cause = None;
                 self.hold_state = MachineState::Setup;
                 self.hold_s = self.rng.random_range(5.0..20.0) * 60.0;
             }
         } else if self.degradation >= 1.0 {
+            self.down_cause = Some(if std::mem::take(&mut self.injected) {
+                DownCause::Injected
+            } else {
+                DownCause::Wear
+            });
             self.state = MachineState::Down;
             self.hold_state = MachineState::Down;
-            self.hold_s = self.rng.random_range(20.0..120.0) * 60.0;
+            // A worn-out part is replaced: hours, not minutes.
+            self.hold_s = self.rng.random_range(2.0..8.0) * 3600.0;
         } else if self.rng.random_bool((dt_s / (4.0 * 3600.0)).min(1.0)) {
             // A short unplanned stop, every ~4 simulated hours.
+            self.down_cause = Some(DownCause::MinorStop);
             self.state = MachineState::Down;
             self.hold_state = MachineState::Down;
             self.hold_s = self.rng.random_range(2.0..15.0) * 60.0;

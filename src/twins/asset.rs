@@ -205,6 +205,14 @@ impl MachineTwin {
     }
 
     fn drain_outbox(&mut self) {
+        if !self.core.pending_predictions.is_empty() {
+            let rows = std::mem::take(&mut self.core.pending_predictions);
+            if let Err(mpsc::error::TrySendError::Full(TwinOutput::Predictions(r))) =
+                self.shared.out.try_send(TwinOutput::Predictions(rows))
+            {
+                self.core.pending_predictions = r;
+            }
+        }
         if !self.outbox.is_empty() {
             let rows = std::mem::take(&mut self.outbox);
             if let Err(mpsc::error::TrySendError::Full(TwinOutput::Events(r))) =
@@ -257,6 +265,7 @@ impl MachineTwin {
     fn restart_from_checkpoint(&mut self) {
         let mut fresh = TwinCore::new(self.core.id.clone(), &self.shared.cfg);
         fresh.journal = self.shared.journal_id.clone();
+        fresh.scorer = self.shared.scorer.clone();
         self.core = fresh;
         if let Some(cp) = &self.last_checkpoint {
             if let Err(e) = self.core.restore_json(cp) {
@@ -330,7 +339,7 @@ impl Handler<Ingest> for MachineTwin {
         if ch.any() {
             self.notify_line(ch.state || ch.alarms);
         }
-        if !self.outbox.is_empty() {
+        if !self.outbox.is_empty() || !self.core.pending_predictions.is_empty() {
             self.drain_outbox();
         }
         self.publish_values();

@@ -115,7 +115,18 @@ pub struct TwinCore {
     features: Option<Box<super::features::FeatureEngine>>,
     /// The newest feature row (of the last closed bucket).
     pub last_features: Option<super::features::FeatureRow>,
+    /// Scores feature rows as they close (the platform's models).
+    pub scorer: Option<Arc<dyn super::scoring::Scorer>>,
+    /// What the models said of the newest feature row.
+    pub prediction: Option<super::scoring::Prediction>,
+    /// The predicted-failure alert, while the champion is over its threshold.
+    predicted_alarm: Option<ActiveAlarm>,
+    /// `gold.predictions` rows not yet handed to the collector.
+    pub pending_predictions: Vec<crate::lake::rows::PredictionRow>,
 }
+
+/// Name of the alarm a failure model raises.
+pub const PREDICTED_FAILURE: &str = "predicted_failure";
 
 /// Checkpoint format (JSON in `gold.asset_state.stats`). Signals and alarms are
 /// stored by name so a twin type that gained signals still restores.
@@ -204,6 +215,9 @@ pub struct AssetSnapshot {
     /// The newest feature row, when the twin type has a feature set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub features: Option<FeaturesSnapshot>,
+    /// The models' view of the newest feature row, when a model serves it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prediction: Option<super::scoring::Prediction>,
 }
 
 /// The features of the last closed bucket, as the API shows them.
@@ -252,7 +266,124 @@ impl TwinCore {
             journal: Arc::from(""),
             features: super::features::FeatureEngine::new(id_twin).map(Box::new),
             last_features: None,
+            scorer: None,
+            prediction: None,
+            predicted_alarm: None,
+            pending_predictions: Vec::new(),
         }
+    }
+
+    /// Score a feature row that just closed: keep the prediction, queue its
+    /// `gold.predictions` rows, raise or clear the predicted-failure alarm.
+    fn score_features(
+        &mut self,
+        row: &super::features::FeatureRow,
+        events: &mut Vec<AssetEventRow>,
+    ) {
+        let (Some(scorer), Some(engine)) = (self.scorer.as_ref(), self.features.as_deref()) else {
+            return;
+        };
+        let scores = scorer.score(engine.set(), row);
+        if scores.is_empty() {
+            self.prediction = None;
+            return;
+        }
+        let now = crate::time::now_ms();
+        for sc in &scores {
+            self.pending_predictions
+                .push(crate::lake::rows::PredictionRow {
+                    ts_ms: row.bucket_end,
+                    plant: self.id.plant.clone(),
+                    line: self.id.line.clone(),
+                    asset_id: self.id.id.clone(),
+                    twin_type: self.id.twin.kind.clone(),
+                    model: sc.model.clone(),
+                    version: sc.version as i32,
+                    role: sc.role.as_str(),
+                    failure_prob: sc.failure_prob,
+                    threshold: sc.threshold,
+                    alert: match (sc.failure_prob, sc.threshold) {
+                        (Some(p), Some(t)) => Some(p >= t),
+                        _ => None,
+                    },
+                    rul_h: sc.rul_h,
+                    reasons: (!sc.reasons.is_empty())
+                        .then(|| serde_json::to_string(&sc.reasons).unwrap_or_default()),
+                    scored_at_ms: now,
+                });
+        }
+        // A queue the collector cannot take (lake down) stays bounded.
+        if self.pending_predictions.len() > 4096 {
+            let cut = self.pending_predictions.len() - 4096;
+            self.pending_predictions.drain(..cut);
+        }
+        let p = super::scoring::Prediction::of(row.bucket_end, scores);
+        let ts = row.bucket_end;
+        match (p.alert, self.predicted_alarm.is_some()) {
+            (true, false) => {
+                let fm = p.failure_model().cloned();
+                let reasons = fm
+                    .as_ref()
+                    .map(|m| {
+                        m.reasons
+                            .iter()
+                            .map(|(f, d)| format!("{f} {d:+.2}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default();
+                let msg = format!(
+                    "failure predicted by {} v{}: probability {:.2} >= {:.2} within {} h{}",
+                    fm.as_ref().map(|m| m.model.as_str()).unwrap_or("?"),
+                    fm.as_ref().map(|m| m.version).unwrap_or(0),
+                    p.failure_prob.unwrap_or(0.0),
+                    fm.as_ref().and_then(|m| m.threshold).unwrap_or(0.0),
+                    fm.as_ref().and_then(|m| m.horizon_h).unwrap_or(0.0),
+                    if reasons.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; top features: {reasons}")
+                    }
+                );
+                self.predicted_alarm = Some(ActiveAlarm {
+                    name: PREDICTED_FAILURE.into(),
+                    signal: fm.map(|m| m.model).unwrap_or_default(),
+                    severity: Severity::Warning,
+                    since: ts,
+                    value: p.failure_prob.unwrap_or(0.0),
+                    message: msg.clone(),
+                    acknowledged: None,
+                });
+                if self.emits(ts) {
+                    events.push(self.event(
+                        ts,
+                        "alarm_raised",
+                        PREDICTED_FAILURE.into(),
+                        p.failure_prob,
+                        Some(msg),
+                    ));
+                }
+            }
+            (false, true) => {
+                self.predicted_alarm = None;
+                if self.emits(ts) {
+                    events.push(self.event(
+                        ts,
+                        "alarm_cleared",
+                        PREDICTED_FAILURE.into(),
+                        p.failure_prob,
+                        None,
+                    ));
+                }
+            }
+            (true, true) => {
+                if let Some(a) = self.predicted_alarm.as_mut() {
+                    a.value = p.failure_prob.unwrap_or(a.value);
+                }
+            }
+            (false, false) => {}
+        }
+        self.prediction = Some(p);
     }
 
     /// Whether an event at `ts` is new (not replayed into `silver.asset_events` again).
@@ -313,15 +444,21 @@ impl TwinCore {
                 }
                 self.grow_signals(r.signal);
             }
+            if r.signal as usize >= self.signals.len() {
+                continue;
+            }
+            if let Some(f) = self.features.as_deref_mut() {
+                if let Some(row) = f.push(r.signal, r.ts_ms, r.value) {
+                    let before = self.predicted_alarm.is_some();
+                    self.score_features(&row, events);
+                    ch.alarms |= before != self.predicted_alarm.is_some();
+                    self.last_features = Some(row);
+                }
+            }
             let Some(live) = self.signals.get_mut(r.signal as usize) else {
                 continue;
             };
             live.rejected = None;
-            if let Some(f) = self.features.as_deref_mut() {
-                if let Some(row) = f.push(r.signal, r.ts_ms, r.value) {
-                    self.last_features = Some(row);
-                }
-            }
             let late = live.window.last.is_some_and(|(t, _)| r.ts_ms < t);
             if !late && self.last_update_ms.is_none_or(|t| r.ts_ms > t) {
                 fresh.get_or_insert(r.ts_ms);
@@ -517,6 +654,7 @@ impl TwinCore {
                 message: rule.message.clone(),
                 acknowledged: st.ack.clone(),
             })
+            .chain(self.predicted_alarm.clone())
             .collect()
     }
 
@@ -571,13 +709,15 @@ impl TwinCore {
     /// Number of active alarms and of critical ones.
     pub fn alarm_counts(&self) -> (u32, u32) {
         let twin = &self.id.twin;
-        self.alarms
+        let (a, c) = self
+            .alarms
             .iter()
             .zip(&twin.alarms)
             .filter(|(s, _)| s.active)
             .fold((0, 0), |(a, c), (_, r)| {
                 (a + 1, c + (r.severity == Severity::Critical) as u32)
-            })
+            });
+        (a + self.predicted_alarm.is_some() as u32, c)
     }
 
     /// Room for signals up to `idx` (added at run time).
@@ -641,6 +781,7 @@ impl TwinCore {
             readings_total: self.readings_total,
             last_update: self.last_update_ms,
             features: self.features_snapshot(),
+            prediction: self.prediction.clone(),
         }
     }
 
@@ -714,9 +855,9 @@ impl TwinCore {
             line: self.id.line.clone(),
             asset_id: self.id.id.clone(),
             state: self.state.as_str(),
-            health: None,
-            failure_prob: None,
-            rul_h: None,
+            health: self.prediction.as_ref().and_then(|p| p.health),
+            failure_prob: self.prediction.as_ref().and_then(|p| p.failure_prob),
+            rul_h: self.prediction.as_ref().and_then(|p| p.rul_h),
             lat: None,
             lon: None,
             zone: None,

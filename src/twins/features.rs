@@ -33,7 +33,6 @@ use crate::timeseries::counter_step;
 
 /// A power sample further from the previous one than this integrates nothing.
 const POWER_GAP_MS: i64 = 300_000;
-const MS_PER_H: f64 = 3_600_000.0;
 
 /// Mergeable statistics of one signal over a bucket or a window.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
@@ -410,7 +409,7 @@ impl FeatureEngine {
         // The reading counts in the open bucket.
         self.st.open_readings += 1;
         let s = signal as usize;
-        let t_h = (ts - b) as f64 / MS_PER_H;
+        let t_h = (ts - b) as f64 / self.set.ms_per_hour;
         if let Some(slot) = self.plan.moment_slot.get(s).copied().flatten() {
             self.st.cur_moments[slot].push(t_h, value);
         }
@@ -445,7 +444,7 @@ impl FeatureEngine {
         if self.set.power == Some(signal) {
             if let Some((t0, p0)) = self.st.power {
                 if ts > t0 && ts - t0 <= POWER_GAP_MS {
-                    self.st.cur.kwh += p0 * (ts - t0) as f64 / MS_PER_H;
+                    self.st.cur.kwh += p0 * (ts - t0) as f64 / self.set.ms_per_hour;
                 }
             }
             if self.st.power.is_none_or(|(t0, _)| ts >= t0) {
@@ -483,7 +482,7 @@ impl FeatureEngine {
         for (fi, f) in self.set.features.iter().enumerate() {
             let window_ms = f.buckets as i64 * bms;
             let from = end - window_ms;
-            let hours = window_ms as f64 / MS_PER_H;
+            let hours = window_ms as f64 / self.set.ms_per_hour;
             let totals = || self.st.totals.iter().filter(move |t| t.start >= from);
             let v = match f.stat {
                 Stat::Mean | Stat::Std | Stat::Min | Stat::Max | Stat::Count | Stat::Slope => {
@@ -493,7 +492,7 @@ impl FeatureEngine {
                         .unwrap_or(0);
                     let mut m = Moments::default();
                     for (start, ms) in self.st.moments.iter().filter(|(s, _)| *s >= from) {
-                        m.merge(&ms[slot], (start - from) as f64 / MS_PER_H);
+                        m.merge(&ms[slot], (start - from) as f64 / self.set.ms_per_hour);
                     }
                     match f.stat {
                         Stat::Count => Some(m.n as f64),
@@ -521,7 +520,7 @@ impl FeatureEngine {
                 }
                 Stat::Downs => Some(totals().map(|t| t.downs as f64).sum()),
                 Stat::TimeSinceRepair => Some(match self.st.last_repair {
-                    Some(r) if r > from => (end - r) as f64 / MS_PER_H,
+                    Some(r) if r > from => (end - r) as f64 / self.set.ms_per_hour,
                     _ => hours,
                 }),
                 Stat::EnergyPerPart => {
@@ -544,8 +543,21 @@ mod tests {
     use super::*;
     use crate::platform::Config;
 
+    /// The mill with its built-in feature set on a real plant's clock
+    /// (time_scale 1, 5-minute buckets), the windows these tests compute by hand.
     fn mill() -> Arc<TwinType> {
-        Config::embedded_twin_types().unwrap()["cnc_mill"].clone()
+        let text = crate::config::EMBEDDED
+            .get("models/features/cnc_mill.toml")
+            .unwrap()
+            .replace("time_scale = 60", "time_scale = 1")
+            .replace("bucket_s = 600", "bucket_s = 300");
+        let def: crate::config::features::FeatureSetDef =
+            crate::config::parse_toml(&text, "cnc_mill.toml").unwrap();
+        let mut t = (*Config::embedded_twin_types().unwrap()["cnc_mill"]).clone();
+        t.features = None;
+        let mut types = std::collections::HashMap::from([("cnc_mill".to_string(), t)]);
+        crate::assets::features::attach(&mut types, vec![("cnc_mill.toml".into(), def)]).unwrap();
+        Arc::new(types.remove("cnc_mill").unwrap())
     }
 
     fn idx(t: &TwinType, name: &str) -> SignalIdx {

@@ -12,6 +12,7 @@ pub mod core;
 pub mod features;
 pub mod line;
 pub mod live;
+pub mod scoring;
 pub mod window;
 
 use std::collections::HashMap;
@@ -27,7 +28,9 @@ use tracing::warn;
 pub use self::core::{AckError, ActiveAlarm, AssetSnapshot, TwinCore, TwinIdentity, TypedReading};
 use crate::assets::AssetModel;
 use crate::config::TwinConfig;
-use crate::lake::rows::{asset_state_batch, events_batch, AssetEventRow, AssetStateRow};
+use crate::lake::rows::{
+    asset_state_batch, events_batch, predictions_batch, AssetEventRow, AssetStateRow, PredictionRow,
+};
 use crate::lake::writer::TableWriter;
 use crate::metrics::LatencyProbe;
 pub use asset::{
@@ -41,6 +44,7 @@ pub use line::{Aggregate, GetAggregate, LineTwin, PlantTwin};
 pub enum TwinOutput {
     Events(Vec<AssetEventRow>),
     State(AssetStateRow),
+    Predictions(Vec<PredictionRow>),
 }
 
 /// Read-only context shared by all machine twins.
@@ -56,6 +60,8 @@ pub struct TwinShared {
     pub journal_id: Arc<str>,
     /// Where live events go (`GET /api/stream`).
     pub live: Arc<live::LiveHub>,
+    /// Scores the twins' feature rows (the model registry's champions).
+    pub scorer: Option<Arc<dyn scoring::Scorer>>,
 }
 
 /// Addresses of every twin.
@@ -137,6 +143,7 @@ pub fn spawn_all(
         let arb = &arbiters[a.idx as usize % arbiters.len()];
         let mut core = TwinCore::new(TwinIdentity::of(a), &shared.cfg);
         core.journal = shared.journal_id.clone();
+        core.scorer = shared.scorer.clone();
         let cp = checkpoints.get(a.id.as_str()).cloned();
         let line = lines.get(a.line.as_str()).cloned();
         let sh = shared.clone();
@@ -163,10 +170,12 @@ pub fn spawn_collector(
     stop: tokio_util::sync::CancellationToken,
     events: TableWriter,
     states: TableWriter,
+    predictions: Option<TableWriter>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut ev: Vec<AssetEventRow> = Vec::new();
         let mut st: Vec<AssetStateRow> = Vec::new();
+        let mut pr: Vec<PredictionRow> = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             // (stream ended, time to write)
@@ -174,6 +183,7 @@ pub fn spawn_collector(
                 m = rx.recv() => match m {
                     Some(TwinOutput::Events(mut r)) => { ev.append(&mut r); (false, false) }
                     Some(TwinOutput::State(r)) => { st.push(r); (false, false) }
+                    Some(TwinOutput::Predictions(mut r)) => { pr.append(&mut r); (false, false) }
                     None => (true, true),
                 },
                 _ = tick.tick() => (false, true),
@@ -182,13 +192,24 @@ pub fn spawn_collector(
                         match m {
                             TwinOutput::Events(mut r) => ev.append(&mut r),
                             TwinOutput::State(r) => st.push(r),
+                            TwinOutput::Predictions(mut r) => pr.append(&mut r),
                         }
                     }
                     (true, true)
                 }
             };
-            if due || ev.len() >= 4096 || st.len() >= 1024 {
+            if due || ev.len() >= 4096 || st.len() >= 1024 || pr.len() >= 4096 {
                 write_rows(&events, &states, &mut ev, &mut st).await;
+                if !pr.is_empty() {
+                    match (&predictions, predictions_batch(&pr)) {
+                        (Some(w), Ok(b)) => {
+                            w.append(b).await;
+                        }
+                        (None, _) => {}
+                        (_, Err(e)) => warn!(error = %e, "cannot build predictions batch"),
+                    }
+                    pr.clear();
+                }
             }
             if done {
                 break;

@@ -35,6 +35,8 @@ pub fn platform(lake: &Path, mqtt_port: u16, embedded: bool) -> PlatformFile {
     p.twin.count_window = 20;
     p.twin.time_window_s = 30.0;
     p.ingest.queue = 1024;
+    // Tests that serve models point `models.registry` at their own.
+    p.models.serve = false;
     let mut m = MqttConfig::from_platform(&p).unwrap();
     m.port = mqtt_port;
     m.client_id = format!("ironlake-test-{mqtt_port}");

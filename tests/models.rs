@@ -1,0 +1,207 @@
+//! Models end to end: simulated history into the lake, a failure model
+//! trained on it and measured against baselines, registered, promoted,
+//! served by the twins of a running platform (REST, gold.predictions,
+//! gold.asset_state, the predicted-failure alarm), and hot-swapped when a
+//! new version is promoted, without a restart.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use ironlake::ml::registry::Registry;
+use ironlake::ml::train::TrainParams;
+
+/// 30 plant days of the demo plant (the simulator's ground truth labels
+/// them), then a failure classifier trained on its features.
+async fn trained(
+    lake: &Arc<ironlake::lake::Lakehouse>,
+) -> (ironlake::ml::model::Model, ironlake::ml::train::Run) {
+    let cfg = ironlake::platform::Config::embedded().unwrap();
+    let sc = ironlake::sim::Scenario::embedded_demo().unwrap();
+    let rep = ironlake::sim::history::generate(
+        &sc,
+        &cfg.model,
+        lake,
+        &ironlake::sim::history::HistoryOpts {
+            days: 30.0,
+            seed: 42,
+            end_ms: None,
+        },
+        &indicatif::ProgressBar::hidden(),
+    )
+    .await
+    .unwrap();
+    assert!(rep.stops["wear"] >= 30, "{:?}", rep.stops);
+    assert!(rep.stops["minor_stop"] > 1000, "{:?}", rep.stops);
+    // The ground truth is in the lake, readable by SQL.
+    assert_eq!(
+        count(
+            lake,
+            "SELECT count(*) FROM system.sim_failures WHERE cause = 'wear'"
+        )
+        .await,
+        rep.stops["wear"] as i64
+    );
+    let params = TrainParams {
+        trees: 24,
+        max_depth: 8,
+        ..Default::default()
+    };
+    let (m, run, ds) = ironlake::ml::train_builtin(
+        lake,
+        &cfg.model,
+        "cnc_mill_failure",
+        params,
+        &indicatif::ProgressBar::hidden(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ds.groups.len(), 7, "the demo's seven mills");
+    (m, run)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_model_trained_on_history_is_served_by_the_twins_and_hot_swapped() {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let hist = Arc::new(
+        ironlake::lake::Lakehouse::open(dir.path().join("history").to_str().unwrap()).unwrap(),
+    );
+    let (model, run) = trained(&hist).await;
+
+    // Honest figures on the held-out test period, beside the baselines.
+    let m = &run.metrics;
+    assert!(m["roc_auc"] > 0.9, "{m:?}");
+    assert!(
+        m["failures"] >= 5.0,
+        "the test period holds failures: {m:?}"
+    );
+    assert!(m["alert_recall"] >= 0.6, "{m:?}");
+    assert!(m["alert_precision"] >= 0.6, "{m:?}");
+    assert!(m["lead_h_median"] >= 8.0, "{m:?}");
+    let constant = &run.compared[1];
+    assert!(constant.name.contains("constant"));
+    assert!(
+        m["pr_auc"] > 2.0 * constant.test["pr_auc"].as_f64().unwrap(),
+        "the model beats a constant failure rate: {m:?} vs {}",
+        constant.test
+    );
+    // Splits never overlap and keep a horizon's gap.
+    assert!(run.rows["train"] > run.rows["validation"]);
+    assert_eq!(model.features_version, Some(2));
+    assert!(model.threshold.is_some_and(|t| t > 0.0 && t < 1.0));
+    assert!(run
+        .sources
+        .iter()
+        .any(|(t, v)| t == "gold.features" && v.is_some()));
+
+    // Registered, promoted, with a model card.
+    let reg = Registry::open(dir.path().join("registry"));
+    let card = ironlake::ml::card(&model, &run);
+    assert_eq!(reg.register(&model, &run, &card).unwrap(), 1);
+    reg.set_alias("cnc_mill_failure", "champion", 1).unwrap();
+    assert_eq!(
+        reg.load("cnc_mill_failure", 1).unwrap(),
+        model,
+        "the artifact round-trips exactly"
+    );
+    assert!(reg
+        .card("cnc_mill_failure", 1)
+        .unwrap()
+        .contains("## Limits"));
+
+    // A platform with a simulated mill serves it.
+    let mq = free_port();
+    let p1 = free_port();
+    let plant = plant(
+        "plant-m",
+        "line-m",
+        &[("mill-m", "cnc_mill", modbus(p1, 100))],
+    );
+    let mut pf = platform(&dir.path().join("lake"), mq, true);
+    pf.models.serve = true;
+    pf.models.registry = dir.path().join("registry").display().to_string();
+    pf.models.reload_s = 1;
+    let cfg = config(pf, &plant);
+    let platform =
+        ironlake::platform::Platform::start(cfg.clone(), ironlake::platform::Probes::default())
+            .await
+            .unwrap();
+    let sim = ironlake::sim::Simulator::start(
+        &ironlake::sim::Scenario::from_config(scenario(mq, 100), &cfg),
+        5,
+    )
+    .await
+    .unwrap();
+    let addr = platform.http_addr;
+    let p = eventually(60, "the twin scores its features with v1", || async move {
+        let (_, a) = get(addr, "/api/assets/mill-m").await;
+        let p = a["prediction"].clone();
+        (p["scores"][0]["version"] == 1).then_some(p)
+    })
+    .await;
+    let prob = p["failure_prob"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&prob), "{p}");
+    assert!(
+        (p["health"].as_f64().unwrap() - (100.0 - prob * 100.0)).abs() < 0.06,
+        "{p}"
+    );
+    assert_eq!(p["scores"][0]["model"], "cnc_mill_failure");
+    assert_eq!(p["scores"][0]["role"], "champion");
+
+    // A new version that alerts on everything, promoted: served at once,
+    // with the predicted-failure alarm and its reasons.
+    let mut v2 = model.clone();
+    v2.threshold = Some(0.0);
+    reg.register(&v2, &run, &card).unwrap();
+    reg.set_alias("cnc_mill_failure", "champion", 2).unwrap();
+    let a = eventually(
+        60,
+        "v2 served without a restart, alarm raised",
+        || async move {
+            let (_, a) = get(addr, "/api/assets/mill-m").await;
+            (a["prediction"]["scores"][0]["version"] == 2 && a["prediction"]["alert"] == true)
+                .then_some(a)
+        },
+    )
+    .await;
+    let alarm = a["alarms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "predicted_failure")
+        .cloned()
+        .unwrap_or_else(|| panic!("no predicted_failure alarm in {}", a["alarms"]));
+    assert!(
+        alarm["message"]
+            .as_str()
+            .unwrap()
+            .contains("cnc_mill_failure v2"),
+        "{alarm}"
+    );
+    // v1 is archived by the promotion; the registry says so.
+    let rm = reg.get("cnc_mill_failure").unwrap();
+    assert_eq!(rm.alias("champion"), Some(2));
+    assert_eq!(
+        rm.version(1).unwrap().stage,
+        ironlake::ml::registry::Stage::Archived
+    );
+
+    // The lake has both versions' scores, and the alarm.
+    let lake = platform.lake.clone();
+    wait_count(
+        &lake,
+        60,
+        "SELECT count(DISTINCT version) FROM gold.predictions WHERE model = 'cnc_mill_failure'",
+        "SELECT count(DISTINCT version) FROM gold.predictions WHERE model = 'cnc_mill_failure'",
+        2,
+    )
+    .await;
+    wait_count(&lake, 60, "SELECT count(*) FROM silver.asset_events WHERE code = 'predicted_failure' AND kind = 'alarm_raised'", "SELECT count(*) FROM silver.asset_events WHERE code = 'predicted_failure' AND kind = 'alarm_raised'", 1)
+    .await;
+    wait_count(&lake, 60, "SELECT count(*) FROM gold.asset_state WHERE failure_prob IS NOT NULL AND health IS NOT NULL", "SELECT count(*) FROM gold.asset_state WHERE failure_prob IS NOT NULL AND health IS NOT NULL", 1)
+    .await;
+    sim.stop().await;
+    platform.stop().await;
+}
