@@ -8,6 +8,8 @@ mod alarms;
 mod assets;
 mod data;
 mod metrics;
+mod mlflow;
+mod models;
 mod pipelines;
 mod reports;
 mod sql;
@@ -50,6 +52,13 @@ pub struct ApiParts {
     pub max_streams: usize,
     /// The configured connectors (`GET /api/landing`).
     pub connectors: crate::connectors::Connectors,
+    /// The model registry (`/api/models`, the MLflow read API).
+    pub model_registry: crate::ml::registry::Registry,
+    /// What the twins serve, when they score.
+    pub champions: Option<Arc<crate::ml::serve::Champions>>,
+    /// Versions loaded for batch scoring.
+    pub model_cache:
+        parking_lot::Mutex<std::collections::HashMap<(String, u32), Arc<crate::ml::model::Model>>>,
 }
 
 /// Everything the handlers read.
@@ -274,7 +283,45 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/landing", web::get().to(data::landing))
         .route("/api/stream", web::get().to(stream::stream))
         .route("/api/sql", web::post().to(sql::sql))
-        .route("/api/pipelines", web::get().to(pipelines::pipelines));
+        .route("/api/pipelines", web::get().to(pipelines::pipelines))
+        .route("/api/models", web::get().to(models::list))
+        .route("/api/models/{name}", web::get().to(models::get))
+        .route(
+            "/api/models/{name}/versions/{version}",
+            web::get().to(models::version),
+        )
+        .route(
+            "/api/models/{name}/versions/{version}/card",
+            web::get().to(models::card),
+        )
+        .route(
+            "/api/models/{name}/predict",
+            web::post().to(models::predict),
+        )
+        .service(
+            web::scope("/api/2.0/mlflow")
+                .route(
+                    "/registered-models/search",
+                    web::get().to(mlflow::search_models),
+                )
+                .route("/registered-models/get", web::get().to(mlflow::get_model))
+                .route(
+                    "/registered-models/alias",
+                    web::get().to(mlflow::get_by_alias),
+                )
+                .route(
+                    "/registered-models/get-latest-versions",
+                    web::route().to(mlflow::latest_versions),
+                )
+                .route("/model-versions/get", web::get().to(mlflow::get_version))
+                .route(
+                    "/model-versions/search",
+                    web::get().to(mlflow::search_versions),
+                )
+                .route("/runs/get", web::get().to(mlflow::get_run))
+                .route("/experiments/get", web::get().to(mlflow::get_experiment))
+                .default_service(web::to(mlflow::unsupported)),
+        );
     crate::ui::routes(cfg);
 }
 
@@ -301,6 +348,12 @@ async fn index() -> HttpResponse {
             "GET /api/quarantine?plant=&since=",
             "GET /api/stream?plant=&line=&assets= (text/event-stream)",
             "GET /api/pipelines",
+            "GET /api/models",
+            "GET /api/models/{name}",
+            "GET /api/models/{name}/versions/{version|alias}",
+            "GET /api/models/{name}/versions/{version|alias}/card",
+            "POST /api/models/{name}/predict?version= (application/json {\"rows\": [{...}]} or {\"columns\": [...], \"data\": [[...]]}, or application/vnd.apache.arrow.stream)",
+            "GET /api/2.0/mlflow/... (MLflow registry read API: registered-models/search|get|alias|get-latest-versions, model-versions/get|search, runs/get)",
             "POST /api/sql (application/json {\"sql\": \"SELECT ...\", \"format\": \"json|csv|arrow\", \"max_rows\": 10000}, or application/sql)"
         ]
     }))

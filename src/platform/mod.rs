@@ -267,6 +267,9 @@ impl Platform {
             connectors: config.connectors.clone(),
             started_ms: now_ms(),
             max_streams: p.http.max_streams,
+            model_registry: crate::ml::registry::Registry::open(&p.models.registry),
+            champions: champions.clone(),
+            model_cache: Default::default(),
         };
         let actor_model = model.clone();
         let actor_thread = std::thread::Builder::new()
