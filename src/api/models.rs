@@ -165,9 +165,7 @@ pub async fn predict(
         .and_then(|h| h.to_str().ok())
         .unwrap_or("application/json")
         .to_string();
-    let (names, cols): Columns = if ct
-        .starts_with("application/vnd.apache.arrow")
-    {
+    let (names, cols): Columns = if ct.starts_with("application/vnd.apache.arrow") {
         arrow_columns(&body)?
     } else if ct.starts_with("application/json") {
         let b: PredictBody = serde_json::from_slice(&body).map_err(|e| {

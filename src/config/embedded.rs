@@ -8,7 +8,7 @@ use super::{ConfigError, FileSource};
 /// Files under the repository root, by relative path.
 pub struct Embedded(&'static [(&'static str, &'static str)]);
 
-/// Every file `ironlake demo` needs (pipelines in file-name order, as on disk).
+/// Every file `ironlake demo` needs (and the built-in model registry) (pipelines in file-name order, as on disk).
 pub static EMBEDDED: Embedded = Embedded(&[
     (
         "config/ironlake.toml",
@@ -58,6 +58,71 @@ pub static EMBEDDED: Embedded = Embedded(&[
         "models/features/press.toml",
         include_str!("../../models/features/press.toml"),
     ),
+    // The shipped champions (`models/registry`, see models/README.md).
+    (
+        "models/registry/cnc_mill_failure/registry.json",
+        include_str!("../../models/registry/cnc_mill_failure/registry.json"),
+    ),
+    (
+        "models/registry/cnc_mill_failure/v1/card.md",
+        include_str!("../../models/registry/cnc_mill_failure/v1/card.md"),
+    ),
+    (
+        "models/registry/cnc_mill_failure/v1/model.json",
+        include_str!("../../models/registry/cnc_mill_failure/v1/model.json"),
+    ),
+    (
+        "models/registry/cnc_mill_failure/v1/run.json",
+        include_str!("../../models/registry/cnc_mill_failure/v1/run.json"),
+    ),
+    (
+        "models/registry/cnc_mill_rul/registry.json",
+        include_str!("../../models/registry/cnc_mill_rul/registry.json"),
+    ),
+    (
+        "models/registry/cnc_mill_rul/v1/card.md",
+        include_str!("../../models/registry/cnc_mill_rul/v1/card.md"),
+    ),
+    (
+        "models/registry/cnc_mill_rul/v1/model.json",
+        include_str!("../../models/registry/cnc_mill_rul/v1/model.json"),
+    ),
+    (
+        "models/registry/cnc_mill_rul/v1/run.json",
+        include_str!("../../models/registry/cnc_mill_rul/v1/run.json"),
+    ),
+    (
+        "models/registry/press_failure/registry.json",
+        include_str!("../../models/registry/press_failure/registry.json"),
+    ),
+    (
+        "models/registry/press_failure/v1/card.md",
+        include_str!("../../models/registry/press_failure/v1/card.md"),
+    ),
+    (
+        "models/registry/press_failure/v1/model.json",
+        include_str!("../../models/registry/press_failure/v1/model.json"),
+    ),
+    (
+        "models/registry/press_failure/v1/run.json",
+        include_str!("../../models/registry/press_failure/v1/run.json"),
+    ),
+    (
+        "models/registry/press_rul/registry.json",
+        include_str!("../../models/registry/press_rul/registry.json"),
+    ),
+    (
+        "models/registry/press_rul/v1/card.md",
+        include_str!("../../models/registry/press_rul/v1/card.md"),
+    ),
+    (
+        "models/registry/press_rul/v1/model.json",
+        include_str!("../../models/registry/press_rul/v1/model.json"),
+    ),
+    (
+        "models/registry/press_rul/v1/run.json",
+        include_str!("../../models/registry/press_rul/v1/run.json"),
+    ),
     (
         "twins/cnc_mill.toml",
         include_str!("../../twins/cnc_mill.toml"),
@@ -93,6 +158,17 @@ fn normalize(path: &Path) -> String {
 }
 
 impl Embedded {
+    /// Embedded files under a directory prefix (`models/registry/`).
+    pub fn under<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'static str, &'static str)> + 'a {
+        self.0
+            .iter()
+            .copied()
+            .filter(move |(p, _)| p.starts_with(prefix))
+    }
+
     /// Text of an embedded file.
     pub fn get(&self, path: &str) -> Option<&'static str> {
         let key = normalize(Path::new(path));

@@ -317,6 +317,23 @@ impl Registry {
         self.read(name, version, "card.md")
     }
 
+    /// Start a registry that does not exist yet with the champions built
+    /// into the binary (trained on the demo simulator, see models/README.md),
+    /// so `ironlake demo` predicts from its first minute. Returns the files
+    /// written (none when the directory exists).
+    pub fn install_builtin(&self) -> Result<usize, MlError> {
+        if self.root.exists() {
+            return Ok(0);
+        }
+        let mut n = 0;
+        for (path, text) in crate::config::EMBEDDED.under("models/registry/") {
+            let rel = path.trim_start_matches("models/registry/");
+            write_atomic(&self.root.join(rel), text.as_bytes())?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// A fingerprint of the registry's state (changes when anything is
     /// registered, promoted or archived): the serving side polls it.
     pub fn fingerprint(&self) -> u64 {

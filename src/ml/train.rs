@@ -449,22 +449,30 @@ fn to_value<T: Serialize>(v: &T) -> serde_json::Value {
 }
 
 /// Pick the alert threshold on validation: the best alert F1 (ties: higher
-/// precision).
+/// precision). `probability`: scores are probabilities (a fixed grid, and
+/// never 1.0, where a saturated score would be the only alert); else raw
+/// values (their quantiles).
 fn choose_threshold(
     ds: &Dataset,
     rows: &[usize],
     scores: &[f64],
     p: &TrainParams,
-    from: i64,
-    to: i64,
+    (from, to): (i64, i64),
+    probability: bool,
 ) -> (f64, AlertReport) {
     let hz = p.horizon_h.unwrap_or(24.0);
-    let mut grid: Vec<f64> = (1..20).map(|i| i as f64 * 0.05).collect();
-    let mut s: Vec<f64> = scores.to_vec();
+    let mut s: Vec<f64> = scores.iter().copied().filter(|x| x.is_finite()).collect();
     s.sort_by(f64::total_cmp);
-    for q in [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98] {
-        // A threshold of a saturated score (1.0) would alert on nothing less.
-        grid.push(s[((s.len() - 1) as f64 * q) as usize].min(0.99));
+    let q = |q: f64| s.get(((s.len().max(1) - 1) as f64 * q) as usize).copied();
+    let mut grid: Vec<f64> = Vec::new();
+    if probability {
+        grid.extend((1..20).map(|i| i as f64 * 0.05));
+        for x in [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98] {
+            grid.extend(q(x).map(|v| v.min(0.99)));
+        }
+    } else {
+        grid.extend((10..100).filter_map(|i| q(i as f64 / 100.0)));
+        grid.extend([0.995, 0.999].into_iter().filter_map(q));
     }
     let mut best: Option<(f64, AlertReport)> = None;
     for th in grid {
@@ -488,7 +496,7 @@ fn choose_threshold(
             best = Some((th, r));
         }
     }
-    best.expect("grid is not empty")
+    best.unwrap_or_default()
 }
 
 /// Train `name` on `ds`. `progress` counts trees.
@@ -632,7 +640,7 @@ pub fn train(
         }
         model.algorithm = cands.swap_remove(best).0;
         let sva = score(&model, &xva);
-        let (th, va_alerts) = choose_threshold(ds, &sp.validation, &sva, p, va_from, va_to);
+        let (th, va_alerts) = choose_threshold(ds, &sp.validation, &sva, p, (va_from, va_to), true);
         model.threshold = Some(th);
         let ste = score(&model, &xte);
         let mut te = class_metrics(&ste, &lte, th);
@@ -721,7 +729,7 @@ pub fn train(
             let col =
                 |x: &[f64]| -> Vec<f64> { (0..x.len() / k).map(|r| dir * x[r * k + c]).collect() };
             let (fva, fte) = (col(&xva), col(&xte));
-            let (th, _) = choose_threshold(ds, &sp.validation, &fva, p, va_from, va_to);
+            let (th, _) = choose_threshold(ds, &sp.validation, &fva, p, (va_from, va_to), false);
             let mut m = class_metrics(&fte, &lte, th);
             m.alerts = Some(alerts(
                 ds,

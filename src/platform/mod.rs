@@ -219,10 +219,13 @@ impl Platform {
         );
         // The models the twins serve (hot-swapped when the registry changes).
         let champions = p.models.serve.then(|| {
-            let c = crate::ml::serve::Champions::load(
-                crate::ml::registry::Registry::open(&p.models.registry),
-                &config.model,
-            );
+            let reg = crate::ml::registry::Registry::open(&p.models.registry);
+            match reg.install_builtin() {
+                Ok(0) => {}
+                Ok(n) => info!(registry = %p.models.registry, files = n, "model registry started with the built-in champions"),
+                Err(e) => warn!(error = %e, "cannot install the built-in champions"),
+            }
+            let c = crate::ml::serve::Champions::load(reg, &config.model);
             info!(registry = %p.models.registry, served = c.served().len(), "models");
             c.clone().spawn_watch(
                 config.model.clone(),
