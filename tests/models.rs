@@ -305,3 +305,137 @@ print(json.dumps(dict(names=names, champion=champ.version, v1_stage=v1.current_s
     sim.stop().await;
     platform.stop().await;
 }
+
+/// A table the platform did not produce (a historian export landed in the
+/// lake) trains through `ironlake train --table`, split by its own time
+/// column, and the model beats a constant on the held-out rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_lake_table_trains_with_the_command_line() {
+    use deltalake::arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
+    use deltalake::arrow::datatypes::{DataType, Field, Schema};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("lake");
+    std::fs::create_dir_all(root.join("silver/historian")).unwrap();
+    // Pump efficiency drops with bearing temperature and flow; three pumps, hourly.
+    let n = 3000usize;
+    let (mut unit, mut t, mut temp, mut flow, mut eff) = (vec![], vec![], vec![], vec![], vec![]);
+    for i in 0..n {
+        let (a, b) = ((i as f64 * 0.37).sin(), (i as f64 * 0.11).cos());
+        unit.push(format!("pump-{}", i % 3));
+        t.push(i as i64 * 3_600_000);
+        temp.push(40.0 + 10.0 * a);
+        flow.push(100.0 + 20.0 * b);
+        eff.push(
+            90.0 - 0.8 * (temp[i] - 40.0) + 0.05 * (flow[i] - 100.0) + 0.3 * (i as f64 * 1.7).sin(),
+        );
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("unit", DataType::Utf8, false),
+        Field::new("t", DataType::Int64, false),
+        Field::new("bearing_temp", DataType::Float64, false),
+        Field::new("flow", DataType::Float64, false),
+        Field::new("efficiency", DataType::Float64, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(unit)),
+            Arc::new(Int64Array::from(t)),
+            Arc::new(Float64Array::from(temp)),
+            Arc::new(Float64Array::from(flow)),
+            Arc::new(Float64Array::from(eff)),
+        ],
+    )
+    .unwrap();
+    let url = url::Url::from_directory_path(root.join("silver/historian")).unwrap();
+    deltalake::DeltaTable::try_from_url(url)
+        .await
+        .unwrap()
+        .write(vec![batch])
+        .await
+        .unwrap();
+    let reg = dir.path().join("registry");
+    let out = tokio::task::spawn_blocking({
+        let (root, reg) = (root.clone(), reg.clone());
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_ironlake"))
+                .args([
+                    "train",
+                    "--model",
+                    "pump_efficiency",
+                    "--table",
+                    "silver.historian",
+                ])
+                .args(["--label", "efficiency", "--features", "bearing_temp,flow"])
+                .args([
+                    "--group-by",
+                    "unit",
+                    "--order-by",
+                    "t",
+                    "--task",
+                    "regression",
+                ])
+                .args(["--trees", "16", "--promote", "--lakehouse"])
+                .arg(&root)
+                .arg("--registry")
+                .arg(&reg)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("registered pump_efficiency v1"), "{text}");
+    let r = Registry::open(&reg);
+    let m = r.get("pump_efficiency").unwrap();
+    assert_eq!(m.alias("champion"), Some(1));
+    let run = r.run("pump_efficiency", 1).unwrap();
+    assert!(
+        run.metrics["rmse"] < run.metrics["baseline_rmse"] / 3.0,
+        "{:?}",
+        run.metrics
+    );
+    assert_eq!(run.sources[0].0, "silver.historian");
+    assert_eq!(
+        run.sources[0].1,
+        Some(0),
+        "lineage: the table version trained on"
+    );
+    // The registry from the command line.
+    let list = std::process::Command::new(env!("CARGO_BIN_EXE_ironlake"))
+        .args(["models", "list", "--registry"])
+        .arg(&reg)
+        .output()
+        .unwrap();
+    let l = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        l.contains("pump_efficiency") && l.contains("champion=v1"),
+        "{l}"
+    );
+    // A wrong column is a clear error, not a panic.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_ironlake"))
+        .args([
+            "train",
+            "--model",
+            "x",
+            "--table",
+            "silver.historian",
+            "--label",
+            "nope",
+        ])
+        .args(["--features", "flow", "--order-by", "t", "--lakehouse"])
+        .arg(&root)
+        .arg("--registry")
+        .arg(&reg)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let e = String::from_utf8_lossy(&bad.stderr);
+    assert!(e.contains("nope"), "{e}");
+}

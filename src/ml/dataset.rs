@@ -141,8 +141,9 @@ fn strings(a: &dyn Array) -> Result<Vec<String>, MlError> {
         .collect())
 }
 
+/// An identifier for the SQL engine (Databricks dialect: backticks).
 fn quote(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
+    format!("`{}`", ident.replace('`', "``"))
 }
 
 fn literal(s: &str) -> String {
