@@ -96,6 +96,12 @@ try {
     return c && c.querySelector('canvas') && Number(c.dataset.buckets) > 0 && location.hash.includes('range=15m');
   }, null, { timeout: 10000 });
   timings.chart_15m_ms = Number(await page.getAttribute('.chart', 'data-draw-ms'));
+  // The shipped champion's prediction (a feature row closes every 10 s).
+  await page.waitForFunction(() => {
+    const k = document.querySelectorAll('.prediction .kpi .v');
+    return k.length === 3 && k[0].textContent !== '–' && k[2].textContent.endsWith(' h');
+  }, null, { timeout: 30000 });
+  check((await page.textContent('.prediction')).includes('cnc_mill_failure v1 (champion)'), 'the machine page names the serving model');
   await page.waitForTimeout(500);
   await shot('machine');
   log('chart ok', timings.chart_15m_ms, 'ms');

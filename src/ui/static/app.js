@@ -471,6 +471,7 @@ pages.machine = async (main, r) => {
   const recentBox = el('div');
   const countersBox = el('div', { class: 'kpis' });
   const sourceBox = el('div');
+  const predBox = el('div', { class: 'prediction' });
   const rows = new Map();
   let chartSignal = r.params.get('signal') || (snap.signals[0] && snap.signals[0].name);
   let range = r.params.get('range') || '1h';
@@ -497,6 +498,28 @@ pages.machine = async (main, r) => {
       ' ' + (s.protocol || '') + ' ' + (s.endpoint || '')),
     el('div', { class: 'muted small', text: 'since ' + fmt.time(s.since_ms, tz) + ' · last message ' + fmt.ago(s.last_message_ms) + ' · reconnects ' + (s.reconnects || 0) }),
     s.last_error ? el('div', { class: 'small q-BAD', text: 'last error: ' + s.last_error }) : null);
+  }
+  function paintPrediction() {
+    const p = snap.prediction;
+    if (!p) {
+      fill(predBox, el('div', { class: 'muted', text: 'No model serves ' + snap.kind + ' machines: train one (ironlake train --model ' + snap.kind + '_failure --promote) or wait for the first feature row.' }));
+      return;
+    }
+    const fm = (p.scores || []).find((x) => x.role === 'champion' && x.failure_prob !== undefined);
+    const kids = [
+      el('div', { class: 'kpis' },
+        kpi(p.health === null || p.health === undefined ? '–' : fmt.num(p.health, 1), 'health (0..100)'),
+        kpi(p.failure_prob === null || p.failure_prob === undefined ? '–' : fmt.pct(p.failure_prob), 'failure within ' + (fm && fm.horizon_h ? fmt.num(fm.horizon_h, 0) + ' h' : 'the horizon')),
+        kpi(p.rul_h === null || p.rul_h === undefined ? '–' : fmt.num(p.rul_h, 0) + ' h', 'remaining useful life')),
+    ];
+    if (p.alert && fm) {
+      kids.push(el('div', { class: 'q-BAD small', text: 'Failure predicted: probability ' + fmt.pct(fm.failure_prob) + ' over the threshold ' + fmt.pct(fm.threshold) + '.' }));
+      if (fm.reasons && fm.reasons.length) {
+        kids.push(el('div', { class: 'small' }, 'Pushed by: ', fm.reasons.map(([f, d]) => f + ' (+' + fmt.num(d * 100, 1) + ' pts)').join(', ')));
+      }
+    }
+    kids.push(el('div', { class: 'muted small', text: (p.scores || []).map((x) => x.model + ' v' + x.version + ' (' + x.role + ')').join(' · ') + ' · scored ' + fmt.ago(p.bucket_end) }));
+    fill(predBox, ...kids);
   }
   function paintSignals(signals) {
     for (const sg of signals) {
@@ -549,7 +572,7 @@ pages.machine = async (main, r) => {
   async function reloadSnap() {
     try {
       snap = await api('/api/assets/' + encodeURIComponent(snap.id));
-      paintHead(); paintCounters(); paintSource(); paintSignals(snap.signals); paintAlarms();
+      paintHead(); paintCounters(); paintSource(); paintSignals(snap.signals); paintAlarms(); paintPrediction();
     } catch (_) { /* the stream banner tells the user */ }
   }
   function setParams() {
@@ -617,8 +640,7 @@ pages.machine = async (main, r) => {
       el('div', {},
         el('div', { class: 'panel' }, el('h3', { text: 'Part counters' }), countersBox),
         el('div', { class: 'panel' }, el('h3', { text: 'Source' }), sourceBox),
-        el('div', { class: 'panel' }, el('h3', { text: 'Health and failure prediction' }),
-          el('div', { class: 'muted', text: 'No model yet: predictions appear here once a model is trained and deployed for ' + snap.kind + '.' })))),
+        el('div', { class: 'panel' }, el('h3', { text: 'Health and failure prediction' }), predBox))),
     el('div', { class: 'panel' }, el('h3', { text: 'History' }),
       el('div', { class: 'toolbar no-print' }, rangeBtns, el('span', { class: 'muted small', text: 'custom:' }), fromIn, toIn,
         el('button', { text: 'show', onclick: () => { const a = Date.parse(fromIn.value); const z = Date.parse(toIn.value); if (a < z) { custom = [a, z]; range = ''; drawChart(); } } })),
@@ -627,7 +649,7 @@ pages.machine = async (main, r) => {
     el('div', { class: 'grid2' },
       el('div', { class: 'panel' }, el('h3', { text: 'Active alarms' }), alarmsBox),
       el('div', { class: 'panel' }, el('h3', { text: 'Recently cleared alarms' }), recentBox)));
-  paintHead(); paintCounters(); paintSource(); paintSignals(snap.signals); paintAlarms();
+  paintHead(); paintCounters(); paintSource(); paintSignals(snap.signals); paintAlarms(); paintPrediction();
   performance.mark('ironlake:machine');
   // The chart first: the other panels' queries would share the query pool with it.
   drawChart().finally(() => { loadTimeline(); loadRecent(); });
@@ -643,8 +665,10 @@ pages.machine = async (main, r) => {
     values(ev) { snap.readings_total = ev.readings_total; snap.last_update = ev.last_update; paintSignals(ev.signals); },
     resync: reloadSnap,
   });
-  const slow = setInterval(() => { loadTimeline(); loadRecent(); maybe('/api/assets/' + encodeURIComponent(snap.id)).then((s) => { if (s) { snap.source = s.source; paintSource(); } }); }, 30000);
-  onLeave(() => { clearInterval(slow); if (chart) chart.destroy(); });
+  const slow = setInterval(() => { loadTimeline(); loadRecent(); }, 30000);
+  // Source status and the models' scores (a feature bucket closes every 10 s in the demo).
+  const pred = setInterval(() => { maybe('/api/assets/' + encodeURIComponent(snap.id)).then((s) => { if (s) { snap.source = s.source; snap.prediction = s.prediction; paintSource(); paintPrediction(); } }); }, 10000);
+  onLeave(() => { clearInterval(slow); clearInterval(pred); if (chart) chart.destroy(); });
 };
 
 function kpi(v, label) { return el('div', { class: 'kpi' }, el('div', { class: 'v', text: v }), el('div', { class: 'l', text: label })); }
