@@ -284,7 +284,7 @@ async fn cli_main(cli: Cli) -> Result<()> {
             op,
             config,
             registry,
-        } => cli::models::models(op, config.as_ref(), registry)?,
+        } => cli::models::models(op, config.as_ref(), registry).await?,
         Cmd::Opcua { op } => cli::opcua::run(op).await?,
         Cmd::Sql {
             query,

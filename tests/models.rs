@@ -302,6 +302,38 @@ print(json.dumps(dict(names=names, champion=champ.version, v1_stage=v1.current_s
     .await;
     wait_count(&lake, 60, "SELECT count(*) FROM gold.asset_state WHERE failure_prob IS NOT NULL AND health IS NOT NULL", "SELECT count(*) FROM gold.asset_state WHERE failure_prob IS NOT NULL AND health IS NOT NULL", 1)
     .await;
+    // Drift of the live inputs against the training data: per type and
+    // per machine, every feature and the prediction, into gold.drift and REST.
+    wait_count(&lake, 60, "champion inputs recorded", "SELECT count(*) FROM gold.predictions WHERE role = 'champion' AND inputs IS NOT NULL AND model = 'cnc_mill_failure'", 6).await;
+    let rep = ironlake::ml::drift::check(&lake, &reg, 3_600_000, ironlake::time::now_ms(), 1)
+        .await
+        .unwrap();
+    let k = model.features.len() as i64 + 1;
+    assert!(rep.rows as i64 >= 2 * k, "type and machine scope: {rep:?}");
+    assert_eq!(
+        count(&lake, "SELECT count(*) FROM gold.drift WHERE scope = 'twin_type' AND model = 'cnc_mill_failure'").await,
+        2 * k,
+        "every feature and _prediction once for each version that scored (v1, then v2)"
+    );
+    assert_eq!(
+        count(&lake, "SELECT count(*) FROM gold.drift WHERE scope = 'asset' AND asset_id = 'mill-m' AND feature = '_prediction' AND n > 0").await,
+        2,
+        "the machine's scores of each version"
+    );
+    let (st, d) = get(addr, "/api/models/cnc_mill_failure/drift").await;
+    assert_eq!(st, 200, "{d}");
+    let rows = d["rows"].as_array().unwrap();
+    assert_eq!(rows.len() as i64, rep.rows as i64);
+    assert!(rows
+        .iter()
+        .all(|r| ["OK", "WARN", "ALERT"].contains(&r["status"].as_str().unwrap())));
+    assert_eq!(
+        d["alerts"].as_u64().unwrap() as usize,
+        rows.iter().filter(|r| r["status"] == "ALERT").count()
+    );
+    // This mill's simulated clock runs 600x, the training data's 60x: its
+    // hours since repair and rates cannot look like the training data.
+    assert!(d["alerts"].as_u64().unwrap() >= 1, "{d}");
     sim.stop().await;
     platform.stop().await;
 }

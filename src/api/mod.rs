@@ -298,6 +298,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/api/models/{name}/predict",
             web::post().to(models::predict),
         )
+        .route("/api/models/{name}/drift", web::get().to(models::drift))
         .service(
             web::scope("/api/2.0/mlflow")
                 .route(
@@ -352,6 +353,7 @@ async fn index() -> HttpResponse {
             "GET /api/models/{name}",
             "GET /api/models/{name}/versions/{version|alias}",
             "GET /api/models/{name}/versions/{version|alias}/card",
+            "GET /api/models/{name}/drift",
             "POST /api/models/{name}/predict?version= (application/json {\"rows\": [{...}]} or {\"columns\": [...], \"data\": [[...]]}, or application/vnd.apache.arrow.stream)",
             "GET /api/2.0/mlflow/... (MLflow registry read API: registered-models/search|get|alias|get-latest-versions, model-versions/get|search, runs/get)",
             "POST /api/sql (application/json {\"sql\": \"SELECT ...\", \"format\": \"json|csv|arrow\", \"max_rows\": 10000}, or application/sql)"

@@ -76,6 +76,30 @@ pub async fn card(s: State, path: web::Path<(String, String)>) -> Result<HttpRes
         .body(s.model_registry.card(&name, v)?))
 }
 
+/// `GET /api/models/{name}/drift`: the latest drift check of the model
+/// (every feature and `_prediction`, per twin type and per machine), worst first.
+pub async fn drift(s: State, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    s.model_registry.get(&name)?;
+    let n = super::sql_str(&name);
+    let rows = super::rows(
+        &s,
+        &[crate::lake::Table::GoldDrift],
+        format!(
+            "SELECT ts, window_start, scope, asset_id, twin_type, version, feature, n, psi, ks, js, status \
+             FROM gold.drift WHERE model = {n} AND ts = (SELECT max(ts) FROM gold.drift WHERE model = {n}) \
+             ORDER BY psi DESC"
+        ),
+    )
+    .await?;
+    let alerts = rows.iter().filter(|r| r["status"] == "ALERT").count();
+    Ok(HttpResponse::Ok().json(json!({
+        "model": name.as_str(),
+        "checked": rows.first().map(|r| r["ts"].clone()),
+        "alerts": alerts,
+        "rows": rows,
+    })))
+}
+
 #[derive(Deserialize)]
 pub struct PredictQuery {
     /// A version number or alias (default: champion).

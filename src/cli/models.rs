@@ -89,6 +89,16 @@ pub enum ModelsOp {
     },
     /// Archive a version (it loses its aliases; no twin serves it).
     Archive { name: String, version: String },
+    /// Check drift now: the served champions' scored rows of the last
+    /// WINDOW seconds (gold.predictions) against their training data, into
+    /// gold.drift; prints what moved.
+    Drift {
+        #[arg(long, default_value_t = 3600)]
+        window_s: u64,
+        /// Lakehouse root (default: `lake.root` of the config).
+        #[arg(long)]
+        lakehouse: Option<String>,
+    },
     /// Print a version's model card (Markdown).
     Card {
         name: String,
@@ -260,7 +270,7 @@ pub async fn train(a: TrainArgs, reg: RegistryArgs) -> Result<()> {
 }
 
 /// `ironlake models ...`.
-pub fn models(op: ModelsOp, cfg_path: Option<&PathBuf>, reg: RegistryArgs) -> Result<()> {
+pub async fn models(op: ModelsOp, cfg_path: Option<&PathBuf>, reg: RegistryArgs) -> Result<()> {
     let cfg = super::load(cfg_path)?;
     let r = registry(&cfg, reg.registry.as_ref());
     match op {
@@ -339,6 +349,35 @@ pub fn models(op: ModelsOp, cfg_path: Option<&PathBuf>, reg: RegistryArgs) -> Re
             let v = r.resolve(&name, &version)?;
             r.archive(&name, v)?;
             println!("{name} v{v} archived");
+        }
+        ModelsOp::Drift {
+            window_s,
+            lakehouse,
+        } => {
+            let root = lakehouse.unwrap_or_else(|| cfg.platform.lake.root.clone());
+            let lake = Arc::new(Lakehouse::open(&root)?);
+            let rep = ironlake::ml::drift::check(
+                &lake,
+                &r,
+                window_s as i64 * 1000,
+                ironlake::time::now_ms(),
+                6,
+            )
+            .await?;
+            if rep.rows == 0 {
+                println!("no champion scores in gold.predictions in the last {window_s} s");
+            } else {
+                println!("{} drift rows written to gold.drift", rep.rows);
+                for a in &rep.alerts {
+                    println!("  {a}");
+                }
+                if rep.alerts.is_empty() {
+                    println!(
+                        "  no input or prediction over PSI {}",
+                        ironlake::ml::drift::PSI_ALERT
+                    );
+                }
+            }
         }
         ModelsOp::Card { name, version } => {
             let v = r.resolve(&name, &version)?;

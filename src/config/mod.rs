@@ -209,6 +209,20 @@ pub struct ModelsConfig {
     pub serve: bool,
     /// Seconds between looks at the registry for promoted versions (hot swap).
     pub reload_s: u64,
+    /// Seconds between drift checks of the served models (0: never).
+    #[serde(default = "d_drift_interval")]
+    pub drift_interval_s: u64,
+    /// Drift checks compare the scored rows of this many (timestamp)
+    /// seconds with the training data.
+    #[serde(default = "d_drift_window")]
+    pub drift_window_s: u64,
+}
+
+fn d_drift_interval() -> u64 {
+    300
+}
+fn d_drift_window() -> u64 {
+    3600
 }
 
 impl Default for ModelsConfig {
@@ -217,6 +231,8 @@ impl Default for ModelsConfig {
             registry: "./models/registry".into(),
             serve: true,
             reload_s: 5,
+            drift_interval_s: d_drift_interval(),
+            drift_window_s: d_drift_window(),
         }
     }
 }

@@ -127,6 +127,7 @@ impl Lakehouse {
                 .into_iter()
                 .chain(Table::PIPELINE)
                 .chain(Table::SIM)
+                .chain(Table::MONITOR)
                 .map(|t| t.table_name())
                 .filter(|n| n.layer() == layer)
                 .collect(),

@@ -407,6 +407,9 @@ pub struct PredictionRow {
     pub rul_h: Option<f64>,
     /// Top contributing features, JSON `[[name, contribution], ...]`.
     pub reasons: Option<String>,
+    /// The model's inputs (JSON array in its feature order), champions only:
+    /// what drift monitoring compares with the training data.
+    pub inputs: Option<String>,
     pub scored_at_ms: i64,
 }
 
@@ -414,7 +417,7 @@ pub struct PredictionRow {
 pub fn predictions_batch(rows: &[PredictionRow]) -> Result<RecordBatch, LakeError> {
     let n = rows.len();
     let (mut ts, mut at) = (ts_builder(n), ts_builder(n));
-    let mut s: Vec<StringBuilder> = (0..7).map(|_| StringBuilder::new()).collect();
+    let mut s: Vec<StringBuilder> = (0..8).map(|_| StringBuilder::new()).collect();
     let mut version = Int32Builder::new();
     let (mut fp, mut th, mut rul) = (
         Float64Builder::new(),
@@ -437,13 +440,22 @@ pub fn predictions_batch(rows: &[PredictionRow]) -> Result<RecordBatch, LakeErro
         alert.append_option(r.alert);
         rul.append_option(r.rul_h);
         s[6].append_option(r.reasons.as_deref());
+        s[7].append_option(r.inputs.as_deref());
         at.append_value(r.scored_at_ms * 1000);
         date.append_value(day_of(r.ts_ms));
     }
     let mut s = s.into_iter().map(|mut b| Arc::new(b.finish()));
-    let mut next = || s.next().expect("seven string columns");
-    let (plant, line, asset, kind, model, role, reasons) =
-        (next(), next(), next(), next(), next(), next(), next());
+    let mut next = || s.next().expect("eight string columns");
+    let (plant, line, asset, kind, model, role, reasons, inputs) = (
+        next(),
+        next(),
+        next(),
+        next(),
+        next(),
+        next(),
+        next(),
+        next(),
+    );
     finish(
         Table::GoldPredictions,
         vec![
@@ -460,6 +472,7 @@ pub fn predictions_batch(rows: &[PredictionRow]) -> Result<RecordBatch, LakeErro
             Arc::new(alert.finish()),
             Arc::new(rul.finish()),
             reasons,
+            inputs,
             Arc::new(at.finish()),
             Arc::new(date.finish()),
         ],

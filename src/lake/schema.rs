@@ -26,6 +26,7 @@ pub enum Table {
     SystemPipelineRuns,
     SimFailures,
     SimWear,
+    GoldDrift,
 }
 
 fn ts() -> DataType {
@@ -126,6 +127,7 @@ static PREDICTIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
         f("alert", DataType::Boolean, true),
         f("rul_h", DataType::Float64, true),
         f("reasons", DataType::Utf8, true),
+        f("inputs", DataType::Utf8, true),
         f("scored_at", ts(), false),
         f("date", DataType::Date32, false),
     ]))
@@ -243,6 +245,24 @@ static SIM_WEAR: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+static DRIFT: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        f("ts", ts(), false),
+        f("window_start", ts(), false),
+        f("scope", DataType::Utf8, false),
+        f("asset_id", DataType::Utf8, false),
+        f("twin_type", DataType::Utf8, false),
+        f("model", DataType::Utf8, false),
+        f("version", DataType::Int32, false),
+        f("feature", DataType::Utf8, false),
+        f("n", DataType::Int64, false),
+        f("psi", DataType::Float64, false),
+        f("ks", DataType::Float64, false),
+        f("js", DataType::Float64, false),
+        f("status", DataType::Utf8, false),
+    ]))
+});
+
 static DOWNTIME: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         f("plant", DataType::Utf8, false),
@@ -311,6 +331,9 @@ impl Table {
     /// The simulator's ground truth (written by `ironlake simulate --history-days`).
     pub const SIM: [Table; 2] = [Table::SimFailures, Table::SimWear];
 
+    /// Written by the model monitor (`gold.drift`).
+    pub const MONITOR: [Table; 1] = [Table::GoldDrift];
+
     /// All tables, in layer order.
     pub const ALL: [Table; 6] = [
         Table::BronzeRawEvents,
@@ -339,6 +362,7 @@ impl Table {
             Table::SystemPipelineRuns => "system.pipeline_runs",
             Table::SimFailures => "system.sim_failures",
             Table::SimWear => "system.sim_wear",
+            Table::GoldDrift => "gold.drift",
         }
     }
 
@@ -348,6 +372,7 @@ impl Table {
             .into_iter()
             .chain(Table::PIPELINE)
             .chain(Table::SIM)
+            .chain(Table::MONITOR)
             .find(|t| t.name() == name)
     }
 
@@ -391,6 +416,9 @@ impl Table {
             Table::SimWear => {
                 "Simulator ground truth: each simulated machine's hidden wear per feature bucket"
             }
+            Table::GoldDrift => {
+                "Drift of each served model's inputs and predictions against its training data"
+            }
         }
     }
 
@@ -412,6 +440,7 @@ impl Table {
             Table::SystemPipelineRuns => PIPELINE_RUNS.clone(),
             Table::SimFailures => SIM_FAILURES.clone(),
             Table::SimWear => SIM_WEAR.clone(),
+            Table::GoldDrift => DRIFT.clone(),
         }
     }
 
@@ -427,6 +456,7 @@ impl Table {
             | Table::SimFailures
             | Table::SimWear => &["plant"],
             Table::SystemPipelineRuns => &["date"],
+            Table::GoldDrift => &[],
             _ => &["plant", "date"],
         }
     }

@@ -79,7 +79,7 @@ async fn version_of(lake: &Lakehouse, name: &str) -> Option<u64> {
 }
 
 /// Numbers of a column (timestamps as UTC ms).
-fn numbers(a: &dyn Array) -> Result<Vec<f64>, MlError> {
+pub(crate) fn numbers(a: &dyn Array) -> Result<Vec<f64>, MlError> {
     match a.data_type() {
         DataType::Timestamp(unit, _) => {
             let div = match unit {
@@ -127,7 +127,7 @@ fn numbers(a: &dyn Array) -> Result<Vec<f64>, MlError> {
     }
 }
 
-fn strings(a: &dyn Array) -> Result<Vec<String>, MlError> {
+pub(crate) fn strings(a: &dyn Array) -> Result<Vec<String>, MlError> {
     let c = cast(a, &DataType::Utf8).map_err(|e| MlError::Data(e.to_string()))?;
     let c = c.as_string::<i32>();
     Ok((0..c.len())

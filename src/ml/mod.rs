@@ -11,6 +11,7 @@
 //! trait.
 
 pub mod dataset;
+pub mod drift;
 pub mod forest;
 pub mod metrics;
 pub mod model;

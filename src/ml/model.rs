@@ -104,6 +104,9 @@ pub struct Model {
     /// Label horizon (failure within this many plant hours).
     #[serde(default)]
     pub horizon_h: Option<f64>,
+    /// Training distributions of the inputs and the scores (drift monitoring).
+    #[serde(default)]
+    pub baseline_profile: Option<super::drift::Baseline>,
 }
 
 /// Current artifact format.

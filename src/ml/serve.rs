@@ -220,6 +220,7 @@ impl Scorer for Champions {
                 horizon_h: None,
                 rul_h: None,
                 reasons: Vec::new(),
+                inputs: (l.role == Role::Champion).then(|| x.clone()),
             };
             match l.model.task {
                 Task::Classification => {

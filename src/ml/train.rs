@@ -575,6 +575,7 @@ pub fn train(
         twin_type: None,
         features_version: None,
         horizon_h: p.horizon_h,
+        baseline_profile: None,
     };
     let score = |m: &Model, x: &[f64]| {
         let mut out = vec![0.0; x.len() / k.max(1)];
@@ -784,6 +785,17 @@ pub fn train(
         metrics_out.insert("baseline_rmse".into(), cm.rmse);
         algorithm = model.algorithm.name().to_string();
     }
+    // The training distributions, for drift monitoring.
+    let str_scores = score(&model, &xtr);
+    model.baseline_profile = Some(super::drift::Baseline {
+        features: (0..k)
+            .map(|c| {
+                let col: Vec<f64> = (0..ytr.len()).map(|r| xtr[r * k + c]).collect();
+                super::drift::Profile::fit(&col)
+            })
+            .collect(),
+        score: super::drift::Profile::fit(&str_scores),
+    });
     let run = Run {
         run_id: format!("{:016x}", rand::random::<u64>()),
         model: name.to_string(),

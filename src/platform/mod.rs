@@ -232,6 +232,15 @@ impl Platform {
                 std::time::Duration::from_secs(p.models.reload_s.max(1)),
                 collector_stop.clone(),
             );
+            if p.models.drift_interval_s > 0 {
+                crate::ml::drift::spawn_schedule(
+                    lake.clone(),
+                    crate::ml::registry::Registry::open(&p.models.registry),
+                    std::time::Duration::from_secs(p.models.drift_interval_s),
+                    p.models.drift_window_s as i64 * 1000,
+                    collector_stop.clone(),
+                );
+            }
             c
         });
         let health = Arc::new(HealthBoard::new(&config.model, &config.connectors));

@@ -309,6 +309,10 @@ impl TwinCore {
                     rul_h: sc.rul_h,
                     reasons: (!sc.reasons.is_empty())
                         .then(|| serde_json::to_string(&sc.reasons).unwrap_or_default()),
+                    inputs: sc
+                        .inputs
+                        .as_ref()
+                        .and_then(|x| serde_json::to_string(x).ok()),
                     scored_at_ms: now,
                 });
         }

@@ -50,6 +50,10 @@ pub struct ModelScore {
     /// first (failure models over their threshold only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<(String, f64)>,
+    /// The inputs scored, in the model's feature order (champions; kept in
+    /// `gold.predictions` for drift monitoring, not shown by the API).
+    #[serde(skip)]
+    pub inputs: Option<Vec<f64>>,
 }
 
 /// What the models said about a machine's newest feature row.
