@@ -34,7 +34,11 @@ async fn tables_read_back_with_python_deltalake_polars_and_duckdb() {
         signal: None,
         value: None,
     });
-    let cfg = config(platform(dir.path(), mq, true), &plant);
+    // The shipped champions score the mill and the press (gold.predictions).
+    let mut pf = platform(dir.path(), mq, true);
+    pf.models.serve = true;
+    pf.models.registry = concat!(env!("CARGO_MANIFEST_DIR"), "/models/registry").into();
+    let cfg = config(pf, &plant);
     let platform = Platform::start(cfg.clone(), Probes::default())
         .await
         .unwrap();
@@ -42,7 +46,7 @@ async fn tables_read_back_with_python_deltalake_polars_and_duckdb() {
         .await
         .unwrap();
     let lake = platform.lake.clone();
-    eventually(30, "rows in every table", || {
+    eventually(60, "rows in every table", || {
         let lake = lake.clone();
         async move {
             for t in [
@@ -51,6 +55,7 @@ async fn tables_read_back_with_python_deltalake_polars_and_duckdb() {
                 "silver.asset_events",
                 "silver.quarantine",
                 "gold.asset_state",
+                "gold.predictions",
             ] {
                 if count(&lake, &format!("SELECT count(*) FROM {t}")).await == 0 {
                     return None;

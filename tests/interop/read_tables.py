@@ -12,7 +12,14 @@ import duckdb
 import polars as pl
 from deltalake import DeltaTable
 
-TABLES = ["bronze/raw_events", "silver/readings", "silver/asset_events", "silver/quarantine", "gold/asset_state"]
+TABLES = [
+    "bronze/raw_events",
+    "silver/readings",
+    "silver/asset_events",
+    "silver/quarantine",
+    "gold/asset_state",
+    "gold/predictions",
+]
 
 
 def main(root):
