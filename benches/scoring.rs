@@ -44,11 +44,9 @@ fn batch(c: &mut Criterion) {
         let m = reg.load(name, v).unwrap();
         let x = rows(&m.impute, ROWS);
         let mut out = vec![0.0; ROWS];
-        g.bench_with_input(
-            BenchmarkId::new(m.algorithm.name(), name),
-            &x,
-            |b, x| b.iter(|| m.score_matrix(x, &mut out)),
-        );
+        g.bench_with_input(BenchmarkId::new(m.algorithm.name(), name), &x, |b, x| {
+            b.iter(|| m.score_matrix(x, &mut out))
+        });
     }
     g.finish();
 }

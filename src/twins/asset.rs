@@ -171,6 +171,9 @@ impl MachineTwin {
             "rejected_parts": c.counters.reject_total,
             "last_update": c.last_update_ms,
             "connected": connected,
+            "health": c.prediction.as_ref().and_then(|p| p.health),
+            "failure_prob": c.prediction.as_ref().and_then(|p| p.failure_prob),
+            "rul_h": c.prediction.as_ref().and_then(|p| p.rul_h),
         });
         if let Ok(json) = serde_json::to_vec(&v) {
             hub.publish(c.id.idx, LiveKind::Asset, json);

@@ -74,12 +74,14 @@ pub struct Changes {
     pub state: bool,
     pub alarms: bool,
     pub counters: bool,
+    /// The models scored a new feature row.
+    pub prediction: bool,
 }
 
 impl Changes {
-    /// Whether anything the line aggregates changed.
+    /// Whether anything the line aggregates or the live stream shows changed.
     pub fn any(&self) -> bool {
-        self.state || self.alarms || self.counters
+        self.state || self.alarms || self.counters || self.prediction
     }
 }
 
@@ -456,6 +458,7 @@ impl TwinCore {
                     let before = self.predicted_alarm.is_some();
                     self.score_features(&row, events);
                     ch.alarms |= before != self.predicted_alarm.is_some();
+                    ch.prediction |= self.prediction.is_some();
                     self.last_features = Some(row);
                 }
             }
