@@ -291,7 +291,10 @@ impl TwinCore {
             return;
         }
         let now = crate::time::now_ms();
-        for sc in &scores {
+        // A replay after a restart re-scores buckets whose rows (like their
+        // events) were written before: only new buckets are recorded.
+        let record = self.emits(row.bucket_end);
+        for sc in scores.iter().filter(|_| record) {
             self.pending_predictions
                 .push(crate::lake::rows::PredictionRow {
                     ts_ms: row.bucket_end,
