@@ -610,6 +610,19 @@ pub fn train(
         let hz = p.horizon_h.unwrap_or(24.0);
         let (va_from, va_to) = (sp.t1, sp.t2 - sp.gap_ms);
         let (te_from, te_to) = (sp.t2, sp.end);
+        // Row metrics and the alert replay of a scorer on the test period.
+        let on_test = |scores: &[f64], threshold: f64| {
+            let mut m = class_metrics(scores, &lte, threshold);
+            let rule = AlertRule {
+                threshold,
+                horizon_h: hz,
+                min_lead_h: p.min_lead_h,
+                from: te_from,
+                to: te_to,
+            };
+            m.alerts = Some(alerts(ds, &sp.test, scores, rule));
+            m
+        };
         // Candidates, chosen on validation PR AUC.
         let mut cands: Vec<(Algorithm, f64)> = Vec::new();
         let f_scores = score(&model, &xva);
@@ -644,19 +657,7 @@ pub fn train(
         let (th, va_alerts) = choose_threshold(ds, &sp.validation, &sva, p, (va_from, va_to), true);
         model.threshold = Some(th);
         let ste = score(&model, &xte);
-        let mut te = class_metrics(&ste, &lte, th);
-        te.alerts = Some(alerts(
-            ds,
-            &sp.test,
-            &ste,
-            AlertRule {
-                threshold: th,
-                horizon_h: hz,
-                min_lead_h: p.min_lead_h,
-                from: te_from,
-                to: te_to,
-            },
-        ));
+        let te = on_test(&ste, th);
         let mut va = class_metrics(&sva, &lva, th);
         va.alerts = Some(va_alerts);
         let a = te.alerts.clone().unwrap_or_default();
@@ -689,19 +690,7 @@ pub fn train(
         let rate = npos as f64 / ytr.len() as f64;
         let cva = vec![rate; yva.len()];
         let cte = vec![rate; yte.len()];
-        let mut c = class_metrics(&cte, &lte, rate);
-        c.alerts = Some(alerts(
-            ds,
-            &sp.test,
-            &cte,
-            AlertRule {
-                threshold: rate,
-                horizon_h: hz,
-                min_lead_h: p.min_lead_h,
-                from: te_from,
-                to: te_to,
-            },
-        ));
+        let c = on_test(&cte, rate);
         compared.push(Scored {
             name: "baseline: constant failure rate".into(),
             validation: to_value(&class_metrics(&cva, &lva, rate)),
@@ -731,19 +720,7 @@ pub fn train(
                 |x: &[f64]| -> Vec<f64> { (0..x.len() / k).map(|r| dir * x[r * k + c]).collect() };
             let (fva, fte) = (col(&xva), col(&xte));
             let (th, _) = choose_threshold(ds, &sp.validation, &fva, p, (va_from, va_to), false);
-            let mut m = class_metrics(&fte, &lte, th);
-            m.alerts = Some(alerts(
-                ds,
-                &sp.test,
-                &fte,
-                AlertRule {
-                    threshold: th,
-                    horizon_h: hz,
-                    min_lead_h: p.min_lead_h,
-                    from: te_from,
-                    to: te_to,
-                },
-            ));
+            let m = on_test(&fte, th);
             compared.push(Scored {
                 name: format!(
                     "baseline: threshold alarm on {} {} {}",
