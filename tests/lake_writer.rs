@@ -170,3 +170,96 @@ async fn a_writer_without_storage_stops_in_bounded_time_and_claims_nothing() {
         5
     );
 }
+
+/// A table written by an older ironlake (its contract had fewer columns)
+/// is brought up to the contract when opened: the new columns are added,
+/// old rows read them as null, and new rows with them append.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_table_gains_the_contracts_new_columns() {
+    use deltalake::arrow::array::{Array, AsArray};
+    use deltalake::arrow::datatypes::{Float64Type, Schema};
+    use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+    use deltalake::kernel::StructType;
+    use ironlake::lake::rows::{predictions_batch, PredictionRow};
+    let dir = tempfile::tempdir().unwrap();
+    let lake = std::sync::Arc::new(Lakehouse::open(dir.path().to_str().unwrap()).unwrap());
+    let row = |ts: i64, exp: Option<f64>| PredictionRow {
+        ts_ms: ts,
+        plant: "p".into(),
+        line: "l".into(),
+        asset_id: "a".into(),
+        twin_type: "cnc_mill".into(),
+        model: "cnc_mill_rul".into(),
+        version: 1,
+        role: "champion",
+        failure_prob: None,
+        threshold: None,
+        alert: None,
+        rul_h: Some(10.0),
+        reasons: None,
+        inputs: None,
+        scored_at_ms: ts,
+        expected_kw: exp,
+        actual_kw: exp,
+    };
+    // gold.predictions as an older release created it: without the energy columns.
+    let full = Table::GoldPredictions.arrow_schema();
+    let old: Vec<_> = full
+        .fields()
+        .iter()
+        .filter(|f| !f.name().ends_with("_kw"))
+        .cloned()
+        .collect();
+    assert_eq!(old.len() + 2, full.fields().len());
+    let old_schema = std::sync::Arc::new(Schema::new(old));
+    let kernel: StructType = old_schema.as_ref().try_into_kernel().unwrap();
+    std::fs::create_dir_all(lake.table_path(Table::GoldPredictions).unwrap()).unwrap();
+    let t = deltalake::DeltaTableBuilder::from_url(lake.table_url(Table::GoldPredictions))
+        .unwrap()
+        .build()
+        .unwrap()
+        .create()
+        .with_columns(kernel.fields().cloned())
+        .with_partition_columns(["date".to_string()])
+        .await
+        .unwrap();
+    let b = predictions_batch(&[row(1_700_000_000_000, None)]).unwrap();
+    let b = RecordBatch::try_new(
+        old_schema.clone(),
+        old_schema
+            .fields()
+            .iter()
+            .map(|f| b.column_by_name(f.name()).unwrap().clone())
+            .collect(),
+    )
+    .unwrap();
+    t.write(vec![b]).await.unwrap();
+
+    // Opened by today's ironlake: upgraded, and today's rows append.
+    lake.ensure_all().await.unwrap();
+    lake.open_or_create(Table::GoldPredictions)
+        .await
+        .unwrap()
+        .write(vec![predictions_batch(&[row(
+            1_700_000_600_000,
+            Some(7.5),
+        )])
+        .unwrap()])
+        .await
+        .unwrap();
+    let got = query(
+        &lake,
+        "SELECT expected_kw FROM gold.predictions ORDER BY ts",
+    )
+    .await;
+    let v: Vec<Option<f64>> = got
+        .iter()
+        .flat_map(|b| {
+            let c = b.column(0).as_primitive::<Float64Type>().clone();
+            (0..c.len())
+                .map(move |i| (!c.is_null(i)).then(|| c.value(i)))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(v, vec![None, Some(7.5)]);
+}

@@ -401,6 +401,53 @@ async fn oee_and_energy_match_a_hand_computed_shift() {
         mill.push(&mut rd, t(6.0) + m * 60_000, "power", 10.0);
     }
     mill.write(events, rd.finish().unwrap()).await;
+    // The energy baseline as the twin scored it: 8 kW expected in six
+    // buckets of the early shift (the mill's buckets are 10 timestamp
+    // seconds: 600 plant seconds at the demo's 60x), 10 kW drawn in five of
+    // them and 8.5 kW (within the 1 kW tolerance) in one; a challenger's
+    // row and a replayed duplicate count for nothing; one bucket of the late shift.
+    let score =
+        |ts: i64, role: &'static str, exp: f64, act: f64| ironlake::lake::rows::PredictionRow {
+            ts_ms: ts,
+            plant: "plant-o".into(),
+            line: "line-o".into(),
+            asset_id: "mill-o".into(),
+            twin_type: "cnc_mill".into(),
+            model: "cnc_mill_energy".into(),
+            version: 1,
+            role,
+            failure_prob: None,
+            threshold: Some(1.0),
+            alert: Some(act - exp > 1.0),
+            rul_h: None,
+            reasons: None,
+            inputs: None,
+            scored_at_ms: ts,
+            expected_kw: Some(exp),
+            actual_kw: Some(act),
+        };
+    let mut preds: Vec<_> = (1..=6)
+        .map(|k| {
+            score(
+                t(7.0) + k * 10_000,
+                "champion",
+                8.0,
+                if k == 3 { 8.5 } else { 10.0 },
+            )
+        })
+        .collect();
+    preds.push(score(t(7.0) + 20_000, "champion", 8.0, 10.0));
+    preds.push(score(t(7.0) + 40_000, "challenger", 100.0, 0.0));
+    preds.push(score(t(14.0) + 10_000, "champion", 8.0, 8.0));
+    lake.open_or_create(Table::GoldPredictions)
+        .await
+        .unwrap()
+        .write(vec![
+            ironlake::lake::rows::predictions_batch(&preds).unwrap()
+        ])
+        .with_save_mode(SaveMode::Append)
+        .await
+        .unwrap();
     let run = mill.runner();
     for name in [
         "oee_shift",
@@ -462,6 +509,24 @@ async fn oee_and_energy_match_a_hand_computed_shift() {
     assert!((f(4, 0) - 0.5).abs() < 1e-9);
     // The 14:00 sample opens the late shift and integrates nothing yet.
     assert_eq!(f(1, 1), 0.0);
+    // Expected and wasted kWh from the energy baseline's scores.
+    let e = query(
+        &lake,
+        "SELECT expected_kwh, wasted_kwh FROM gold.energy_shift ORDER BY shift_start",
+    )
+    .await;
+    let col = |c: usize| {
+        e[0].column(c)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap()
+            .clone()
+    };
+    let bucket_h = 10.0 / 3600.0;
+    assert!((col(0).value(0) - 6.0 * 8.0 * bucket_h).abs() < 1e-9);
+    assert!((col(1).value(0) - 5.0 * 2.0 * bucket_h).abs() < 1e-9);
+    assert!((col(0).value(1) - 8.0 * bucket_h).abs() < 1e-9);
+    assert_eq!(col(1).value(1), 0.0);
 
     // Line and plant roll-ups: one machine, so the same figures.
     let roll = query(

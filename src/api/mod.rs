@@ -299,6 +299,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(models::predict),
         )
         .route("/api/models/{name}/drift", web::get().to(models::drift))
+        .route("/api/models/{name}/quality", web::get().to(models::quality))
         .service(
             web::scope("/api/2.0/mlflow")
                 .route(
@@ -354,6 +355,7 @@ async fn index() -> HttpResponse {
             "GET /api/models/{name}/versions/{version|alias}",
             "GET /api/models/{name}/versions/{version|alias}/card",
             "GET /api/models/{name}/drift",
+            "GET /api/models/{name}/quality",
             "POST /api/models/{name}/predict?version= (application/json {\"rows\": [{...}]} or {\"columns\": [...], \"data\": [[...]]}, or application/vnd.apache.arrow.stream)",
             "GET /api/2.0/mlflow/... (MLflow registry read API: registered-models/search|get|alias|get-latest-versions, model-versions/get|search, runs/get)",
             "POST /api/sql (application/json {\"sql\": \"SELECT ...\", \"format\": \"json|csv|arrow\", \"max_rows\": 10000}, or application/sql)"

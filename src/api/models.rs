@@ -100,6 +100,44 @@ pub async fn drift(s: State, name: web::Path<String>) -> Result<HttpResponse, Ap
     })))
 }
 
+/// `GET /api/models/{name}/quality`: the quality of its past live
+/// predictions once labels are known (`gold.model_quality`), per day, and
+/// per version and role over all those days: a challenger beside the
+/// champion on the same machines and days.
+pub async fn quality(s: State, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    s.model_registry.get(&name)?;
+    let n = super::sql_str(&name);
+    let t = [crate::lake::Table::GoldModelQuality];
+    let days = super::rows(
+        &s,
+        &t,
+        format!(
+            "SELECT CAST(day AS VARCHAR) AS day, version, role, rows, positives, flagged, precision, recall, \
+             alerts, true_alerts, failures, caught, alert_precision, alert_recall, computed_at \
+             FROM gold.model_quality WHERE model = {n} ORDER BY day, version, role"
+        ),
+    )
+    .await?;
+    let summary = super::rows(
+        &s,
+        &t,
+        format!(
+            "SELECT version, role, count(*) AS days, sum(rows) AS rows, sum(positives) AS positives, \
+             sum(flagged) AS flagged, sum(alerts) AS alerts, sum(true_alerts) AS true_alerts, \
+             sum(failures) AS failures, sum(caught) AS caught, \
+             CASE WHEN sum(alerts) > 0 THEN CAST(sum(true_alerts) AS DOUBLE) / sum(alerts) END AS alert_precision, \
+             CASE WHEN sum(failures) > 0 THEN CAST(sum(caught) AS DOUBLE) / sum(failures) END AS alert_recall \
+             FROM gold.model_quality WHERE model = {n} GROUP BY version, role ORDER BY version, role"
+        ),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "model": name.as_str(),
+        "summary": summary,
+        "days": days,
+    })))
+}
+
 #[derive(Deserialize)]
 pub struct PredictQuery {
     /// A version number or alias (default: champion).

@@ -44,6 +44,16 @@ pub struct FeatureSet {
     pub max_buckets: u32,
     /// The `power` signal (energy per part).
     pub power: Option<SignalIdx>,
+    /// The energy baseline's target and inputs (`[energy]`).
+    pub energy: Option<EnergySpec>,
+}
+
+/// What the energy baseline model predicts (feature indexes into the set).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnergySpec {
+    /// Mean power over one bucket (kW).
+    pub target: usize,
+    pub inputs: Vec<usize>,
 }
 
 impl FeatureSet {
@@ -191,6 +201,10 @@ impl FeatureSet {
                 state,
             });
         }
+        let energy = match &def.energy {
+            None => None,
+            Some(e) => Some(resolve_energy(e, &out, twin, file)?),
+        };
         Ok(FeatureSet {
             twin_type: def.twin_type,
             version: def.version,
@@ -201,6 +215,20 @@ impl FeatureSet {
             features: out,
             file: file.to_string(),
             power: twin.signal("power"),
+            energy,
+        })
+    }
+
+    /// Names of the energy baseline's inputs and target.
+    pub fn energy_names(&self) -> Option<(Vec<&str>, &str)> {
+        self.energy.as_ref().map(|e| {
+            (
+                e.inputs
+                    .iter()
+                    .map(|&i| self.features[i].name.as_str())
+                    .collect(),
+                self.features[e.target].name.as_str(),
+            )
         })
     }
 
@@ -208,6 +236,67 @@ impl FeatureSet {
     pub fn names(&self) -> Vec<&str> {
         self.features.iter().map(|f| f.name.as_str()).collect()
     }
+}
+
+/// Check `[energy]`: the target is one bucket's mean of the `power`
+/// signal; no input reads power (that would predict power from itself).
+fn resolve_energy(
+    e: &crate::config::features::EnergyDef,
+    feats: &[Feature],
+    twin: &TwinType,
+    file: &str,
+) -> Result<EnergySpec, AssetError> {
+    let find = |key: &str, n: &str| {
+        feats.iter().position(|f| f.name == n).ok_or_else(|| {
+            AssetError::invalid(file, key, format!("`{n}` is not a feature of this set"))
+        })
+    };
+    let power = twin.signal("power");
+    let reads_power =
+        |f: &Feature| (f.signal.is_some() && f.signal == power) || f.stat == Stat::EnergyPerPart;
+    let target = find("energy.target", &e.target)?;
+    let t = &feats[target];
+    if power.is_none() || t.signal != power || t.stat != Stat::Mean || t.buckets != 1 {
+        return Err(AssetError::invalid(
+            file,
+            "energy.target",
+            format!(
+                "`{}` must be the mean of the `power` signal over one bucket (stat = \"mean\", \
+                 signal = \"power\", window_s = bucket_s)",
+                e.target
+            ),
+        ));
+    }
+    if e.inputs.is_empty() {
+        return Err(AssetError::invalid(
+            file,
+            "energy.inputs",
+            "list at least one input feature",
+        ));
+    }
+    let mut inputs = Vec::with_capacity(e.inputs.len());
+    for (i, n) in e.inputs.iter().enumerate() {
+        let key = format!("energy.inputs[{i}]");
+        let c = find(&key, n)?;
+        if reads_power(&feats[c]) {
+            return Err(AssetError::invalid(
+                file,
+                &key,
+                format!(
+                    "`{n}` reads the power signal: the baseline would predict power from itself"
+                ),
+            ));
+        }
+        if inputs.contains(&c) {
+            return Err(AssetError::invalid(
+                file,
+                &key,
+                format!("`{n}` is listed twice"),
+            ));
+        }
+        inputs.push(c);
+    }
+    Ok(EnergySpec { target, inputs })
 }
 
 /// Attach feature set files to their twin types (a file naming a twin

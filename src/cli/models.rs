@@ -99,6 +99,20 @@ pub enum ModelsOp {
         #[arg(long)]
         lakehouse: Option<String>,
     },
+    /// Score the failure models' past live predictions of the last DAYS
+    /// days against the failures that followed (labels known), into
+    /// gold.model_quality; prints precision and recall per model, version
+    /// and role (champion beside challenger).
+    Quality {
+        #[arg(long, default_value_t = 14)]
+        days: u64,
+        /// Alerts count as in time when at least this many plant hours ahead.
+        #[arg(long, default_value_t = 8.0)]
+        min_lead_h: f64,
+        /// Lakehouse root (default: `lake.root` of the config).
+        #[arg(long)]
+        lakehouse: Option<String>,
+    },
     /// Print a version's model card (Markdown).
     Card {
         name: String,
@@ -159,6 +173,17 @@ fn print_run(run: &Run) {
             g("lead_h_median"),
             g("downtime_avoided_share") * 100.0
         );
+    } else if m.contains_key("tolerance_kw") {
+        println!(
+            "  test: MAE {:.2} kW, RMSE {:.2} kW (waste included); tolerance {:.2} kW; waste found: precision {:.2}, recall {:.2}, {:.0} of {:.0} kWh",
+            g("mae"),
+            g("rmse"),
+            g("tolerance_kw"),
+            g("waste_precision"),
+            g("waste_recall"),
+            g("waste_kwh_estimated"),
+            g("waste_kwh_true")
+        );
     } else {
         println!(
             "  test: RMSE {:.1} h, MAE {:.1} h, PHM score {:.1} per row (baseline RMSE {:.1} h)",
@@ -178,11 +203,23 @@ fn print_run(run: &Run) {
                 a["precision"].as_f64().unwrap_or(f64::NAN),
                 a["recall"].as_f64().unwrap_or(f64::NAN)
             );
+        } else if t.get("kwh_true").is_some() {
+            let f = |k: &str| t[k].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "  {}: precision {:.2}, recall {:.2} at {:.2} kW ({:.0} of {:.0} kWh)",
+                c.name,
+                f("precision"),
+                f("recall"),
+                f("tolerance_kw"),
+                f("kwh_estimated"),
+                f("kwh_true")
+            );
         } else {
             println!(
-                "  vs {}: RMSE {:.1}",
+                "  vs {}: RMSE {:.2}, MAE {:.2}",
                 c.name,
-                t["rmse"].as_f64().unwrap_or(f64::NAN)
+                t["rmse"].as_f64().unwrap_or(f64::NAN),
+                t["mae"].as_f64().unwrap_or(f64::NAN)
             );
         }
     }
@@ -377,6 +414,43 @@ pub async fn models(op: ModelsOp, cfg_path: Option<&PathBuf>, reg: RegistryArgs)
                         ironlake::ml::drift::PSI_ALERT
                     );
                 }
+            }
+        }
+        ModelsOp::Quality {
+            days,
+            min_lead_h,
+            lakehouse,
+        } => {
+            let root = lakehouse.unwrap_or_else(|| cfg.platform.lake.root.clone());
+            let lake = Arc::new(Lakehouse::open(&root)?);
+            let rep = ironlake::ml::quality::check(
+                &lake,
+                &r,
+                &cfg.model,
+                days as i64,
+                ironlake::time::now_ms(),
+                min_lead_h,
+            )
+            .await?;
+            if rep.rows.is_empty() {
+                println!("no failure-model scores with known labels in the last {days} days");
+            }
+            let f = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.2}"));
+            for q in &rep.rows {
+                println!(
+                    "{} {} v{} {:<10} rows {:>6}  precision {}  recall {}  alerts {}/{} true  failures {}/{} caught",
+                    q.day,
+                    q.model,
+                    q.version,
+                    q.role,
+                    q.rows,
+                    f(q.precision),
+                    f(q.recall),
+                    q.true_alerts,
+                    q.alerts,
+                    q.caught,
+                    q.failures
+                );
             }
         }
         ModelsOp::Card { name, version } => {

@@ -60,6 +60,22 @@ pub static EMBEDDED: Embedded = Embedded(&[
     ),
     // The shipped champions (`models/registry`, see models/README.md).
     (
+        "models/registry/cnc_mill_energy/registry.json",
+        include_str!("../../models/registry/cnc_mill_energy/registry.json"),
+    ),
+    (
+        "models/registry/cnc_mill_energy/v1/card.md",
+        include_str!("../../models/registry/cnc_mill_energy/v1/card.md"),
+    ),
+    (
+        "models/registry/cnc_mill_energy/v1/model.json",
+        include_str!("../../models/registry/cnc_mill_energy/v1/model.json"),
+    ),
+    (
+        "models/registry/cnc_mill_energy/v1/run.json",
+        include_str!("../../models/registry/cnc_mill_energy/v1/run.json"),
+    ),
+    (
         "models/registry/cnc_mill_failure/registry.json",
         include_str!("../../models/registry/cnc_mill_failure/registry.json"),
     ),
@@ -90,6 +106,22 @@ pub static EMBEDDED: Embedded = Embedded(&[
     (
         "models/registry/cnc_mill_rul/v1/run.json",
         include_str!("../../models/registry/cnc_mill_rul/v1/run.json"),
+    ),
+    (
+        "models/registry/press_energy/registry.json",
+        include_str!("../../models/registry/press_energy/registry.json"),
+    ),
+    (
+        "models/registry/press_energy/v1/card.md",
+        include_str!("../../models/registry/press_energy/v1/card.md"),
+    ),
+    (
+        "models/registry/press_energy/v1/model.json",
+        include_str!("../../models/registry/press_energy/v1/model.json"),
+    ),
+    (
+        "models/registry/press_energy/v1/run.json",
+        include_str!("../../models/registry/press_energy/v1/run.json"),
     ),
     (
         "models/registry/press_failure/registry.json",

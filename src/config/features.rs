@@ -13,6 +13,10 @@
 //! stat = "mean"               # see `Stat`
 //! signal = "vibration"
 //! window_s = 3600             # a multiple of bucket_s
+//!
+//! [energy]                    # the energy baseline `<twin type>_energy`
+//! target = "power_mean_10m"   # a feature of the power signal (kW)
+//! inputs = ["running_share_10m", "spindle_load_mean_10m"]
 //! ```
 
 use serde::Deserialize;
@@ -83,6 +87,21 @@ pub struct FeatureSetDef {
     #[serde(default = "default_scale")]
     pub time_scale: f64,
     pub features: Vec<FeatureDef>,
+    /// The energy baseline: expected power from state, load and product.
+    #[serde(default)]
+    pub energy: Option<EnergyDef>,
+}
+
+/// `[energy]`: what the energy baseline model (`<twin type>_energy`)
+/// predicts and from which features.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnergyDef {
+    /// The feature it predicts: mean power (kW) over one bucket.
+    pub target: String,
+    /// What explains the power: state shares, load, a product or recipe
+    /// code. Never a feature of the power signal itself.
+    pub inputs: Vec<String>,
 }
 
 fn default_scale() -> f64 {

@@ -203,7 +203,7 @@ pub struct PipelinesConfig {
 pub struct ModelsConfig {
     /// Model registry directory (as `lake.root`: relative to the working
     /// directory). Twins serve the `champion` (and score the `challenger`)
-    /// of `<twin type>_failure` and `<twin type>_rul`.
+    /// of `<twin type>_failure`, `<twin type>_rul` and `<twin type>_energy`.
     pub registry: String,
     /// Score live features in the twins.
     pub serve: bool,
@@ -216,6 +216,15 @@ pub struct ModelsConfig {
     /// seconds with the training data.
     #[serde(default = "d_drift_window")]
     pub drift_window_s: u64,
+    /// With each drift check, the quality of the past predictions of the
+    /// last this many (timestamp) days, once labels are known, is
+    /// recomputed into `gold.model_quality` (0: never).
+    #[serde(default = "d_quality_days")]
+    pub quality_days: u64,
+}
+
+fn d_quality_days() -> u64 {
+    14
 }
 
 fn d_drift_interval() -> u64 {
@@ -233,6 +242,7 @@ impl Default for ModelsConfig {
             reload_s: 5,
             drift_interval_s: d_drift_interval(),
             drift_window_s: d_drift_window(),
+            quality_days: d_quality_days(),
         }
     }
 }

@@ -168,7 +168,7 @@ impl Lakehouse {
                 .map_err(delta)?
         };
         if table.version().is_some() {
-            return Ok(table);
+            return upgrade(t, table).await;
         }
         let schema: StructType = t
             .arrow_schema()
@@ -186,7 +186,8 @@ impl Lakehouse {
             .map_err(delta)
     }
 
-    /// Create every table of the contract (idempotent).
+    /// Create every table of the contract (idempotent), bringing tables
+    /// written by an older ironlake up to the contract's columns.
     pub async fn ensure_all(&self) -> Result<(), LakeError> {
         for t in Table::ALL {
             self.open_or_create(t).await?;
@@ -197,3 +198,38 @@ impl Lakehouse {
 
 /// Shared handle to a lakehouse.
 pub type LakeRef = Arc<Lakehouse>;
+
+/// Add the nullable columns the contract has gained since `table` was
+/// created (older rows read them as null). Columns are only ever added at
+/// the end of a contract schema, so positions still match.
+async fn upgrade(t: Table, table: DeltaTable) -> Result<DeltaTable, LakeError> {
+    let have: std::collections::HashSet<String> = match table.snapshot() {
+        Ok(s) => s.schema().fields().map(|f| f.name().to_string()).collect(),
+        Err(_) => return Ok(table),
+    };
+    let contract = t.arrow_schema();
+    let missing: Vec<_> = contract
+        .fields()
+        .iter()
+        .filter(|f| !have.contains(f.name()) && f.is_nullable())
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        return Ok(table);
+    }
+    let schema: StructType = (&deltalake::arrow::datatypes::Schema::new(missing))
+        .try_into_kernel()
+        .map_err(|e: deltalake::arrow::error::ArrowError| LakeError::Delta {
+            table: t.name(),
+            source: e.into(),
+        })?;
+    tracing::info!(table = %t.name(), columns = ?schema.fields().map(|f| f.name().to_string()).collect::<Vec<_>>(), "adding the contract's new columns");
+    table
+        .add_columns()
+        .with_fields(schema.fields().cloned().collect::<Vec<_>>())
+        .await
+        .map_err(|source| LakeError::Delta {
+            table: t.name(),
+            source,
+        })
+}

@@ -324,11 +324,16 @@ pub struct AssetStateRow {
     pub active_alarms: i32,
     /// The full twin state as JSON (what a restarted twin reloads).
     pub stats: String,
+    /// Energy baseline: expected mean power of the newest bucket, and
+    /// drawn minus expected (kW).
+    pub energy_expected_kw: Option<f64>,
+    pub energy_deviation_kw: Option<f64>,
 }
 
 /// Build a `gold.asset_state` batch.
 pub fn asset_state_batch(rows: &[AssetStateRow]) -> Result<RecordBatch, LakeError> {
     let n = rows.len();
+    let (mut ee, mut ed) = (Float64Builder::new(), Float64Builder::new());
     let mut ts = ts_builder(n);
     let (mut plant, mut line, mut asset, mut state, mut zone, mut stats) = (
         StringBuilder::new(),
@@ -365,6 +370,8 @@ pub fn asset_state_batch(rows: &[AssetStateRow]) -> Result<RecordBatch, LakeErro
         alarms.append_value(r.active_alarms);
         stats.append_value(&r.stats);
         date.append_value(day_of(r.ts_ms));
+        ee.append_option(r.energy_expected_kw);
+        ed.append_option(r.energy_deviation_kw);
     }
     finish(
         Table::GoldAssetState,
@@ -385,6 +392,8 @@ pub fn asset_state_batch(rows: &[AssetStateRow]) -> Result<RecordBatch, LakeErro
             Arc::new(alarms.finish()),
             Arc::new(stats.finish()),
             Arc::new(date.finish()),
+            Arc::new(ee.finish()),
+            Arc::new(ed.finish()),
         ],
     )
 }
@@ -411,6 +420,9 @@ pub struct PredictionRow {
     /// what drift monitoring compares with the training data.
     pub inputs: Option<String>,
     pub scored_at_ms: i64,
+    /// Energy baseline: expected and drawn mean power over the bucket (kW).
+    pub expected_kw: Option<f64>,
+    pub actual_kw: Option<f64>,
 }
 
 /// Build a `gold.predictions` batch.
@@ -426,6 +438,7 @@ pub fn predictions_batch(rows: &[PredictionRow]) -> Result<RecordBatch, LakeErro
     );
     let mut alert = deltalake::arrow::array::BooleanBuilder::new();
     let mut date = Date32Builder::with_capacity(n);
+    let (mut exp, mut act) = (Float64Builder::new(), Float64Builder::new());
     for r in rows {
         ts.append_value(r.ts_ms * 1000);
         s[0].append_value(&r.plant);
@@ -443,6 +456,8 @@ pub fn predictions_batch(rows: &[PredictionRow]) -> Result<RecordBatch, LakeErro
         s[7].append_option(r.inputs.as_deref());
         at.append_value(r.scored_at_ms * 1000);
         date.append_value(day_of(r.ts_ms));
+        exp.append_option(r.expected_kw);
+        act.append_option(r.actual_kw);
     }
     let mut s = s.into_iter().map(|mut b| Arc::new(b.finish()));
     let mut next = || s.next().expect("eight string columns");
@@ -475,6 +490,8 @@ pub fn predictions_batch(rows: &[PredictionRow]) -> Result<RecordBatch, LakeErro
             inputs,
             Arc::new(at.finish()),
             Arc::new(date.finish()),
+            Arc::new(exp.finish()),
+            Arc::new(act.finish()),
         ],
     )
 }

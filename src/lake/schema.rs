@@ -27,6 +27,7 @@ pub enum Table {
     SimFailures,
     SimWear,
     GoldDrift,
+    GoldModelQuality,
 }
 
 fn ts() -> DataType {
@@ -109,6 +110,8 @@ static ASSET_STATE: LazyLock<SchemaRef> = LazyLock::new(|| {
         f("active_alarms", DataType::Int32, false),
         f("stats", DataType::Utf8, false),
         f("date", DataType::Date32, false),
+        f("energy_expected_kw", DataType::Float64, true),
+        f("energy_deviation_kw", DataType::Float64, true),
     ]))
 });
 
@@ -130,6 +133,8 @@ static PREDICTIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
         f("inputs", DataType::Utf8, true),
         f("scored_at", ts(), false),
         f("date", DataType::Date32, false),
+        f("expected_kw", DataType::Float64, true),
+        f("actual_kw", DataType::Float64, true),
     ]))
 });
 
@@ -202,6 +207,8 @@ static ENERGY_SHIFT: LazyLock<SchemaRef> = LazyLock::new(|| {
         f("kwh_per_good_part", DataType::Float64, true),
         f("samples", DataType::Int64, false),
         f("computed_at", ts(), false),
+        f("expected_kwh", DataType::Float64, true),
+        f("wasted_kwh", DataType::Float64, true),
     ]))
 });
 
@@ -242,6 +249,7 @@ static SIM_WEAR: LazyLock<SchemaRef> = LazyLock::new(|| {
         f("degradation", DataType::Float64, false),
         f("wear_per_h", DataType::Float64, false),
         f("state", DataType::Utf8, false),
+        f("waste_kw", DataType::Float64, true),
     ]))
 });
 
@@ -260,6 +268,28 @@ static DRIFT: LazyLock<SchemaRef> = LazyLock::new(|| {
         f("ks", DataType::Float64, false),
         f("js", DataType::Float64, false),
         f("status", DataType::Utf8, false),
+    ]))
+});
+
+static MODEL_QUALITY: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        f("computed_at", ts(), false),
+        f("day", DataType::Date32, false),
+        f("model", DataType::Utf8, false),
+        f("version", DataType::Int32, false),
+        f("role", DataType::Utf8, false),
+        f("twin_type", DataType::Utf8, false),
+        f("rows", DataType::Int64, false),
+        f("positives", DataType::Int64, false),
+        f("flagged", DataType::Int64, false),
+        f("precision", DataType::Float64, true),
+        f("recall", DataType::Float64, true),
+        f("alerts", DataType::Int64, false),
+        f("true_alerts", DataType::Int64, false),
+        f("failures", DataType::Int64, false),
+        f("caught", DataType::Int64, false),
+        f("alert_precision", DataType::Float64, true),
+        f("alert_recall", DataType::Float64, true),
     ]))
 });
 
@@ -331,8 +361,8 @@ impl Table {
     /// The simulator's ground truth (written by `ironlake simulate --history-days`).
     pub const SIM: [Table; 2] = [Table::SimFailures, Table::SimWear];
 
-    /// Written by the model monitor (`gold.drift`).
-    pub const MONITOR: [Table; 1] = [Table::GoldDrift];
+    /// Written by the model monitor (`gold.drift`, `gold.model_quality`).
+    pub const MONITOR: [Table; 2] = [Table::GoldDrift, Table::GoldModelQuality];
 
     /// All tables, in layer order.
     pub const ALL: [Table; 6] = [
@@ -363,6 +393,7 @@ impl Table {
             Table::SimFailures => "system.sim_failures",
             Table::SimWear => "system.sim_wear",
             Table::GoldDrift => "gold.drift",
+            Table::GoldModelQuality => "gold.model_quality",
         }
     }
 
@@ -419,6 +450,9 @@ impl Table {
             Table::GoldDrift => {
                 "Drift of each served model's inputs and predictions against its training data"
             }
+            Table::GoldModelQuality => {
+                "Precision and recall of past failure predictions per model and day, once labels are known"
+            }
         }
     }
 
@@ -441,6 +475,7 @@ impl Table {
             Table::SimFailures => SIM_FAILURES.clone(),
             Table::SimWear => SIM_WEAR.clone(),
             Table::GoldDrift => DRIFT.clone(),
+            Table::GoldModelQuality => MODEL_QUALITY.clone(),
         }
     }
 
@@ -456,7 +491,7 @@ impl Table {
             | Table::SimFailures
             | Table::SimWear => &["plant"],
             Table::SystemPipelineRuns => &["date"],
-            Table::GoldDrift => &[],
+            Table::GoldDrift | Table::GoldModelQuality => &[],
             _ => &["plant", "date"],
         }
     }

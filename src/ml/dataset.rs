@@ -68,6 +68,10 @@ pub enum Label {
     FailureWithin(f64),
     /// Plant hours until the next failure starts (capped).
     Rul { cap_h: f64 },
+    /// The value of the last feature listed, in the same row (which then
+    /// leaves the features): the energy baseline's power. Every row with a
+    /// value counts, down or not.
+    LastFeature,
 }
 
 fn sql_err(e: crate::query::QueryError) -> MlError {
@@ -226,7 +230,7 @@ pub async fn from_features(
 
 /// Failures per group, from the simulator's ground truth or from the stops
 /// in `silver.asset_events`.
-async fn load_failures(
+pub(crate) async fn load_failures(
     lake: &Arc<Lakehouse>,
     sql: &SqlEngine,
     ds: &mut Dataset,
@@ -339,6 +343,12 @@ fn label_rows(ds: &mut Dataset, label: Label) {
     let mut keep = vec![false; ds.rows()];
     for r in 0..ds.rows() {
         let (g, t) = (ds.group[r] as usize, ds.t[r]);
+        if let Label::LastFeature = label {
+            let v = ds.x[r * k + k - 1];
+            ds.y[r] = v;
+            keep[r] = v.is_finite();
+            continue;
+        }
         let fs = &ds.failures[g];
         if fs.iter().any(|&(s, e, _)| t > s && t <= e) {
             continue; // down (being repaired)
@@ -368,13 +378,21 @@ fn label_rows(ds: &mut Dataset, label: Label) {
                 }
                 None => {}
             },
+            Label::LastFeature => unreachable!("labelled above"),
         }
     }
+    // The label column leaves the features.
+    let kx = if let Label::LastFeature = label {
+        ds.features.pop();
+        k - 1
+    } else {
+        k
+    };
     let mut x = Vec::with_capacity(ds.x.len());
     let (mut y, mut gr, mut tt) = (Vec::new(), Vec::new(), Vec::new());
     for (r, &k2) in keep.iter().enumerate() {
         if k2 {
-            x.extend_from_slice(&ds.x[r * k..(r + 1) * k]);
+            x.extend_from_slice(&ds.x[r * k..r * k + kx]);
             y.push(ds.y[r]);
             gr.push(ds.group[r]);
             tt.push(ds.t[r]);

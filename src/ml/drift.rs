@@ -165,7 +165,7 @@ pub async fn check(
     let sql = SqlEngine::new(lake.clone());
     let since = crate::time::rfc3339(now_ms - window_ms);
     let q = format!(
-        "SELECT asset_id, twin_type, model, version, coalesce(failure_prob, rul_h) AS score, inputs \
+        "SELECT asset_id, twin_type, model, version, coalesce(failure_prob, rul_h, expected_kw) AS score, inputs \
          FROM gold.predictions WHERE role = 'champion' AND inputs IS NOT NULL AND ts >= '{since}'"
     );
     let res = sql
@@ -316,25 +316,45 @@ pub async fn check(
     Ok(DriftReport { rows: n, alerts })
 }
 
-/// Check drift every `every` until `stop` (the first check after one period).
+/// What the monitor schedule watches.
+#[derive(Debug, Clone)]
+pub struct Monitor {
+    pub every: std::time::Duration,
+    /// Drift compares the scores of this window (ms) with the training data.
+    pub window_ms: i64,
+    /// Days of past predictions whose quality is recomputed (0: none).
+    pub quality_days: i64,
+}
+
+/// Check drift, and the quality of past predictions, every `m.every` until
+/// `stop` (the first check after one period).
 pub fn spawn_schedule(
     lake: Arc<Lakehouse>,
     registry: Registry,
-    every: std::time::Duration,
-    window_ms: i64,
+    model: Arc<crate::assets::AssetModel>,
+    m: Monitor,
     stop: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut t = tokio::time::interval(every);
+        let mut t = tokio::time::interval(m.every);
         t.tick().await;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = t.tick() => {}
             }
-            match check(&lake, &registry, window_ms, crate::time::now_ms(), 6).await {
+            let now = crate::time::now_ms();
+            match check(&lake, &registry, m.window_ms, now, 6).await {
                 Ok(r) => tracing::debug!(rows = r.rows, alerts = r.alerts.len(), "drift checked"),
                 Err(e) => tracing::warn!(error = %e, "drift check failed"),
+            }
+            if m.quality_days > 0 {
+                match super::quality::check(&lake, &registry, &model, m.quality_days, now, 8.0)
+                    .await
+                {
+                    Ok(r) => tracing::debug!(rows = r.rows.len(), "prediction quality checked"),
+                    Err(e) => tracing::warn!(error = %e, "prediction quality check failed"),
+                }
             }
         }
     })

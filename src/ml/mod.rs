@@ -5,16 +5,20 @@
 //!
 //! Built-in models are named after the twin type they serve:
 //! `<twin type>_failure` (probability that a failure starts within the
-//! horizon) and `<twin type>_rul` (remaining useful life, plant hours).
+//! horizon), `<twin type>_rul` (remaining useful life, plant hours) and
+//! `<twin type>_energy` (the power a well-run machine draws in its state
+//! and at its load: the baseline whose residual is energy waste).
 //! This module never touches the live path itself: the platform hands
 //! `serve::Champions` to the twins through the `twins::scoring::Scorer`
 //! trait.
 
 pub mod dataset;
 pub mod drift;
+pub mod energy;
 pub mod forest;
 pub mod metrics;
 pub mod model;
+pub mod quality;
 pub mod registry;
 pub mod serve;
 pub mod train;
@@ -48,31 +52,66 @@ pub const HORIZON_H: f64 = 24.0;
 /// Remaining useful life is capped here (plant hours): beyond, "healthy".
 pub const RUL_CAP_H: f64 = 240.0;
 
+/// The kinds of built-in model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Failure,
+    Rul,
+    Energy,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Failure, Kind::Rul, Kind::Energy];
+
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Kind::Failure => "_failure",
+            Kind::Rul => "_rul",
+            Kind::Energy => "_energy",
+        }
+    }
+
+    pub fn task(self) -> Task {
+        match self {
+            Kind::Failure => Task::Classification,
+            Kind::Rul | Kind::Energy => Task::Regression,
+        }
+    }
+
+    /// The kind a model name says (`<twin type><suffix>`).
+    pub fn of(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| name.ends_with(k.suffix()))
+    }
+}
+
 /// What a built-in model name means.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BuiltIn {
     pub twin_type: String,
     pub task: Task,
+    pub kind: Kind,
 }
 
-/// `<twin>_failure` or `<twin>_rul` of a twin type with a feature set.
+/// `<twin>_failure`, `<twin>_rul` or `<twin>_energy` of a twin type with a
+/// feature set (`_energy`: with an `[energy]` section).
 pub fn builtin(model: &AssetModel, name: &str) -> Result<BuiltIn, MlError> {
-    let (twin, task) = if let Some(t) = name.strip_suffix("_failure") {
-        (t, Task::Classification)
-    } else if let Some(t) = name.strip_suffix("_rul") {
-        (t, Task::Regression)
-    } else {
+    let Some(kind) = Kind::of(name) else {
         return Err(MlError::Invalid(format!(
-            "`{name}`: built-in models are <twin type>_failure or <twin type>_rul \
-             (or train on a table with --table)"
+            "`{name}`: built-in models are <twin type>_failure, <twin type>_rul or \
+             <twin type>_energy (or train on a table with --table)"
         )));
     };
-    match model.twin_types.get(twin) {
-        Some(tt) if tt.features.is_some() => Ok(BuiltIn {
+    let twin = &name[..name.len() - kind.suffix().len()];
+    match model.twin_types.get(twin).map(|t| &t.features) {
+        Some(Some(set)) if kind != Kind::Energy || set.energy.is_some() => Ok(BuiltIn {
             twin_type: twin.to_string(),
-            task,
+            task: kind.task(),
+            kind,
         }),
-        Some(_) => Err(MlError::Invalid(format!(
+        Some(Some(_)) => Err(MlError::Invalid(format!(
+            "twin type `{twin}`'s feature set has no [energy] section (target and inputs)"
+        ))),
+        Some(None) => Err(MlError::Invalid(format!(
             "twin type `{twin}` has no feature set (models/features/{twin}.toml)"
         ))),
         None => Err(MlError::Invalid(format!("no twin type `{twin}`"))),
@@ -84,8 +123,13 @@ pub fn builtin_names(model: &AssetModel) -> Vec<String> {
     let mut v: Vec<String> = model
         .twin_types
         .values()
-        .filter(|t| t.features.is_some())
-        .flat_map(|t| [format!("{}_failure", t.kind), format!("{}_rul", t.kind)])
+        .filter_map(|t| t.features.as_ref().map(|f| (t, f)))
+        .flat_map(|(t, f)| {
+            Kind::ALL
+                .into_iter()
+                .filter(|k| *k != Kind::Energy || f.energy.is_some())
+                .map(|k| format!("{}{}", t.kind, k.suffix()))
+        })
         .collect();
     v.sort();
     v
@@ -100,10 +144,15 @@ pub async fn builtin_dataset(
 ) -> Result<Dataset, MlError> {
     let tt = &model.twin_types[&b.twin_type];
     let set = tt.features.as_ref().expect("checked by builtin()");
-    let names: Vec<String> = set.names().iter().map(|s| s.to_string()).collect();
-    let label = match b.task {
-        Task::Classification => Label::FailureWithin(horizon_h),
-        Task::Regression => Label::Rul { cap_h: RUL_CAP_H },
+    let (names, label): (Vec<String>, Label) = match b.kind {
+        Kind::Failure => (all_names(set), Label::FailureWithin(horizon_h)),
+        Kind::Rul => (all_names(set), Label::Rul { cap_h: RUL_CAP_H }),
+        Kind::Energy => {
+            let (inputs, target) = set.energy_names().expect("checked by builtin()");
+            let mut v: Vec<String> = inputs.iter().map(|s| s.to_string()).collect();
+            v.push(target.to_string());
+            (v, Label::LastFeature)
+        }
     };
     dataset::from_features(
         lake,
@@ -117,6 +166,10 @@ pub async fn builtin_dataset(
     .await
 }
 
+fn all_names(set: &crate::assets::features::FeatureSet) -> Vec<String> {
+    set.names().iter().map(|s| s.to_string()).collect()
+}
+
 /// Train a built-in model end to end; returns the artifact and its run.
 pub async fn train_builtin(
     lake: &Arc<Lakehouse>,
@@ -128,11 +181,13 @@ pub async fn train_builtin(
     let b = builtin(model, name)?;
     let hz = params.horizon_h.unwrap_or(HORIZON_H);
     params.task = b.task;
-    params.horizon_h = Some(match b.task {
-        Task::Classification => hz,
+    params.horizon_h = match b.kind {
+        Kind::Failure => Some(hz),
         // The RUL label looks up to the cap ahead: no less a gap.
-        Task::Regression => RUL_CAP_H.min(hz.max(HORIZON_H)),
-    });
+        Kind::Rul => Some(RUL_CAP_H.min(hz.max(HORIZON_H))),
+        // Power in the same bucket: nothing looks ahead.
+        Kind::Energy => None,
+    };
     let ds = builtin_dataset(lake, model, &b, hz).await?;
     let set = model.twin_types[&b.twin_type]
         .features
@@ -140,15 +195,23 @@ pub async fn train_builtin(
         .expect("checked");
     let (ds2, name2, p2) = (ds.clone(), name.to_string(), params.clone());
     let pb = progress.clone();
-    let (mut m, run) = tokio::task::spawn_blocking(move || train::train(&ds2, &name2, &p2, &pb))
-        .await
-        .map_err(|e| MlError::Train(e.to_string()))??;
+    let (mut m, mut run) =
+        tokio::task::spawn_blocking(move || train::train(&ds2, &name2, &p2, &pb))
+            .await
+            .map_err(|e| MlError::Train(e.to_string()))??;
     m.twin_type = Some(b.twin_type.clone());
     m.features_version = Some(set.version);
-    m.target = match b.task {
-        Task::Classification => format!("failure_within_{hz}h"),
-        Task::Regression => "rul_h".into(),
+    m.target = match b.kind {
+        Kind::Failure => format!("failure_within_{hz}h"),
+        Kind::Rul => "rul_h".into(),
+        Kind::Energy => set
+            .energy_names()
+            .map(|(_, t)| t.to_string())
+            .unwrap_or_default(),
     };
+    if b.kind == Kind::Energy {
+        energy::finish(lake, &ds, &params, set.bucket_ms, &mut m, &mut run).await?;
+    }
     Ok((m, run, ds))
 }
 
@@ -219,5 +282,15 @@ pub fn card(m: &Model, run: &Run) -> String {
             "the lake's history"
         }
     );
+    if m.twin_type.is_some() && Kind::of(&m.name) == Some(Kind::Energy) {
+        let _ = writeln!(
+            s,
+            "- Energy baseline: it learns the power the machines drew, waste included (nobody \
+             labels waste); waste is what lies over its expectation by more than the tolerance \
+             (three robust standard deviations of the validation residuals), so waste that is \
+             always there, on every machine, is invisible to it. A new product mix or a \
+             changed machine needs retraining."
+        );
+    }
     s
 }

@@ -41,6 +41,14 @@ pub enum Algorithm {
         coef: Vec<f64>,
         intercept: f64,
     },
+    /// Linear regression on standardised features (robust: rows far over
+    /// the fit, such as wasted energy, are trimmed while fitting).
+    Linear {
+        mean: Vec<f64>,
+        std: Vec<f64>,
+        coef: Vec<f64>,
+        intercept: f64,
+    },
     /// Always the same value (a baseline).
     Constant { value: f64 },
 }
@@ -50,6 +58,7 @@ impl Algorithm {
         match self {
             Algorithm::Forest(_) => "random_forest",
             Algorithm::Logistic { .. } => "logistic_regression",
+            Algorithm::Linear { .. } => "linear_regression",
             Algorithm::Constant { .. } => "constant",
         }
     }
@@ -69,6 +78,18 @@ impl Algorithm {
                     z += coef[i] * (x[i] - mean[i]) / std[i];
                 }
                 1.0 / (1.0 + (-z).exp())
+            }
+            Algorithm::Linear {
+                mean,
+                std,
+                coef,
+                intercept,
+            } => {
+                let mut z = *intercept;
+                for i in 0..coef.len() {
+                    z += coef[i] * (x[i] - mean[i]) / std[i];
+                }
+                z
             }
             Algorithm::Constant { value } => *value,
         }
@@ -196,6 +217,9 @@ impl Model {
                 }
             }
             Algorithm::Logistic {
+                mean, std, coef, ..
+            }
+            | Algorithm::Linear {
                 mean, std, coef, ..
             } => {
                 if mean.len() != k || std.len() != k || coef.len() != k {

@@ -27,6 +27,8 @@ struct Loaded {
     /// Model feature i is the set's feature `index[i]`.
     index: Vec<usize>,
     features_version: Option<u32>,
+    /// Energy baselines: the set's feature holding the power drawn.
+    actual: Option<usize>,
 }
 
 /// What is being served, for the API.
@@ -64,9 +66,9 @@ impl Champions {
     /// Load what the registry serves for `model`'s twin types.
     pub fn load(registry: Registry, model: &AssetModel) -> Arc<Champions> {
         let mut names = Vec::new();
-        for t in model.twin_types.values().filter(|t| t.features.is_some()) {
-            for n in [format!("{}_failure", t.kind), format!("{}_rul", t.kind)] {
-                names.push((n, t.kind.clone()));
+        for n in super::builtin_names(model) {
+            if let Ok(b) = super::builtin(model, &n) {
+                names.push((n, b.twin_type));
             }
         }
         names.sort();
@@ -106,6 +108,9 @@ impl Champions {
                 match self.registry.load(name, v).and_then(|m| fit(m, &set)) {
                     Ok((m, index)) => {
                         tracing::info!(model = %name, version = v, role = role.as_str(), "serving");
+                        let actual = (super::Kind::of(name) == Some(super::Kind::Energy))
+                            .then(|| set.names().iter().position(|n| *n == m.target))
+                            .flatten();
                         by_type.entry(kind.clone()).or_default().push(Loaded {
                             name: name.clone(),
                             version: v,
@@ -113,6 +118,7 @@ impl Champions {
                             features_version: m.features_version,
                             model: m,
                             index,
+                            actual,
                         });
                     }
                     Err(e) => {
@@ -221,6 +227,8 @@ impl Scorer for Champions {
                 rul_h: None,
                 reasons: Vec::new(),
                 inputs: (l.role == Role::Champion).then(|| x.clone()),
+                expected_kw: None,
+                actual_kw: None,
             };
             match l.model.task {
                 Task::Classification => {
@@ -237,7 +245,14 @@ impl Scorer for Champions {
                             .collect();
                     }
                 }
-                Task::Regression => ms.rul_h = Some((s.max(0.0) * 10.0).round() / 10.0),
+                Task::Regression => match l.actual {
+                    Some(a) => {
+                        ms.expected_kw = Some((s.max(0.0) * 100.0).round() / 100.0);
+                        ms.actual_kw = row.values.get(a).copied().flatten();
+                        ms.threshold = l.model.threshold;
+                    }
+                    None => ms.rul_h = Some((s.max(0.0) * 10.0).round() / 10.0),
+                },
             }
             out.push(ms);
         }

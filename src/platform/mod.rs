@@ -236,8 +236,12 @@ impl Platform {
                 crate::ml::drift::spawn_schedule(
                     lake.clone(),
                     crate::ml::registry::Registry::open(&p.models.registry),
-                    std::time::Duration::from_secs(p.models.drift_interval_s),
-                    p.models.drift_window_s as i64 * 1000,
+                    config.model.clone(),
+                    crate::ml::drift::Monitor {
+                        every: std::time::Duration::from_secs(p.models.drift_interval_s),
+                        window_ms: p.models.drift_window_s as i64 * 1000,
+                        quality_days: p.models.quality_days as i64,
+                    },
                     collector_stop.clone(),
                 );
             }

@@ -10,7 +10,9 @@
 //!   why: `wear`, `minor_stop`), which evaluation trusts instead of the
 //!   platform's alarms;
 //! * `system.sim_wear`: each machine's hidden degradation and wear rate per
-//!   feature bucket.
+//!   feature bucket, and the power it wasted in the bucket (mean kW beyond
+//!   what the machine needed: auxiliaries left on, leaks), the ground truth
+//!   of the energy baseline.
 //!
 //! Timestamps follow the scenario's `time_scale` (the demo's plant clock
 //! runs 60x, so 30 plant days are 12 hours of timestamps), exactly as the
@@ -93,6 +95,7 @@ struct Out {
     w_deg: Vec<f64>,
     w_rate: Vec<f64>,
     w_state: Vec<&'static str>,
+    w_waste: Vec<f64>,
 }
 
 fn us<I: IntoIterator<Item = Option<i64>>>(v: I) -> TimestampMicrosecondArray {
@@ -156,10 +159,14 @@ pub async fn generate(
             a.twin.kind.clone(),
         );
         let mut down: Option<(i64, DownCause)> = None;
+        // Waste kW x plant seconds since the last feature row, and the seconds.
+        let (mut waste, mut waste_s) = (0.0f64, 0.0f64);
         let ov = Overrides::default();
         for k in 1..=steps {
             let t = k as f64 * dt_real;
             sim.step(&f.shifts, t * f.time_scale, dt_sim, dt_real);
+            waste += sim.waste_kw * dt_sim;
+            waste_s += dt_sim;
             let ts = from_ms + (t * 1000.0).round() as i64;
             match (down, sim.down_cause) {
                 (None, Some(c)) => down = Some((ts, c)),
@@ -207,6 +214,8 @@ pub async fn generate(
                 out.w_deg.push(sim.degradation);
                 out.w_rate.push(sim.wear_per_h());
                 out.w_state.push(state_name(sim.state));
+                out.w_waste.push(waste / waste_s.max(1e-9));
+                (waste, waste_s) = (0.0, 0.0);
             }
             if k % 4096 == 0 {
                 progress.inc(4096);
@@ -282,6 +291,7 @@ async fn write(
             Arc::new(Float64Array::from(o.w_deg)),
             Arc::new(Float64Array::from(o.w_rate)),
             Arc::new(StringArray::from(o.w_state)),
+            Arc::new(Float64Array::from(o.w_waste)),
         ],
     )?;
     let _ = to_ms;

@@ -136,6 +136,28 @@ pub struct MachineSim {
     injected: bool,
     /// Why the machine is DOWN, while it is (repair or stop in progress).
     pub down_cause: Option<DownCause>,
+    /// The current job's (product's) load factor: how hard the machine
+    /// works while running (load signals and power scale with it).
+    pub job_load: f64,
+    /// Power drawn beyond what the machine needs (kW, hidden ground truth of
+    /// energy waste): auxiliaries left on through a break, a leak.
+    pub waste_kw: f64,
+    /// Auxiliaries left on until the machine runs again.
+    left_on: bool,
+    in_setup: bool,
+    was_stopped: bool,
+    /// Plant seconds left of a leak (compressed air, hydraulics).
+    leak_s: f64,
+    /// The `power` signal's full scale (kW), for waste sizes.
+    power_hi: f64,
+}
+
+/// Signals whose running level follows the job's load factor.
+fn follows_load(name: &str) -> bool {
+    matches!(
+        name,
+        "spindle_load" | "force" | "motor_current" | "flow" | "power"
+    )
 }
 
 impl MachineSim {
@@ -157,7 +179,6 @@ impl MachineSim {
         let ideal_cycle_s = twin.ideal_cycle_s.unwrap_or(10.0);
         let good = rng.random_range(0..5000) as f64;
         MachineSim {
-            twin,
             rng,
             state: MachineState::Idle,
             hold_s: 0.0,
@@ -172,6 +193,18 @@ impl MachineSim {
             ideal_cycle_s,
             injected: false,
             down_cause: None,
+            job_load: 1.0,
+            waste_kw: 0.0,
+            left_on: false,
+            in_setup: false,
+            was_stopped: true,
+            leak_s: 0.0,
+            power_hi: twin
+                .signals
+                .iter()
+                .find(|d| d.name == "power")
+                .map_or(0.0, |d| d.max.unwrap_or(100.0).min(1e9)),
+            twin,
         }
     }
 
@@ -240,6 +273,7 @@ impl MachineSim {
         } else {
             self.state = Self::scheduled_state(plan, sim_s);
         }
+        self.energy_step(dt_s);
         let running = self.state == MachineState::Running;
         if running {
             self.degradation = (self.degradation + self.wear_rate * dt_s).min(1.0);
@@ -261,13 +295,47 @@ impl MachineSim {
         for (i, d) in self.twin.signals.iter().enumerate() {
             let (lo, hi) = (d.min.unwrap_or(0.0), d.max.unwrap_or(f64::MAX));
             let pr = profile(&d.name, lo, hi.min(1e9));
-            let target = if running {
-                pr.run + pr.wear * self.degradation * self.degradation
+            let k = if follows_load(&d.name) {
+                self.job_load
+            } else {
+                1.0
+            };
+            let mut target = if running {
+                pr.idle + (pr.run - pr.idle) * k + pr.wear * self.degradation * self.degradation
             } else {
                 pr.idle
             };
+            if d.name == "power" {
+                target += self.waste_kw;
+            }
             self.values[i] += (target - self.values[i]) * lag;
         }
+    }
+
+    /// Jobs and energy waste: a new job (load factor) at each set-up;
+    /// auxiliaries left on through a stop now and then; a leak every few
+    /// plant days of running, for hours.
+    fn energy_step(&mut self, dt_s: f64) {
+        let running = self.state == MachineState::Running;
+        if self.state == MachineState::Setup && !self.in_setup {
+            self.job_load = self.rng.random_range(0.7..1.2);
+        }
+        if !running && !self.was_stopped {
+            // Stopping: the auxiliaries stay on one stop in five.
+            self.left_on = self.rng.random_bool(0.2);
+        }
+        if running {
+            self.left_on = false;
+            if self.leak_s <= 0.0 && self.rng.random_bool((dt_s / (72.0 * 3600.0)).min(1.0)) {
+                self.leak_s = self.rng.random_range(2.0..12.0) * 3600.0;
+            }
+        }
+        self.leak_s = (self.leak_s - dt_s).max(0.0);
+        self.in_setup = self.state == MachineState::Setup;
+        self.was_stopped = !running;
+        let hi = self.power_hi;
+        self.waste_kw = if self.left_on { 0.2 * hi } else { 0.0 }
+            + if self.leak_s > 0.0 { 0.06 * hi } else { 0.0 };
     }
 
     /// Current value of every signal (engineering units), in twin-type order.

@@ -174,6 +174,8 @@ impl MachineTwin {
             "health": c.prediction.as_ref().and_then(|p| p.health),
             "failure_prob": c.prediction.as_ref().and_then(|p| p.failure_prob),
             "rul_h": c.prediction.as_ref().and_then(|p| p.rul_h),
+            "energy_expected_kw": c.prediction.as_ref().and_then(|p| p.energy_expected_kw),
+            "energy_deviation_kw": c.prediction.as_ref().and_then(|p| p.energy_deviation_kw),
         });
         if let Ok(json) = serde_json::to_vec(&v) {
             hub.publish(c.id.idx, LiveKind::Asset, json);

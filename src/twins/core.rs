@@ -307,8 +307,9 @@ impl TwinCore {
                     role: sc.role.as_str(),
                     failure_prob: sc.failure_prob,
                     threshold: sc.threshold,
-                    alert: match (sc.failure_prob, sc.threshold) {
-                        (Some(p), Some(t)) => Some(p >= t),
+                    alert: match (sc.failure_prob, sc.expected_kw, sc.actual_kw, sc.threshold) {
+                        (Some(p), _, _, Some(t)) => Some(p >= t),
+                        (None, Some(e), Some(a), Some(t)) => Some(a - e > t),
                         _ => None,
                     },
                     rul_h: sc.rul_h,
@@ -319,6 +320,8 @@ impl TwinCore {
                         .as_ref()
                         .and_then(|x| serde_json::to_string(x).ok()),
                     scored_at_ms: now,
+                    expected_kw: sc.expected_kw,
+                    actual_kw: sc.actual_kw,
                 });
         }
         // A queue the collector cannot take (lake down) stays bounded.
@@ -868,6 +871,8 @@ impl TwinCore {
             health: self.prediction.as_ref().and_then(|p| p.health),
             failure_prob: self.prediction.as_ref().and_then(|p| p.failure_prob),
             rul_h: self.prediction.as_ref().and_then(|p| p.rul_h),
+            energy_expected_kw: self.prediction.as_ref().and_then(|p| p.energy_expected_kw),
+            energy_deviation_kw: self.prediction.as_ref().and_then(|p| p.energy_deviation_kw),
             lat: None,
             lon: None,
             zone: None,

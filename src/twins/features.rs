@@ -550,7 +550,9 @@ mod tests {
             .get("models/features/cnc_mill.toml")
             .unwrap()
             .replace("time_scale = 60", "time_scale = 1")
-            .replace("bucket_s = 600", "bucket_s = 300");
+            .replace("bucket_s = 600", "bucket_s = 300")
+            // The energy features span one bucket.
+            .replace("window_s = 600\n", "window_s = 300\n");
         let def: crate::config::features::FeatureSetDef =
             crate::config::parse_toml(&text, "cnc_mill.toml").unwrap();
         let mut t = (*Config::embedded_twin_types().unwrap()["cnc_mill"]).clone();

@@ -43,7 +43,7 @@ pub use line::{Aggregate, GetAggregate, LineTwin, PlantTwin};
 #[derive(Debug)]
 pub enum TwinOutput {
     Events(Vec<AssetEventRow>),
-    State(AssetStateRow),
+    State(Box<AssetStateRow>),
     Predictions(Vec<PredictionRow>),
 }
 
@@ -182,7 +182,7 @@ pub fn spawn_collector(
             let (done, due) = tokio::select! {
                 m = rx.recv() => match m {
                     Some(TwinOutput::Events(mut r)) => { ev.append(&mut r); (false, false) }
-                    Some(TwinOutput::State(r)) => { st.push(r); (false, false) }
+                    Some(TwinOutput::State(r)) => { st.push(*r); (false, false) }
                     Some(TwinOutput::Predictions(mut r)) => { pr.append(&mut r); (false, false) }
                     None => (true, true),
                 },
@@ -191,7 +191,7 @@ pub fn spawn_collector(
                     while let Ok(m) = rx.try_recv() {
                         match m {
                             TwinOutput::Events(mut r) => ev.append(&mut r),
-                            TwinOutput::State(r) => st.push(r),
+                            TwinOutput::State(r) => st.push(*r),
                             TwinOutput::Predictions(mut r) => pr.append(&mut r),
                         }
                     }

@@ -2,8 +2,8 @@
 //! features: each time a feature bucket closes, the twin hands the row to
 //! the platform's [`Scorer`] (the model registry's champions and
 //! challengers, see `ml::serve`) and keeps what comes back: failure
-//! probability, remaining useful life, health, and the features that
-//! explain an alert. Twins know nothing of model formats or files.
+//! probability, remaining useful life, health, the features that explain
+//! an alert, and the power the machine should draw (energy baseline). Twins know nothing of model formats or files.
 
 use serde::Serialize;
 
@@ -38,7 +38,8 @@ pub struct ModelScore {
     /// Probability that a failure starts within the model's horizon.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_prob: Option<f64>,
-    /// The alert threshold of a failure model.
+    /// The alert threshold of a failure model; an energy baseline's
+    /// tolerance (kW over expected before a bucket counts as waste).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -46,6 +47,12 @@ pub struct ModelScore {
     /// Remaining useful life, plant hours.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rul_h: Option<f64>,
+    /// Energy baseline: the mean power (kW) expected over the bucket for
+    /// the machine's state and load, and what it drew.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_kw: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actual_kw: Option<f64>,
     /// Features pushing the score away from a healthy machine's, largest
     /// first (failure models over their threshold only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -67,6 +74,12 @@ pub struct Prediction {
     pub health: Option<f64>,
     /// The champion failure model is at or over its threshold.
     pub alert: bool,
+    /// Energy baseline (champion): expected and drawn mean power over the
+    /// bucket (kW), the difference, and whether it is over the tolerance.
+    pub energy_expected_kw: Option<f64>,
+    pub energy_actual_kw: Option<f64>,
+    pub energy_deviation_kw: Option<f64>,
+    pub energy_waste: bool,
     pub scores: Vec<ModelScore>,
 }
 
@@ -81,12 +94,23 @@ impl Prediction {
         };
         let failure_prob = champ(|s| s.failure_prob);
         let threshold = champ(|s| s.failure_prob.and(s.threshold));
+        let expected = champ(|s| s.expected_kw);
+        let actual = champ(|s| s.expected_kw.and(s.actual_kw));
+        let tolerance = champ(|s| s.expected_kw.and(s.threshold));
+        let deviation = match (expected, actual) {
+            (Some(e), Some(a)) => Some(((a - e) * 100.0).round() / 100.0),
+            _ => None,
+        };
         Prediction {
             bucket_end,
             failure_prob,
             rul_h: champ(|s| s.rul_h),
             health: failure_prob.map(|p| ((1.0 - p) * 1000.0).round() / 10.0),
             alert: matches!((failure_prob, threshold), (Some(p), Some(t)) if p >= t),
+            energy_expected_kw: expected,
+            energy_actual_kw: actual,
+            energy_deviation_kw: deviation,
+            energy_waste: matches!((deviation, tolerance), (Some(d), Some(t)) if d > t),
             scores,
         }
     }

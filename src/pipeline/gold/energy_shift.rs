@@ -1,7 +1,10 @@
 //! `gold.energy_shift`: energy per machine and shift from the `power`
 //! signal (sample-and-hold integration, gaps integrate nothing), the part of
-//! it spent while not RUNNING (backward as-of join with the states), and
-//! kWh per good part.
+//! it spent while not RUNNING (backward as-of join with the states), kWh
+//! per good part, and what the energy baseline model expected: the
+//! expected kWh of the shift and the kWh wasted (buckets whose power was
+//! over the expected by more than the model's tolerance, as the twins
+//! scored them into `gold.predictions`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,7 +12,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use deltalake::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 
-use super::inputs::{plant_data, plant_oee, signal_readings, us, ShiftInputs};
+use super::inputs::EnergyScore;
+use super::inputs::{energy_scores, plant_data, plant_oee, signal_readings, us, ShiftInputs};
 use super::{GoldContext, GoldError, GoldJob};
 use crate::lake::Table;
 use crate::pipeline::oee;
@@ -32,7 +36,11 @@ impl GoldJob for EnergyShift {
         Table::GoldEnergyShift
     }
     fn sources(&self) -> &'static [Table] {
-        &[Table::SilverAssetEvents, Table::SilverReadings]
+        &[
+            Table::SilverAssetEvents,
+            Table::SilverReadings,
+            Table::GoldPredictions,
+        ]
     }
     fn replace_key(&self) -> Option<&'static str> {
         Some("shift_start")
@@ -47,6 +55,43 @@ impl GoldJob for EnergyShift {
     }
 }
 
+/// Expected and wasted kWh of `asset`'s shift starting at `start`, from
+/// its energy baseline scores (`None` when the model scored no bucket of it).
+fn expected_in(
+    scores: &HashMap<String, Vec<EnergyScore>>,
+    model: &crate::assets::AssetModel,
+    asset: &str,
+    cal: &impl ShiftCalendar,
+    start: i64,
+) -> (Option<f64>, Option<f64>) {
+    let (Some(v), Some(set)) = (
+        scores.get(asset),
+        model.asset(asset).and_then(|a| a.twin.features.clone()),
+    ) else {
+        return (None, None);
+    };
+    // kWh like the integration above: kW x timestamp hours of a bucket.
+    let h = set.bucket_ms as f64 / 3_600_000.0;
+    let (mut e, mut w, mut any) = (0.0, 0.0, false);
+    // A bucket belongs to the shift its first instant falls in.
+    for s in v
+        .iter()
+        .filter(|s| cal.shift_at(s.ts - set.bucket_ms).0 == start)
+    {
+        any = true;
+        e += s.expected_kw * h;
+        let over = s.actual_kw - s.expected_kw;
+        if over > s.tolerance_kw {
+            w += over * h;
+        }
+    }
+    if any {
+        (Some(e), Some(w))
+    } else {
+        (None, None)
+    }
+}
+
 /// `gold.energy_shift` rows for shifts starting at or after `from`.
 async fn energy_shift(
     cx: &GoldContext<'_>,
@@ -56,10 +101,12 @@ async fn energy_shift(
     let model = cx.model;
     let inp = ShiftInputs::read(cx, from, now_ms).await?;
     let power = signal_readings(cx, POWER_SIGNAL, from).await?;
+    let scores = energy_scores(cx, from).await?;
     let (mut plant_c, mut line_c, mut asset_c, mut start_c, mut end_c, mut shift_c) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let (mut kwh_c, mut idle_c, mut good_c, mut per_c, mut n_c) =
         (vec![], vec![], vec![], vec![], vec![]);
+    let (mut exp_c, mut waste_c) = (vec![], vec![]);
     for plant in &model.plants {
         let cal = plant.shift_calendar();
         let d = plant_data(&inp, model, plant.id.as_str());
@@ -127,6 +174,9 @@ async fn energy_shift(
                     .asset(&name)
                     .map_or(String::new(), |a| a.line.as_str().to_string()),
             );
+            let (e, w) = expected_in(&scores, model, &name, &cal, start);
+            exp_c.push(e);
+            waste_c.push(w);
             asset_c.push(name);
             start_c.push(start);
             end_c.push(end);
@@ -152,6 +202,8 @@ async fn energy_shift(
         Arc::new(Float64Array::from(per_c)),
         Arc::new(Int64Array::from(n_c)),
         Arc::new(us(&vec![now_ms; n])),
+        Arc::new(Float64Array::from(exp_c)),
+        Arc::new(Float64Array::from(waste_c)),
     ];
     Ok(RecordBatch::try_new(
         Table::GoldEnergyShift.arrow_schema(),

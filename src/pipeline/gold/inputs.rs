@@ -192,6 +192,71 @@ pub async fn readings_of(
     since(cx, Table::SilverReadings, filter, "signal", from).await
 }
 
+/// One energy baseline score: the bucket ending at `ts`.
+#[derive(Debug, Clone, Copy)]
+pub struct EnergyScore {
+    pub ts: i64,
+    pub expected_kw: f64,
+    pub actual_kw: f64,
+    /// kW over expected before the bucket counts as waste.
+    pub tolerance_kw: f64,
+}
+
+/// The champion energy baselines' scores per machine since `from`
+/// (`gold.predictions`, written by the twins), in time order.
+pub async fn energy_scores(
+    cx: &GoldContext<'_>,
+    from: Option<i64>,
+) -> Result<HashMap<String, Vec<EnergyScore>>, GoldError> {
+    let t = Table::GoldPredictions;
+    let mut filter = col("role")
+        .eq(lit("champion"))
+        .and(col("expected_kw").is_not_null())
+        .and(col("actual_kw").is_not_null());
+    if let Some(f) = from {
+        filter = filter
+            .and(col("ts").gt_eq(ts_lit(f)))
+            .and(col("date").gt_eq(date_lit(f)));
+    }
+    let df = frame(cx, t)
+        .await?
+        .filter(filter)
+        .and_then(|d| {
+            d.select(vec![
+                col("asset_id"),
+                col("ts"),
+                col("expected_kw"),
+                col("actual_kw"),
+                col("threshold"),
+            ])
+        })
+        .map_err(read_err(t))?;
+    let batches = df.collect().await.map_err(read_err(t))?;
+    let mut out: HashMap<String, Vec<EnergyScore>> = HashMap::new();
+    for b in &batches {
+        let a = string_column(b, 0)?;
+        let ts = b.column(1).as_primitive::<TimestampMicrosecondType>();
+        let f = |i: usize| b.column(i).as_primitive::<Float64Type>();
+        let (e, x, th) = (f(2), f(3), f(4));
+        for i in 0..b.num_rows() {
+            out.entry(a.value(i).to_string())
+                .or_default()
+                .push(EnergyScore {
+                    ts: ts.value(i) / 1000,
+                    expected_kw: e.value(i),
+                    actual_kw: x.value(i),
+                    tolerance_kw: if th.is_null(i) { 0.0 } else { th.value(i) },
+                });
+        }
+    }
+    for v in out.values_mut() {
+        v.sort_by_key(|s| s.ts);
+        // A bucket scored twice (a replay) counts once.
+        v.dedup_by_key(|s| s.ts);
+    }
+    Ok(out)
+}
+
 /// Alarms raised since `from`.
 pub async fn alarms_raised(cx: &GoldContext<'_>, from: Option<i64>) -> Result<Rows, GoldError> {
     let filter = col("kind").eq(lit("alarm_raised"));

@@ -472,6 +472,7 @@ pages.machine = async (main, r) => {
   const countersBox = el('div', { class: 'kpis' });
   const sourceBox = el('div');
   const predBox = el('div', { class: 'prediction' });
+  const monitorBox = el('div', { class: 'monitor small' });
   const rows = new Map();
   let chartSignal = r.params.get('signal') || (snap.signals[0] && snap.signals[0].name);
   let range = r.params.get('range') || '1h';
@@ -510,8 +511,13 @@ pages.machine = async (main, r) => {
       el('div', { class: 'kpis' },
         kpi(p.health === null || p.health === undefined ? '–' : fmt.num(p.health, 1), 'health (0..100)'),
         kpi(p.failure_prob === null || p.failure_prob === undefined ? '–' : fmt.pct(p.failure_prob), 'failure within ' + (fm && fm.horizon_h ? fmt.num(fm.horizon_h, 0) + ' h' : 'the horizon')),
-        kpi(p.rul_h === null || p.rul_h === undefined ? '–' : fmt.num(p.rul_h, 0) + ' h', 'remaining useful life')),
+        kpi(p.rul_h === null || p.rul_h === undefined ? '–' : fmt.num(p.rul_h, 0) + ' h', 'remaining useful life'),
+        p.energy_expected_kw === null || p.energy_expected_kw === undefined ? null
+          : kpi(fmt.num(p.energy_actual_kw, 1) + ' kW', 'drawn · expected ' + fmt.num(p.energy_expected_kw, 1) + ' kW (' + (p.energy_deviation_kw >= 0 ? '+' : '') + fmt.num(p.energy_deviation_kw, 1) + ')')),
     ];
+    if (p.energy_waste) {
+      kids.push(el('div', { class: 'q-STALE small', text: 'Energy waste: drawing ' + fmt.num(p.energy_deviation_kw, 1) + ' kW more than a machine in this state and at this load needs (auxiliaries left on, a leak?).' }));
+    }
     if (p.alert && fm) {
       kids.push(el('div', { class: 'q-BAD small', text: 'Failure predicted: probability ' + fmt.pct(fm.failure_prob) + ' over the threshold ' + fmt.pct(fm.threshold) + '.' }));
       if (fm.reasons && fm.reasons.length) {
@@ -520,6 +526,27 @@ pages.machine = async (main, r) => {
     }
     kids.push(el('div', { class: 'muted small', text: (p.scores || []).map((x) => x.model + ' v' + x.version + ' (' + x.role + ')').join(' · ') + ' · scored ' + fmt.ago(p.bucket_end) }));
     fill(predBox, ...kids);
+  }
+  // Model monitoring of this machine's failure model: drift of its inputs
+  // (the latest check) and how past predictions turned out.
+  async function loadMonitor() {
+    const name = snap.kind + '_failure';
+    const [d, q] = await Promise.all([maybe('/api/models/' + name + '/drift'), maybe('/api/models/' + name + '/quality')]);
+    const kids = [];
+    if (d && d.rows && d.rows.length) {
+      const mine = d.rows.filter((x) => x.scope === 'asset' && x.asset_id === snap.id);
+      const bad = mine.filter((x) => x.status === 'ALERT');
+      kids.push(el('div', { class: bad.length ? 'q-STALE' : 'muted', 'data-drift': String(bad.length) },
+        mine.length
+          ? (bad.length ? 'Input drift on this machine: ' + bad.slice(0, 3).map((x) => x.feature + ' (PSI ' + fmt.num(x.psi, 2) + ')').join(', ') + (bad.length > 3 ? ' and ' + (bad.length - 3) + ' more' : '') : 'No input drift on this machine')
+          : 'Drift not checked for this machine yet',
+        ' · checked ' + fmt.ago(Date.parse(d.checked))));
+    }
+    if (q && q.summary && q.summary.length) {
+      kids.push(el('div', { class: 'muted', 'data-quality': String(q.summary.length) }, 'Past predictions with known outcome (' + name + ', all machines): ' +
+        q.summary.map((x) => 'v' + x.version + ' ' + x.role + ' alert precision ' + (x.alert_precision === null ? '–' : fmt.pct(x.alert_precision)) + ', recall ' + (x.alert_recall === null ? '–' : fmt.pct(x.alert_recall)) + ' (' + x.failures + ' failures)').join(' · ')));
+    }
+    fill(monitorBox, ...kids);
   }
   function paintSignals(signals) {
     for (const sg of signals) {
@@ -640,7 +667,7 @@ pages.machine = async (main, r) => {
       el('div', {},
         el('div', { class: 'panel' }, el('h3', { text: 'Part counters' }), countersBox),
         el('div', { class: 'panel' }, el('h3', { text: 'Source' }), sourceBox),
-        el('div', { class: 'panel' }, el('h3', { text: 'Health and failure prediction' }), predBox))),
+        el('div', { class: 'panel' }, el('h3', { text: 'Health and failure prediction' }), predBox, monitorBox))),
     el('div', { class: 'panel' }, el('h3', { text: 'History' }),
       el('div', { class: 'toolbar no-print' }, rangeBtns, el('span', { class: 'muted small', text: 'custom:' }), fromIn, toIn,
         el('button', { text: 'show', onclick: () => { const a = Date.parse(fromIn.value); const z = Date.parse(toIn.value); if (a < z) { custom = [a, z]; range = ''; drawChart(); } } })),
@@ -652,7 +679,7 @@ pages.machine = async (main, r) => {
   paintHead(); paintCounters(); paintSource(); paintSignals(snap.signals); paintAlarms(); paintPrediction();
   performance.mark('ironlake:machine');
   // The chart first: the other panels' queries would share the query pool with it.
-  drawChart().finally(() => { loadTimeline(); loadRecent(); });
+  drawChart().finally(() => { loadTimeline(); loadRecent(); loadMonitor(); });
   live({ assets: snap.id }, {
     asset(ev) {
       const changed = ev.state !== snap.state;
@@ -665,7 +692,7 @@ pages.machine = async (main, r) => {
     values(ev) { snap.readings_total = ev.readings_total; snap.last_update = ev.last_update; paintSignals(ev.signals); },
     resync: reloadSnap,
   });
-  const slow = setInterval(() => { loadTimeline(); loadRecent(); }, 30000);
+  const slow = setInterval(() => { loadTimeline(); loadRecent(); loadMonitor(); }, 30000);
   // Source status and the models' scores (a feature bucket closes every 10 s in the demo).
   const pred = setInterval(() => { maybe('/api/assets/' + encodeURIComponent(snap.id)).then((s) => { if (s) { snap.source = s.source; snap.prediction = s.prediction; paintSource(); paintPrediction(); } }); }, 10000);
   onLeave(() => { clearInterval(slow); clearInterval(pred); if (chart) chart.destroy(); });
