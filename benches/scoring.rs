@@ -1,7 +1,7 @@
 //! Model scoring cost: the shipped champions (`models/registry`) scoring
 //! feature rows in batch (`POST /api/models/{name}/predict`, a matrix at a
 //! time, parallel over row chunks) and one row at a time as a twin does
-//! when a feature bucket closes (champion failure + RUL, with the
+//! when a feature bucket closes (champion failure, RUL and energy, with the
 //! explanation a failure model adds when it alerts).
 //!
 //! `cargo bench --bench scoring`
@@ -39,7 +39,7 @@ fn batch(c: &mut Criterion) {
     let mut g = c.benchmark_group("batch_scoring");
     g.sample_size(10);
     g.throughput(Throughput::Elements(ROWS as u64));
-    for name in ["cnc_mill_failure", "cnc_mill_rul"] {
+    for name in ["cnc_mill_failure", "cnc_mill_rul", "cnc_mill_energy"] {
         let v = reg.resolve(name, "champion").unwrap();
         let m = reg.load(name, v).unwrap();
         let x = rows(&m.impute, ROWS);
@@ -47,8 +47,34 @@ fn batch(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new(m.algorithm.name(), name), &x, |b, x| {
             b.iter(|| m.score_matrix(x, &mut out))
         });
+        // The same forest walked one row at a time per tree (how batches
+        // were scored before the lockstep packing), for the ratio.
+        if let ironlake::ml::model::Algorithm::Forest(f) = &m.algorithm {
+            let k = m.features.len();
+            g.bench_with_input(BenchmarkId::new("row_walk", name), &x, |b, x| {
+                b.iter(|| row_walk(f, x, k, &mut out))
+            });
+        }
     }
     g.finish();
+}
+
+/// Tree-major over chunks of 4096 rows, each row walking the tree with
+/// branches (the previous batch path), parallel like the current one.
+fn row_walk(f: &ironlake::ml::forest::Forest, x: &[f64], k: usize, out: &mut [f64]) {
+    use rayon::prelude::*;
+    out.par_chunks_mut(4096)
+        .zip(x.par_chunks(4096 * k))
+        .for_each(|(o, xs)| {
+            o.fill(0.0);
+            for t in &f.trees {
+                for (r, slot) in o.iter_mut().enumerate() {
+                    *slot += t.leaf(&xs[r * k..(r + 1) * k]);
+                }
+            }
+            let n = f.trees.len() as f64;
+            o.iter_mut().for_each(|v| *v /= n);
+        });
 }
 
 fn live(c: &mut Criterion) {
@@ -77,7 +103,7 @@ fn live(c: &mut Criterion) {
             values,
         };
         let n = champions.score(&set, &row).len();
-        assert_eq!(n, 2, "failure and RUL champions");
+        assert_eq!(n, 3, "failure, RUL and energy champions");
         g.bench_function(what, |b| b.iter(|| champions.score(&set, &row)));
     }
     g.finish();

@@ -99,9 +99,11 @@ try {
   // The shipped champion's prediction (a feature row closes every 10 s).
   await page.waitForFunction(() => {
     const k = document.querySelectorAll('.prediction .kpi .v');
-    return k.length === 3 && k[0].textContent !== '–' && k[2].textContent.endsWith(' h');
+    return k.length === 4 && k[0].textContent !== '–' && k[2].textContent.endsWith(' h') && k[3].textContent.endsWith(' kW');
   }, null, { timeout: 30000 });
-  check((await page.textContent('.prediction')).includes('cnc_mill_failure v1 (champion)'), 'the machine page names the serving model');
+  const predText = await page.textContent('.prediction');
+  check(predText.includes('cnc_mill_failure v1 (champion)'), 'the machine page names the serving model');
+  check(predText.includes('cnc_mill_energy v1 (champion)') && predText.includes('expected'), 'the machine page shows the energy baseline\'s expected power');
   await page.waitForTimeout(500);
   await shot('machine');
   log('chart ok', timings.chart_15m_ms, 'ms');
