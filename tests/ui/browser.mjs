@@ -104,6 +104,8 @@ try {
   const predText = await page.textContent('.prediction');
   check(predText.includes('cnc_mill_failure v1 (champion)'), 'the machine page names the serving model');
   check(predText.includes('cnc_mill_energy v1 (champion)') && predText.includes('expected'), 'the machine page shows the energy baseline\'s expected power');
+  // Model monitoring under the prediction: the drift check and past quality (none yet in a fresh demo).
+  await page.waitForFunction(() => ((document.querySelector('.monitor') || {}).textContent || '').includes('drift'), null, { timeout: 30000 });
   await page.waitForTimeout(500);
   await shot('machine');
   log('chart ok', timings.chart_15m_ms, 'ms');

@@ -529,10 +529,16 @@ pages.machine = async (main, r) => {
   }
   // Model monitoring of this machine's failure model: drift of its inputs
   // (the latest check) and how past predictions turned out.
+  let monitorLoaded = false;
   async function loadMonitor() {
     const name = snap.kind + '_failure';
+    // Only a machine a failure model serves has anything to show (and asking
+    // for a model that does not exist would be a 404).
+    if (!(snap.prediction && (snap.prediction.scores || []).some((x) => x.model === name))) return;
     const [d, q] = await Promise.all([maybe('/api/models/' + name + '/drift'), maybe('/api/models/' + name + '/quality')]);
+    monitorLoaded = true;
     const kids = [];
+    if (d && d.rows && !d.rows.length) kids.push(el('div', { class: 'muted' }, 'No drift check of ' + name + ' yet (one runs every models.drift_interval_s).'));
     if (d && d.rows && d.rows.length) {
       const mine = d.rows.filter((x) => x.scope === 'asset' && x.asset_id === snap.id);
       const bad = mine.filter((x) => x.status === 'ALERT');
@@ -542,6 +548,7 @@ pages.machine = async (main, r) => {
           : 'Drift not checked for this machine yet',
         ' · checked ' + fmt.ago(Date.parse(d.checked))));
     }
+    if (q && q.summary && !q.summary.length) kids.push(el('div', { class: 'muted' }, 'No past prediction of ' + name + ' with a known outcome yet.'));
     if (q && q.summary && q.summary.length) {
       kids.push(el('div', { class: 'muted', 'data-quality': String(q.summary.length) }, 'Past predictions with known outcome (' + name + ', all machines): ' +
         q.summary.map((x) => 'v' + x.version + ' ' + x.role + ' alert precision ' + (x.alert_precision === null ? '–' : fmt.pct(x.alert_precision)) + ', recall ' + (x.alert_recall === null ? '–' : fmt.pct(x.alert_recall)) + ' (' + x.failures + ' failures)').join(' · ')));
@@ -694,7 +701,7 @@ pages.machine = async (main, r) => {
   });
   const slow = setInterval(() => { loadTimeline(); loadRecent(); loadMonitor(); }, 30000);
   // Source status and the models' scores (a feature bucket closes every 10 s in the demo).
-  const pred = setInterval(() => { maybe('/api/assets/' + encodeURIComponent(snap.id)).then((s) => { if (s) { snap.source = s.source; snap.prediction = s.prediction; paintSource(); paintPrediction(); } }); }, 10000);
+  const pred = setInterval(() => { maybe('/api/assets/' + encodeURIComponent(snap.id)).then((s) => { if (s) { snap.source = s.source; snap.prediction = s.prediction; paintSource(); paintPrediction(); if (!monitorLoaded) loadMonitor(); } }); }, 10000);
   onLeave(() => { clearInterval(slow); clearInterval(pred); if (chart) chart.destroy(); });
 };
 
