@@ -80,6 +80,102 @@ fn bench_twin() -> Result<TwinType> {
     Ok(TwinType::from_toml(&t, "bench10")?)
 }
 
+/// The bench twin type's feature set (`--models`): window statistics of
+/// four signals over a minute, slopes over five, one 10 s bucket.
+fn bench_features() -> String {
+    let mut t = String::from("twin_type = \"bench10\"\nversion = 1\nbucket_s = 10\n");
+    for s in 1..=4 {
+        for (stat, w) in [("mean", 60), ("std", 60), ("max", 60), ("slope", 300)] {
+            t += &format!(
+                "[[features]]\nname = \"s{s}_{stat}\"\nstat = \"{stat}\"\nsignal = \"s{s}\"\nwindow_s = {w}\n"
+            );
+        }
+    }
+    t
+}
+
+/// A registry at `root` with champions for `bench10` (`--models`): a
+/// logistic failure model and a random forest RUL model (48 trees, depth 9)
+/// fit to synthetic rows of the feature set.
+fn bench_registry(root: &std::path::Path, set: &crate::assets::features::FeatureSet) -> Result<()> {
+    use crate::ml::dataset::Dataset;
+    use crate::ml::model::{Algorithm, Model, Task};
+    use crate::ml::train::{train, TrainParams};
+    use rand::{Rng, SeedableRng};
+    let names: Vec<String> = set.names().iter().map(|s| s.to_string()).collect();
+    let k = names.len();
+    let n = 20_000;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let x: Vec<f64> = (0..n * k)
+        .map(|_| rng.random_range(-500.0..500.0))
+        .collect();
+    // A label no straight line follows (so the forest is the one kept).
+    let y: Vec<f64> = (0..n)
+        .map(|r| {
+            let (a, b) = (x[r * k], x[r * k + 5]);
+            (if a > 0.0 { 100.0 } else { 10.0 })
+                + if b > 200.0 { 50.0 } else { 0.0 }
+                + (a * b / 1e4).sin() * 20.0
+        })
+        .collect();
+    let ds = Dataset {
+        features: names.clone(),
+        x,
+        y,
+        group: vec![0; n],
+        groups: vec!["m0".into()],
+        t: (0..n as i64).map(|i| i * 10_000).collect(),
+        failures: vec![Vec::new()],
+        unplanned: vec![Vec::new()],
+        sources: Vec::new(),
+        ms_per_hour: 3_600_000.0,
+    };
+    let params = TrainParams {
+        task: Task::Regression,
+        trees: 48,
+        max_depth: 9,
+        ..Default::default()
+    };
+    let (mut rul, run) = train(
+        &ds,
+        "bench10_rul",
+        &params,
+        &indicatif::ProgressBar::hidden(),
+    )?;
+    anyhow::ensure!(
+        matches!(rul.algorithm, Algorithm::Forest(_)),
+        "the synthetic RUL model should be a forest"
+    );
+    rul.twin_type = Some("bench10".into());
+    rul.features_version = Some(set.version);
+    rul.target = "rul_h".into();
+    let failure = Model {
+        name: "bench10_failure".into(),
+        task: Task::Classification,
+        target: "failure_within_24h".into(),
+        algorithm: Algorithm::Logistic {
+            mean: vec![0.0; k],
+            std: vec![300.0; k],
+            coef: (0..k).map(|i| ((i % 5) as f64 - 2.0) * 0.3).collect(),
+            intercept: -4.0,
+        },
+        threshold: Some(0.9),
+        horizon_h: Some(24.0),
+        ..rul.clone()
+    };
+    let reg = crate::ml::registry::Registry::open(root);
+    for m in [&failure, &rul] {
+        let run = crate::ml::train::Run {
+            model: m.name.clone(),
+            ..run.clone()
+        };
+        let v = reg.register(m, &run, &crate::ml::card(m, &run))?;
+        reg.set_alias(&m.name, "champion", v)?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
 fn bench_config(
     machines: usize,
     lake: &str,
@@ -87,6 +183,7 @@ fn bench_config(
     broker: Option<(String, u16)>,
     connections: usize,
     wildcard: bool,
+    models: bool,
 ) -> Result<Config> {
     let mut plant = String::from("[plant]\nid = \"bench\"\n[[areas]]\nid = \"a\"\n");
     let lines = machines.div_ceil(100);
@@ -101,7 +198,16 @@ fn bench_config(
     }
     let pf: PlantFile = parse_toml(&plant, "bench-plant")?;
     let mut twins = HashMap::new();
-    twins.insert("bench10".to_string(), Arc::new(bench_twin()?));
+    let mut twin = bench_twin()?;
+    if models {
+        let def: crate::config::features::FeatureSetDef =
+            parse_toml(&bench_features(), "bench10 features")?;
+        let mut m = HashMap::from([("bench10".to_string(), twin)]);
+        crate::assets::features::attach(&mut m, vec![("bench10 features".into(), def)])?;
+        twin = m.remove("bench10").context("bench twin type")?;
+    }
+    let set = twin.features.clone();
+    twins.insert("bench10".to_string(), Arc::new(twin));
     // Defaults from config/ironlake.toml; larger commits and queues for load.
     let mut platform = PlatformFile::embedded_default()?;
     platform.plants.clear();
@@ -109,6 +215,13 @@ fn bench_config(
     platform.lake.root = lake.into();
     platform.lake.flush_rows = 262_144;
     platform.ingest.queue = 8192;
+    platform.models.serve = models;
+    platform.models.drift_interval_s = 0;
+    if let Some(set) = set.filter(|_| models) {
+        let root = std::path::Path::new(lake).join("registry");
+        bench_registry(&root, &set)?;
+        platform.models.registry = root.display().to_string();
+    }
     let mut mqtt = MqttConfig::from_platform(&platform)?;
     mqtt.port = mqtt_port;
     mqtt.client_id = format!("ironlake-bench-{mqtt_port}");
@@ -372,6 +485,13 @@ pub struct IngestOpts {
     /// acknowledged p99 and max (where stalls come from).
     #[arg(long)]
     pub timeline: bool,
+    /// Every machine also computes a feature set (16 features, a 10 s
+    /// bucket) and is scored at each bucket by two champions: a logistic
+    /// failure model and a 48-tree random forest RUL model, fit on the spot
+    /// to synthetic rows (their cost, not their meaning), as the shipped
+    /// champions score the mills.
+    #[arg(long)]
+    pub models: bool,
 }
 
 async fn ingest(o: IngestOpts) -> Result<()> {
@@ -386,6 +506,7 @@ async fn ingest(o: IngestOpts) -> Result<()> {
         wildcard,
         burst,
         timeline,
+        models,
     } = o;
     let tmp = tempdir_for(lakehouse)?;
     let external = match &broker {
@@ -403,6 +524,7 @@ async fn ingest(o: IngestOpts) -> Result<()> {
         external.clone(),
         connections,
         wildcard,
+        models,
     )?;
     let (pub_host, pub_port) = external.unwrap_or(("127.0.0.1".into(), port));
     let probes = Probes {
@@ -557,7 +679,32 @@ async fn ingest(o: IngestOpts) -> Result<()> {
         )
     );
     println!("  health: {:?}", platform.ingest.status());
+    let lake = platform.lake.clone();
     platform.stop().await;
+    if models {
+        let sql = crate::query::SqlEngine::new(lake);
+        let r = sql
+            .query(
+                "SELECT count(*) AS n, count(DISTINCT asset_id) AS machines FROM gold.predictions",
+            )
+            .await?;
+        let b = r.batches.first().context("no answer")?;
+        let n = crate::lake::read::scalar_i64(&r.batches).unwrap_or(0);
+        println!(
+            "  models:           {n} scores in gold.predictions ({:.0}/s) of {} machines",
+            n as f64 / elapsed,
+            deltalake::arrow::compute::cast(
+                b.column(1),
+                &deltalake::arrow::datatypes::DataType::Int64
+            )
+            .ok()
+            .and_then(|c| c
+                .as_any()
+                .downcast_ref::<deltalake::arrow::array::Int64Array>()
+                .map(|a| a.value(0)))
+            .unwrap_or(0)
+        );
+    }
     Ok(())
 }
 
@@ -565,7 +712,7 @@ async fn scale(machines: usize, seconds: u64, lakehouse: Option<String>) -> Resu
     let tmp = tempdir_for(lakehouse)?;
     let port = free_port()?;
     let base = rss_bytes().unwrap_or(0);
-    let cfg = bench_config(machines, &tmp.path, port, None, 1, true)?;
+    let cfg = bench_config(machines, &tmp.path, port, None, 1, true, false)?;
     let platform = Platform::start(cfg, Probes::default())
         .await
         .context("starting the platform")?;
