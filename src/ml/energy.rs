@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::dataset::{numbers, strings, Dataset};
 use super::model::Model;
-use super::train::{matrix, split, LinearBaseline, Run, Scored, TrainParams};
+use super::train::{matrix, median, split, LinearBaseline, Run, Scored, TrainParams};
 use super::MlError;
 use crate::lake::{Lakehouse, TableName};
 use crate::query::SqlEngine;
@@ -19,15 +19,6 @@ use crate::query::SqlEngine;
 /// residuals (1.4826 x median absolute deviation: waste episodes, which
 /// are rare, do not widen it).
 const SIGMAS: f64 = 3.0;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// Robust tolerance of residuals `y - pred`.
 pub fn tolerance(pred: &[f64], y: &[f64]) -> f64 {

@@ -72,28 +72,26 @@ impl Algorithm {
                 std,
                 coef,
                 intercept,
-            } => {
-                let mut z = *intercept;
-                for i in 0..coef.len() {
-                    z += coef[i] * (x[i] - mean[i]) / std[i];
-                }
-                1.0 / (1.0 + (-z).exp())
-            }
+            } => 1.0 / (1.0 + (-linear(mean, std, coef, *intercept, x)).exp()),
             Algorithm::Linear {
                 mean,
                 std,
                 coef,
                 intercept,
-            } => {
-                let mut z = *intercept;
-                for i in 0..coef.len() {
-                    z += coef[i] * (x[i] - mean[i]) / std[i];
-                }
-                z
-            }
+            } => linear(mean, std, coef, *intercept, x),
             Algorithm::Constant { value } => *value,
         }
     }
+}
+
+/// `intercept + sum coef * (x - mean) / std` (logistic and linear models).
+#[inline]
+fn linear(mean: &[f64], std: &[f64], coef: &[f64], intercept: f64, x: &[f64]) -> f64 {
+    let mut z = intercept;
+    for i in 0..coef.len() {
+        z += coef[i] * (x[i] - mean[i]) / std[i];
+    }
+    z
 }
 
 /// A stored model.

@@ -116,7 +116,8 @@ pub fn split(ds: &Dataset, p: &TrainParams) -> Result<Split, MlError> {
     Ok(s)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// Median of the finite values (0 when there are none).
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.retain(|x| x.is_finite());
     if v.is_empty() {
         return 0.0;
@@ -668,6 +669,37 @@ impl LinearBaseline {
     }
 }
 
+/// The candidate with the best validation figure (`higher` is better, or
+/// lower), each one's figure logged and kept as `<what>_<algorithm>`.
+fn choose(
+    mut cands: Vec<(Algorithm, f64)>,
+    what: &str,
+    higher: bool,
+    metrics_out: &mut BTreeMap<String, f64>,
+) -> Algorithm {
+    let cmp =
+        |a: &(usize, &(Algorithm, f64)), b: &(usize, &(Algorithm, f64))| a.1 .1.total_cmp(&b.1 .1);
+    let it = cands.iter().enumerate();
+    let best = if higher {
+        it.max_by(cmp)
+    } else {
+        it.min_by(cmp)
+    }
+    .map(|(i, _)| i)
+    .unwrap_or(0);
+    for (i, (a, v)) in cands.iter().enumerate() {
+        tracing::info!(
+            candidate = a.name(),
+            figure = what,
+            value = v,
+            chosen = i == best,
+            "candidate"
+        );
+        metrics_out.insert(format!("{what}_{}", a.name()), *v);
+    }
+    cands.swap_remove(best).0
+}
+
 /// Train `name` on `ds`. `progress` counts trees.
 pub fn train(
     ds: &Dataset,
@@ -806,22 +838,7 @@ pub fn train(
             }
             Err(e) => tracing::warn!(error = %e, "logistic regression candidate left out"),
         }
-        let best = cands
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1 .1.total_cmp(&b.1 .1))
-            .map(|(i, _)| i)
-            .unwrap_or(0);
-        for (i, (a, pr)) in cands.iter().enumerate() {
-            tracing::info!(
-                candidate = a.name(),
-                validation_pr_auc = pr,
-                chosen = i == best,
-                "candidate"
-            );
-            metrics_out.insert(format!("validation_pr_auc_{}", a.name()), *pr);
-        }
-        model.algorithm = cands.swap_remove(best).0;
+        model.algorithm = choose(cands, "validation_pr_auc", true, &mut metrics_out);
         let sva = score(&model, &xva);
         let (th, va_alerts) = choose_threshold(ds, &sp.validation, &sva, p, (va_from, va_to), true);
         model.threshold = Some(th);
@@ -922,22 +939,7 @@ pub fn train(
             }
             Err(e) => tracing::warn!(error = %e, "linear regression candidate left out"),
         }
-        let best = cands
-            .iter()
-            .enumerate()
-            .min_by(|a, b| a.1 .1.total_cmp(&b.1 .1))
-            .map(|(i, _)| i)
-            .unwrap_or(0);
-        for (i, (a, mae)) in cands.iter().enumerate() {
-            tracing::info!(
-                candidate = a.name(),
-                validation_mae = mae,
-                chosen = i == best,
-                "candidate"
-            );
-            metrics_out.insert(format!("validation_mae_{}", a.name()), *mae);
-        }
-        model.algorithm = cands.swap_remove(best).0;
+        model.algorithm = choose(cands, "validation_mae", false, &mut metrics_out);
         let pva = score(&model, &xva);
         let pte = score(&model, &xte);
         let te = metrics::regression(&pte, &yte);
