@@ -10,6 +10,9 @@
 //! re-placed by binary search, so any order gives the same answer.
 
 use super::keys::NULL_KEY;
+use rayon::prelude::*;
+
+use super::order::RowOrder;
 use super::{same_len, TsError};
 
 /// Which right row matches a left row at time `t`.
@@ -41,14 +44,23 @@ impl std::str::FromStr for AsofDirection {
 pub const NO_MATCH: u32 = u32::MAX;
 
 /// The right side grouped by key, each group sorted by time.
-struct Groups {
+struct Right {
     offsets: Vec<usize>,
     ts: Vec<i64>,
     row: Vec<u32>,
 }
 
-impl Groups {
-    fn new(keys: &[u32], ts: &[i64], n_keys: usize) -> Groups {
+/// Where one key's left rows have got to in its right group: `lt` = first
+/// right row with ts >= the last left ts, `le` = first with ts > it.
+#[derive(Clone, Copy)]
+struct Cursor {
+    lt: usize,
+    le: usize,
+    last: i64,
+}
+
+impl Right {
+    fn new(keys: &[u32], ts: &[i64], n_keys: usize) -> Right {
         let mut offsets = vec![0usize; n_keys + 1];
         for &k in keys.iter().filter(|&&k| k != NULL_KEY) {
             offsets[k as usize + 1] += 1;
@@ -70,13 +82,70 @@ impl Groups {
             row[offsets[k]..offsets[k + 1]].sort_by_key(|&r| ts[r as usize]);
         }
         let ts = row.iter().map(|&r| ts[r as usize]).collect();
-        Groups { offsets, ts, row }
+        Right { offsets, ts, row }
+    }
+
+    fn cursor(&self, k: usize) -> Cursor {
+        Cursor {
+            lt: self.offsets[k],
+            le: self.offsets[k],
+            last: i64::MIN,
+        }
+    }
+
+    /// The match of a left row of key `k` at `t`; `c` is the key's cursor.
+    #[inline]
+    fn find(
+        &self,
+        k: usize,
+        c: &mut Cursor,
+        t: i64,
+        direction: AsofDirection,
+        tolerance_ms: Option<i64>,
+    ) -> u32 {
+        let (start, end) = (self.offsets[k], self.offsets[k + 1]);
+        if t < c.last {
+            let group = &self.ts[start..end];
+            c.lt = start + group.partition_point(|&x| x < t);
+            c.le = start + group.partition_point(|&x| x <= t);
+        } else {
+            let (mut a, mut b) = (c.lt, c.le.max(c.lt));
+            while a < end && self.ts[a] < t {
+                a += 1;
+            }
+            b = b.max(a);
+            while b < end && self.ts[b] <= t {
+                b += 1;
+            }
+            c.lt = a;
+            c.le = b;
+        }
+        c.last = t;
+        let back = (c.le > start).then(|| c.le - 1);
+        let fwd = (c.lt < end).then_some(c.lt);
+        let pick = match direction {
+            AsofDirection::Backward => back,
+            AsofDirection::Forward => fwd,
+            AsofDirection::Nearest => match (back, fwd) {
+                (Some(b), Some(f)) => Some(if t - self.ts[b] <= self.ts[f] - t {
+                    b
+                } else {
+                    f
+                }),
+                (b, f) => b.or(f),
+            },
+        };
+        let pick = pick.filter(|&p| tolerance_ms.is_none_or(|tol| (t - self.ts[p]).abs() <= tol));
+        pick.map_or(NO_MATCH, |p| self.row[p])
     }
 }
 
 /// For each left row, the index of its matching right row, or [`NO_MATCH`].
 /// Keys must come from one [`super::KeyInterner`] (codes `< n_keys`).
-/// `tolerance_ms` bounds `|left ts - right ts|`.
+/// `tolerance_ms` bounds `|left ts - right ts|`. The left rows are walked in
+/// arrival order when they come in time order from a few keys, otherwise
+/// split into key ranges ([`RowOrder::parallel`]) and matched on all worker
+/// threads.
 pub fn asof_join(
     left_keys: &[u32],
     left_ts: &[i64],
@@ -91,50 +160,44 @@ pub fn asof_join(
     if tolerance_ms.is_some_and(|t| t < 0) {
         return Err(TsError::Param("as-of tolerance must be >= 0".into()));
     }
-    let g = Groups::new(right_keys, right_ts, n_keys);
-    // Per key: cursors as absolute positions in `g`, and the last left ts.
-    let mut lt: Vec<usize> = g.offsets[..n_keys].to_vec();
-    let mut le: Vec<usize> = lt.clone();
-    let mut last = vec![i64::MIN; n_keys];
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let k = left_keys[i];
-        if k == NULL_KEY {
-            out.push(NO_MATCH);
-            continue;
+    if let Some(&k) = left_keys
+        .iter()
+        .chain(right_keys)
+        .find(|&&k| k != NULL_KEY && k as usize >= n_keys)
+    {
+        return Err(TsError::Param(format!("key code {k} >= {n_keys} keys")));
+    }
+    let right = Right::new(right_keys, right_ts, n_keys);
+    let mut out = vec![NO_MATCH; n];
+    let order = RowOrder::parallel(left_keys, n_keys, left_ts);
+    match order.partitions() {
+        None => {
+            let mut cur: Vec<Cursor> = (0..n_keys).map(|k| right.cursor(k)).collect();
+            order.for_each(|i| {
+                let k = left_keys[i];
+                if k != NULL_KEY {
+                    let k = k as usize;
+                    out[i] = right.find(k, &mut cur[k], left_ts[i], direction, tolerance_ms);
+                }
+            });
         }
-        let k = k as usize;
-        let t = left_ts[i];
-        let (start, end) = (g.offsets[k], g.offsets[k + 1]);
-        let group = &g.ts[start..end];
-        if t < last[k] {
-            lt[k] = start + group.partition_point(|&x| x < t);
-            le[k] = start + group.partition_point(|&x| x <= t);
-        } else {
-            let (mut a, mut b) = (lt[k], le[k].max(lt[k]));
-            while a < end && g.ts[a] < t {
-                a += 1;
-            }
-            b = b.max(a);
-            while b < end && g.ts[b] <= t {
-                b += 1;
-            }
-            lt[k] = a;
-            le[k] = b;
+        Some(p) => {
+            let parts: Vec<Vec<u32>> = p
+                .parts
+                .par_iter()
+                .map(|part| {
+                    let mut m = vec![NO_MATCH; part.len()];
+                    let mut cur: Vec<Cursor> = part.keys.clone().map(|k| right.cursor(k)).collect();
+                    part.walk(|j| {
+                        let k = part.key[j] as usize;
+                        let c = &mut cur[k - part.keys.start];
+                        m[j] = right.find(k, c, part.ts[j], direction, tolerance_ms);
+                    });
+                    m
+                })
+                .collect();
+            out = p.merge(left_keys, &parts, NO_MATCH);
         }
-        last[k] = t;
-        let back = (le[k] > start).then(|| le[k] - 1);
-        let fwd = (lt[k] < end).then_some(lt[k]);
-        let pick = match direction {
-            AsofDirection::Backward => back,
-            AsofDirection::Forward => fwd,
-            AsofDirection::Nearest => match (back, fwd) {
-                (Some(b), Some(f)) => Some(if t - g.ts[b] <= g.ts[f] - t { b } else { f }),
-                (b, f) => b.or(f),
-            },
-        };
-        let pick = pick.filter(|&p| tolerance_ms.is_none_or(|tol| (t - g.ts[p]).abs() <= tol));
-        out.push(pick.map_or(NO_MATCH, |p| g.row[p]));
     }
     Ok(out)
 }
@@ -216,6 +279,12 @@ mod tests {
         ) {
             let got = asof_join(&lk, &lt, &rk, &rt, 3, dir, tol).unwrap();
             prop_assert_eq!(got, asof_reference(&lk, &lt, &rk, &rt, dir, tol));
+            // The same rows in time order are walked as they come.
+            let mut by_ts: Vec<usize> = (0..lk.len()).collect();
+            by_ts.sort_by_key(|&i| lt[i]);
+            let (sk, st): (Vec<u32>, Vec<i64>) = by_ts.iter().map(|&i| (lk[i], lt[i])).unzip();
+            let got = asof_join(&sk, &st, &rk, &rt, 3, dir, tol).unwrap();
+            prop_assert_eq!(got, asof_reference(&sk, &st, &rk, &rt, dir, tol));
         }
     }
 }

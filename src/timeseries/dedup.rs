@@ -12,6 +12,9 @@
 use foldhash::{HashSet, HashSetExt};
 
 use super::keys::NULL_KEY;
+use rayon::prelude::*;
+
+use super::order::Partitions;
 use super::{same_len, TsError};
 
 /// Indices of the rows to keep, ascending: the first row of every
@@ -52,6 +55,11 @@ pub fn dedup_first(
     if late.is_empty() {
         return Ok(out);
     }
+    if late.len() > n / 16 {
+        // Far from time order (a shuffled delivery): group the rows by key
+        // and time instead of checking each late row on its own.
+        return Ok(dedup_grouped(keys, ts, n_keys, keep));
+    }
     let mut kept_late: HashSet<(u32, i64)> = HashSet::with_capacity(late.len());
     let mut keep_late = Vec::new();
     for &i in &late {
@@ -76,6 +84,42 @@ pub fn dedup_first(
         }
     }
     Ok(merged)
+}
+
+/// [`dedup_first`] by key ranges ([`Partitions`]): each key's rows
+/// visited in time order (stable, so the first arrival of a timestamp comes
+/// first), the first of each run of equal timestamps kept; ranges on all
+/// worker threads.
+fn dedup_grouped(keys: &[u32], ts: &[i64], n_keys: usize, keep: Option<&[bool]>) -> Vec<u32> {
+    let n = keys.len();
+    let first: Vec<bool> = {
+        let p = Partitions::new(keys, n_keys, ts);
+        {
+            let kept = keep.map(|m| p.split(keys, m));
+            let parts: Vec<Vec<bool>> = p
+                .parts
+                .par_iter()
+                .enumerate()
+                .map(|(pi, part)| {
+                    let mut first = vec![false; part.len()];
+                    let mut prev: Vec<Option<i64>> = vec![None; part.keys.len()];
+                    part.walk(|j| {
+                        let pr = &mut prev[part.local(part.key[j])];
+                        if kept.as_ref().is_none_or(|m| m[pi][j]) && *pr != Some(part.ts[j]) {
+                            *pr = Some(part.ts[j]);
+                            first[j] = true;
+                        }
+                    });
+                    first
+                })
+                .collect();
+            p.merge(keys, &parts, false)
+        }
+    };
+    (0..n)
+        .filter(|&i| first[i] || (keys[i] == NULL_KEY && keep.is_none_or(|m| m[i])))
+        .map(|i| i as u32)
+        .collect()
 }
 
 #[cfg(test)]
@@ -110,6 +154,7 @@ mod tests {
             let ts: Vec<i64> = rows.iter().map(|r| r.1).collect();
             let keep: Vec<bool> = rows.iter().map(|r| r.2).collect();
             prop_assert_eq!(dedup_first(&keys, &ts, 4, Some(&keep)).unwrap(), reference(&keys, &ts, &keep));
+            prop_assert_eq!(dedup_grouped(&keys, &ts, 4, Some(&keep)), reference(&keys, &ts, &keep));
         }
     }
 }

@@ -21,7 +21,9 @@ use deltalake::arrow::array::{Array, Float64Array, UInt32Array};
 use deltalake::arrow::buffer::NullBuffer;
 
 use super::keys::NULL_KEY;
-use super::order::RowOrder;
+use rayon::prelude::*;
+
+use super::order::{Partitions, RowOrder};
 use super::{same_len, TsError};
 
 /// The extent of a rolling window, ending at (and including) the current row.
@@ -251,7 +253,8 @@ impl KeyWindow {
 
 /// Rolling statistics of `values` per key. `ts` is needed for time frames
 /// and for ordering; `order` must visit each key's rows in time order
-/// (see [`RowOrder::for_rows`]).
+/// (see [`RowOrder::for_rows`]). Partitioned rows ([`RowOrder::parallel`])
+/// are computed on all worker threads, one key range at a time.
 pub fn rolling(
     keys: &[u32],
     ts: &[i64],
@@ -272,80 +275,206 @@ pub fn rolling(
         }
         _ => {}
     }
-    let min_periods = spec.min_periods.max(1);
-    let mut state: Vec<KeyWindow> = (0..n_keys).map(|_| KeyWindow::default()).collect();
-    let (mut count, mut count_ok) = (
-        vec![0u32; if stats.count { n } else { 0 }],
-        vec![false; if stats.count { n } else { 0 }],
-    );
-    let mut sum = Col::new(stats.sum, n);
-    let mut mean = Col::new(stats.mean, n);
-    let mut std = Col::new(stats.std, n);
-    let mut min = Col::new(stats.min, n);
-    let mut max = Col::new(stats.max, n);
-    let vals = values.values();
-    let nulls = values.nulls();
-    let minmax = (stats.min, stats.max);
-    order.for_each(|i| {
-        let k = keys[i];
-        if k == NULL_KEY {
-            return;
+    let step = |ts, vals, valid| Step {
+        ts,
+        vals,
+        valid,
+        frame: spec.frame,
+        minmax: (stats.min, stats.max),
+        min_periods: spec.min_periods.max(1),
+    };
+    let Some(p) = order.partitions() else {
+        let mut out = Outs::new(stats, n);
+        let step = step(ts, values.values(), Valid::from(values.nulls()));
+        let mut state: Vec<KeyWindow> = (0..n_keys).map(|_| KeyWindow::default()).collect();
+        order.for_each(|i| {
+            let k = keys[i];
+            if k != NULL_KEY {
+                step.row(&mut state[k as usize], i, &mut out);
+            }
+        });
+        return Ok(out.finish());
+    };
+    let vals = p.split(keys, values.values());
+    let valid = values
+        .nulls()
+        .map(|nb| p.split(keys, &nb.iter().collect::<Vec<bool>>()));
+    let parts: Vec<Outs> = p
+        .parts
+        .par_iter()
+        .enumerate()
+        .map(|(pi, part)| {
+            let mut out = Outs::new(stats, part.len());
+            let ok = valid.as_ref().map_or(Valid::All, |v| Valid::Bools(&v[pi]));
+            let step = step(&part.ts, &vals[pi], ok);
+            let mut state: Vec<KeyWindow> =
+                (0..part.keys.len()).map(|_| KeyWindow::default()).collect();
+            part.walk(|j| step.row(&mut state[part.local(part.key[j])], j, &mut out));
+            out
+        })
+        .collect();
+    Ok(Outs::merge(stats, p, keys, parts).finish())
+}
+
+/// The statistics being computed, one value per row.
+struct Outs {
+    count: Vec<u32>,
+    count_ok: Vec<bool>,
+    sum: Col,
+    mean: Col,
+    std: Col,
+    min: Col,
+    max: Col,
+}
+
+impl Outs {
+    fn new(stats: RollingStats, n: usize) -> Outs {
+        let c = if stats.count { n } else { 0 };
+        Outs {
+            count: vec![0; c],
+            count_ok: vec![false; c],
+            sum: Col::new(stats.sum, n),
+            mean: Col::new(stats.mean, n),
+            std: Col::new(stats.std, n),
+            min: Col::new(stats.min, n),
+            max: Col::new(stats.max, n),
         }
-        let w = &mut state[k as usize];
-        let valid = nulls.is_none_or(|b| b.is_valid(i));
-        let ord = match spec.frame {
+    }
+
+    /// Per-partition outputs back in row order.
+    fn merge(stats: RollingStats, p: &Partitions, keys: &[u32], mut parts: Vec<Outs>) -> Outs {
+        let mut col = |on: bool, get: fn(&mut Outs) -> &mut Col| -> Col {
+            if !on {
+                return Col::new(false, 0);
+            }
+            let v: Vec<Vec<f64>> = parts
+                .iter_mut()
+                .map(|o| std::mem::take(&mut get(o).v))
+                .collect();
+            let ok: Vec<Vec<bool>> = parts
+                .iter_mut()
+                .map(|o| std::mem::take(&mut get(o).ok))
+                .collect();
+            Col {
+                on,
+                v: p.merge(keys, &v, 0.0),
+                ok: p.merge(keys, &ok, false),
+            }
+        };
+        let sum = col(stats.sum, |o| &mut o.sum);
+        let mean = col(stats.mean, |o| &mut o.mean);
+        let std = col(stats.std, |o| &mut o.std);
+        let min = col(stats.min, |o| &mut o.min);
+        let max = col(stats.max, |o| &mut o.max);
+        let (count, count_ok) = if stats.count {
+            let c: Vec<Vec<u32>> = parts
+                .iter_mut()
+                .map(|o| std::mem::take(&mut o.count))
+                .collect();
+            let ok: Vec<Vec<bool>> = parts
+                .iter_mut()
+                .map(|o| std::mem::take(&mut o.count_ok))
+                .collect();
+            (p.merge(keys, &c, 0), p.merge(keys, &ok, false))
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        Outs {
+            count,
+            count_ok,
+            sum,
+            mean,
+            std,
+            min,
+            max,
+        }
+    }
+
+    fn finish(self) -> RollingOut {
+        let on = !self.count_ok.is_empty();
+        RollingOut {
+            count: on.then(|| {
+                let nulls = NullBuffer::from(self.count_ok);
+                UInt32Array::new(self.count.into(), Some(nulls))
+            }),
+            sum: self.sum.finish(),
+            mean: self.mean.finish(),
+            std: self.std.finish(),
+            min: self.min.finish(),
+            max: self.max.finish(),
+        }
+    }
+}
+
+/// Validity of the values a step reads.
+#[derive(Clone, Copy)]
+pub(crate) enum Valid<'a> {
+    All,
+    Nulls(&'a NullBuffer),
+    Bools(&'a [bool]),
+}
+
+impl<'a> From<Option<&'a NullBuffer>> for Valid<'a> {
+    fn from(n: Option<&'a NullBuffer>) -> Self {
+        n.map_or(Valid::All, Valid::Nulls)
+    }
+}
+
+impl Valid<'_> {
+    #[inline]
+    pub(crate) fn get(&self, i: usize) -> bool {
+        match self {
+            Valid::All => true,
+            Valid::Nulls(b) => b.is_valid(i),
+            Valid::Bools(b) => b[i],
+        }
+    }
+}
+
+/// The inputs of one rolling computation and its per-row step.
+struct Step<'a> {
+    ts: &'a [i64],
+    vals: &'a [f64],
+    valid: Valid<'a>,
+    frame: WindowFrame,
+    minmax: (bool, bool),
+    min_periods: usize,
+}
+
+impl Step<'_> {
+    /// Add row `i` to its key's window `w` and write the row's statistics.
+    #[inline]
+    fn row(&self, w: &mut KeyWindow, i: usize, o: &mut Outs) {
+        let valid = self.valid.get(i);
+        let t = self.ts[i];
+        let ord = match self.frame {
             WindowFrame::Rows(_) => {
                 w.seq += 1;
                 w.seq
             }
-            WindowFrame::Time(_) => ts[i],
+            WindowFrame::Time(_) => t,
         };
-        w.push(ord, vals[i], valid, minmax);
-        match spec.frame {
-            WindowFrame::Rows(r) => {
-                let first = ord - r as i64;
-                w.evict_while(|o| o <= first)
-            }
-            WindowFrame::Time(d) => {
-                let first = ts[i] - d;
-                w.evict_while(|o| o <= first)
-            }
+        w.push(ord, self.vals[i], valid, self.minmax);
+        let first = match self.frame {
+            WindowFrame::Rows(r) => ord - r as i64,
+            WindowFrame::Time(d) => t - d,
+        };
+        w.evict_while(|o| o <= first);
+        if !o.count.is_empty() {
+            o.count[i] = w.nn as u32;
+            o.count_ok[i] = true;
         }
-        if stats.count {
-            count[i] = w.nn as u32;
-            count_ok[i] = true;
-        }
-        if w.nn < min_periods {
+        if w.nn < self.min_periods {
             return;
         }
-        sum.set(i, Some(w.sum()));
-        mean.set(i, Some(w.mean()));
-        std.set(i, w.std());
+        o.sum.set(i, Some(w.sum()));
+        o.mean.set(i, Some(w.mean()));
+        o.std.set(i, w.std());
         let poisoned = w.bad > 0;
-        min.set(
-            i,
-            w.minq
-                .front()
-                .map(|f| if poisoned { f64::NAN } else { f.1 }),
-        );
-        max.set(
-            i,
-            w.maxq
-                .front()
-                .map(|f| if poisoned { f64::NAN } else { f.1 }),
-        );
-    });
-    Ok(RollingOut {
-        count: stats.count.then(|| {
-            let nulls = NullBuffer::from(count_ok);
-            UInt32Array::new(count.into(), Some(nulls))
-        }),
-        sum: sum.finish(),
-        mean: mean.finish(),
-        std: std.finish(),
-        min: min.finish(),
-        max: max.finish(),
-    })
+        let bound = |f: &(i64, f64)| if poisoned { f64::NAN } else { f.1 };
+        o.min.set(i, w.minq.front().map(bound));
+        o.max.set(i, w.maxq.front().map(bound));
+    }
 }
 
 /// Exponential moving average per key: `e = alpha * v + (1 - alpha) * e_prev`,
@@ -486,6 +615,15 @@ mod tests {
             min_periods: mp,
         };
         let out = rolling(keys, ts, &arr, 3, &order, spec, ALL).unwrap();
+        // Partitioned and walked on the worker threads: the same, bit for bit.
+        let grouped = RowOrder::partitioned(keys, 3, ts);
+        let par = rolling(keys, ts, &arr, 3, &grouped, spec, ALL).unwrap();
+        assert_eq!(par.count, out.count);
+        assert_eq!(par.sum, out.sum);
+        assert_eq!(par.mean, out.mean);
+        assert_eq!(par.std, out.std);
+        assert_eq!(par.min, out.min);
+        assert_eq!(par.max, out.max);
         let (mean, std, min, max) = (
             out.mean.unwrap(),
             out.std.unwrap(),

@@ -11,10 +11,11 @@
 use std::collections::VecDeque;
 
 use deltalake::arrow::array::{Array, Float64Array};
+use rayon::prelude::*;
 
 use super::keys::NULL_KEY;
 use super::order::RowOrder;
-use super::rolling::f64_array;
+use super::rolling::{f64_array, Valid};
 use super::{same_len, TsError};
 
 /// Window geometry, in ms.
@@ -71,6 +72,13 @@ pub struct ColumnAggs {
 }
 
 impl ColumnAggs {
+    fn append(&mut self, mut other: ColumnAggs) {
+        self.count.append(&mut other.count);
+        self.sum.append(&mut other.sum);
+        self.min.append(&mut other.min);
+        self.max.append(&mut other.max);
+    }
+
     fn open(&mut self) {
         self.count.push(0);
         self.sum.push(0.0);
@@ -132,6 +140,15 @@ pub struct WindowAggs {
 }
 
 impl WindowAggs {
+    /// Move `other`'s windows after these.
+    fn append(&mut self, mut other: WindowAggs) {
+        self.key.append(&mut other.key);
+        self.start.append(&mut other.start);
+        for (a, b) in self.columns.iter_mut().zip(other.columns) {
+            a.append(b);
+        }
+    }
+
     /// Number of windows.
     pub fn len(&self) -> usize {
         self.key.len()
@@ -143,7 +160,10 @@ impl WindowAggs {
     }
 }
 
-/// Count, sum, min and max of every column per key and window.
+/// Count, sum, min and max of every column per key and window. Windows come
+/// in the order their first row is visited (for partitioned rows,
+/// [`RowOrder::parallel`], computed on all worker threads: partition by
+/// partition).
 pub fn windows(
     keys: &[u32],
     ts: &[i64],
@@ -156,26 +176,85 @@ pub fn windows(
     let mut lens = vec![keys.len(), ts.len()];
     lens.extend(columns.iter().map(|c| c.len()));
     same_len("window key/ts/columns", &lens)?;
-    let mut out = WindowAggs {
+    let empty = || WindowAggs {
         columns: vec![ColumnAggs::default(); columns.len()],
         ..Default::default()
     };
-    let values: Vec<(&[f64], Option<&deltalake::arrow::buffer::NullBuffer>)> = columns
+    let Some(p) = order.partitions() else {
+        let values: Vec<(&[f64], Valid)> = columns
+            .iter()
+            .map(|c| (c.values().as_ref(), Valid::from(c.nulls())))
+            .collect();
+        let acc = Accumulate { ts, values, spec };
+        let mut out = empty();
+        // Open windows per key: (start, output slot), oldest first.
+        let mut open: Vec<VecDeque<(i64, usize)>> = vec![VecDeque::new(); n_keys];
+        order.for_each(|i| {
+            let k = keys[i];
+            if k != NULL_KEY {
+                acc.row(&mut out, &mut open[k as usize], k, i);
+            }
+        });
+        return Ok(out);
+    };
+    let vals: Vec<Vec<Vec<f64>>> = columns.iter().map(|c| p.split(keys, c.values())).collect();
+    let valid: Vec<Option<Vec<Vec<bool>>>> = columns
         .iter()
-        .map(|c| (c.values().as_ref(), c.nulls()))
+        .map(|c| {
+            c.nulls()
+                .map(|nb| p.split(keys, &nb.iter().collect::<Vec<bool>>()))
+        })
         .collect();
-    // Open windows per key: (start, output slot), oldest first.
-    let mut open: Vec<VecDeque<(i64, usize)>> = vec![VecDeque::new(); n_keys];
-    let tumbling = spec.slide_ms == spec.width_ms;
-    order.for_each(|i| {
-        let k = keys[i];
-        if k == NULL_KEY {
-            return;
-        }
-        let t = ts[i];
-        let q = &mut open[k as usize];
+    let parts: Vec<WindowAggs> = p
+        .parts
+        .par_iter()
+        .enumerate()
+        .map(|(pi, part)| {
+            let values = vals
+                .iter()
+                .zip(&valid)
+                .map(|(v, ok)| {
+                    let ok = ok.as_ref().map_or(Valid::All, |ok| Valid::Bools(&ok[pi]));
+                    (v[pi].as_slice(), ok)
+                })
+                .collect();
+            let acc = Accumulate {
+                ts: &part.ts,
+                values,
+                spec,
+            };
+            let mut out = empty();
+            let mut open: Vec<VecDeque<(i64, usize)>> = vec![VecDeque::new(); part.keys.len()];
+            part.walk(|j| {
+                let k = part.key[j];
+                acc.row(&mut out, &mut open[part.local(k)], k, j);
+            });
+            out
+        })
+        .collect();
+    let mut out = empty();
+    out.key.reserve(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        out.append(p);
+    }
+    Ok(out)
+}
+
+/// The inputs of one window aggregation and its per-row step.
+struct Accumulate<'a> {
+    ts: &'a [i64],
+    values: Vec<(&'a [f64], Valid<'a>)>,
+    spec: WindowSpec,
+}
+
+impl Accumulate<'_> {
+    /// Add row `i` of key `k` to its windows; `q` holds the key's open windows.
+    #[inline]
+    fn row(&self, out: &mut WindowAggs, q: &mut VecDeque<(i64, usize)>, k: u32, i: usize) {
+        let spec = &self.spec;
+        let t = self.ts[i];
         let last = spec.last_start(t);
-        let first = if tumbling {
+        let first = if spec.slide_ms == spec.width_ms {
             last
         } else {
             // The oldest aligned start whose window still contains t.
@@ -201,15 +280,14 @@ pub fn windows(
                     slot
                 }
             };
-            for (c, (v, nulls)) in values.iter().enumerate() {
-                if nulls.is_none_or(|b| b.is_valid(i)) && !v[i].is_nan() {
+            for (c, (v, nulls)) in self.values.iter().enumerate() {
+                if nulls.get(i) && !v[i].is_nan() {
                     out.columns[c].add(slot, v[i]);
                 }
             }
             s += spec.slide_ms;
         }
-    });
-    Ok(out)
+    }
 }
 
 /// Sample-and-hold (left Riemann) integral of each step, per key: row i gets
@@ -231,22 +309,58 @@ pub fn integrate_hold(
         &[keys.len(), ts.len(), values.len()],
     )?;
     let mut out = vec![0.0f64; n];
-    let mut prev = vec![usize::MAX; n_keys];
     let v = values.values();
-    order.for_each(|i| {
-        let k = keys[i];
-        if k == NULL_KEY {
-            return;
+    // The energy of a step of `dt` from a value `x` (valid: not null).
+    let hold = |x: f64, valid: bool, dt: i64| -> Option<f64> {
+        (dt <= max_gap_ms && valid && !x.is_nan()).then(|| x * dt as f64 / divisor)
+    };
+    match order.partitions() {
+        None => {
+            let mut prev = vec![usize::MAX; n_keys];
+            order.for_each(|i| {
+                let k = keys[i];
+                if k == NULL_KEY {
+                    return;
+                }
+                let p = prev[k as usize];
+                if p != usize::MAX {
+                    if let Some(e) = hold(v[p], values.is_valid(p), ts[i] - ts[p]) {
+                        out[p] = e;
+                    }
+                }
+                prev[k as usize] = i;
+            });
         }
-        let p = prev[k as usize];
-        if p != usize::MAX {
-            let dt = ts[i] - ts[p];
-            if dt <= max_gap_ms && values.is_valid(p) && !v[p].is_nan() {
-                out[p] = v[p] * dt as f64 / divisor;
-            }
+        Some(p) => {
+            let vals = p.split(keys, v);
+            let valid = values
+                .nulls()
+                .map(|nb| p.split(keys, &nb.iter().collect::<Vec<bool>>()));
+            let parts: Vec<Vec<f64>> = p
+                .parts
+                .par_iter()
+                .enumerate()
+                .map(|(pi, part)| {
+                    let (v, ok) = (&vals[pi], valid.as_ref().map(|x| &x[pi]));
+                    let mut e = vec![0.0f64; part.len()];
+                    let mut prev = vec![usize::MAX; part.keys.len()];
+                    part.walk(|j| {
+                        let pr = &mut prev[part.local(part.key[j])];
+                        let p = *pr;
+                        if p != usize::MAX {
+                            let valid = ok.is_none_or(|o| o[p]);
+                            if let Some(x) = hold(v[p], valid, part.ts[j] - part.ts[p]) {
+                                e[p] = x;
+                            }
+                        }
+                        *pr = j;
+                    });
+                    e
+                })
+                .collect();
+            out = p.merge(keys, &parts, 0.0);
         }
-        prev[k as usize] = i;
-    });
+    }
     Ok(Float64Array::from(out))
 }
 
@@ -292,6 +406,9 @@ mod tests {
         let e =
             integrate_hold(&keys, &ts, &p, 2, &RowOrder::Natural(5), 5_000, 3_600_000.0).unwrap();
         assert_eq!(e.values().to_vec(), vec![0.001, 0.0, 0.0, 0.001, 0.0]);
+        let grouped = RowOrder::partitioned(&keys, 2, &ts);
+        let g = integrate_hold(&keys, &ts, &p, 2, &grouped, 5_000, 3_600_000.0).unwrap();
+        assert_eq!(g, e);
     }
 
     proptest! {
@@ -309,6 +426,13 @@ mod tests {
             let v = Float64Array::from(rows.iter().map(|r| r.2 as f64).collect::<Vec<_>>());
             let spec = WindowSpec::sliding(width, slide);
             let w = windows(&keys, &ts, &[&v], 3, &RowOrder::Natural(keys.len()), spec).unwrap();
+            // Partitioned on the worker threads: the same windows.
+            let g = windows(&keys, &ts, &[&v], 3, &RowOrder::partitioned(&keys, 3, &ts), spec).unwrap();
+            let mut a: Vec<_> = (0..w.len()).map(|j| (w.key[j], w.start[j], w.columns[0].count[j], w.columns[0].sum[j].to_bits())).collect();
+            a.sort();
+            let mut b: Vec<_> = (0..g.len()).map(|j| (g.key[j], g.start[j], g.columns[0].count[j], g.columns[0].sum[j].to_bits())).collect();
+            b.sort();
+            prop_assert_eq!(a, b);
             // Reference: every aligned window of every key, brute force.
             let mut expect = std::collections::BTreeMap::new();
             for (i, &k) in keys.iter().enumerate() {

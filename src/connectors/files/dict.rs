@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use deltalake::arrow::array::{DictionaryArray, StringArray, UInt32Array};
-use deltalake::arrow::buffer::NullBuffer;
+use deltalake::arrow::array::{Array, DictionaryArray, StringArray, UInt32Array};
+use deltalake::arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use deltalake::arrow::datatypes::UInt32Type;
 use foldhash::{HashMap, HashMapExt};
 
@@ -15,7 +15,14 @@ pub(crate) struct DictBuilder {
     codes: Vec<u32>,
     /// Rows that are null (rare).
     nulls: Vec<u32>,
-    values: Vec<String>,
+    /// The distinct values so far, as Arrow stores them (one byte buffer
+    /// and offsets), so that each batch's dictionary is two memcpys instead
+    /// of a copy per value: with 100,000 machine ids and a batch every
+    /// 131,072 rows, per-value copies were most of a text reader's time.
+    bytes: Vec<u8>,
+    offsets: Vec<i32>,
+    /// The last dictionary handed out, reused while no value is added.
+    last: Option<Arc<StringArray>>,
     /// (packed value + 1 in the top byte's length field, code); 0 = empty slot.
     table: Vec<(u128, u32)>,
     long: HashMap<Vec<u8>, u32>,
@@ -26,7 +33,9 @@ impl Default for DictBuilder {
         DictBuilder {
             codes: Vec::with_capacity(super::BATCH_ROWS),
             nulls: Vec::new(),
-            values: Vec::new(),
+            bytes: Vec::new(),
+            offsets: vec![0],
+            last: None,
             table: vec![(0, 0); 256],
             long: HashMap::new(),
         }
@@ -95,7 +104,7 @@ impl DictBuilder {
             if k == 0 {
                 let c = self.add(s)?;
                 self.table[h] = (p, c);
-                if self.values.len() * 2 > self.table.len() {
+                if self.len() * 2 > self.table.len() {
                     self.grow();
                 }
                 return Ok(c);
@@ -105,9 +114,15 @@ impl DictBuilder {
     }
 
     fn add(&mut self, s: &[u8]) -> Result<u32, std::str::Utf8Error> {
-        let v = std::str::from_utf8(s)?;
-        self.values.push(v.to_string());
-        Ok(self.values.len() as u32 - 1)
+        std::str::from_utf8(s)?;
+        self.bytes.extend_from_slice(s);
+        self.offsets.push(self.bytes.len() as i32);
+        Ok(self.len() as u32 - 1)
+    }
+
+    /// Number of distinct values.
+    fn len(&self) -> usize {
+        self.offsets.len() - 1
     }
 
     fn grow(&mut self) {
@@ -138,7 +153,19 @@ impl DictBuilder {
             NullBuffer::from(ok)
         });
         let keys = UInt32Array::new(codes.into(), nulls);
-        let values = Arc::new(StringArray::from_iter_values(self.values.iter()));
+        let values = match &self.last {
+            Some(v) if v.len() == self.len() => v.clone(),
+            _ => {
+                let offsets = OffsetBuffer::new(ScalarBuffer::from(self.offsets.clone()));
+                let v = Arc::new(StringArray::try_new(
+                    offsets,
+                    Buffer::from(self.bytes.clone()),
+                    None,
+                )?);
+                self.last = Some(v.clone());
+                v
+            }
+        };
         DictionaryArray::try_new(keys, values)
     }
 }
@@ -146,7 +173,7 @@ impl DictBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deltalake::arrow::array::{Array, ArrayAccessor};
+    use deltalake::arrow::array::ArrayAccessor;
 
     #[test]
     fn codes_are_stable_and_long_values_work() {

@@ -45,6 +45,7 @@ pub use csv::{read_csv, read_csv_part};
 use dict::DictBuilder;
 pub use jsonl::{read_jsonl, read_jsonl_part};
 pub use landing::{FileEntry, Files, FilesConnector, LandingStats, LandingStatus, Manifest};
+pub use parquet::read_table as read_parquet_table;
 
 /// Errors that stop a whole file.
 #[derive(Debug, thiserror::Error)]

@@ -11,18 +11,25 @@ use std::sync::Arc;
 
 use deltalake::arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
 use deltalake::arrow::compute::{cast, filter_record_batch};
-use deltalake::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use deltalake::arrow::util::display::array_value_to_string;
-use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use deltalake::parquet::arrow::arrow_reader::{
+    ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use deltalake::parquet::basic::Encoding;
 use rayon::prelude::*;
 
 use super::{ColumnKind, FileError, FileSchema, NewField, ParsedFile, Rejected, RESCUED_COLUMN};
 
-fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, FileError> {
-    let f = File::open(path).map_err(|source| FileError::Io {
+fn open_file(path: &Path) -> Result<File, FileError> {
+    File::open(path).map_err(|source| FileError::Io {
         path: path.display().to_string(),
         source,
-    })?;
+    })
+}
+
+fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, FileError> {
+    let f = open_file(path)?;
     ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| FileError::Format {
         path: path.display().to_string(),
         message: format!("not a readable Parquet file: {e}"),
@@ -75,6 +82,97 @@ fn target_type(k: ColumnKind) -> DataType {
         }
         ColumnKind::Bool => DataType::Boolean,
     }
+}
+
+/// Read a whole Parquet file as it is (no schema mapping), row groups split
+/// between `threads` readers on the worker pool, for the engine's own jobs
+/// and `ironlake bench` (W0).
+///
+/// Text columns stay dictionary-encoded when the file stores every page of
+/// them as dictionary indices (the usual case for machine, line and plant
+/// ids): the decoder then only unpacks indices. A column whose writer fell
+/// back to plain pages (its dictionary outgrew the page limit, e.g. 100,000
+/// machine ids) is read as a string view instead: rebuilding a dictionary
+/// from plain values hashes every row and took 60 % of the load.
+pub fn read_table(path: &Path, threads: usize) -> Result<Vec<RecordBatch>, FileError> {
+    let pstr = path.display().to_string();
+    let probe = open(path)?;
+    let meta = probe.metadata().clone();
+    let groups = meta.num_row_groups();
+    let all_dictionary = |col: usize| {
+        meta.row_groups().iter().all(|rg| {
+            let c = rg.column(col);
+            // Without page statistics (some writers leave them out) a
+            // column with a dictionary page is taken to be all dictionary.
+            c.dictionary_page_offset().is_some()
+                && c.page_encoding_stats_mask().is_none_or(|m| {
+                    m.is_only(Encoding::RLE_DICTIONARY) || m.is_only(Encoding::PLAIN_DICTIONARY)
+                })
+        })
+    };
+    let hint = Arc::new(Schema::new(
+        probe
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let t = match f.data_type() {
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                        if all_dictionary(i) {
+                            DataType::Dictionary(
+                                Box::new(DataType::Int32),
+                                Box::new(DataType::Utf8),
+                            )
+                        } else {
+                            DataType::Utf8View
+                        }
+                    }
+                    t => t.clone(),
+                };
+                Field::new(f.name(), t, f.is_nullable())
+            })
+            .collect::<Vec<_>>(),
+    ));
+    drop(probe);
+    let threads = threads.clamp(1, groups.max(1));
+    let per = groups.div_ceil(threads);
+    let err = |message: String| FileError::Format {
+        path: pstr.clone(),
+        message,
+    };
+    let parts: Vec<Result<Vec<RecordBatch>, FileError>> = (0..threads)
+        .into_par_iter()
+        .map(|t| {
+            let rgs: Vec<usize> = (t * per..((t + 1) * per).min(groups)).collect();
+            if rgs.is_empty() {
+                return Ok(Vec::new());
+            }
+            let opts = ArrowReaderOptions::new().with_schema(hint.clone());
+            // Batches of 32k rows: buffers small enough to be recycled by the
+            // allocator instead of growing fresh memory per row group.
+            let reader = open_file(path)
+                .and_then(|f| {
+                    ParquetRecordBatchReaderBuilder::try_new_with_options(f, opts)
+                        .map_err(|e| err(e.to_string()))
+                })?
+                .with_row_groups(rgs)
+                .with_batch_size(32_768)
+                .build()
+                .map_err(|e| err(e.to_string()))?;
+            reader
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|source| FileError::Arrow {
+                    path: pstr.clone(),
+                    source,
+                })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for p in parts {
+        out.extend(p?);
+    }
+    Ok(out)
 }
 
 /// Read row groups `groups` of a Parquet file into batches of `schema`.
@@ -260,4 +358,60 @@ fn row_text(b: &RecordBatch, r: usize) -> String {
         end -= 1;
     }
     s[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::arrow::array::{AsArray, Float64Array};
+    use deltalake::parquet::arrow::ArrowWriter;
+    use deltalake::parquet::file::properties::WriterProperties;
+
+    /// A file of `n` rows: `machine` cycles through `machines` ids.
+    fn write(path: &Path, n: usize, machines: usize, dict_page_limit: usize) {
+        let ids = StringArray::from_iter_values((0..n).map(|i| format!("mc-{:06}", i % machines)));
+        let v = Float64Array::from_iter_values((0..n).map(|i| i as f64));
+        let batch = RecordBatch::try_from_iter([
+            ("machine", Arc::new(ids) as ArrayRef),
+            ("v", Arc::new(v) as ArrayRef),
+        ])
+        .unwrap();
+        let props = WriterProperties::builder()
+            .set_dictionary_page_size_limit(dict_page_limit)
+            .set_data_page_row_count_limit(1_000)
+            .set_write_batch_size(1_000)
+            .set_max_row_group_row_count(Some(4_000))
+            .build();
+        let mut w =
+            ArrowWriter::try_new(File::create(path).unwrap(), batch.schema(), Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+    }
+
+    #[test]
+    fn text_stays_dictionary_unless_the_writer_fell_back_to_plain() {
+        let dir = tempfile::tempdir().unwrap();
+        // Few machines: every page dictionary-encoded.
+        let few = dir.path().join("few.parquet");
+        write(&few, 10_000, 50, 1 << 20);
+        let b = read_table(&few, 2).unwrap();
+        assert_eq!(b.iter().map(|b| b.num_rows()).sum::<usize>(), 10_000);
+        assert!(matches!(
+            b[0].column(0).data_type(),
+            DataType::Dictionary(..)
+        ));
+        // Many machines and a small dictionary page: the writer falls back
+        // to plain pages, read as string views with the same values.
+        let many = dir.path().join("many.parquet");
+        write(&many, 10_000, 5_000, 4_096);
+        let b = read_table(&many, 2).unwrap();
+        assert_eq!(b[0].column(0).data_type(), &DataType::Utf8View);
+        let mut seen = Vec::new();
+        for batch in &b {
+            let c = batch.column(0).as_string_view();
+            seen.extend(c.iter().map(|s| s.unwrap().to_string()));
+        }
+        assert_eq!(seen.len(), 10_000);
+        assert_eq!(seen[7_777], format!("mc-{:06}", 7_777 % 5_000));
+    }
 }
