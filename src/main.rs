@@ -16,10 +16,9 @@ use ironlake::query::format::Format;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// `mi_option_allow_large_os_pages` in mimalloc v3's mimalloc.h.
-const MI_V3_ALLOW_LARGE_OS_PAGES: libmimalloc_sys::mi_option_t = 7;
-/// `mi_option_purge_delay` in mimalloc v3's mimalloc.h.
-const MI_V3_PURGE_DELAY: libmimalloc_sys::mi_option_t = 16;
+/// `mi_option_purge_delay` in mimalloc v3's mimalloc.h (libmimalloc-sys has
+/// no constant for it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 #[derive(Parser)]
 #[command(
@@ -218,20 +217,15 @@ fn main() -> Result<()> {
     //   moment, faulting in and zeroing 2 MiB pages stalled the one thread
     //   for up to half a second (`bench ingest`, 60 s: publish -> received
     //   p99 534-777 ms with, 97 ms without).
-    //
-    // The option numbers are mimalloc v3's (its mimalloc.h); the constants of
-    // libmimalloc-sys are v2's (large OS pages = 6, purge delay = 15 there),
-    // which in v3 set other options: until 2026-12-02 neither setting took
-    // effect, and every batch job faulted its memory in afresh each run.
     let unset = |name: &str| std::env::var_os(name).is_none();
     // SAFETY: mi_option_set is not thread-safe; this runs first, while the
     // process has one thread.
     unsafe {
         if batch && unset("MIMALLOC_ALLOW_LARGE_OS_PAGES") && unset("MIMALLOC_LARGE_OS_PAGES") {
-            libmimalloc_sys::mi_option_set(MI_V3_ALLOW_LARGE_OS_PAGES, 1);
+            libmimalloc_sys::mi_option_set(libmimalloc_sys::mi_option_large_os_pages, 1);
         }
         if unset("MIMALLOC_PURGE_DELAY") {
-            libmimalloc_sys::mi_option_set(MI_V3_PURGE_DELAY, 10_000);
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10_000);
         }
         // mimalloc reads MIMALLOC_ALLOW_THP before main; this is what it
         // does with 0 (the flag covers every mapping of the process).
@@ -337,20 +331,23 @@ async fn cli_main(cli: Cli) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    /// The option numbers point at the options meant: their defaults are
-    /// mimalloc v3's (purge delay 1000 ms; in v2 the same number is
-    /// `use_numa_nodes`, 0). A mimalloc that renumbers its options fails
-    /// here instead of silently setting others.
+    /// The option numbers `main` sets point at the options meant: read back
+    /// with mimalloc v3's defaults (purge delay 1000 ms, no large OS pages).
+    /// A mimalloc that renumbers its options fails here instead of silently
+    /// setting others.
     #[test]
-    fn mimalloc_option_numbers_are_v3s() {
+    fn mimalloc_option_numbers_are_the_ones_meant() {
         // SAFETY: reads only.
         unsafe {
-            assert_eq!(libmimalloc_sys::mi_option_get(MI_V3_PURGE_DELAY), 1000);
             assert_eq!(
-                libmimalloc_sys::mi_option_get(MI_V3_ALLOW_LARGE_OS_PAGES),
-                0
+                libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY),
+                1000,
+                "purge delay"
+            );
+            assert_eq!(
+                libmimalloc_sys::mi_option_get(libmimalloc_sys::mi_option_large_os_pages),
+                0,
+                "large OS pages"
             );
         }
     }
