@@ -6,6 +6,7 @@
 //!   publish to twin (REST visibility) and to the silver commit.
 //! * `scale`: many twins live in one process; resident memory per twin.
 //! * `--data DIR --workload W`: the peer workloads ([`peers`]).
+//! * `sql`: one dashboard query repeated (W8-W10, `scripts/bench_dashboard.py`).
 
 mod edge;
 mod kafka;
@@ -14,6 +15,7 @@ mod live;
 mod modbus;
 mod opcua;
 pub mod peers;
+mod sql;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -55,6 +57,9 @@ pub enum BenchCmd {
     /// The landing folder: a telemetry file of the peers' data set dropped
     /// into a watched folder, until committed to bronze, silver and quarantine.
     Landing(landing::LandingOpts),
+    /// One dashboard query repeated on one SQL engine (W8-W10 of
+    /// `scripts/bench_dashboard.py`): seconds per run and what the scans pruned.
+    Sql(sql::SqlOpts),
     /// N machines of 10 signals live in one process: RSS per twin.
     Scale {
         #[arg(long, default_value_t = 10_000)]
@@ -439,6 +444,7 @@ pub async fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Edge(opts) => edge::run(opts).await,
         BenchCmd::Modbus(opts) => modbus::run(opts).await,
         BenchCmd::Opcua(opts) => opcua::run(opts).await,
+        BenchCmd::Sql(opts) => sql::run(opts).await,
         BenchCmd::Scale {
             machines,
             seconds,

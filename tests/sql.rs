@@ -473,3 +473,86 @@ async fn queries_are_bounded_and_cannot_stop_ingestion() {
     sim.stop().await;
     platform.stop().await;
 }
+
+/// Six hourly commits of `silver.readings` (one file per plant each): a
+/// dashboard's "last hour" query must read only the last hour's files
+/// (file statistics on `ts` prune the rest, in the Delta log and in the
+/// scan), and answer exactly what that hour holds; `bench sql` reports it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_time_filter_reads_only_the_files_of_its_hours() {
+    use deltalake::arrow::array::{
+        ArrayRef, Date32Array, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    };
+    use ironlake::lake::{Lakehouse, Table};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lakehouse::open(dir.path().to_str().unwrap()).unwrap();
+    let schema = Table::SilverReadings.arrow_schema();
+    let t0_us: i64 = 1_711_843_200_000_000; // 2024-03-31 00:00 UTC
+    let hour_us: i64 = 3_600_000_000;
+    let mut last_hour_sum = 0.0f64;
+    for h in 0..6i64 {
+        let n = 120usize; // 2 plants x 2 machines x 30 samples
+        let ts: Vec<i64> = (0..n)
+            .map(|i| t0_us + h * hour_us + (i / 4) as i64 * 60_000_000)
+            .collect();
+        let plant: Vec<&str> = (0..n)
+            .map(|i| if i % 4 < 2 { "plant-a" } else { "plant-b" })
+            .collect();
+        let asset: Vec<String> = (0..n).map(|i| format!("m{}", i % 4)).collect();
+        let value: Vec<f64> = (0..n).map(|i| (h * 1000 + i as i64) as f64).collect();
+        if h == 5 {
+            last_hour_sum = value.iter().sum();
+        }
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(TimestampMicrosecondArray::from(ts.clone()).with_timezone("UTC")),
+            Arc::new(StringArray::from(plant)),
+            Arc::new(StringArray::from(vec!["line-1"; n])),
+            Arc::new(StringArray::from(asset)),
+            Arc::new(StringArray::from(vec!["power"; n])),
+            Arc::new(Float64Array::from(value)),
+            Arc::new(StringArray::from(vec!["good"; n])),
+            Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")),
+            Arc::new(Date32Array::from(vec![19_813; n])),
+        ];
+        let batch = RecordBatch::try_new(schema.clone(), cols).unwrap();
+        let table = lake.open_or_create(Table::SilverReadings).await.unwrap();
+        table
+            .write(vec![batch])
+            .with_save_mode(deltalake::protocol::SaveMode::Append)
+            .with_partition_columns(["plant".to_string(), "date".to_string()])
+            .await
+            .unwrap();
+    }
+    let out = dir.path().join("answer.parquet");
+    let q = "SELECT count(*) AS n, sum(value) AS s FROM silver.readings \
+             WHERE ts >= TIMESTAMP '2024-03-31 05:00:00Z' AND ts < TIMESTAMP '2024-03-31 06:00:00Z'";
+    let o = cli(&[
+        "bench",
+        "sql",
+        "--lakehouse",
+        dir.path().to_str().unwrap(),
+        "--query",
+        q,
+        "--repeats",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let report = json(stdout.trim().lines().last().unwrap().as_bytes());
+    assert_eq!(report["seconds"].as_array().unwrap().len(), 2, "{report}");
+    // 12 files in the table; only the last hour's 2 are opened.
+    let opened = report["scan"]["files_opened"].as_u64().unwrap_or(u64::MAX);
+    assert_eq!(opened, 2, "files opened for one hour: {report}");
+    let back = ironlake::bench::peers::read_parquet(&out, 1).unwrap();
+    let n = back[0].column(0).as_primitive::<Int64Type>().value(0);
+    let s = back[0]
+        .column(1)
+        .as_primitive::<deltalake::arrow::datatypes::Float64Type>()
+        .value(0);
+    assert_eq!(n, 120);
+    assert_eq!(s, last_hour_sum);
+}
