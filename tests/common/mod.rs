@@ -198,6 +198,19 @@ pub fn scenario(mqtt_port: u16, tick_ms: u64) -> ironlake::sim::ScenarioFile {
     }
 }
 
+/// As [`count`], but 0 while a table the query names does not exist yet (a
+/// table appears with its first commit, which a test may be waiting for).
+pub async fn count_once_there(lake: &ironlake::lake::Lakehouse, sql: &str) -> i64 {
+    match ironlake::query::SqlEngine::new(std::sync::Arc::new(lake.clone()))
+        .query(sql)
+        .await
+    {
+        Ok(r) => ironlake::lake::read::scalar_i64(&r.batches).unwrap_or(0),
+        Err(ironlake::query::QueryError::UnknownTable(_)) => 0,
+        Err(e) => panic!("{sql}: {e}"),
+    }
+}
+
 /// Count rows of a SQL query over the lake.
 pub async fn count(lake: &ironlake::lake::Lakehouse, sql: &str) -> i64 {
     ironlake::lake::read::scalar_i64(&query(lake, sql).await).unwrap_or(0)
@@ -306,7 +319,7 @@ pub async fn wait_count(
     let waited = tokio::time::timeout(
         Duration::from_secs(secs),
         eventually(secs + 60, what, || async move {
-            let n = count(lake, sql).await;
+            let n = count_once_there(lake, sql).await;
             seen.store(n, std::sync::atomic::Ordering::Relaxed);
             (n >= want).then_some(n)
         }),
