@@ -160,8 +160,7 @@ def gen_readings(out, machines, seconds, layout, history_days, seed):
 
 def gen_oee(out, machines, rng):
     from deltalake import write_deltalake
-    ids, plants, lines = machine_meta(machines)
-    rows = {c: [] for c in ["plant", "line", "asset_id", "shift_start", "shift_end", "shift"]}
+    ids, _, lines = machine_meta(machines)
     starts = []
     day = MONTH[0]
     while day < MONTH[1]:
@@ -290,7 +289,6 @@ def workloads(meta):
     t1 = meta["end_s"]
     t0 = t1 - 3600
     w0, w1 = int(MONTH[1].timestamp()) - 7 * 86_400, int(MONTH[1].timestamp())
-    m0, m1 = iso(MONTH[0].timestamp()), iso(MONTH[1].timestamp())
 
     def ts_between(col, a, b, engine):
         if engine in ("duckdb", "polars"):
@@ -336,7 +334,6 @@ def workloads(meta):
                f"ON a.asset_id = e.asset_id WHERE e.kind = 'alarm_raised' AND "
                f"{ts_between('e.ts', w0, w1, e)} GROUP BY e.code, a.area "
                f"ORDER BY alarms DESC, reason, a.area LIMIT 10") for e in eng}
-    del m0, m1
     return {"W8": [("minute_avg", w8a), ("last_value", w8b)], "W9": [("oee", w9)],
             "W10": [("top_alarms", w10)]}
 
@@ -344,7 +341,6 @@ def workloads(meta):
 def checksum(name, tbl):
     """Engine-independent summary of a result table."""
     d = {"rows": tbl.num_rows}
-    cols = tbl.column_names
 
     def s(c):
         return float(pc.sum(tbl.column(c)).as_py() or 0.0)
@@ -359,7 +355,6 @@ def checksum(name, tbl):
     elif name == "top_alarms":
         d.update(alarms=int(s("alarms")), machines=int(s("machines")),
                  first=str(tbl.column("reason")[0].as_py()) if tbl.num_rows else None)
-    del cols
     return d
 
 
