@@ -36,6 +36,29 @@ fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, FileError>
     })
 }
 
+/// Decode row groups `groups` of an opened file into batches of `batch_size` rows.
+fn read_groups(
+    builder: ParquetRecordBatchReaderBuilder<File>,
+    groups: Vec<usize>,
+    batch_size: usize,
+    pstr: &str,
+) -> Result<Vec<RecordBatch>, FileError> {
+    let reader = builder
+        .with_row_groups(groups)
+        .with_batch_size(batch_size)
+        .build()
+        .map_err(|e| FileError::Format {
+            path: pstr.to_string(),
+            message: e.to_string(),
+        })?;
+    reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| FileError::Arrow {
+            path: pstr.to_string(),
+            source,
+        })
+}
+
 /// The Arrow schema of a Parquet file.
 pub fn file_schema(path: &Path) -> Result<SchemaRef, FileError> {
     Ok(open(path)?.schema().clone())
@@ -149,23 +172,13 @@ pub fn read_table(path: &Path, threads: usize) -> Result<Vec<RecordBatch>, FileE
                 return Ok(Vec::new());
             }
             let opts = ArrowReaderOptions::new().with_schema(hint.clone());
+            let builder = open_file(path).and_then(|f| {
+                ParquetRecordBatchReaderBuilder::try_new_with_options(f, opts)
+                    .map_err(|e| err(e.to_string()))
+            })?;
             // Batches of 32k rows: buffers small enough to be recycled by the
             // allocator instead of growing fresh memory per row group.
-            let reader = open_file(path)
-                .and_then(|f| {
-                    ParquetRecordBatchReaderBuilder::try_new_with_options(f, opts)
-                        .map_err(|e| err(e.to_string()))
-                })?
-                .with_row_groups(rgs)
-                .with_batch_size(32_768)
-                .build()
-                .map_err(|e| err(e.to_string()))?;
-            reader
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|source| FileError::Arrow {
-                    path: pstr.clone(),
-                    source,
-                })
+            read_groups(builder, rgs, 32_768, &pstr)
         })
         .collect();
     let mut out = Vec::new();
@@ -201,22 +214,7 @@ pub fn read_parquet_part(
     }
     let parts: Vec<Result<Vec<RecordBatch>, FileError>> = groups
         .par_iter()
-        .map(|&g| {
-            let reader = open(path)?
-                .with_row_groups(vec![g])
-                .with_batch_size(65_536)
-                .build()
-                .map_err(|e| FileError::Format {
-                    path: pstr.clone(),
-                    message: e.to_string(),
-                })?;
-            reader
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|source| FileError::Arrow {
-                    path: pstr.clone(),
-                    source,
-                })
-        })
+        .map(|&g| read_groups(open(path)?, vec![g], 65_536, &pstr))
         .collect();
     let out_schema = schema.arrow_schema();
     let mut row0 = 0u64;
