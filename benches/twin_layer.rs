@@ -105,6 +105,7 @@ fn bench_actors(c: &mut Criterion) {
         journal_id: Arc::from("bench"),
         live: Arc::new(ironlake::twins::live::LiveHub::new(MACHINES, 1024)),
         scorer: None,
+        checkpoints: None,
     });
     let mailboxes: Arc<Vec<std::sync::atomic::AtomicU32>> = Arc::new(
         (0..MACHINES)

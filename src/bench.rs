@@ -64,9 +64,20 @@ pub enum BenchCmd {
     Scale {
         #[arg(long, default_value_t = 10_000)]
         machines: usize,
-        /// Seconds of 1 Hz samples from every machine before measuring.
+        /// Seconds of samples from every machine before measuring.
         #[arg(long, default_value_t = 20)]
         seconds: u64,
+        /// Messages a second from each machine (10 signals each).
+        #[arg(long, default_value_t = 1.0)]
+        hz: f64,
+        /// Then stop (final checkpoints) and start again on the same
+        /// lakehouse: start-up time until every twin is back from its checkpoint.
+        #[arg(long)]
+        restart: bool,
+        /// An external broker (`HOST:PORT`, e.g. a Mosquitto) instead of
+        /// the embedded one, so that RSS is ironlake's alone.
+        #[arg(long)]
+        broker: Option<String>,
         #[arg(long)]
         lakehouse: Option<String>,
     },
@@ -312,8 +323,17 @@ fn free_port() -> Result<u16> {
 
 /// Resident set size of this process in bytes (Linux).
 pub fn rss_bytes() -> Option<u64> {
+    proc_status_bytes("VmRSS:")
+}
+
+/// The highest resident set size this process has had, in bytes (Linux).
+pub fn peak_rss_bytes() -> Option<u64> {
+    proc_status_bytes("VmHWM:")
+}
+
+fn proc_status_bytes(key: &str) -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = s.lines().find(|l| l.starts_with(key))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
@@ -448,8 +468,11 @@ pub async fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Scale {
             machines,
             seconds,
+            hz,
+            restart,
+            broker,
             lakehouse,
-        } => scale(machines, seconds, lakehouse).await,
+        } => scale(machines, seconds, hz, restart, broker, lakehouse).await,
     }
 }
 
@@ -515,13 +538,7 @@ async fn ingest(o: IngestOpts) -> Result<()> {
         models,
     } = o;
     let tmp = tempdir_for(lakehouse)?;
-    let external = match &broker {
-        Some(b) => {
-            let (h, p) = b.rsplit_once(':').context("--broker takes HOST:PORT")?;
-            Some((h.to_string(), p.parse::<u16>().context("--broker port")?))
-        }
-        None => None,
-    };
+    let external = broker_addr(broker.as_deref())?;
     let port = free_port()?;
     let cfg = bench_config(
         machines,
@@ -714,17 +731,30 @@ async fn ingest(o: IngestOpts) -> Result<()> {
     Ok(())
 }
 
-async fn scale(machines: usize, seconds: u64, lakehouse: Option<String>) -> Result<()> {
+async fn scale(
+    machines: usize,
+    seconds: u64,
+    hz: f64,
+    restart: bool,
+    broker: Option<String>,
+    lakehouse: Option<String>,
+) -> Result<()> {
+    anyhow::ensure!(hz > 0.0, "--hz must be above 0");
     let tmp = tempdir_for(lakehouse)?;
+    let external = broker_addr(broker.as_deref())?;
     let port = free_port()?;
     let base = rss_bytes().unwrap_or(0);
-    let cfg = bench_config(machines, &tmp.path, port, None, 1, true, false)?;
+    let cfg = bench_config(machines, &tmp.path, port, external.clone(), 1, true, false)?;
+    let (pub_host, pub_port) = external.clone().unwrap_or(("127.0.0.1".into(), port));
+    let t0 = Instant::now();
     let platform = Platform::start(cfg, Probes::default())
         .await
         .context("starting the platform")?;
+    let up = all_twins_answer(&platform).await;
+    let start_s = t0.elapsed().as_secs_f64();
     let started = rss_bytes().unwrap_or(0);
     println!(
-        "ironlake bench scale: {machines} machines x 10 signals; 1 sample/s each for {seconds} s"
+        "ironlake bench scale: {machines} machines x 10 signals; {hz} message/s each for {seconds} s"
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -734,12 +764,12 @@ async fn scale(machines: usize, seconds: u64, lakehouse: Option<String>) -> Resu
     for p in 0..pubs {
         let topics: Vec<usize> = (0..machines).filter(|m| m % pubs == p).collect();
         tasks.push(tokio::spawn(publisher(
-            "127.0.0.1".into(),
-            port,
+            pub_host.clone(),
+            pub_port,
             p,
             topics,
             Load {
-                pace: Pace::Spread(1.0),
+                pace: Pace::Spread(hz),
                 state_every: None,
             },
             stop.clone(),
@@ -760,18 +790,78 @@ async fn scale(machines: usize, seconds: u64, lakehouse: Option<String>) -> Resu
     let st = platform.ingest.status();
     let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
     println!("  RSS before start  {:.1} MiB", mb(base));
-    println!("  RSS after start   {:.1} MiB", mb(started));
     println!(
-        "  RSS live (windows filled for {seconds} s)  {:.1} MiB",
-        mb(live)
+        "  RSS after start   {:.1} MiB ({up} twins answering after {start_s:.2} s)",
+        mb(started)
+    );
+    println!(
+        "  RSS live (windows filled for {seconds} s)  {:.1} MiB (peak so far {:.1} MiB)",
+        mb(live),
+        mb(peak_rss_bytes().unwrap_or(0))
     );
     println!(
         "  per twin          {:.1} KiB",
         (live.saturating_sub(base)) as f64 / 1024.0 / machines as f64
     );
     println!("  readings ingested {}", st.readings);
+    let t1 = Instant::now();
     platform.stop().await;
+    println!(
+        "  stop (final checkpoints of every twin)  {:.2} s",
+        t1.elapsed().as_secs_f64()
+    );
+    if restart {
+        let before = rss_bytes().unwrap_or(0);
+        let cfg = bench_config(machines, &tmp.path, free_port()?, external, 1, true, false)?;
+        let t0 = Instant::now();
+        let platform = Platform::start(cfg, Probes::default())
+            .await
+            .context("starting the platform again")?;
+        let ready = t0.elapsed().as_secs_f64();
+        let up = all_twins_answer(&platform).await;
+        let all = t0.elapsed().as_secs_f64();
+        let restored = platform
+            .twins
+            .machines
+            .first()
+            .map(|a| a.send(crate::twins::GetSnapshot));
+        let readings = match restored {
+            Some(f) => f.await.map(|s| s.readings_total).unwrap_or(0),
+            None => 0,
+        };
+        println!(
+            "  restart: platform up in {ready:.2} s, {up} twins answering after {all:.2} s (the first restored {readings} readings), RSS {:.1} -> {:.1} MiB (peak {:.1} MiB)",
+            mb(before),
+            mb(rss_bytes().unwrap_or(0)),
+            mb(peak_rss_bytes().unwrap_or(0))
+        );
+        platform.stop().await;
+    }
     Ok(())
+}
+
+/// `--broker HOST:PORT`.
+fn broker_addr(broker: Option<&str>) -> Result<Option<(String, u16)>> {
+    broker
+        .map(|b| {
+            let (h, p) = b.rsplit_once(':').context("--broker takes HOST:PORT")?;
+            Ok((h.to_string(), p.parse::<u16>().context("--broker port")?))
+        })
+        .transpose()
+}
+
+/// How many twins answer (each after restoring its checkpoint).
+async fn all_twins_answer(platform: &Platform) -> usize {
+    let asks = platform
+        .twins
+        .machines
+        .iter()
+        .map(|a| a.send(crate::twins::GetSummary));
+    futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .filter(|r| r.is_ok())
+        .count()
 }
 
 struct TmpLake {

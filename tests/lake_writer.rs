@@ -263,3 +263,69 @@ async fn an_older_table_gains_the_contracts_new_columns() {
         .collect();
     assert_eq!(v, vec![None, Some(7.5)]);
 }
+
+/// Start-up reads the twins' newest checkpoints from the last day's
+/// partitions of `gold.asset_state` and looks further back only for twins
+/// it did not find there; a restarting twin finds its own the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newest_checkpoints_come_from_the_last_day_first_and_older_ones_when_missing() {
+    use ironlake::lake::rows::{asset_state_batch, AssetStateRow};
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lakehouse::open(dir.path().to_str().unwrap()).unwrap();
+    let cfg = PlatformFile::embedded_default().unwrap().lake;
+    let (w, join) = TableWriter::start(&lake, Table::GoldAssetState, &cfg, opts())
+        .await
+        .unwrap();
+    let now = ironlake::time::now_ms();
+    let day = 86_400_000;
+    let row = |asset: &str, ts_ms: i64, stats: &str| AssetStateRow {
+        ts_ms,
+        plant: "p".into(),
+        line: "l".into(),
+        asset_id: asset.into(),
+        state: "RUNNING",
+        health: None,
+        failure_prob: None,
+        rul_h: None,
+        lat: None,
+        lon: None,
+        zone: None,
+        good_parts: 0,
+        rejected_parts: 0,
+        active_alarms: 0,
+        stats: stats.into(),
+        energy_expected_kw: None,
+        energy_deviation_kw: None,
+    };
+    let rows = vec![
+        row("idle", now - 40 * day, "idle-40d"),
+        row("idle", now - 10 * day, "idle-10d"),
+        row("busy", now - 10 * day, "busy-10d"),
+        row("busy", now - 60_000, "busy-1m"),
+        // in the same time range as the newest (read in the second pass)
+        row("busy", now - 4_000, "busy-4s"),
+        row("busy", now - 1_000, "busy-now"),
+    ];
+    assert!(w.append(asset_state_batch(&rows).unwrap()).await);
+    w.flush().await.unwrap();
+    w.close().await;
+    join.await.unwrap();
+
+    // Everyone expected is on the last day: the older partitions are not read.
+    let only = lake.latest_checkpoints(&["busy"]).await.unwrap();
+    assert_eq!(only.get("busy").map(String::as_str), Some("busy-now"));
+    assert!(!only.contains_key("idle"), "{only:?}");
+    // A twin missing there is looked for further back: its newest one.
+    let all = lake.latest_checkpoints(&["busy", "idle"]).await.unwrap();
+    assert_eq!(all.get("busy").map(String::as_str), Some("busy-now"));
+    assert_eq!(all.get("idle").map(String::as_str), Some("idle-10d"));
+    // One twin's own (a supervisor restart).
+    let one = |a: &'static str| {
+        let lake = &lake;
+        async move { lake.latest_checkpoint("p", a).await.unwrap() }
+    };
+    assert_eq!(one("busy").await.as_deref(), Some("busy-now"));
+    assert_eq!(one("idle").await.as_deref(), Some("idle-10d"));
+    assert_eq!(one("nobody").await, None);
+}

@@ -154,6 +154,19 @@ pub struct IngestConfig {
     /// Timestamps remembered per signal for exact duplicate detection in
     /// memory; older repeats are checked against `silver.readings`.
     pub dedup_recent: usize,
+    /// Memory all signals' remembered timestamps may take together (4 bytes
+    /// each): with more signals than `dedup_recent` fits, each remembers
+    /// fewer (never under 64).
+    pub dedup_memory_mib: u64,
+}
+
+impl IngestConfig {
+    /// Timestamps each of `signals` signals remembers: `dedup_recent`,
+    /// or fewer when that many would not fit in `dedup_memory_mib`.
+    pub fn dedup_per_signal(&self, signals: usize) -> usize {
+        let fits = (self.dedup_memory_mib as usize).saturating_mul(1 << 20) / 4 / signals.max(1);
+        self.dedup_recent.min(fits.max(64)).max(1)
+    }
 }
 
 /// `[sql]`: the query engine's own bounded pool (`POST /api/sql`, history,
@@ -640,6 +653,20 @@ pub fn parse_timezone(name: &str) -> Option<chrono_tz::Tz> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dedup_memory_is_shared_among_all_signals() {
+        let i = PlatformFile::embedded_default().unwrap().ingest;
+        assert_eq!((i.dedup_recent, i.dedup_memory_mib), (512, 256));
+        // 1,000 machines of 10 signals: 512 each (20 MB).
+        assert_eq!(i.dedup_per_signal(10_000), 512);
+        // 100,000 machines of 10 signals: 67 each (268 MB), not 512 (2 GB).
+        assert_eq!(i.dedup_per_signal(1_000_000), 67);
+        assert!(i.dedup_per_signal(1_000_000) * 4 * 1_000_000 <= 256 << 20);
+        // Never under 64, however many signals.
+        assert_eq!(i.dedup_per_signal(100_000_000), 64);
+        assert_eq!(i.dedup_per_signal(0), 512);
+    }
 
     #[test]
     fn one_key_per_section_is_enough() {

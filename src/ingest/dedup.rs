@@ -4,15 +4,24 @@
 //! * the **watermark**: the newest timestamp ever accepted (in this run, in
 //!   the journal, or committed to `silver.readings` before). A reading
 //!   newer than it is new, without looking anything up: the common case.
-//! * a **ring** of the most recent accepted timestamps (sorted, at most
-//!   `ingest.dedup_recent`), complete from `complete_from` on: a reading in
-//!   that range is a duplicate exactly when the ring holds its timestamp.
-//!   Entries leave the ring only once the silver writer holds them durably,
-//!   so the ring never forgets a reading the table does not have yet.
+//! * the most recent accepted timestamps (at most `ingest.dedup_recent`
+//!   once silver holds them), complete from `complete_from` on: a reading
+//!   in that range is a duplicate exactly when they hold its timestamp.
+//!   They are kept in two parts: **pending**, accepted but perhaps not yet
+//!   in `silver.readings` (with the journal position that brought each; a
+//!   few per signal, those since the last silver commit), and **settled**,
+//!   which silver holds durably, sorted, as 4-byte offsets from a base
+//!   time. Only settled timestamps are forgotten, so the filter never
+//!   forgets a reading the table does not have yet.
 //! * anything older is **unsure**: the ingest stage looks it up in
-//!   `silver.readings` (rare: a reading later than the ring reaches, or the
-//!   first redeliveries after a restart), so a late reading that is new is
-//!   kept however late, and a redelivery is dropped however late.
+//!   `silver.readings` (rare: a reading later than the memory reaches, or
+//!   the first redeliveries after a restart), so a late reading that is new
+//!   is kept however late, and a redelivery is dropped however late.
+//!
+//! Memory: with a million signals in one process (100,000 machines of 10
+//! signals) every byte per timestamp is a megabyte per remembered reading;
+//! 4 bytes instead of a (time, position) pair of 16 is what lets the
+//! default memory of 512 timestamps per signal fit.
 
 use std::collections::VecDeque;
 
@@ -30,8 +39,12 @@ pub enum Verdict {
 pub struct SignalDedup {
     watermark: i64,
     complete_from: i64,
-    /// (timestamp, journal position that brought it), sorted by timestamp.
-    ring: VecDeque<(i64, u64)>,
+    /// Timestamps silver holds: sorted offsets (ms) from `base`.
+    settled: VecDeque<u32>,
+    base: i64,
+    /// Accepted timestamps silver may not hold yet, with the journal
+    /// position that brought each, in the order accepted.
+    pending: Vec<(i64, u64)>,
 }
 
 impl SignalDedup {
@@ -41,7 +54,9 @@ impl SignalDedup {
         SignalDedup {
             watermark,
             complete_from: watermark.saturating_add(1),
-            ring: VecDeque::new(),
+            settled: VecDeque::new(),
+            base: 0,
+            pending: Vec::new(),
         }
     }
 
@@ -55,7 +70,7 @@ impl SignalDedup {
         if ts > self.watermark {
             return Verdict::New;
         }
-        if self.find(ts).is_ok() {
+        if self.holds(ts) {
             return Verdict::Duplicate;
         }
         if ts >= self.complete_from {
@@ -65,49 +80,136 @@ impl SignalDedup {
         }
     }
 
-    fn find(&self, ts: i64) -> Result<usize, usize> {
-        // Mostly in order: check the back first.
-        match self.ring.back() {
-            Some(&(b, _)) if ts > b => Err(self.ring.len()),
-            Some(&(b, _)) if ts == b => Ok(self.ring.len() - 1),
-            _ => self.ring.binary_search_by(|(t, _)| t.cmp(&ts)),
+    fn holds(&self, ts: i64) -> bool {
+        self.pending.iter().rev().any(|&(t, _)| t == ts) || self.settled_pos(ts).is_ok()
+    }
+
+    /// Where `ts` is (or would go) among the settled timestamps.
+    fn settled_pos(&self, ts: i64) -> Result<usize, usize> {
+        let n = self.settled.len();
+        let Some(&back) = self.settled.back() else {
+            return Err(0);
+        };
+        let off = ts - self.base;
+        if off < 0 {
+            return Err(0);
         }
+        if off > back as i64 {
+            return Err(n);
+        }
+        let off = off as u32;
+        if off == back {
+            return Ok(n - 1);
+        }
+        self.settled.binary_search(&off)
     }
 
     /// Remember an accepted `ts`, brought by the record at `lsn`.
     pub fn accept(&mut self, ts: i64, lsn: u64) {
-        if let Err(pos) = self.find(ts) {
-            if pos == self.ring.len() {
-                self.ring.push_back((ts, lsn));
-            } else {
-                self.ring.insert(pos, (ts, lsn));
-            }
+        if !self.holds(ts) {
+            self.pending.push((ts, lsn));
         }
         self.watermark = self.watermark.max(ts);
     }
 
-    /// Forget the oldest timestamps beyond `cap`, but only those whose
-    /// records the silver table holds (`durable`).
-    pub fn evict(&mut self, cap: usize, durable: u64) {
-        while self.ring.len() > cap {
-            match self.ring.front() {
-                Some(&(ts, lsn)) if lsn <= durable => {
-                    self.ring.pop_front();
-                    self.complete_from = self.complete_from.max(ts.saturating_add(1));
-                }
-                _ => break,
-            }
+    /// Forget `ts` and everything older: they become unsure.
+    fn forget_through(&mut self, ts: i64) {
+        self.complete_from = self.complete_from.max(ts.saturating_add(1));
+    }
+
+    /// Move a timestamp silver now holds among the settled ones.
+    fn settle(&mut self, ts: i64) {
+        if self.settled.is_empty() {
+            self.base = ts;
         }
+        let mut off = ts - self.base;
+        if off < 0 {
+            // Older than every settled timestamp: rebase, if the newest
+            // still fits in 32 bits; else forget it (it is in silver).
+            let shift = -off;
+            let back = *self.settled.back().unwrap_or(&0) as i64;
+            if back + shift > u32::MAX as i64 {
+                self.forget_through(ts);
+                return;
+            }
+            for o in self.settled.iter_mut() {
+                *o += shift as u32;
+            }
+            self.base = ts;
+            off = 0;
+        }
+        // Too far after the oldest: forget the oldest until it fits.
+        while off > u32::MAX as i64 {
+            match self.settled.pop_front() {
+                Some(o) => self.forget_through(self.base + o as i64),
+                None => break,
+            }
+            match self.settled.front() {
+                Some(&f) => {
+                    let f = f as i64;
+                    for o in self.settled.iter_mut() {
+                        *o -= f as u32;
+                    }
+                    self.base += f;
+                }
+                None => self.base = ts,
+            }
+            off = ts - self.base;
+        }
+        if let Err(pos) = self.settled_pos(ts) {
+            self.settled.insert(pos, off as u32);
+        }
+    }
+
+    /// Settle the timestamps whose records silver holds (`durable`), then
+    /// forget the oldest settled ones beyond `cap`.
+    pub fn evict(&mut self, cap: usize, durable: u64) {
+        if self.pending.iter().any(|&(_, lsn)| lsn <= durable) {
+            // The ring is allocated once at its full size (growing by
+            // doubling would leave up to half of it unused).
+            if self.settled.capacity() < cap + 1 {
+                self.settled
+                    .reserve_exact(cap + 1 - self.settled.len().min(cap + 1));
+            }
+            let pending = std::mem::take(&mut self.pending);
+            let mut keep = Vec::with_capacity(pending.iter().filter(|p| p.1 > durable).count());
+            for (ts, lsn) in pending {
+                if lsn <= durable {
+                    self.settle(ts);
+                    self.trim_settled(cap);
+                } else {
+                    keep.push((ts, lsn));
+                }
+            }
+            self.pending = keep;
+        }
+        while self.len() > cap && self.trim_settled(self.settled.len().saturating_sub(1)) {}
+        if self.settled.capacity() > 2 * (cap + 1).max(8) {
+            self.settled.shrink_to(cap + 1);
+        }
+    }
+
+    /// Forget the oldest settled timestamps beyond `keep`; whether any was.
+    fn trim_settled(&mut self, keep: usize) -> bool {
+        let mut any = false;
+        while self.settled.len() > keep {
+            let Some(o) = self.settled.pop_front() else {
+                break;
+            };
+            self.forget_through(self.base + o as i64);
+            any = true;
+        }
+        any
     }
 
     /// Timestamps remembered.
     pub fn len(&self) -> usize {
-        self.ring.len()
+        self.settled.len() + self.pending.len()
     }
 
     /// Whether nothing is remembered.
     pub fn is_empty(&self) -> bool {
-        self.ring.is_empty()
+        self.len() == 0
     }
 }
 
@@ -161,5 +263,57 @@ mod tests {
                 d.evict(cap, i as u64);
             }
         }
+
+        /// The same with timestamps days to years apart (offsets that do
+        /// not fit in 32 bits, late readings older than every settled one)
+        /// and silver lagging behind: a reading silver may not hold yet is
+        /// never forgotten (never unsure).
+        #[test]
+        fn exact_with_wide_gaps_and_a_lagging_silver(
+            steps in proptest::collection::vec((0i64..64, 0u32..3), 1..300),
+            cap in 1usize..16,
+            lag in 0u64..20,
+        ) {
+            let mut d = SignalDedup::new(i64::MIN);
+            let mut seen = std::collections::HashMap::new();
+            for (i, (t, scale)) in steps.into_iter().enumerate() {
+                // ms, hours or ~12 days per step: up to two years apart.
+                let t = t * [1, 3_600_000, 1 << 30][scale as usize];
+                let lsn = i as u64 + 1;
+                let durable = lsn.saturating_sub(lag);
+                match d.check(t) {
+                    Verdict::New => prop_assert!(!seen.contains_key(&t)),
+                    Verdict::Duplicate => prop_assert!(seen.contains_key(&t)),
+                    Verdict::Unsure => prop_assert!(
+                        seen.get(&t).is_none_or(|&at| at <= durable),
+                        "{t} accepted at {:?} forgotten before silver held it ({durable})",
+                        seen.get(&t)
+                    ),
+                }
+                if let std::collections::hash_map::Entry::Vacant(e) = seen.entry(t) {
+                    e.insert(lsn);
+                    d.accept(t, lsn);
+                }
+                d.evict(cap, durable);
+                prop_assert!(d.len() <= cap + lag as usize + 1);
+            }
+        }
+    }
+
+    #[test]
+    fn four_bytes_per_settled_timestamp() {
+        let mut d = SignalDedup::new(i64::MIN);
+        let t0 = 1_790_000_000_000i64;
+        for i in 0..10_000u64 {
+            d.accept(t0 + i as i64 * 1000 + (i as i64 % 7), i + 1);
+            d.evict(512, i.saturating_sub(3));
+        }
+        assert_eq!(d.len(), 512);
+        assert!(d.settled.capacity() <= 513, "{}", d.settled.capacity());
+        assert!(d.pending.capacity() <= 16, "{}", d.pending.capacity());
+        assert_eq!(d.check(t0 + 9_999 * 1000 + 3), Verdict::Duplicate);
+        assert_eq!(d.check(t0 + 9_600 * 1000 + 3), Verdict::Duplicate);
+        assert_eq!(d.check(t0 + 9_600 * 1000 + 4), Verdict::New);
+        assert_eq!(d.check(t0 + 1000 + 1), Verdict::Unsure);
     }
 }

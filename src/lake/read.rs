@@ -196,7 +196,55 @@ impl Lakehouse {
     }
 
     /// The newest checkpoint (`stats` JSON) of every asset in `gold.asset_state`.
-    pub async fn latest_checkpoints(&self) -> Result<HashMap<String, String>, LakeError> {
+    ///
+    /// Every round adds a row per twin (100,000 twins every 30 s: 288
+    /// million rows a day), so this reads the `date` partitions of the last
+    /// day first and looks further back (a week, a month, everything) only
+    /// for `expected` assets not found there: start-up does not slow down
+    /// as the table's history grows.
+    pub async fn latest_checkpoints(
+        &self,
+        expected: &[&str],
+    ) -> Result<HashMap<String, String>, LakeError> {
+        const DAY: i64 = 86_400_000;
+        let now = crate::time::now_ms();
+        let mut out = HashMap::new();
+        for back in [Some(1), Some(7), Some(31), None] {
+            out = self
+                .latest_checkpoints_since(back.map(|d: i64| now - d * DAY))
+                .await?;
+            if expected.iter().all(|a| out.contains_key(*a)) {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The newest checkpoint of every asset with one on or after the UTC
+    /// day of `since` (all of them: `None`).
+    async fn latest_checkpoints_since(
+        &self,
+        since: Option<i64>,
+    ) -> Result<HashMap<String, String>, LakeError> {
+        let filter = since.map_or(lit(true), |ms| {
+            col("date").gt_eq(lit(ScalarValue::Date32(Some(day_of(ms)))))
+        });
+        self.newest_checkpoints(filter).await
+    }
+
+    /// The newest `stats` of every asset among the rows `filter` keeps, in
+    /// two passes so that the checkpoints superseded by newer rounds are
+    /// never read: the first reads only `asset_id` and `ts` and finds each
+    /// asset's newest `ts`; the second reads `stats` only in the few time
+    /// ranges those fall in (one per round, a few seconds wide), so the
+    /// files of older rounds are pruned by their statistics, and streams
+    /// the batches instead of holding them all.
+    async fn newest_checkpoints(
+        &self,
+        filter: deltalake::datafusion::prelude::Expr,
+    ) -> Result<HashMap<String, String>, LakeError> {
+        use deltalake::datafusion::functions_aggregate::expr_fn::max;
+        use futures::StreamExt;
         let t = Table::GoldAssetState;
         let qerr = |source| LakeError::Query {
             table: t.name(),
@@ -204,25 +252,117 @@ impl Lakehouse {
         };
         let (ctx, table) = open(self, t).await?;
         let provider = table.table_provider().await.map_err(qerr)?;
-        ctx.register_table("asset_state", provider).map_err(qerr)?;
-        let df = ctx
-            .sql(
-                "SELECT asset_id, stats FROM (\
-                   SELECT asset_id, stats, row_number() OVER (PARTITION BY asset_id ORDER BY ts DESC) AS rn \
-                   FROM asset_state) WHERE rn = 1",
-            )
+        let batches = ctx
+            .read_table(provider.clone())
+            .map_err(qerr)?
+            .filter(filter.clone())
+            .map_err(qerr)?
+            .aggregate(vec![col("asset_id")], vec![max(col("ts")).alias("ts")])
+            .map_err(qerr)?
+            .collect()
             .await
             .map_err(qerr)?;
-        let batches = df.collect().await.map_err(qerr)?;
-        let mut out = HashMap::new();
+        let mut newest: HashMap<String, i64> = HashMap::new();
         for b in &batches {
             let a = string_column(b, 0)?;
-            let s = string_column(b, 1)?;
+            let ts = b.column(1).as_primitive::<TimestampMicrosecondType>();
             for i in 0..b.num_rows() {
-                out.insert(a.value(i).to_string(), s.value(i).to_string());
+                if ts.is_valid(i) {
+                    newest.insert(a.value(i).to_string(), ts.value(i));
+                }
+            }
+        }
+        let Some(in_ranges) = checkpoint_ranges(newest.values().copied())
+            .into_iter()
+            .map(|(lo, hi)| {
+                let us = |v| {
+                    lit(ScalarValue::TimestampMicrosecond(
+                        Some(v),
+                        Some("UTC".into()),
+                    ))
+                };
+                col("ts").between(us(lo), us(hi))
+            })
+            .reduce(|a, b| a.or(b))
+        else {
+            return Ok(HashMap::new());
+        };
+        let mut stream = ctx
+            .read_table(provider)
+            .map_err(qerr)?
+            .filter(filter.and(in_ranges))
+            .map_err(qerr)?
+            .select(vec![col("asset_id"), col("ts"), col("stats")])
+            .map_err(qerr)?
+            .execute_stream()
+            .await
+            .map_err(qerr)?;
+        let mut out = HashMap::with_capacity(newest.len());
+        while let Some(b) = stream.next().await {
+            let b = b.map_err(qerr)?;
+            let a = string_column(&b, 0)?;
+            let ts = b.column(1).as_primitive::<TimestampMicrosecondType>();
+            let s = string_column(&b, 2)?;
+            for i in 0..b.num_rows() {
+                let id = a.value(i);
+                if ts.is_valid(i) && newest.get(id) == Some(&ts.value(i)) {
+                    out.insert(id.to_string(), s.value(i).to_string());
+                }
             }
         }
         Ok(out)
+    }
+}
+
+/// The time ranges (µs, inclusive) that hold the given checkpoint times:
+/// times closer than `ROUND_GAP_US` share a range (a round of checkpoints
+/// takes a few seconds, rounds are tens of seconds apart), and at most
+/// `MAX_RANGES` ranges are kept by closing the smallest gaps, so that the
+/// filter stays short when a few assets stopped checkpointing long ago.
+fn checkpoint_ranges(times: impl Iterator<Item = i64>) -> Vec<(i64, i64)> {
+    const ROUND_GAP_US: i64 = 5_000_000;
+    const MAX_RANGES: usize = 16;
+    let mut ts: Vec<i64> = times.collect();
+    ts.sort_unstable();
+    ts.dedup();
+    let mut ranges: Vec<(i64, i64)> = Vec::new();
+    for t in ts {
+        match ranges.last_mut() {
+            Some(r) if t - r.1 <= ROUND_GAP_US => r.1 = t,
+            _ => ranges.push((t, t)),
+        }
+    }
+    while ranges.len() > MAX_RANGES {
+        let i = (1..ranges.len())
+            .min_by_key(|&i| ranges[i].0 - ranges[i - 1].1)
+            .expect("more than one range");
+        ranges[i - 1].1 = ranges[i].1;
+        ranges.remove(i);
+    }
+    ranges
+}
+
+impl Lakehouse {
+    /// The newest checkpoint of one twin (what a twin restarts from), if
+    /// `gold.asset_state` holds one: the last day's partitions first.
+    pub async fn latest_checkpoint(
+        &self,
+        plant: &str,
+        asset_id: &str,
+    ) -> Result<Option<String>, LakeError> {
+        let since = crate::time::now_ms() - 86_400_000;
+        let of = col("plant")
+            .eq(lit(plant))
+            .and(col("asset_id").eq(lit(asset_id)));
+        let recent = of
+            .clone()
+            .and(col("date").gt_eq(lit(ScalarValue::Date32(Some(day_of(since))))));
+        for filter in [recent, of] {
+            if let Some(cp) = self.newest_checkpoints(filter).await?.remove(asset_id) {
+                return Ok(Some(cp));
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -446,4 +586,36 @@ pub fn scalar_i64(batches: &[RecordBatch]) -> Option<i64> {
     }
     c.as_primitive_opt::<deltalake::arrow::datatypes::Int64Type>()
         .map(|a| a.value(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::checkpoint_ranges;
+
+    #[test]
+    fn checkpoint_times_become_one_range_per_round() {
+        let s = 1_000_000;
+        // two rounds 30 s apart, each spread over 3 s, and one asset whose
+        // newest checkpoint is a day old
+        let times = [0, 1, 2, 3, 30, 31, 33, -86_400].map(|t| t * s);
+        assert_eq!(
+            checkpoint_ranges(times.into_iter()),
+            vec![(-86_400 * s, -86_400 * s), (0, 3 * s), (30 * s, 33 * s)]
+        );
+        assert!(checkpoint_ranges(std::iter::empty()).is_empty());
+    }
+
+    #[test]
+    fn many_stragglers_merge_into_few_ranges_that_still_hold_every_time() {
+        let times: Vec<i64> = (0..1000).map(|i| i * i * 60_000_000).collect();
+        let r = checkpoint_ranges(times.iter().copied());
+        assert_eq!(r.len(), 16);
+        assert!(r.windows(2).all(|w| w[0].1 < w[1].0));
+        for t in &times {
+            assert!(
+                r.iter().any(|(lo, hi)| lo <= t && t <= hi),
+                "{t} not covered"
+            );
+        }
+    }
 }

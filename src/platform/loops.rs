@@ -80,34 +80,42 @@ pub async fn supervise_connector(src: Box<dyn Source>, cx: SourceContext) {
     }
 }
 
-/// One checkpoint of every twin: the rows and pending events written and
-/// committed, then the journal positions they cover recorded in `ledger`.
+/// Twins checkpointed per commit: a round of 100,000 twins holds about
+/// 80 MB of checkpoints at once instead of 800 MB.
+const CHECKPOINT_CHUNK: usize = 10_000;
+
+/// One checkpoint of every twin, `CHECKPOINT_CHUNK` twins at a time: the
+/// rows and pending events written and committed, then the journal
+/// positions they cover recorded in `ledger`.
 pub async fn checkpoint_round(
     twins: &TwinRegistry,
     events: &TableWriter,
     states: &TableWriter,
     ledger: &CheckpointLedger,
 ) -> bool {
-    let replies =
-        futures::future::join_all(twins.machines.iter().map(|a| a.send(TakeCheckpoint))).await;
-    let (mut rows, mut evs, mut covered) = (Vec::new(), Vec::new(), Vec::new());
-    for (i, r) in replies.into_iter().enumerate() {
-        if let Ok((row, mut ev, lsn)) = r {
-            rows.push(row);
-            evs.append(&mut ev);
-            covered.push((i as u32, lsn));
+    let mut all_ok = true;
+    for (c, chunk) in twins.machines.chunks(CHECKPOINT_CHUNK).enumerate() {
+        let replies = futures::future::join_all(chunk.iter().map(|a| a.send(TakeCheckpoint))).await;
+        let (mut rows, mut evs, mut covered) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, r) in replies.into_iter().enumerate() {
+            if let Ok((row, mut ev, lsn)) = r {
+                rows.push(row);
+                evs.append(&mut ev);
+                covered.push(((c * CHECKPOINT_CHUNK + i) as u32, lsn));
+            }
+        }
+        twins::write_rows(events, states, &mut evs, &mut rows).await;
+        let ok = events.flush().await.is_ok() && states.flush().await.is_ok();
+        if ok {
+            for (a, lsn) in covered {
+                ledger.set(a, lsn);
+            }
+        } else {
+            warn!("twin checkpoints did not commit; retried next round");
+            all_ok = false;
         }
     }
-    twins::write_rows(events, states, &mut evs, &mut rows).await;
-    let ok = events.flush().await.is_ok() && states.flush().await.is_ok();
-    if ok {
-        for (a, lsn) in covered {
-            ledger.set(a, lsn);
-        }
-    } else {
-        warn!("twin checkpoints did not commit; retried next round");
-    }
-    ok
+    all_ok
 }
 
 /// Checkpoint every twin each `every`, until `stop`.

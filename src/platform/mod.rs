@@ -153,7 +153,8 @@ impl Platform {
         let w = |t: Table| writers[&t].clone();
 
         // Twin checkpoints: where each twin resumes and what it covers.
-        let checkpoints = match lake.latest_checkpoints().await {
+        let ids: Vec<&str> = config.model.assets.iter().map(|a| a.id.as_str()).collect();
+        let checkpoints = match lake.latest_checkpoints(&ids).await {
             Ok(c) => c,
             Err(e) => {
                 warn!(error = %e, "cannot read checkpoints; twins start empty");
@@ -162,11 +163,17 @@ impl Platform {
         };
         let model = config.model.clone();
         let mut twin_marks: HashMap<AssetIdx, u64> = HashMap::new();
+        // Only the journal position is read here (the twins parse the rest
+        // on their own threads).
+        #[derive(serde::Deserialize)]
+        struct Mark {
+            #[serde(default)]
+            journal: String,
+            #[serde(default)]
+            lsn: u64,
+        }
         for (id, json) in &checkpoints {
-            if let (Some(a), Ok(cp)) = (
-                model.asset(id),
-                serde_json::from_str::<twins::core::Checkpoint>(json),
-            ) {
+            if let (Some(a), Ok(cp)) = (model.asset(id), serde_json::from_str::<Mark>(json)) {
                 if cp.journal == journals.meta.id {
                     twin_marks.insert(a.idx, cp.lsn);
                 }
@@ -261,6 +268,18 @@ impl Platform {
             scorer: champions
                 .clone()
                 .map(|c| c as Arc<dyn crate::twins::scoring::Scorer>),
+            checkpoints: Some({
+                let (lake, handle) = (lake.clone(), pool.handle().clone());
+                Arc::new(move |plant: Arc<str>, asset: Arc<str>| {
+                    let lake = lake.clone();
+                    let job = handle.spawn(async move {
+                        lake.latest_checkpoint(&plant, &asset)
+                            .await
+                            .map_err(|e| e.to_string())
+                    });
+                    Box::pin(async move { job.await.map_err(|e| e.to_string())? })
+                })
+            }),
         });
 
         let ingest = Arc::new(IngestStats::new());
@@ -293,7 +312,7 @@ impl Platform {
             .spawn(move || {
                 let sys = actix::System::new();
                 sys.block_on(async move {
-                    let (registry, arbiters) = twins::spawn_all(&actor_model, shared, &checkpoints);
+                    let (registry, arbiters) = twins::spawn_all(&actor_model, shared, checkpoints);
                     let state = crate::api::ApiState {
                         parts: api,
                         twins: registry.clone(),
@@ -367,7 +386,9 @@ impl Platform {
                     max_future_ms,
                     max_past_ms,
                 },
-                dedup_recent: p.ingest.dedup_recent,
+                dedup_recent: p
+                    .ingest
+                    .dedup_per_signal(model.assets.iter().map(|a| a.twin.signals.len()).sum()),
                 ledger: ledger.clone(),
                 seeds: seeds
                     .iter()

@@ -76,8 +76,9 @@ pub struct Restart;
 /// The actor.
 pub struct MachineTwin {
     core: TwinCore,
-    /// The last checkpoint written (JSON), the restart point.
-    last_checkpoint: Option<String>,
+    /// Restarted: read the last durable checkpoint back before taking
+    /// any message.
+    restore_pending: bool,
     line: Option<Addr<LineTwin>>,
     shared: Arc<TwinShared>,
     outbox: Vec<AssetEventRow>,
@@ -109,7 +110,7 @@ impl MachineTwin {
         }
         MachineTwin {
             core,
-            last_checkpoint: checkpoint,
+            restore_pending: false,
             line,
             shared,
             outbox: Vec::new(),
@@ -272,12 +273,30 @@ impl MachineTwin {
         fresh.journal = self.shared.journal_id.clone();
         fresh.scorer = self.shared.scorer.clone();
         self.core = fresh;
-        if let Some(cp) = &self.last_checkpoint {
-            if let Err(e) = self.core.restore_json(cp) {
-                warn!(asset = %self.core.id.id, error = %e, "restart without checkpoint");
-            }
-        }
+        self.restore_pending = true;
         self.pending_line_update = true;
+    }
+
+    /// Read the last durable checkpoint back (after a restart); messages
+    /// wait in the mailbox meanwhile.
+    fn restore(&mut self, ctx: &mut Context<Self>) {
+        self.restore_pending = false;
+        let Some(source) = self.shared.checkpoints.clone() else {
+            warn!(asset = %self.core.id.id, "restart without checkpoint (no lakehouse to read it from)");
+            return;
+        };
+        let load = source(self.core.id.plant.clone(), self.core.id.id.clone());
+        ctx.wait(load.into_actor(self).map(|res, act, _| match res {
+            Ok(Some(cp)) => {
+                if let Err(e) = act.core.restore_json(&cp) {
+                    warn!(asset = %act.core.id.id, error = %e, "restart without checkpoint");
+                }
+            }
+            Ok(None) => warn!(asset = %act.core.id.id, "restart without checkpoint (none written yet)"),
+            Err(e) => {
+                warn!(asset = %act.core.id.id, error = %e, "restart without checkpoint (cannot read it)")
+            }
+        }));
     }
 }
 
@@ -286,6 +305,9 @@ impl Actor for MachineTwin {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.shared.cfg.mailbox);
+        if self.restore_pending {
+            self.restore(ctx);
+        }
         // Deliver outbox leftovers and throttled line updates even when
         // idle, and notice a source that went away.
         ctx.run_interval(Duration::from_millis(500), |act, _| {
@@ -404,7 +426,6 @@ impl Handler<TakeCheckpoint> for MachineTwin {
 
     fn handle(&mut self, _: TakeCheckpoint, _: &mut Self::Context) -> Self::Result {
         let row = self.core.checkpoint_row(now_ms());
-        self.last_checkpoint = Some(row.stats.clone());
         MessageResult((row, std::mem::take(&mut self.outbox), self.core.applied_lsn))
     }
 }
