@@ -329,3 +329,84 @@ async fn newest_checkpoints_come_from_the_last_day_first_and_older_ones_when_mis
     assert_eq!(one("idle").await.as_deref(), Some("idle-10d"));
     assert_eq!(one("nobody").await, None);
 }
+
+/// Checkpoint history is kept for `twin.checkpoint_keep_days`: older days go
+/// whole (no file rewritten), except the day holding the newest checkpoint
+/// of an asset that is no longer configured; what restarts read is intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_checkpoint_days_are_dropped_but_a_removed_assets_last_one_stays() {
+    use ironlake::lake::rows::{asset_state_batch, AssetStateRow};
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lakehouse::open(dir.path().to_str().unwrap()).unwrap();
+    let cfg = PlatformFile::embedded_default().unwrap().lake;
+    let (w, join) = TableWriter::start(&lake, Table::GoldAssetState, &cfg, opts())
+        .await
+        .unwrap();
+    let now = ironlake::time::now_ms();
+    let day = 86_400_000;
+    let row = |asset: &str, ts_ms: i64| AssetStateRow {
+        ts_ms,
+        plant: "p".into(),
+        line: "l".into(),
+        asset_id: asset.into(),
+        state: "RUNNING",
+        health: None,
+        failure_prob: None,
+        rul_h: None,
+        lat: None,
+        lon: None,
+        zone: None,
+        good_parts: 0,
+        rejected_parts: 0,
+        active_alarms: 0,
+        stats: format!("{asset}@{}", (now - ts_ms) / day),
+        energy_expected_kw: None,
+        energy_deviation_kw: None,
+    };
+    let mut rows = Vec::new();
+    for back in [40, 10, 3, 1, 0] {
+        for a in ["a", "b"] {
+            rows.push(row(a, now - back * day));
+        }
+    }
+    // removed from the configuration 10 days ago (and one even older)
+    rows.push(row("gone", now - 40 * day));
+    rows.push(row("gone", now - 10 * day));
+    assert!(w.append(asset_state_batch(&rows).unwrap()).await);
+    w.flush().await.unwrap();
+    w.close().await;
+    join.await.unwrap();
+    let sql = "SELECT count(*) FROM gold.asset_state";
+    assert_eq!(count(&lake, sql).await, 12);
+
+    let current = ["a", "b"].map(String::from).into_iter().collect();
+    let r = lake.prune_checkpoints(2, &current).await.unwrap();
+    assert_eq!(r.days_kept_for_removed_assets, 1, "{r:?}");
+    assert!(r.files_removed >= 2, "{r:?}");
+    // left: today and yesterday of a and b, and the day of gone's newest
+    let left = query(&lake, "SELECT stats FROM gold.asset_state ORDER BY stats").await;
+    assert_eq!(
+        strings(&left, 0),
+        ["a@0", "a@1", "a@10", "b@0", "b@1", "b@10", "gone@10"]
+    );
+    let cps = lake.latest_checkpoints(&["a", "b", "gone"]).await.unwrap();
+    assert_eq!(cps["a"], "a@0");
+    assert_eq!(cps["gone"], "gone@10");
+    // Nothing to drop the second time; 0 keeps everything.
+    assert_eq!(
+        lake.prune_checkpoints(2, &current)
+            .await
+            .unwrap()
+            .files_removed,
+        0
+    );
+    assert_eq!(
+        lake.prune_checkpoints(0, &Default::default())
+            .await
+            .unwrap()
+            .files_removed,
+        0
+    );
+    assert_eq!(count(&lake, sql).await, 7);
+}

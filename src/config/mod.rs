@@ -101,6 +101,9 @@ pub struct LakeConfig {
     pub target_file_mb: u64,
     /// Compact the ingest tables' small files this often (0: never).
     pub compact_interval_s: u64,
+    /// After each compaction, delete files no version of the last this many
+    /// hours needs (0: never).
+    pub vacuum_retention_hours: u64,
 }
 
 /// `[twin]`: defaults for twin actors (a twin type may override windows).
@@ -109,6 +112,8 @@ pub struct LakeConfig {
 pub struct TwinConfig {
     /// Seconds between checkpoints to `gold.asset_state`.
     pub checkpoint_interval_s: u64,
+    /// Days of checkpoint history `gold.asset_state` keeps (0: all).
+    pub checkpoint_keep_days: u32,
     /// Readings in the count-based rolling window.
     pub count_window: usize,
     /// Length of the time-based rolling window.
@@ -588,6 +593,12 @@ fn validate_platform(p: &PlatformFile, file: &str) -> Result<(), ConfigError> {
     if p.lake.flush_interval_ms == 0 {
         return bad("lake.flush_interval_ms", "must be above 0");
     }
+    if (1..168).contains(&p.lake.vacuum_retention_hours) {
+        return bad(
+            "lake.vacuum_retention_hours",
+            "must be 0 (never vacuum) or at least 168 (the tables' own retention: readers on an older version would lose their files)",
+        );
+    }
     if p.twin.count_window < 2 {
         return bad("twin.count_window", "must be at least 2");
     }
@@ -712,5 +723,16 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(e.contains("lake.flush_rows"), "{e}");
+        let e = PlatformFile::parse_with_defaults(
+            "plants = []\n[lake]\nvacuum_retention_hours = 24\n",
+            "f.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("lake.vacuum_retention_hours"), "{e}");
+        for ok in [0, 168, 720] {
+            let text = format!("plants = []\n[lake]\nvacuum_retention_hours = {ok}\n");
+            assert!(PlatformFile::parse_with_defaults(&text, "f.toml").is_ok());
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::num::NonZeroU64;
 
+use deltalake::arrow::array::{Array, AsArray};
 use futures::StreamExt;
 use serde::Serialize;
 
@@ -36,6 +37,17 @@ pub struct OptimizeReport {
 pub struct VacuumReport {
     pub dry_run: bool,
     pub files_deleted: Vec<String>,
+}
+
+/// What `prune_checkpoints` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PruneReport {
+    pub files_removed: u64,
+    /// When the files' statistics tell.
+    pub rows_removed: Option<u64>,
+    /// Old days kept because they hold the newest checkpoint of an asset no
+    /// longer configured.
+    pub days_kept_for_removed_assets: u64,
 }
 
 impl Lakehouse {
@@ -163,6 +175,78 @@ impl Lakehouse {
         Ok(VacuumReport {
             dry_run: m.dry_run,
             files_deleted: m.files_deleted,
+        })
+    }
+
+    /// Drop the `date` partitions of `gold.asset_state` before the UTC day
+    /// `keep_days` before today: whole files, removed in one commit without
+    /// rewriting anything (the files go at the next vacuum). A day holding
+    /// the newest checkpoint of an asset not in `current` (a twin removed
+    /// from the configuration) is kept, so that it resumes if it comes back.
+    /// Call it only once every asset of `current` has a newer checkpoint.
+    pub async fn prune_checkpoints(
+        &self,
+        keep_days: u32,
+        current: &std::collections::HashSet<String>,
+    ) -> Result<PruneReport, LakeError> {
+        use deltalake::datafusion::functions_aggregate::expr_fn::max;
+        use deltalake::datafusion::prelude::{col, lit};
+        use deltalake::datafusion::scalar::ScalarValue;
+        let t = super::Table::GoldAssetState;
+        if keep_days == 0 {
+            return Ok(PruneReport::default());
+        }
+        let qerr = |source| LakeError::Query {
+            table: t.name(),
+            source,
+        };
+        let day = |d: i32| lit(ScalarValue::Date32(Some(d)));
+        let cutoff = crate::time::day_of(crate::time::now_ms()) - keep_days as i32;
+        let old = col("date").lt(day(cutoff));
+        let (ctx, table) = super::read::open(self, t).await?;
+        let provider = table.table_provider().await.map_err(qerr)?;
+        let batches = ctx
+            .read_table(provider)
+            .map_err(qerr)?
+            .filter(old.clone())
+            .map_err(qerr)?
+            .aggregate(vec![col("asset_id")], vec![max(col("date")).alias("d")])
+            .map_err(qerr)?
+            .collect()
+            .await
+            .map_err(qerr)?;
+        if batches.iter().all(|b| b.num_rows() == 0) {
+            return Ok(PruneReport::default());
+        }
+        let mut keep = std::collections::BTreeSet::new();
+        for b in &batches {
+            let a = super::read::string_column(b, 0)?;
+            let d = b
+                .column(1)
+                .as_primitive::<deltalake::arrow::datatypes::Date32Type>();
+            for i in 0..b.num_rows() {
+                if d.is_valid(i) && !current.contains(a.value(i)) {
+                    keep.insert(d.value(i));
+                }
+            }
+        }
+        let mut predicate = old;
+        if !keep.is_empty() {
+            predicate =
+                predicate.and(col("date").in_list(keep.iter().map(|d| day(*d)).collect(), true));
+        }
+        let (_, m) = table
+            .delete()
+            .with_predicate(predicate)
+            .await
+            .map_err(|source| LakeError::Delta {
+                table: t.name(),
+                source,
+            })?;
+        Ok(PruneReport {
+            files_removed: m.num_removed_files as u64,
+            rows_removed: m.num_deleted_rows.map(|n| n as u64),
+            days_kept_for_removed_assets: keep.len() as u64,
         })
     }
 

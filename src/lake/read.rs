@@ -75,7 +75,10 @@ pub struct HistoryBuckets {
     pub count: Vec<i64>,
 }
 
-async fn open(lake: &Lakehouse, t: Table) -> Result<(SessionContext, DeltaTable), LakeError> {
+pub(super) async fn open(
+    lake: &Lakehouse,
+    t: Table,
+) -> Result<(SessionContext, DeltaTable), LakeError> {
     let table = lake.open_or_create(t).await?;
     let ctx = SessionContext::new();
     table

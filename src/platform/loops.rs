@@ -1,6 +1,8 @@
 //! The platform's long-running tasks: supervisors of ingest shards and
 //! connectors, twin checkpoint rounds, pipeline updates and compaction.
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -118,19 +120,56 @@ pub async fn checkpoint_round(
     all_ok
 }
 
-/// Checkpoint every twin each `every`, until `stop`.
+/// Checkpoint every twin each `every`, until `stop`; `full_round_ms` is
+/// set to the start of each round that committed every twin.
 pub async fn checkpoint_loop(
     twins: TwinRegistry,
     events: TableWriter,
     states: TableWriter,
     ledger: Arc<CheckpointLedger>,
     every: Duration,
+    full_round_ms: Arc<AtomicI64>,
     stop: CancellationToken,
 ) {
     every_until(every, stop, || async {
-        checkpoint_round(&twins, &events, &states, &ledger).await;
+        let start = crate::time::now_ms();
+        if checkpoint_round(&twins, &events, &states, &ledger).await {
+            full_round_ms.store(start, Ordering::Relaxed);
+        }
     })
     .await
+}
+
+/// How much of `gold.asset_state`'s history to keep (`twin.checkpoint_keep_days`).
+pub struct CheckpointRetention {
+    pub keep_days: u32,
+    /// The configured assets (each checkpointed by every full round).
+    pub current: Arc<HashSet<String>>,
+    /// Start of the newest round that committed every twin (0: none yet).
+    pub full_round_ms: Arc<AtomicI64>,
+}
+
+impl CheckpointRetention {
+    /// Drop the days before `keep_days` ago once a full round has committed
+    /// since (so every configured twin has a newer checkpoint).
+    async fn apply(&self, lake: &Lakehouse) {
+        let cutoff_ms = (crate::time::day_of(crate::time::now_ms()) as i64 - self.keep_days as i64)
+            * 86_400_000;
+        if self.keep_days == 0 || self.full_round_ms.load(Ordering::Relaxed) < cutoff_ms {
+            return;
+        }
+        match lake.prune_checkpoints(self.keep_days, &self.current).await {
+            Ok(r) if r.files_removed > 0 => info!(
+                files = r.files_removed,
+                rows = r.rows_removed,
+                kept_days = r.days_kept_for_removed_assets,
+                "dropped checkpoint history older than {} days",
+                self.keep_days
+            ),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "checkpoint retention failed; will retry"),
+        }
+    }
 }
 
 /// Run `round` every `every` (the first time one interval after start)
@@ -153,17 +192,27 @@ where
     }
 }
 
-/// Compact every ingest table each `every`, until `stop`. Writers commit
-/// small files every second; compaction keeps reads fast. It runs beside
-/// the writers: appends and compaction do not conflict in Delta (only
-/// compaction removes files, and only files it rewrote).
+/// Table maintenance each `every`, until `stop`: drop old checkpoint
+/// history (`retention`), compact every table, then (with
+/// `vacuum_hours` > 0) delete the files no version of the last
+/// `vacuum_hours` needs. Writers commit small files every second;
+/// compaction keeps reads fast, vacuum keeps the disk from filling with
+/// what compaction and retention replaced. It runs beside the writers:
+/// appends and compaction do not conflict in Delta (only compaction
+/// removes files, and only files it rewrote), nor do appends to today and
+/// the removal of old days.
 pub async fn compaction_loop(
     lake: Arc<Lakehouse>,
     target_bytes: u64,
     every: Duration,
+    retention: Option<CheckpointRetention>,
+    vacuum_hours: u64,
     stop: CancellationToken,
 ) {
     every_until(every, stop.clone(), || async {
+        if let Some(r) = &retention {
+            r.apply(&lake).await;
+        }
         for t in Table::ALL {
             if stop.is_cancelled() {
                 return;
@@ -179,6 +228,17 @@ pub async fn compaction_loop(
                 }
                 Ok(_) => {}
                 Err(e) => warn!(table = t.name(), error = %e, "compaction failed; will retry"),
+            }
+            if vacuum_hours > 0 {
+                match lake.vacuum(t.name(), vacuum_hours, false).await {
+                    Ok(r) if !r.files_deleted.is_empty() => info!(
+                        table = t.name(),
+                        files = r.files_deleted.len(),
+                        "vacuumed files no version of the last {vacuum_hours} h needs"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => warn!(table = t.name(), error = %e, "vacuum failed; will retry"),
+                }
             }
         }
     })

@@ -490,12 +490,14 @@ impl Platform {
 
         // Background work.
         let mut background = Vec::new();
+        let full_round_ms = Arc::new(std::sync::atomic::AtomicI64::new(0));
         background.push(tokio::spawn(loops::checkpoint_loop(
             twins.clone(),
             w(Table::SilverAssetEvents),
             w(Table::GoldAssetState),
             ledger.clone(),
             Duration::from_secs(p.twin.checkpoint_interval_s),
+            full_round_ms.clone(),
             shutdown.clone(),
         )));
         if p.pipelines.interval_s > 0 && config.pipelines.iter().any(|p| p.enabled) {
@@ -514,6 +516,12 @@ impl Platform {
                 lake.clone(),
                 p.lake.target_file_mb << 20,
                 Duration::from_secs(p.lake.compact_interval_s),
+                Some(loops::CheckpointRetention {
+                    keep_days: p.twin.checkpoint_keep_days,
+                    current: Arc::new(model.assets.iter().map(|a| a.id.to_string()).collect()),
+                    full_round_ms,
+                }),
+                p.lake.vacuum_retention_hours,
                 shutdown.clone(),
             )));
         }
