@@ -410,3 +410,59 @@ async fn old_checkpoint_days_are_dropped_but_a_removed_assets_last_one_stays() {
     );
     assert_eq!(count(&lake, sql).await, 7);
 }
+
+/// `silver.assets` follows the configuration: written when it differs,
+/// untouched when it matches, and a removed machine leaves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_asset_register_is_rewritten_only_when_the_configuration_changes() {
+    use ironlake::lake::rows::AssetRow;
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lakehouse::open(dir.path().to_str().unwrap()).unwrap();
+    let row = |id: &str, plant: &str, x: Option<f64>| AssetRow {
+        asset_id: id.into(),
+        name: format!("Machine {id}"),
+        plant: plant.into(),
+        area: "Machining".into(),
+        line: "l1".into(),
+        twin_type: "cnc_mill".into(),
+        protocol: "modbus".into(),
+        signals: 9,
+        x_m: x,
+        y_m: x.map(|v| v / 2.0),
+    };
+    let first = vec![row("m1", "a", Some(3.5)), row("m2", "b", None)];
+    assert!(lake.sync_register(&first).await.unwrap());
+    let version = |lake: &Lakehouse| {
+        let lake = lake.clone();
+        async move {
+            lake.open_or_create(Table::SilverAssets)
+                .await
+                .unwrap()
+                .version()
+        }
+    };
+    let v1 = version(&lake).await;
+    // The same register in another order: nothing to commit.
+    let same = vec![first[1].clone(), first[0].clone()];
+    assert!(!lake.sync_register(&same).await.unwrap());
+    assert_eq!(version(&lake).await, v1);
+    // m2 removed, m3 added, m1 moved: exactly the new register.
+    let next = vec![row("m1", "a", Some(4.0)), row("m3", "a", None)];
+    assert!(lake.sync_register(&next).await.unwrap());
+    let q = query(
+        &lake,
+        "SELECT asset_id, x_m FROM silver.assets ORDER BY asset_id",
+    )
+    .await;
+    assert_eq!(strings(&q, 0), ["m1", "m3"]);
+    assert_eq!(
+        count(
+            &lake,
+            "SELECT count(*) FROM silver.assets WHERE x_m = 4.0 AND y_m = 2.0"
+        )
+        .await,
+        1
+    );
+    assert!(!lake.sync_register(&next).await.unwrap());
+}

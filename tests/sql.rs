@@ -60,6 +60,32 @@ async fn sql_over_rest_and_cli_returns_what_the_tables_hold() {
     sim.stop().await;
     platform.flush().await.unwrap();
 
+    // The asset register is a table too: readings join it like any dimension.
+    let reg = query(
+        &lake,
+        "SELECT asset_id, plant, line, twin_type, protocol, signals > 0 FROM silver.assets ORDER BY asset_id",
+    )
+    .await;
+    assert_eq!(strings(&reg, 0), ["mill-q", "press-q"]);
+    assert_eq!(strings(&reg, 1), ["plant-q", "plant-q"]);
+    assert_eq!(strings(&reg, 3), ["cnc_mill", "press"]);
+    assert_eq!(strings(&reg, 4), ["modbus", "mqtt"]);
+    let joined = count(
+        &lake,
+        "SELECT count(*) FROM silver.readings r JOIN silver.assets a ON a.asset_id = r.asset_id \
+         WHERE a.twin_type = 'cnc_mill'",
+    )
+    .await;
+    assert_eq!(
+        joined,
+        count(
+            &lake,
+            "SELECT count(*) FROM silver.readings WHERE asset_id = 'mill-q'"
+        )
+        .await
+    );
+    assert!(joined > 0);
+
     // JSON: rows as objects, typed columns, the same numbers as the table.
     let q =
         "SELECT asset_id, count(*) AS n FROM silver.readings GROUP BY asset_id ORDER BY asset_id";

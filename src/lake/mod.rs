@@ -125,6 +125,7 @@ impl Lakehouse {
                 .unwrap_or_default(),
             _ => Table::ALL
                 .into_iter()
+                .chain(Table::REGISTER)
                 .chain(Table::PIPELINE)
                 .chain(Table::SIM)
                 .chain(Table::MONITOR)

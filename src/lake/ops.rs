@@ -8,6 +8,7 @@ use deltalake::arrow::array::{Array, AsArray};
 use futures::StreamExt;
 use serde::Serialize;
 
+use super::rows::AssetRow;
 use super::{LakeError, Lakehouse, TableName};
 use deltalake::DeltaTable;
 
@@ -248,6 +249,78 @@ impl Lakehouse {
             rows_removed: m.num_deleted_rows.map(|n| n as u64),
             days_kept_for_removed_assets: keep.len() as u64,
         })
+    }
+
+    /// Make `silver.assets` hold exactly `rows` (the configured assets):
+    /// rewritten in one commit when it holds anything else, untouched when
+    /// it already matches (a restart with the same configuration commits
+    /// nothing). Returns whether it was rewritten.
+    pub async fn sync_register(&self, rows: &[AssetRow]) -> Result<bool, LakeError> {
+        use deltalake::arrow::datatypes::{Float64Type, Int32Type};
+        let t = super::Table::SilverAssets;
+        let qerr = |source| LakeError::Query {
+            table: t.name(),
+            source,
+        };
+        let (ctx, table) = super::read::open(self, t).await?;
+        let provider = table.table_provider().await.map_err(qerr)?;
+        let names = [
+            "asset_id",
+            "name",
+            "plant",
+            "area",
+            "line",
+            "twin_type",
+            "protocol",
+            "signals",
+            "x_m",
+            "y_m",
+        ];
+        let batches = ctx
+            .read_table(provider)
+            .map_err(qerr)?
+            .select_columns(&names)
+            .map_err(qerr)?
+            .collect()
+            .await
+            .map_err(qerr)?;
+        let mut have = Vec::new();
+        for b in &batches {
+            let s = (0..7)
+                .map(|i| super::read::string_column(b, i))
+                .collect::<Result<Vec<_>, _>>()?;
+            let n = b.column(7).as_primitive::<Int32Type>();
+            let (x, y) = (
+                b.column(8).as_primitive::<Float64Type>(),
+                b.column(9).as_primitive::<Float64Type>(),
+            );
+            let opt =
+                |a: &deltalake::arrow::array::Float64Array, i| a.is_valid(i).then(|| a.value(i));
+            for i in 0..b.num_rows() {
+                have.push(AssetRow {
+                    asset_id: s[0].value(i).into(),
+                    name: s[1].value(i).into(),
+                    plant: s[2].value(i).into(),
+                    area: s[3].value(i).into(),
+                    line: s[4].value(i).into(),
+                    twin_type: s[5].value(i).into(),
+                    protocol: s[6].value(i).into(),
+                    signals: n.value(i),
+                    x_m: opt(x, i),
+                    y_m: opt(y, i),
+                });
+            }
+        }
+        let key = |r: &AssetRow| (r.plant.clone(), r.asset_id.clone());
+        let mut want = rows.to_vec();
+        want.sort_by_key(key);
+        have.sort_by_key(key);
+        if have == want {
+            return Ok(false);
+        }
+        let batch = super::rows::assets_batch(&want, crate::time::now_ms())?;
+        self.replace(t, vec![batch], None).await?;
+        Ok(true)
     }
 
     /// Write a checkpoint of the table's log at its current version.

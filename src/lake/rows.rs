@@ -495,3 +495,57 @@ pub fn predictions_batch(rows: &[PredictionRow]) -> Result<RecordBatch, LakeErro
         ],
     )
 }
+
+/// One row of `silver.assets` (the asset register).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssetRow {
+    pub asset_id: String,
+    pub name: String,
+    pub plant: String,
+    pub area: String,
+    pub line: String,
+    pub twin_type: String,
+    pub protocol: String,
+    pub signals: i32,
+    /// Position on the plant's floor map (metres).
+    pub x_m: Option<f64>,
+    pub y_m: Option<f64>,
+}
+
+/// Build a `silver.assets` batch, every row stamped `updated_ms`.
+pub fn assets_batch(rows: &[AssetRow], updated_ms: i64) -> Result<RecordBatch, LakeError> {
+    let n = rows.len();
+    let mut s: Vec<StringBuilder> = (0..7).map(|_| StringBuilder::new()).collect();
+    let mut signals = Int32Builder::with_capacity(n);
+    let (mut x, mut y) = (
+        Float64Builder::with_capacity(n),
+        Float64Builder::with_capacity(n),
+    );
+    let mut ts = ts_builder(n);
+    for r in rows {
+        for (b, v) in s.iter_mut().zip([
+            &r.asset_id,
+            &r.name,
+            &r.plant,
+            &r.area,
+            &r.line,
+            &r.twin_type,
+            &r.protocol,
+        ]) {
+            b.append_value(v);
+        }
+        signals.append_value(r.signals);
+        x.append_option(r.x_m);
+        y.append_option(r.y_m);
+        ts.append_value(updated_ms * 1000);
+    }
+    let mut cols: Vec<ArrayRef> = s
+        .iter_mut()
+        .map(|b| Arc::new(b.finish()) as ArrayRef)
+        .collect();
+    cols.push(Arc::new(signals.finish()));
+    cols.push(Arc::new(x.finish()));
+    cols.push(Arc::new(y.finish()));
+    cols.push(Arc::new(ts.finish()));
+    finish(Table::SilverAssets, cols)
+}

@@ -15,6 +15,7 @@ pub enum Table {
     SilverReadings,
     SilverAssetEvents,
     SilverQuarantine,
+    SilverAssets,
     GoldAssetState,
     GoldPredictions,
     GoldOeeShift,
@@ -89,6 +90,22 @@ static QUARANTINE: LazyLock<SchemaRef> = LazyLock::new(|| {
         f("reason", DataType::Utf8, false),
         f("payload", DataType::Utf8, false),
         f("date", DataType::Date32, false),
+    ]))
+});
+
+static ASSETS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        f("asset_id", DataType::Utf8, false),
+        f("name", DataType::Utf8, false),
+        f("plant", DataType::Utf8, false),
+        f("area", DataType::Utf8, false),
+        f("line", DataType::Utf8, false),
+        f("twin_type", DataType::Utf8, false),
+        f("protocol", DataType::Utf8, false),
+        f("signals", DataType::Int32, false),
+        f("x_m", DataType::Float64, true),
+        f("y_m", DataType::Float64, true),
+        f("updated_ts", ts(), false),
     ]))
 });
 
@@ -364,6 +381,9 @@ impl Table {
     /// Written by the model monitor (`gold.drift`, `gold.model_quality`).
     pub const MONITOR: [Table; 2] = [Table::GoldDrift, Table::GoldModelQuality];
 
+    /// The asset register, rewritten by the platform when the configuration changes.
+    pub const REGISTER: [Table; 1] = [Table::SilverAssets];
+
     /// All tables, in layer order.
     pub const ALL: [Table; 6] = [
         Table::BronzeRawEvents,
@@ -381,6 +401,7 @@ impl Table {
             Table::SilverReadings => "silver.readings",
             Table::SilverAssetEvents => "silver.asset_events",
             Table::SilverQuarantine => "silver.quarantine",
+            Table::SilverAssets => "silver.assets",
             Table::GoldAssetState => "gold.asset_state",
             Table::GoldPredictions => "gold.predictions",
             Table::GoldOeeShift => "gold.oee_shift",
@@ -401,6 +422,7 @@ impl Table {
     pub fn from_name(name: &str) -> Option<Table> {
         Table::ALL
             .into_iter()
+            .chain(Table::REGISTER)
             .chain(Table::PIPELINE)
             .chain(Table::SIM)
             .chain(Table::MONITOR)
@@ -426,6 +448,9 @@ impl Table {
                 "Machine state changes, alarms raised and cleared, part counts"
             }
             Table::SilverQuarantine => "Rejected input with the rule it broke and why",
+            Table::SilverAssets => {
+                "The asset register: every configured machine, its plant, area, line, twin type and source"
+            }
             Table::GoldAssetState => "Twin checkpoints: state, statistics, health",
             Table::GoldPredictions => {
                 "Every live model score of every machine: champion and challenger side by side"
@@ -463,6 +488,7 @@ impl Table {
             Table::SilverReadings => READINGS.clone(),
             Table::SilverAssetEvents => EVENTS.clone(),
             Table::SilverQuarantine => QUARANTINE.clone(),
+            Table::SilverAssets => ASSETS.clone(),
             Table::GoldAssetState => ASSET_STATE.clone(),
             Table::GoldPredictions => PREDICTIONS.clone(),
             Table::GoldOeeShift => OEE_SHIFT.clone(),
@@ -489,7 +515,8 @@ impl Table {
             | Table::GoldReliability
             | Table::GoldFeatures
             | Table::SimFailures
-            | Table::SimWear => &["plant"],
+            | Table::SimWear
+            | Table::SilverAssets => &["plant"],
             Table::SystemPipelineRuns => &["date"],
             Table::GoldDrift | Table::GoldModelQuality => &[],
             _ => &["plant", "date"],

@@ -112,6 +112,31 @@ impl Platform {
         config.connectors.start_services()?;
         let lake = Arc::new(Lakehouse::open(&p.lake.root)?);
         lake.ensure_all().await?;
+        let register: Vec<crate::lake::rows::AssetRow> = config
+            .model
+            .assets
+            .iter()
+            .map(|a| crate::lake::rows::AssetRow {
+                asset_id: a.id.to_string(),
+                name: a.name.clone(),
+                plant: a.plant.to_string(),
+                area: a.area.clone(),
+                line: a.line.to_string(),
+                twin_type: a.twin.kind.clone(),
+                protocol: a.source.protocol.clone(),
+                signals: a.twin.signals.len() as i32,
+                x_m: a.pos.map(|p| p[0]),
+                y_m: a.pos.map(|p| p[1]),
+            })
+            .collect();
+        match lake.sync_register(&register).await {
+            Ok(true) => info!(
+                assets = register.len(),
+                "asset register written to silver.assets"
+            ),
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "cannot write the asset register (silver.assets)"),
+        }
         let pool = Arc::new(QueryPool::new(&p.sql)?);
         let registry = Registry::new();
 

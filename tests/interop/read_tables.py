@@ -17,6 +17,7 @@ TABLES = [
     "silver/readings",
     "silver/asset_events",
     "silver/quarantine",
+    "silver/assets",
     "gold/asset_state",
     "gold/predictions",
 ]
