@@ -118,7 +118,7 @@ impl SignalDedup {
     }
 
     /// Move a timestamp silver now holds among the settled ones.
-    fn settle(&mut self, ts: i64) {
+    fn settle(&mut self, ts: i64, cap: usize) {
         if self.settled.is_empty() {
             self.base = ts;
         }
@@ -157,6 +157,13 @@ impl SignalDedup {
             off = ts - self.base;
         }
         if let Err(pos) = self.settled_pos(ts) {
+            // Grow by doubling up to exactly `cap + 1`: a signal updated
+            // rarely holds a small ring, a busy one no more than it needs.
+            if self.settled.len() == self.settled.capacity() {
+                let want = (self.settled.capacity() * 2).clamp(8, (cap + 1).max(8));
+                self.settled
+                    .reserve_exact(want.saturating_sub(self.settled.len()).max(1));
+            }
             self.settled.insert(pos, off as u32);
         }
     }
@@ -165,17 +172,11 @@ impl SignalDedup {
     /// forget the oldest settled ones beyond `cap`.
     pub fn evict(&mut self, cap: usize, durable: u64) {
         if self.pending.iter().any(|&(_, lsn)| lsn <= durable) {
-            // The ring is allocated once at its full size (growing by
-            // doubling would leave up to half of it unused).
-            if self.settled.capacity() < cap + 1 {
-                self.settled
-                    .reserve_exact(cap + 1 - self.settled.len().min(cap + 1));
-            }
             let pending = std::mem::take(&mut self.pending);
             let mut keep = Vec::with_capacity(pending.iter().filter(|p| p.1 > durable).count());
             for (ts, lsn) in pending {
                 if lsn <= durable {
-                    self.settle(ts);
+                    self.settle(ts, cap);
                     self.trim_settled(cap);
                 } else {
                     keep.push((ts, lsn));
@@ -315,5 +316,16 @@ mod tests {
         assert_eq!(d.check(t0 + 9_600 * 1000 + 3), Verdict::Duplicate);
         assert_eq!(d.check(t0 + 9_600 * 1000 + 4), Verdict::New);
         assert_eq!(d.check(t0 + 1000 + 1), Verdict::Unsure);
+    }
+
+    #[test]
+    fn a_rarely_updated_signal_holds_a_small_ring() {
+        let mut d = SignalDedup::new(i64::MIN);
+        for i in 0..10u64 {
+            d.accept(1_790_000_000_000 + i as i64 * 3_600_000, i + 1);
+            d.evict(512, i + 1);
+        }
+        assert_eq!(d.len(), 10);
+        assert!(d.settled.capacity() <= 16, "{}", d.settled.capacity());
     }
 }
