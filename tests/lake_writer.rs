@@ -268,7 +268,7 @@ async fn an_older_table_gains_the_contracts_new_columns() {
 /// partitions of `gold.asset_state` and looks further back only for twins
 /// it did not find there; a restarting twin finds its own the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn newest_checkpoints_come_from_the_last_day_first_and_older_ones_when_missing() {
+async fn newest_checkpoints_come_from_recent_rows_first_and_older_ones_when_missing() {
     use ironlake::lake::rows::{asset_state_batch, AssetStateRow};
     init_logs();
     let dir = tempfile::tempdir().unwrap();
@@ -306,6 +306,7 @@ async fn newest_checkpoints_come_from_the_last_day_first_and_older_ones_when_mis
         // in the same time range as the newest (read in the second pass)
         row("busy", now - 4_000, "busy-4s"),
         row("busy", now - 1_000, "busy-now"),
+        row("hours", now - 3 * 3_600_000, "hours-3h"),
     ];
     assert!(w.append(asset_state_batch(&rows).unwrap()).await);
     w.flush().await.unwrap();
@@ -316,6 +317,11 @@ async fn newest_checkpoints_come_from_the_last_day_first_and_older_ones_when_mis
     let only = lake.latest_checkpoints(&["busy"]).await.unwrap();
     assert_eq!(only.get("busy").map(String::as_str), Some("busy-now"));
     assert!(!only.contains_key("idle"), "{only:?}");
+    assert!(!only.contains_key("hours"), "{only:?}");
+    // Beyond the last 10 minutes, the last day (and no further).
+    let day = lake.latest_checkpoints(&["busy", "hours"]).await.unwrap();
+    assert_eq!(day.get("hours").map(String::as_str), Some("hours-3h"));
+    assert!(!day.contains_key("idle"), "{day:?}");
     // A twin missing there is looked for further back: its newest one.
     let all = lake.latest_checkpoints(&["busy", "idle"]).await.unwrap();
     assert_eq!(all.get("busy").map(String::as_str), Some("busy-now"));
@@ -327,6 +333,7 @@ async fn newest_checkpoints_come_from_the_last_day_first_and_older_ones_when_mis
     };
     assert_eq!(one("busy").await.as_deref(), Some("busy-now"));
     assert_eq!(one("idle").await.as_deref(), Some("idle-10d"));
+    assert_eq!(one("hours").await.as_deref(), Some("hours-3h"));
     assert_eq!(one("nobody").await, None);
 }
 

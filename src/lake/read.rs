@@ -201,21 +201,28 @@ impl Lakehouse {
     /// The newest checkpoint (`stats` JSON) of every asset in `gold.asset_state`.
     ///
     /// Every round adds a row per twin (100,000 twins every 30 s: 288
-    /// million rows a day), so this reads the `date` partitions of the last
-    /// day first and looks further back (a week, a month, everything) only
-    /// for `expected` assets not found there: start-up does not slow down
-    /// as the table's history grows.
+    /// million rows a day), so this reads the last 10 minutes first (a
+    /// restart after a short stop finds every twin there, and the files
+    /// of older rounds are skipped by their `ts` statistics), and looks
+    /// further back (a day, a week, a month, everything) only for
+    /// `expected` assets not found: start-up does not slow down as the
+    /// table's history grows.
     pub async fn latest_checkpoints(
         &self,
         expected: &[&str],
     ) -> Result<HashMap<String, String>, LakeError> {
+        const MIN: i64 = 60_000;
         const DAY: i64 = 86_400_000;
         let now = crate::time::now_ms();
         let mut out = HashMap::new();
-        for back in [Some(1), Some(7), Some(31), None] {
-            out = self
-                .latest_checkpoints_since(back.map(|d: i64| now - d * DAY))
-                .await?;
+        for back in [
+            Some(10 * MIN),
+            Some(DAY),
+            Some(7 * DAY),
+            Some(31 * DAY),
+            None,
+        ] {
+            out = self.latest_checkpoints_since(back.map(|b| now - b)).await?;
             if expected.iter().all(|a| out.contains_key(*a)) {
                 break;
             }
@@ -223,14 +230,16 @@ impl Lakehouse {
         Ok(out)
     }
 
-    /// The newest checkpoint of every asset with one on or after the UTC
-    /// day of `since` (all of them: `None`).
+    /// The newest checkpoint of every asset with one at or after `since`
+    /// (UTC ms; all of them: `None`).
     async fn latest_checkpoints_since(
         &self,
         since: Option<i64>,
     ) -> Result<HashMap<String, String>, LakeError> {
         let filter = since.map_or(lit(true), |ms| {
-            col("date").gt_eq(lit(ScalarValue::Date32(Some(day_of(ms)))))
+            col("date")
+                .gt_eq(lit(ScalarValue::Date32(Some(day_of(ms)))))
+                .and(col("ts").gt_eq(ts_lit(ms)))
         });
         self.newest_checkpoints(filter).await
     }
@@ -347,20 +356,24 @@ fn checkpoint_ranges(times: impl Iterator<Item = i64>) -> Vec<(i64, i64)> {
 
 impl Lakehouse {
     /// The newest checkpoint of one twin (what a twin restarts from), if
-    /// `gold.asset_state` holds one: the last day's partitions first.
+    /// `gold.asset_state` holds one: the most recent rows first.
     pub async fn latest_checkpoint(
         &self,
         plant: &str,
         asset_id: &str,
     ) -> Result<Option<String>, LakeError> {
-        let since = crate::time::now_ms() - 86_400_000;
+        let now = crate::time::now_ms();
         let of = col("plant")
             .eq(lit(plant))
             .and(col("asset_id").eq(lit(asset_id)));
-        let recent = of
-            .clone()
-            .and(col("date").gt_eq(lit(ScalarValue::Date32(Some(day_of(since))))));
-        for filter in [recent, of] {
+        let after = |ms: i64| {
+            of.clone()
+                .and(col("date").gt_eq(lit(ScalarValue::Date32(Some(day_of(ms))))))
+                .and(col("ts").gt_eq(ts_lit(ms)))
+        };
+        // A running twin checkpointed within the last interval: the last
+        // 10 minutes first, then the last day, then everything.
+        for filter in [after(now - 600_000), after(now - 86_400_000), of.clone()] {
             if let Some(cp) = self.newest_checkpoints(filter).await?.remove(asset_id) {
                 return Ok(Some(cp));
             }
