@@ -83,8 +83,9 @@ pub async fn supervise_connector(src: Box<dyn Source>, cx: SourceContext) {
 }
 
 /// Twins checkpointed per commit: a round of 100,000 twins holds about
-/// 80 MB of checkpoints at once instead of 800 MB.
-const CHECKPOINT_CHUNK: usize = 10_000;
+/// 40 MB of checkpoint JSON at once instead of 800 MB (plus its Arrow
+/// batch and Parquet pages), in 20 commits.
+const CHECKPOINT_CHUNK: usize = 5_000;
 
 /// One checkpoint of every twin, `CHECKPOINT_CHUNK` twins at a time: the
 /// rows and pending events written and committed, then the journal
