@@ -269,35 +269,12 @@ async fn an_older_table_gains_the_contracts_new_columns() {
 /// it did not find there; a restarting twin finds its own the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn newest_checkpoints_come_from_recent_rows_first_and_older_ones_when_missing() {
-    use ironlake::lake::rows::{asset_state_batch, AssetStateRow};
     init_logs();
     let dir = tempfile::tempdir().unwrap();
     let lake = Lakehouse::open(dir.path().to_str().unwrap()).unwrap();
-    let cfg = PlatformFile::embedded_default().unwrap().lake;
-    let (w, join) = TableWriter::start(&lake, Table::GoldAssetState, &cfg, opts())
-        .await
-        .unwrap();
     let now = ironlake::time::now_ms();
     let day = 86_400_000;
-    let row = |asset: &str, ts_ms: i64, stats: &str| AssetStateRow {
-        ts_ms,
-        plant: "p".into(),
-        line: "l".into(),
-        asset_id: asset.into(),
-        state: "RUNNING",
-        health: None,
-        failure_prob: None,
-        rul_h: None,
-        lat: None,
-        lon: None,
-        zone: None,
-        good_parts: 0,
-        rejected_parts: 0,
-        active_alarms: 0,
-        stats: stats.into(),
-        energy_expected_kw: None,
-        energy_deviation_kw: None,
-    };
+    let row = |asset: &str, ts_ms: i64, stats: &str| checkpoint_row(asset, ts_ms, stats.into());
     let rows = vec![
         row("idle", now - 40 * day, "idle-40d"),
         row("idle", now - 10 * day, "idle-10d"),
@@ -308,10 +285,7 @@ async fn newest_checkpoints_come_from_recent_rows_first_and_older_ones_when_miss
         row("busy", now - 1_000, "busy-now"),
         row("hours", now - 3 * 3_600_000, "hours-3h"),
     ];
-    assert!(w.append(asset_state_batch(&rows).unwrap()).await);
-    w.flush().await.unwrap();
-    w.close().await;
-    join.await.unwrap();
+    write_checkpoints(&lake, &rows).await;
 
     // Everyone expected is on the last day: the older partitions are not read.
     let only = lake.latest_checkpoints(&["busy"]).await.unwrap();
@@ -342,34 +316,13 @@ async fn newest_checkpoints_come_from_recent_rows_first_and_older_ones_when_miss
 /// of an asset that is no longer configured; what restarts read is intact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_checkpoint_days_are_dropped_but_a_removed_assets_last_one_stays() {
-    use ironlake::lake::rows::{asset_state_batch, AssetStateRow};
     init_logs();
     let dir = tempfile::tempdir().unwrap();
     let lake = Lakehouse::open(dir.path().to_str().unwrap()).unwrap();
-    let cfg = PlatformFile::embedded_default().unwrap().lake;
-    let (w, join) = TableWriter::start(&lake, Table::GoldAssetState, &cfg, opts())
-        .await
-        .unwrap();
     let now = ironlake::time::now_ms();
     let day = 86_400_000;
-    let row = |asset: &str, ts_ms: i64| AssetStateRow {
-        ts_ms,
-        plant: "p".into(),
-        line: "l".into(),
-        asset_id: asset.into(),
-        state: "RUNNING",
-        health: None,
-        failure_prob: None,
-        rul_h: None,
-        lat: None,
-        lon: None,
-        zone: None,
-        good_parts: 0,
-        rejected_parts: 0,
-        active_alarms: 0,
-        stats: format!("{asset}@{}", (now - ts_ms) / day),
-        energy_expected_kw: None,
-        energy_deviation_kw: None,
+    let row = |asset: &str, ts_ms: i64| {
+        checkpoint_row(asset, ts_ms, format!("{asset}@{}", (now - ts_ms) / day))
     };
     let mut rows = Vec::new();
     for back in [40, 10, 3, 1, 0] {
@@ -380,10 +333,7 @@ async fn old_checkpoint_days_are_dropped_but_a_removed_assets_last_one_stays() {
     // removed from the configuration 10 days ago (and one even older)
     rows.push(row("gone", now - 40 * day));
     rows.push(row("gone", now - 10 * day));
-    assert!(w.append(asset_state_batch(&rows).unwrap()).await);
-    w.flush().await.unwrap();
-    w.close().await;
-    join.await.unwrap();
+    write_checkpoints(&lake, &rows).await;
     let sql = "SELECT count(*) FROM gold.asset_state";
     assert_eq!(count(&lake, sql).await, 12);
 
@@ -472,4 +422,40 @@ async fn the_asset_register_is_rewritten_only_when_the_configuration_changes() {
         1
     );
     assert!(!lake.sync_register(&next).await.unwrap());
+}
+
+/// A `gold.asset_state` row of plant `p`, line `l` with `stats` as its checkpoint.
+fn checkpoint_row(asset: &str, ts_ms: i64, stats: String) -> ironlake::lake::rows::AssetStateRow {
+    ironlake::lake::rows::AssetStateRow {
+        ts_ms,
+        plant: "p".into(),
+        line: "l".into(),
+        asset_id: asset.into(),
+        state: "RUNNING",
+        health: None,
+        failure_prob: None,
+        rul_h: None,
+        lat: None,
+        lon: None,
+        zone: None,
+        good_parts: 0,
+        rejected_parts: 0,
+        active_alarms: 0,
+        stats,
+        energy_expected_kw: None,
+        energy_deviation_kw: None,
+    }
+}
+
+/// Commit `rows` to `gold.asset_state` through a table writer.
+async fn write_checkpoints(lake: &Lakehouse, rows: &[ironlake::lake::rows::AssetStateRow]) {
+    let cfg = PlatformFile::embedded_default().unwrap().lake;
+    let (w, join) = TableWriter::start(lake, Table::GoldAssetState, &cfg, opts())
+        .await
+        .unwrap();
+    let batch = ironlake::lake::rows::asset_state_batch(rows).unwrap();
+    assert!(w.append(batch).await);
+    w.flush().await.unwrap();
+    w.close().await;
+    join.await.unwrap();
 }

@@ -236,12 +236,8 @@ impl Lakehouse {
         &self,
         since: Option<i64>,
     ) -> Result<HashMap<String, String>, LakeError> {
-        let filter = since.map_or(lit(true), |ms| {
-            col("date")
-                .gt_eq(lit(ScalarValue::Date32(Some(day_of(ms)))))
-                .and(col("ts").gt_eq(ts_lit(ms)))
-        });
-        self.newest_checkpoints(filter).await
+        self.newest_checkpoints(since.map_or(lit(true), rows_since))
+            .await
     }
 
     /// The newest `stats` of every asset among the rows `filter` keeps, in
@@ -326,6 +322,14 @@ impl Lakehouse {
     }
 }
 
+/// Rows at or after `ms` (UTC): the `date` partitions from its day on, and
+/// `ts` for the files and rows within them.
+fn rows_since(ms: i64) -> deltalake::datafusion::prelude::Expr {
+    col("date")
+        .gt_eq(lit(ScalarValue::Date32(Some(day_of(ms)))))
+        .and(col("ts").gt_eq(ts_lit(ms)))
+}
+
 /// The time ranges (µs, inclusive) that hold the given checkpoint times:
 /// times closer than `ROUND_GAP_US` share a range (a round of checkpoints
 /// takes a few seconds, rounds are tens of seconds apart), and at most
@@ -366,11 +370,7 @@ impl Lakehouse {
         let of = col("plant")
             .eq(lit(plant))
             .and(col("asset_id").eq(lit(asset_id)));
-        let after = |ms: i64| {
-            of.clone()
-                .and(col("date").gt_eq(lit(ScalarValue::Date32(Some(day_of(ms))))))
-                .and(col("ts").gt_eq(ts_lit(ms)))
-        };
+        let after = |ms: i64| of.clone().and(rows_since(ms));
         // A running twin checkpointed within the last interval: the last
         // 10 minutes first, then the last day, then everything.
         for filter in [after(now - 600_000), after(now - 86_400_000), of.clone()] {
