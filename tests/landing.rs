@@ -291,7 +291,7 @@ async fn schema_evolution_modes_add_rescue_fail_and_ignore() {
             for i in 0..10 {
                 csv += &format!("{},{id},{}.5,anna\n", t0 + i * 1000, 100 + i);
             }
-            std::fs::write(d.join("1.csv"), csv).unwrap();
+            drop_file(&d.join("1.csv"), &csv);
         } else {
             let mut js = String::new();
             for i in 0..10 {
@@ -301,7 +301,7 @@ async fn schema_evolution_modes_add_rescue_fail_and_ignore() {
                     100 + i
                 );
             }
-            std::fs::write(d.join("1.jsonl"), js).unwrap();
+            drop_file(&d.join("1.jsonl"), &js);
         }
     }
     wait_count(
@@ -327,7 +327,7 @@ async fn schema_evolution_modes_add_rescue_fail_and_ignore() {
             for i in 10..20 {
                 csv += &format!("{},{id},{}.5,ben,55.5\n", t0 + i * 1000, 100 + i);
             }
-            std::fs::write(d.join("2.csv"), csv).unwrap();
+            drop_file(&d.join("2.csv"), &csv);
         } else {
             let mut js = String::new();
             for i in 10..20 {
@@ -341,7 +341,7 @@ async fn schema_evolution_modes_add_rescue_fail_and_ignore() {
                     t0 + i * 1000
                 );
             }
-            std::fs::write(d.join("2.jsonl"), js).unwrap();
+            drop_file(&d.join("2.jsonl"), &js);
         }
     }
     // addNewColumns: the new signal lands, the schema has a second version.
@@ -898,4 +898,13 @@ fn walk(d: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// Drop a file as a file-drop tool does: written under a `.tmp` name the
+/// sources skip, then renamed. With `settle_ms = 0` a file written in place
+/// can be read while it is still empty.
+fn drop_file(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }
