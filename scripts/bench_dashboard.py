@@ -310,7 +310,7 @@ def workloads(meta):
                f"count(*) AS n FROM {t('silver.readings', e)} WHERE {ts_between('ts', t0, t1, e)} "
                f"GROUP BY asset_id, signal, {minute[e]}") for e in eng}
     last = {
-        "ironlake": "last_value(value ORDER BY ts) AS value",
+        "ironlake": "max_by(value, ts) AS value",
         "duckdb": "arg_max(value, ts) AS value",
     }
     w8b = {e: (f"SELECT asset_id, signal, {last[e]}, max(ts) AS ts FROM {t('silver.readings', e)} "

@@ -582,3 +582,312 @@ async fn a_time_filter_reads_only_the_files_of_its_hours() {
     assert_eq!(n, 120);
     assert_eq!(s, last_hour_sum);
 }
+
+/// Write `batch` as one more commit of the table under `dir` (created by the
+/// first write).
+async fn append_commit(dir: &std::path::Path, batch: deltalake::arrow::array::RecordBatch) {
+    std::fs::create_dir_all(dir).unwrap();
+    let url = url::Url::from_directory_path(dir).unwrap();
+    let exists = dir.join("_delta_log").is_dir();
+    let table = if exists {
+        deltalake::DeltaTable::try_from_url(url).await.unwrap()
+    } else {
+        deltalake::DeltaTableBuilder::from_url(url)
+            .unwrap()
+            .build()
+            .unwrap()
+    };
+    table
+        .write(vec![batch])
+        .with_save_mode(deltalake::protocol::SaveMode::Append)
+        .await
+        .unwrap();
+}
+
+/// Rows of `gold.last_test`: (asset, ts µs or NULL, value or NULL, label or
+/// NULL, seq).
+type LastRow = (String, Option<i64>, Option<f64>, Option<String>, i64);
+
+fn last_test_batch(rows: &[LastRow]) -> deltalake::arrow::array::RecordBatch {
+    use deltalake::arrow::array::{
+        ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    };
+    use std::sync::Arc;
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.0.as_str()),
+        )),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter(rows.iter().map(|r| r.1)).with_timezone("UTC"),
+        ),
+        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.2))),
+        Arc::new(StringArray::from_iter(rows.iter().map(|r| r.3.as_deref()))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.4))),
+    ];
+    let names = ["asset", "ts", "value", "label", "seq"];
+    RecordBatch::try_from_iter(names.into_iter().zip(cols)).unwrap()
+}
+
+/// `max_by` / `min_by` (and DuckDB's `arg_max` / `arg_min`) give the value on
+/// the row of the greatest / least key of each group, across files,
+/// batches and both aggregation phases: NULL keys are skipped, a NULL value
+/// on the winning row is the answer, FILTER applies, text values and float
+/// or integer keys work, and the grouped answer equals DataFusion's
+/// `last_value(... ORDER BY ...)`. A key that cannot order rows is a clear
+/// error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_by_and_min_by_give_the_value_at_the_extreme_key() {
+    use deltalake::arrow::array::Array;
+    use deltalake::arrow::datatypes::Float64Type;
+    use ironlake::lake::Lakehouse;
+    use ironlake::query::SqlEngine;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let table_dir = dir.path().join("gold").join("last_test");
+    // 3 commits x 30,000 rows of 700 assets in shuffled order; every
+    // (asset, ts) distinct, so the answer is defined.
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut all: Vec<LastRow> = Vec::new();
+    let mut seq = 0i64;
+    for _commit in 0..3 {
+        let mut rows = Vec::new();
+        for _ in 0..30_000 {
+            let r = next();
+            let asset = format!("m{:03}", r % 700);
+            seq += 1;
+            // ts unique per row; one row in 50 has no ts, one in 40 no value.
+            let ts = (r % 50 != 0)
+                .then_some(1_700_000_000_000_000 + ((r >> 20) % 10_000_000) as i64 * 100_000 + seq);
+            let value = (r % 40 != 1).then_some(((r >> 8) % 100_000) as f64 / 7.0 - 5_000.0);
+            let label = (r % 30 != 2).then(|| format!("l{}", (r >> 16) % 997));
+            rows.push((asset, ts, value, label, seq));
+        }
+        append_commit(&table_dir, last_test_batch(&rows)).await;
+        all.extend(rows);
+    }
+    // The newest row of all (of m000) has a NULL value: its answer is NULL.
+    let newest_ts = all.iter().filter_map(|r| r.1).max().unwrap();
+    let forced = (
+        "m000".to_string(),
+        Some(newest_ts + 1),
+        None,
+        Some("newest".to_string()),
+        seq + 1,
+    );
+    append_commit(&table_dir, last_test_batch(std::slice::from_ref(&forced))).await;
+    all.push(forced);
+
+    // What each answer must be, computed here.
+    type Pick = (Option<i64>, Option<f64>, Option<String>); // (key, value, label)
+    let mut newest: BTreeMap<String, Pick> = BTreeMap::new();
+    let mut oldest: BTreeMap<String, Pick> = BTreeMap::new();
+    let mut biggest_seq_positive: BTreeMap<String, (i64, Option<f64>)> = BTreeMap::new();
+    for (asset, ts, value, label, seq) in &all {
+        // An asset without any ts (m050, m100, ...: r % 50 == 0 there)
+        // answers NULL.
+        let n = newest.entry(asset.clone()).or_insert((None, None, None));
+        if let Some(ts) = ts {
+            if n.0.is_none_or(|k| *ts > k) {
+                *n = (Some(*ts), *value, label.clone());
+            }
+            let o = oldest.entry(asset.clone()).or_insert((None, None, None));
+            if o.0.is_none_or(|k| *ts < k) {
+                *o = (Some(*ts), *value, label.clone());
+            }
+        }
+        if value.is_some_and(|v| v > 0.0) {
+            let b = biggest_seq_positive
+                .entry(asset.clone())
+                .or_insert((i64::MIN, None));
+            if *seq > b.0 {
+                *b = (*seq, *value);
+            }
+        }
+    }
+
+    let lake = Arc::new(Lakehouse::open(dir.path().to_str().unwrap()).unwrap());
+    let engine = SqlEngine::new(lake);
+    let q = engine
+        .query(
+            "SELECT asset, max_by(value, ts) AS newest, min_by(value, ts) AS oldest, \
+             max_by(label, ts) AS newest_label, arg_min(label, ts) AS oldest_label, \
+             last_value(value ORDER BY ts NULLS FIRST) AS df_last, \
+             arg_max(value, seq) FILTER (WHERE value > 0) AS last_positive \
+             FROM gold.last_test GROUP BY asset ORDER BY asset",
+        )
+        .await
+        .unwrap();
+    assert_eq!(q.rows(), newest.len());
+    let mut checked = 0;
+    for b in &q.batches {
+        let f = |i: usize| b.column(i).as_primitive::<Float64Type>();
+        let (newest_v, oldest_v, df_last, last_pos) = (f(1), f(2), f(5), f(6));
+        let text = |i: usize, r: usize| -> Option<String> {
+            let c = deltalake::arrow::compute::cast(
+                b.column(i),
+                &deltalake::arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap();
+            let c = c.as_string::<i32>();
+            c.is_valid(r).then(|| c.value(r).to_string())
+        };
+        for r in 0..b.num_rows() {
+            let a = text(0, r).unwrap();
+            let opt = |c: &deltalake::arrow::array::Float64Array| c.is_valid(r).then(|| c.value(r));
+            let want_new = &newest[&a];
+            let want_old = oldest.get(&a).cloned().unwrap_or((None, None, None));
+            assert_eq!(opt(newest_v), want_new.1, "max_by(value, ts) of {a}");
+            assert_eq!(opt(oldest_v), want_old.1, "min_by(value, ts) of {a}");
+            assert_eq!(text(3, r), want_new.2, "max_by(label, ts) of {a}");
+            assert_eq!(text(4, r), want_old.2, "arg_min(label, ts) of {a}");
+            if want_new.0.is_some() {
+                // (last_value does not skip NULL keys: they sort first here.)
+                assert_eq!(
+                    opt(newest_v),
+                    opt(df_last),
+                    "max_by against last_value for {a}"
+                );
+            }
+            assert_eq!(
+                opt(last_pos),
+                biggest_seq_positive.get(&a).and_then(|b| b.1),
+                "arg_max(value, seq) FILTER (WHERE value > 0) of {a}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 700);
+    assert_eq!(
+        newest.values().filter(|n| n.0.is_none()).count(),
+        13,
+        "groups without any key are in the test (m050, m100, ... m650; m000 has the forced row)"
+    );
+    assert!(
+        newest["m000"].1.is_none(),
+        "the forced newest row has no value"
+    );
+
+    // Without GROUP BY, and with a float key.
+    let one = engine
+        .query("SELECT max_by(label, ts) AS l, min_by(asset, value) AS a FROM gold.last_test")
+        .await
+        .unwrap();
+    let b = &one.batches[0];
+    let text = |i: usize| {
+        let c = deltalake::arrow::compute::cast(
+            b.column(i),
+            &deltalake::arrow::datatypes::DataType::Utf8,
+        )
+        .unwrap();
+        c.as_string::<i32>().value(0).to_string()
+    };
+    assert_eq!(text(0), "newest");
+    let lowest = all
+        .iter()
+        .filter(|r| r.2.is_some())
+        .min_by(|x, y| x.2.partial_cmp(&y.2).unwrap())
+        .unwrap();
+    assert_eq!(text(1), lowest.0);
+
+    // A text key cannot order rows: the planner says so.
+    let err = engine
+        .query("SELECT max_by(value, label) FROM gold.last_test")
+        .await
+        .unwrap_err();
+    assert!(err.is_user_error(), "{err}");
+    assert!(
+        err.to_string()
+            .contains("must be a number, a date or a timestamp"),
+        "{err}"
+    );
+}
+
+/// One engine answers many queries (as `POST /api/sql` does) and keeps
+/// each table's snapshot between them: a commit made after a query is seen
+/// by the next one, and a table deleted and written again under the same
+/// name is read afresh, never from the old snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_sees_every_commit_and_a_recreated_table() {
+    use ironlake::lake::Lakehouse;
+    use ironlake::query::SqlEngine;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let table_dir = dir.path().join("gold").join("last_test");
+    let rows = |n: i64, from: i64| -> Vec<LastRow> {
+        (0..n)
+            .map(|i| {
+                (
+                    "m1".to_string(),
+                    Some(from + i),
+                    Some(i as f64),
+                    None,
+                    from + i,
+                )
+            })
+            .collect()
+    };
+    let lake = Arc::new(Lakehouse::open(dir.path().to_str().unwrap()).unwrap());
+    let engine = SqlEngine::new(lake);
+    let count = |engine: SqlEngine| async move {
+        let r = engine
+            .query("SELECT count(*) AS n, max(seq) AS s FROM gold.last_test")
+            .await
+            .unwrap();
+        let b = &r.batches[0];
+        (
+            b.column(0).as_primitive::<Int64Type>().value(0),
+            b.column(1).as_primitive::<Int64Type>().value(0),
+        )
+    };
+    append_commit(&table_dir, last_test_batch(&rows(10, 0))).await;
+    assert_eq!(count(engine.clone()).await, (10, 9));
+    append_commit(&table_dir, last_test_batch(&rows(5, 100))).await;
+    append_commit(&table_dir, last_test_batch(&rows(5, 200))).await;
+    assert_eq!(count(engine.clone()).await, (20, 204), "new commits seen");
+    assert_eq!(count(engine.clone()).await, (20, 204), "and again");
+
+    // Deleted and written again with fewer versions.
+    std::fs::remove_dir_all(&table_dir).unwrap();
+    append_commit(&table_dir, last_test_batch(&rows(3, 1000))).await;
+    assert_eq!(
+        count(engine.clone()).await,
+        (3, 1002),
+        "recreated, 1 version"
+    );
+    // ... and with as many versions as the snapshot the engine holds.
+    std::fs::remove_dir_all(&table_dir).unwrap();
+    for k in 0..3 {
+        append_commit(&table_dir, last_test_batch(&rows(2, 2000 + 10 * k))).await;
+    }
+    // The engine last read version 0; now three commits exist.
+    assert_eq!(
+        count(engine.clone()).await,
+        (6, 2021),
+        "recreated, 3 versions"
+    );
+    std::fs::remove_dir_all(&table_dir).unwrap();
+    for k in 0..3 {
+        append_commit(&table_dir, last_test_batch(&rows(1, 3000 + 10 * k))).await;
+    }
+    assert_eq!(
+        count(engine.clone()).await,
+        (3, 3020),
+        "recreated at the same version"
+    );
+    // A table that is gone is an unknown table again.
+    std::fs::remove_dir_all(&table_dir).unwrap();
+    let err = engine
+        .query("SELECT count(*) FROM gold.last_test")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use deltalake::datafusion::physical_plan::{collect, displayable, ExecutionPlan};
+use deltalake::datafusion::physical_plan::display::DisplayableExecutionPlan;
+use deltalake::datafusion::physical_plan::{collect, ExecutionPlan};
 
 use crate::lake::Lakehouse;
 use crate::query::format::{write, Format};
@@ -58,22 +59,19 @@ pub async fn run(opts: SqlOpts) -> Result<()> {
     }
     let lake = Arc::new(Lakehouse::open(&opts.lakehouse)?);
     let engine = SqlEngine::new(lake);
+    let settings = opts
+        .settings
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .with_context(|| format!("--set `{kv}`: expected KEY=VALUE"))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut seconds = Vec::with_capacity(opts.repeats);
     let mut last = None;
     for _ in 0..opts.repeats {
         let t = Instant::now();
-        let ctx = engine.session();
-        for kv in &opts.settings {
-            let (k, v) = kv
-                .split_once('=')
-                .with_context(|| format!("--set `{kv}`: expected KEY=VALUE"))?;
-            ctx.state_ref()
-                .write()
-                .config_mut()
-                .options_mut()
-                .set(k, v)
-                .with_context(|| format!("--set `{kv}`"))?;
-        }
+        let ctx = engine.session_with(&settings)?;
         let df = engine.plan(&ctx, &sql).await?;
         let schema = Arc::new(df.schema().as_arrow().clone());
         let plan = df.create_physical_plan().await?;
@@ -83,7 +81,10 @@ pub async fn run(opts: SqlOpts) -> Result<()> {
     }
     let (result, plan) = last.expect("at least one run");
     if opts.explain {
-        eprintln!("{}", displayable(plan.as_ref()).indent(true));
+        eprintln!(
+            "{}",
+            DisplayableExecutionPlan::with_metrics(plan.as_ref()).indent(true)
+        );
     }
     if let Some(path) = &opts.out {
         let f =
