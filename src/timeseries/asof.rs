@@ -186,14 +186,17 @@ pub fn asof_join(
                 .parts
                 .par_iter()
                 .map(|part| {
+                    // In visiting order (see `Part::gather`), back at the end.
+                    let key = part.gather(&part.key);
+                    let ts = part.gather(&part.ts);
                     let mut m = vec![NO_MATCH; part.len()];
                     let mut cur: Vec<Cursor> = part.keys.clone().map(|k| right.cursor(k)).collect();
-                    part.walk(|j| {
-                        let k = part.key[j] as usize;
+                    for (j, (&k, &t)) in key.iter().zip(ts.iter()).enumerate() {
+                        let k = k as usize;
                         let c = &mut cur[k - part.keys.start];
-                        m[j] = right.find(k, c, part.ts[j], direction, tolerance_ms);
-                    });
-                    m
+                        m[j] = right.find(k, c, t, direction, tolerance_ms);
+                    }
+                    part.ungather(m)
                 })
                 .collect();
             out = p.merge(left_keys, &parts, NO_MATCH);

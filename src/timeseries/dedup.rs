@@ -101,16 +101,20 @@ fn dedup_grouped(keys: &[u32], ts: &[i64], n_keys: usize, keep: Option<&[bool]>)
                 .par_iter()
                 .enumerate()
                 .map(|(pi, part)| {
+                    // In visiting order (see `Part::gather`), back at the end.
+                    let key = part.gather(&part.key);
+                    let ts = part.gather(&part.ts);
+                    let kept = kept.as_ref().map(|m| part.gather(&m[pi]));
                     let mut first = vec![false; part.len()];
                     let mut prev: Vec<Option<i64>> = vec![None; part.keys.len()];
-                    part.walk(|j| {
-                        let pr = &mut prev[part.local(part.key[j])];
-                        if kept.as_ref().is_none_or(|m| m[pi][j]) && *pr != Some(part.ts[j]) {
-                            *pr = Some(part.ts[j]);
+                    for (j, (&k, &t)) in key.iter().zip(ts.iter()).enumerate() {
+                        let pr = &mut prev[part.local(k)];
+                        if kept.as_ref().is_none_or(|m| m[j]) && *pr != Some(t) {
+                            *pr = Some(t);
                             first[j] = true;
                         }
-                    });
-                    first
+                    }
+                    part.ungather(first)
                 })
                 .collect();
             p.merge(keys, &parts, false)

@@ -281,6 +281,38 @@ impl Part {
         }
     }
 
+    /// Whether [`Part::walk`] visits the rows out of arrival order.
+    pub fn is_permuted(&self) -> bool {
+        !self.perm.is_empty()
+    }
+
+    /// A column of the partition (in arrival order) copied into visiting
+    /// order, so a kernel can walk `0..len` sequentially; borrowed when the
+    /// visiting order is arrival order. Walking a shuffled partition through
+    /// its permutation reads every column out of order inside the kernel's
+    /// dependent per-row work; one gather per column (independent loads the
+    /// core overlaps) and a sequential walk cost a fraction of that.
+    pub fn gather<'a, T: Copy>(&self, col: &'a [T]) -> std::borrow::Cow<'a, [T]> {
+        if self.perm.is_empty() {
+            std::borrow::Cow::Borrowed(col)
+        } else {
+            std::borrow::Cow::Owned(self.perm.iter().map(|&j| col[j as usize]).collect())
+        }
+    }
+
+    /// Results computed in visiting order (after [`Part::gather`]) back
+    /// into arrival order.
+    pub fn ungather<T: Copy + Default>(&self, visited: Vec<T>) -> Vec<T> {
+        if self.perm.is_empty() {
+            return visited;
+        }
+        let mut out = vec![T::default(); visited.len()];
+        for (&j, v) in self.perm.iter().zip(visited) {
+            out[j as usize] = v;
+        }
+        out
+    }
+
     /// Index of key `k` among the partition's keys (for per-key state).
     #[inline]
     pub fn local(&self, k: u32) -> usize {

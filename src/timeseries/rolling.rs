@@ -304,13 +304,27 @@ pub fn rolling(
         .par_iter()
         .enumerate()
         .map(|(pi, part)| {
+            // In visiting order (see `Part::gather`), back at the end.
             let mut out = Outs::new(stats, part.len());
-            let ok = valid.as_ref().map_or(Valid::All, |v| Valid::Bools(&v[pi]));
-            let step = step(&part.ts, &vals[pi], ok);
+            let key = part.gather(&part.key);
+            let ts = part.gather(&part.ts);
+            let v = part.gather(&vals[pi]);
+            let okv = valid.as_ref().map(|x| part.gather(&x[pi]));
+            let ok = okv.as_deref().map_or(Valid::All, Valid::Bools);
+            let step = Step {
+                ts: &ts,
+                vals: &v,
+                valid: ok,
+                frame: spec.frame,
+                minmax: (stats.min, stats.max),
+                min_periods: spec.min_periods.max(1),
+            };
             let mut state: Vec<KeyWindow> =
                 (0..part.keys.len()).map(|_| KeyWindow::default()).collect();
-            part.walk(|j| step.row(&mut state[part.local(part.key[j])], j, &mut out));
-            out
+            for (j, &k) in key.iter().enumerate() {
+                step.row(&mut state[part.local(k)], j, &mut out);
+            }
+            out.ungather(part)
         })
         .collect();
     Ok(Outs::merge(stats, p, keys, parts).finish())
@@ -387,6 +401,36 @@ impl Outs {
             std,
             min,
             max,
+        }
+    }
+
+    /// Rows computed in a partition's visiting order back in arrival order.
+    fn ungather(self, part: &super::order::Part) -> Outs {
+        if !part.is_permuted() {
+            return self;
+        }
+        let col = |c: Col| Col {
+            on: c.on,
+            v: if c.on { part.ungather(c.v) } else { c.v },
+            ok: if c.on { part.ungather(c.ok) } else { c.ok },
+        };
+        let counting = !self.count.is_empty();
+        Outs {
+            count: if counting {
+                part.ungather(self.count)
+            } else {
+                self.count
+            },
+            count_ok: if counting {
+                part.ungather(self.count_ok)
+            } else {
+                self.count_ok
+            },
+            sum: col(self.sum),
+            mean: col(self.mean),
+            std: col(self.std),
+            min: col(self.min),
+            max: col(self.max),
         }
     }
 
