@@ -23,8 +23,12 @@ peers_bench.py's silver (sorted by ts, machine). The rows are the same in every
 order, so every checksum is the same as the time-ordered set's: `gen` checks it.
 
 `run` runs peers_bench.py (IRONLAKE_BIN must point to a release build) on every set
-under DIR and keeps DIR/<set>/results.json; `table` prints one Markdown table per
-set: each workload's best peer, ironlake, ironlake / best, and ironlake's rows/s.
+under DIR and keeps DIR/<set>/results.json; it first measures the machine's memory
+bandwidth (`ironlake bench membw`, kept in DIR/membw.json). `table` prints one Markdown
+table per set: each workload's best peer, ironlake, ironlake / best, ironlake's rows/s,
+and ironlake's memory traffic against that ceiling: the least bytes the workload must
+move (its inputs as Arrow holds them, text dictionary-encoded; for the readers, the file
+plus the decoded table), divided by its time, over the all-thread read bandwidth.
 """
 import argparse
 import json
@@ -149,7 +153,48 @@ def sets(root):
     return sorted(d for d in os.listdir(root) if os.path.exists(os.path.join(root, d, "meta.json")))
 
 
+def membw(root):
+    """The all-thread memory bandwidth measured by `ironlake bench membw` (cached)."""
+    path = os.path.join(root, "membw.json")
+    if not os.path.exists(path):
+        binary = os.environ.get("IRONLAKE_BIN", "ironlake")
+        p = subprocess.run([binary, "bench", "membw", "--json"], capture_output=True,
+                           text=True, check=True)
+        with open(path, "w") as f:
+            f.write(p.stdout.strip().splitlines()[-1])
+    return json.load(open(path))
+
+
+TEXT_COLUMNS = {"telemetry": ["plant", "line", "machine_id"],
+                "silver": ["plant", "line", "machine_id"],
+                "states": ["machine_id", "state", "product_code"], "counts": ["machine_id"]}
+WORKLOAD_TABLES = {"W1": ["telemetry"], "W2": ["silver", "states"], "W3": ["silver"],
+                   "W4": ["silver"], "W5": ["states", "counts"]}
+WORKLOAD_FILES = {"W0": "telemetry.parquet", "W6": "telemetry.jsonl", "W7": "telemetry.csv"}
+
+
+def traffic(d):
+    """Least bytes each workload moves in set `d` (cached in d/bytes.json)."""
+    path = os.path.join(d, "bytes.json")
+    if os.path.exists(path):
+        return json.load(open(path))
+    size = {}
+    for t, text in TEXT_COLUMNS.items():
+        f = os.path.join(d, f"{t}.parquet")
+        names = pq.read_schema(f).names
+        size[t] = pq.read_table(f, read_dictionary=[c for c in text if c in names]).nbytes
+    out = {w: sum(size[t] for t in ts) for w, ts in WORKLOAD_TABLES.items()}
+    for w, f in WORKLOAD_FILES.items():
+        f = os.path.join(d, f)
+        if os.path.exists(f):
+            out[w] = os.path.getsize(f) + size["telemetry"]
+    with open(path, "w") as fh:
+        json.dump(out, fh)
+    return out
+
+
 def run(a):
+    membw(a.root)
     for s in sets(a.root):
         if a.only and s not in a.only.split(","):
             continue
@@ -171,9 +216,13 @@ def table(a):
         if not os.path.exists(path):
             continue
         res = json.load(open(path))
+        bw = json.load(open(os.path.join(a.root, "membw.json")))["read_gbs_all"] \
+            if os.path.exists(os.path.join(a.root, "membw.json")) else None
+        moved = traffic(os.path.join(a.root, s))
         print(f"\n**{s}** ({res['meta_rows']['telemetry']:,} rows, {res['silver_rows']:,} silver)\n")
-        print("| W | best peer | peer s | ironlake s | ironlake / best | ironlake rows/s | checksums |")
-        print("|---|---|---:|---:|---:|---:|---|")
+        print("| W | best peer | peer s | ironlake s | ironlake / best | ironlake rows/s | "
+              "ironlake GB/s (of the read ceiling) | checksums |")
+        print("|---|---|---:|---:|---:|---:|---:|---|")
         for w, cell in res["cells"].items():
             eng = cell["engines"]
             peers = {e: v for e, v in eng.items() if e != "ironlake"}
@@ -182,9 +231,11 @@ def table(a):
                 continue
             bp = min(peers, key=lambda e: peers[e]["median_s"])
             agree = all(not v[[k for k in v if k.startswith("diff_vs_")][0]] for v in eng.values())
+            gbs = moved.get(w, 0) / il["median_s"] / 1e9
+            ceiling = f"{gbs:.1f} ({100 * gbs / bw:.0f}% of {bw:.0f})" if bw else f"{gbs:.1f}"
             print(f"| {w} | {bp} | {peers[bp]['median_s']:.3f} | {il['median_s']:.3f} | "
                   f"{il['median_s'] / peers[bp]['median_s']:.2f} | {il['rows_per_s'] / 1e6:.1f} M | "
-                  f"{'agree' if agree else 'DIFFER'} |")
+                  f"{ceiling} | {'agree' if agree else 'DIFFER'} |")
 
 
 def matrix(a):

@@ -12,6 +12,7 @@ mod edge;
 mod kafka;
 mod landing;
 mod live;
+mod membw;
 mod modbus;
 mod opcua;
 pub mod peers;
@@ -60,6 +61,9 @@ pub enum BenchCmd {
     /// One dashboard query repeated on one SQL engine (W8-W10 of
     /// `scripts/bench_dashboard.py`): seconds per run and what the scans pruned.
     Sql(sql::SqlOpts),
+    /// Sequential read, write and copy bandwidth of memory, one thread and
+    /// all: the ceiling the peer workloads' traffic is compared with.
+    Membw(membw::MembwOpts),
     /// N machines of 10 signals live in one process: RSS per twin.
     Scale {
         #[arg(long, default_value_t = 10_000)]
@@ -465,6 +469,7 @@ pub async fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Modbus(opts) => modbus::run(opts).await,
         BenchCmd::Opcua(opts) => opcua::run(opts).await,
         BenchCmd::Sql(opts) => sql::run(opts).await,
+        BenchCmd::Membw(opts) => membw::run(opts),
         BenchCmd::Scale {
             machines,
             seconds,
