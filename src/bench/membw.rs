@@ -37,12 +37,14 @@ fn best(repeats: usize, bytes: usize, mut f: impl FnMut()) -> f64 {
 fn sum(chunk: &[u64]) -> u64 {
     // Four lanes so the adds do not serialise on one register.
     let mut acc = [0u64; 4];
-    for c in chunk.chunks_exact(4) {
+    let quads = chunk.chunks_exact(4);
+    let tail = quads.remainder();
+    for c in quads {
         for i in 0..4 {
             acc[i] = acc[i].wrapping_add(c[i]);
         }
     }
-    acc.iter().fold(0, |a, &b| a.wrapping_add(b))
+    tail.iter().chain(&acc).fold(0, |a, &b| a.wrapping_add(b))
 }
 
 /// Run `bench membw`.
@@ -102,4 +104,33 @@ pub fn run(opts: MembwOpts) -> Result<()> {
         println!("  copy  {copy_1:6.1} / {copy_all:6.1}  (bytes read + written)");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_read_pass_really_reads_every_word() {
+        // A sum the compiler cannot skip, and exact: every element counted once.
+        let v: Vec<u64> = (0..100_000).collect();
+        assert_eq!(sum(&v), 100_000 * 99_999 / 2);
+        let odd: Vec<u64> = (0..10_003).collect();
+        assert_eq!(
+            sum(&odd),
+            10_003 * 10_002 / 2,
+            "a tail shorter than 4 counts too"
+        );
+    }
+
+    #[test]
+    fn buffers_smaller_than_the_caches_are_refused() {
+        let e = run(MembwOpts {
+            mib: 8,
+            repeats: 1,
+            json: true,
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("at least 64"), "{e}");
+    }
 }
