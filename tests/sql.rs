@@ -855,29 +855,37 @@ async fn an_engine_sees_every_commit_and_a_recreated_table() {
     assert_eq!(count(engine.clone()).await, (20, 204), "new commits seen");
     assert_eq!(count(engine.clone()).await, (20, 204), "and again");
 
-    // Deleted and written again with fewer versions.
-    std::fs::remove_dir_all(&table_dir).unwrap();
-    append_commit(&table_dir, last_test_batch(&rows(3, 1000))).await;
+    // Deleted and written again: `commits` commits of `n` rows each, the
+    // k-th starting at seq `from + 10 k`.
+    let recreate = |commits: i64, n: i64, from: i64| {
+        let (dir, batches) = (
+            table_dir.clone(),
+            (0..commits)
+                .map(|k| last_test_batch(&rows(n, from + 10 * k)))
+                .collect::<Vec<_>>(),
+        );
+        async move {
+            std::fs::remove_dir_all(&dir).unwrap();
+            for b in batches {
+                append_commit(&dir, b).await;
+            }
+        }
+    };
+    recreate(1, 3, 1000).await;
     assert_eq!(
         count(engine.clone()).await,
         (3, 1002),
         "recreated, 1 version"
     );
-    // ... and with as many versions as the snapshot the engine holds.
-    std::fs::remove_dir_all(&table_dir).unwrap();
-    for k in 0..3 {
-        append_commit(&table_dir, last_test_batch(&rows(2, 2000 + 10 * k))).await;
-    }
     // The engine last read version 0; now three commits exist.
+    recreate(3, 2, 2000).await;
     assert_eq!(
         count(engine.clone()).await,
         (6, 2021),
         "recreated, 3 versions"
     );
-    std::fs::remove_dir_all(&table_dir).unwrap();
-    for k in 0..3 {
-        append_commit(&table_dir, last_test_batch(&rows(1, 3000 + 10 * k))).await;
-    }
+    // As many versions as the snapshot the engine holds.
+    recreate(3, 1, 3000).await;
     assert_eq!(
         count(engine.clone()).await,
         (3, 3020),

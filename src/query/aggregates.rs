@@ -75,25 +75,10 @@ impl ByExtreme {
     }
 }
 
-/// Whether `t` can order rows here, i.e. maps onto an `i64` keeping order.
+/// Whether `t` can order rows here, i.e. [`keys_of`] maps it onto an `i64`
+/// keeping order (asked of an empty column, so the list of types is one).
 fn key_supported(t: &DataType) -> bool {
-    matches!(
-        t,
-        DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::UInt8
-            | DataType::UInt16
-            | DataType::UInt32
-            | DataType::UInt64
-            | DataType::Float32
-            | DataType::Float64
-            | DataType::Date32
-            | DataType::Date64
-            | DataType::Timestamp(_, _)
-            | DataType::Null
-    )
+    keys_of(deltalake::arrow::array::new_empty_array(t).as_ref()).is_ok()
 }
 
 /// A float's bits as an `i64` ordered as the floats are (IEEE total order:

@@ -20,7 +20,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::ObjectStoreExt;
 
 use super::QueryError;
-use crate::lake::{LakeError, Lakehouse, TableName};
+use crate::lake::{Lakehouse, TableName};
 
 /// What identifies the commit a snapshot was read at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,16 +62,17 @@ async fn stamp(table: &DeltaTable) -> Option<CommitStamp> {
     })
 }
 
-async fn open(lake: &Lakehouse, name: &TableName) -> Result<DeltaTable, QueryError> {
-    DeltaTable::try_from_url(lake.url_of(name))
-        .await
-        .map_err(|source| {
-            LakeError::Open {
-                table: name.to_string(),
-                source,
-            }
-            .into()
-        })
+/// The table opened afresh from its log with its stamp, or `None` if it is
+/// gone.
+async fn fresh(
+    lake: &Lakehouse,
+    name: &TableName,
+) -> Result<Option<(DeltaTable, Option<CommitStamp>)>, QueryError> {
+    let Some(t) = super::open_table(lake, name).await? else {
+        return Ok(None);
+    };
+    let s = stamp(&t).await;
+    Ok(Some((t, s)))
 }
 
 impl Snapshots {
@@ -91,21 +92,32 @@ impl Snapshots {
             .lock()
             .get(&key)
             .map(|e| (e.table.clone(), e.stamp.clone()));
-        let table = match cached {
+        let (table, stamp) = match cached {
             Some((mut table, Some(was))) if stamp(&table).await.as_ref() == Some(&was) => {
+                let before = table.version();
                 match table.update_incremental(None).await {
-                    Ok(()) => table,
+                    // No new commit: the stamp just read still holds.
+                    Ok(()) if table.version() == before => (table, Some(was)),
+                    Ok(()) => {
+                        let s = stamp(&table).await;
+                        (table, s)
+                    }
                     Err(e) => {
                         tracing::debug!(table = %key, error = %e, "snapshot update failed; opening afresh");
-                        open(lake, name).await?
+                        match fresh(lake, name).await? {
+                            Some(f) => f,
+                            None => return Ok(None),
+                        }
                     }
                 }
             }
-            _ => open(lake, name).await?,
+            _ => match fresh(lake, name).await? {
+                Some(f) => f,
+                None => return Ok(None),
+            },
         };
         // Last writer wins: a query that loaded an older version only
         // makes the next one read a few more commits.
-        let stamp = stamp(&table).await;
         self.lock().insert(
             key,
             Entry {
