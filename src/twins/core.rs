@@ -333,33 +333,10 @@ impl TwinCore {
         let ts = row.bucket_end;
         match (p.alert, self.predicted_alarm.is_some()) {
             (true, false) => {
-                let fm = p.failure_model().cloned();
-                let reasons = fm
-                    .as_ref()
-                    .map(|m| {
-                        m.reasons
-                            .iter()
-                            .map(|(f, d)| format!("{f} {d:+.2}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    })
-                    .unwrap_or_default();
-                let msg = format!(
-                    "failure predicted by {} v{}: probability {:.2} >= {:.2} within {} h{}",
-                    fm.as_ref().map(|m| m.model.as_str()).unwrap_or("?"),
-                    fm.as_ref().map(|m| m.version).unwrap_or(0),
-                    p.failure_prob.unwrap_or(0.0),
-                    fm.as_ref().and_then(|m| m.threshold).unwrap_or(0.0),
-                    fm.as_ref().and_then(|m| m.horizon_h).unwrap_or(0.0),
-                    if reasons.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; top features: {reasons}")
-                    }
-                );
+                let (msg, model) = failure_message(&p);
                 self.predicted_alarm = Some(ActiveAlarm {
                     name: PREDICTED_FAILURE.into(),
-                    signal: fm.map(|m| m.model).unwrap_or_default(),
+                    signal: model,
                     severity: Severity::Warning,
                     since: ts,
                     value: p.failure_prob.unwrap_or(0.0),
@@ -389,8 +366,14 @@ impl TwinCore {
                 }
             }
             (true, true) => {
+                // Still predicted: the alarm keeps its start, and says what
+                // predicts it now (another model version after a promotion,
+                // the newest probability).
                 if let Some(a) = self.predicted_alarm.as_mut() {
+                    let (msg, model) = failure_message(&p);
                     a.value = p.failure_prob.unwrap_or(a.value);
+                    a.message = msg;
+                    a.signal = model;
                 }
             }
             (false, false) => {}
@@ -936,6 +919,35 @@ impl TwinCore {
         self.restore(cp);
         Ok(())
     }
+}
+
+/// The message of a predicted-failure alarm and the model raising it.
+fn failure_message(p: &super::scoring::Prediction) -> (String, String) {
+    let fm = p.failure_model().cloned();
+    let reasons = fm
+        .as_ref()
+        .map(|m| {
+            m.reasons
+                .iter()
+                .map(|(f, d)| format!("{f} {d:+.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    let msg = format!(
+        "failure predicted by {} v{}: probability {:.2} >= {:.2} within {} h{}",
+        fm.as_ref().map(|m| m.model.as_str()).unwrap_or("?"),
+        fm.as_ref().map(|m| m.version).unwrap_or(0),
+        p.failure_prob.unwrap_or(0.0),
+        fm.as_ref().and_then(|m| m.threshold).unwrap_or(0.0),
+        fm.as_ref().and_then(|m| m.horizon_h).unwrap_or(0.0),
+        if reasons.is_empty() {
+            String::new()
+        } else {
+            format!("; top features: {reasons}")
+        }
+    );
+    (msg, fm.map(|m| m.model).unwrap_or_default())
 }
 
 #[cfg(test)]
