@@ -22,6 +22,7 @@ pub mod infer;
 mod jsonl;
 mod landing;
 pub mod map;
+pub mod pages;
 pub mod parquet;
 pub mod store;
 pub mod text;

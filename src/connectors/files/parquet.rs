@@ -17,6 +17,7 @@ use deltalake::parquet::arrow::arrow_reader::{
     ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
 use deltalake::parquet::basic::Encoding;
+use deltalake::parquet::file::metadata::ParquetMetaData;
 use rayon::prelude::*;
 
 use super::{ColumnKind, FileError, FileSchema, NewField, ParsedFile, Rejected, RESCUED_COLUMN};
@@ -107,21 +108,10 @@ fn target_type(k: ColumnKind) -> DataType {
     }
 }
 
-/// Read a whole Parquet file as it is (no schema mapping), row groups split
-/// between `threads` readers on the worker pool, for the engine's own jobs
-/// and `ironlake bench` (W0).
-///
-/// Text columns stay dictionary-encoded when the file stores every page of
-/// them as dictionary indices (the usual case for machine, line and plant
-/// ids): the decoder then only unpacks indices. A column whose writer fell
-/// back to plain pages (its dictionary outgrew the page limit, e.g. 100,000
-/// machine ids) is read as a string view instead: rebuilding a dictionary
-/// from plain values hashes every row and took 60 % of the load.
-pub fn read_table(path: &Path, threads: usize) -> Result<Vec<RecordBatch>, FileError> {
-    let pstr = path.display().to_string();
-    let probe = open(path)?;
-    let meta = probe.metadata().clone();
-    let groups = meta.num_row_groups();
+/// The types [`read_table`] reads a file's columns as: the file's, with text
+/// as a dictionary when every page of it is dictionary-encoded and as string
+/// views otherwise.
+fn table_schema(meta: &ParquetMetaData, schema: &SchemaRef) -> SchemaRef {
     let all_dictionary = |col: usize| {
         meta.row_groups().iter().all(|rg| {
             let c = rg.column(col);
@@ -133,9 +123,8 @@ pub fn read_table(path: &Path, threads: usize) -> Result<Vec<RecordBatch>, FileE
                 })
         })
     };
-    let hint = Arc::new(Schema::new(
-        probe
-            .schema()
+    Arc::new(Schema::new(
+        schema
             .fields()
             .iter()
             .enumerate()
@@ -156,8 +145,36 @@ pub fn read_table(path: &Path, threads: usize) -> Result<Vec<RecordBatch>, FileE
                 Field::new(f.name(), t, f.is_nullable())
             })
             .collect::<Vec<_>>(),
-    ));
+    ))
+}
+
+/// Read a whole Parquet file as it is (no schema mapping), for the engine's
+/// own jobs and `ironlake bench` (W0): flat files of numbers, timestamps and
+/// text by ironlake's page decoder ([`super::pages`]), anything else by
+/// arrow-rs with row groups split between `threads` readers.
+///
+/// Text columns stay dictionary-encoded when the file stores every page of
+/// them as dictionary indices (the usual case for machine, line and plant
+/// ids): the decoder then only unpacks indices. A column whose writer fell
+/// back to plain pages (its dictionary outgrew the page limit, e.g. 100,000
+/// machine ids) is read as a string view instead: rebuilding a dictionary
+/// from plain values hashes every row and took 60 % of the load.
+pub fn read_table(path: &Path, threads: usize) -> Result<Vec<RecordBatch>, FileError> {
+    let pstr = path.display().to_string();
+    let probe = open(path)?;
+    let meta = probe.metadata().clone();
+    let groups = meta.num_row_groups();
+    let hint = table_schema(&meta, probe.schema());
     drop(probe);
+    // Flat numbers, timestamps and text: decoded by ironlake's own page
+    // decoder into whole-file column buffers; anything else (or a page it
+    // cannot decode, so that the error below is arrow-rs's) by arrow-rs.
+    let all: Vec<usize> = (0..hint.fields().len()).collect();
+    match open_file(path).map(|f| super::pages::read(&f, &meta, &hint, &all, 0..groups, threads)) {
+        Ok(Ok(batches)) => return Ok(batches),
+        Ok(Err(why)) => tracing::debug!(path = %pstr, ?why, "read by arrow-rs"),
+        Err(e) => return Err(e),
+    }
     let threads = threads.clamp(1, groups.max(1));
     let per = groups.div_ceil(threads);
     let err = |message: String| FileError::Format {
@@ -197,7 +214,8 @@ pub fn read_parquet_part(
     let pstr = path.display().to_string();
     let probe = open(path)?;
     let file_schema = probe.schema().clone();
-    let n = probe.metadata().num_row_groups();
+    let meta = probe.metadata().clone();
+    let n = meta.num_row_groups();
     drop(probe);
     let groups: Vec<usize> = (groups.start.min(n)..groups.end.min(n)).collect();
     let mut out = ParsedFile::default();
@@ -212,10 +230,29 @@ pub fn read_parquet_part(
             }
         }
     }
-    let parts: Vec<Result<Vec<RecordBatch>, FileError>> = groups
-        .par_iter()
-        .map(|&g| read_groups(open(path)?, vec![g], 65_536, &pstr))
+    // The wanted columns of these row groups by the page decoder (other
+    // columns' pages are not read), or by arrow-rs.
+    let hint = table_schema(&meta, &file_schema);
+    let columns: Vec<usize> = file_schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| wanted.iter().any(|w| w == f.name()))
+        .map(|(i, _)| i)
         .collect();
+    let range = groups.first().copied().unwrap_or(0)..groups.last().map_or(0, |g| g + 1);
+    let fast = open_file(path)
+        .map(|f| super::pages::read(&f, &meta, &hint, &columns, range, super::default_threads()))?;
+    let parts: Vec<Result<Vec<RecordBatch>, FileError>> = match fast {
+        Ok(batches) => vec![Ok(batches)],
+        Err(why) => {
+            tracing::debug!(path = %pstr, ?why, "read by arrow-rs");
+            groups
+                .par_iter()
+                .map(|&g| read_groups(open(path)?, vec![g], 65_536, &pstr))
+                .collect()
+        }
+    };
     let out_schema = schema.arrow_schema();
     let mut row0 = 0u64;
     for p in parts {
@@ -411,5 +448,311 @@ mod tests {
         }
         assert_eq!(seen.len(), 10_000);
         assert_eq!(seen[7_777], format!("mc-{:06}", 7_777 % 5_000));
+    }
+
+    /// Every column kind the page decoder takes, `n` rows, about `nulls`
+    /// of them null in the nullable columns.
+    fn mixed(n: usize, seed: u64, nulls: f64) -> RecordBatch {
+        use deltalake::arrow::array::{
+            Date32Array, Float32Array, Int32Array, Int64Array, TimestampMillisecondArray,
+        };
+        use rand::{Rng, SeedableRng};
+        let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let null = move |r: &mut rand_chacha::ChaCha8Rng| nulls > 0.0 && r.random_bool(nulls);
+        let mut ts = Vec::new();
+        let mut id = Vec::new();
+        let mut count = Vec::new();
+        let mut day = Vec::new();
+        let mut ratio = Vec::new();
+        let mut value = Vec::new();
+        let mut machine = Vec::new();
+        let mut note = Vec::new();
+        for i in 0..n {
+            ts.push(
+                (!null(&mut r)).then(|| 1_700_000_000_000 + i as i64 * 100 + r.random_range(0..50)),
+            );
+            id.push(i as i64 * 7 - 3_000);
+            count.push((!null(&mut r)).then(|| r.random_range(-5..500)));
+            day.push(19_000 + (i / 1_000) as i32);
+            ratio.push((!null(&mut r)).then(|| (r.random_range(0..100) as f32) / 8.0));
+            value.push(if null(&mut r) {
+                None
+            } else if i % 97 == 0 {
+                Some(f64::NAN)
+            } else {
+                Some((r.random_range(0.0..400.0f64) * 100.0).round() / 100.0)
+            });
+            machine.push(format!("press-{:02}", (i * 7) % 37));
+            note.push(match r.random_range(0..10) {
+                0 if nulls > 0.0 => None,
+                1 => Some(String::new()),
+                2 => Some("Prüfstand Ölpumpe".to_string()),
+                _ => Some(format!(
+                    "a longer free-text note, number {}",
+                    r.random_range(0..n)
+                )),
+            });
+        }
+        RecordBatch::try_from_iter([
+            (
+                "ts",
+                Arc::new(TimestampMillisecondArray::from(ts).with_timezone("UTC")) as ArrayRef,
+            ),
+            ("id", Arc::new(Int64Array::from(id)) as ArrayRef),
+            ("count", Arc::new(Int32Array::from(count)) as ArrayRef),
+            ("day", Arc::new(Date32Array::from(day)) as ArrayRef),
+            ("ratio", Arc::new(Float32Array::from(ratio)) as ArrayRef),
+            ("value", Arc::new(Float64Array::from(value)) as ArrayRef),
+            ("machine", Arc::new(StringArray::from(machine)) as ArrayRef),
+            ("note", Arc::new(StringArray::from(note)) as ArrayRef),
+        ])
+        .unwrap()
+    }
+
+    fn write_with(path: &Path, batch: &RecordBatch, props: WriterProperties) {
+        let mut w =
+            ArrowWriter::try_new(File::create(path).unwrap(), batch.schema(), Some(props)).unwrap();
+        w.write(batch).unwrap();
+        w.close().unwrap();
+    }
+
+    /// The file as arrow-rs reads it by itself, text as `Utf8`, one batch.
+    fn reference(path: &Path) -> RecordBatch {
+        let r = open(path).unwrap().build().unwrap();
+        let schema = deltalake::arrow::array::RecordBatchReader::schema(&r);
+        let b: Vec<RecordBatch> = r.collect::<Result<_, _>>().unwrap();
+        deltalake::arrow::compute::concat_batches(&schema, &b).unwrap()
+    }
+
+    /// `batches` as one batch with text as `Utf8`.
+    fn plain(batches: &[RecordBatch], like: &RecordBatch) -> RecordBatch {
+        let cols = (0..like.num_columns())
+            .map(|c| {
+                let parts: Vec<ArrayRef> = batches
+                    .iter()
+                    .map(|b| cast(b.column(c), like.column(c).data_type()).unwrap())
+                    .collect();
+                let refs: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
+                deltalake::arrow::compute::concat(&refs).unwrap()
+            })
+            .collect();
+        RecordBatch::try_new(like.schema(), cols).unwrap()
+    }
+
+    #[test]
+    fn the_page_decoder_reads_what_arrow_rs_reads_under_every_writer_setting() {
+        use deltalake::parquet::basic::{Compression, ZstdLevel};
+        use deltalake::parquet::file::properties::WriterVersion;
+        let dir = tempfile::tempdir().unwrap();
+        let mut cases = 0;
+        for (k, nulls) in [0.0, 0.05, 0.9].into_iter().enumerate() {
+            let batch = mixed(10_007, k as u64, nulls);
+            for dictionary in [true, false] {
+                for v2 in [false, true] {
+                    for (codec, small_pages) in [
+                        (Compression::SNAPPY, false),
+                        (Compression::UNCOMPRESSED, true),
+                        (Compression::ZSTD(ZstdLevel::default()), v2),
+                    ] {
+                        let mut props = WriterProperties::builder()
+                            .set_dictionary_enabled(dictionary)
+                            .set_compression(codec)
+                            .set_max_row_group_row_count(Some(3_000))
+                            .set_writer_version(if v2 {
+                                WriterVersion::PARQUET_2_0
+                            } else {
+                                WriterVersion::PARQUET_1_0
+                            });
+                        if small_pages {
+                            // Many pages, and dictionaries that overflow
+                            // into plain pages part-way through a chunk.
+                            props = props
+                                .set_data_page_row_count_limit(333)
+                                .set_write_batch_size(333)
+                                .set_dictionary_page_size_limit(2_048);
+                        }
+                        let path = dir.path().join(format!("c{cases}.parquet"));
+                        write_with(&path, &batch, props.build());
+                        let want = reference(&path);
+                        let probe = open(&path).unwrap();
+                        let hint = table_schema(probe.metadata(), probe.schema());
+                        let fast = super::super::pages::read(
+                            &File::open(&path).unwrap(),
+                            probe.metadata(),
+                            &hint,
+                            &(0..8).collect::<Vec<_>>(),
+                            0..usize::MAX,
+                            2,
+                        );
+                        // Version 2 writers fall back to delta encodings,
+                        // which arrow-rs reads.
+                        if v2 && (!dictionary || small_pages) {
+                            match fast {
+                                Err(super::super::pages::Outcome::Unsupported(why)) => {
+                                    assert!(why.contains("DELTA"), "case {cases}: {why}")
+                                }
+                                other => panic!("case {cases}: {:?}", other.map(|b| b.len())),
+                            }
+                            assert_eq!(plain(&read_table(&path, 2).unwrap(), &want), want);
+                            cases += 1;
+                            continue;
+                        }
+                        let fast = fast.unwrap_or_else(|e| panic!("case {cases}: {e:?}"));
+                        assert_eq!(fast.len(), 4, "one batch per row group");
+                        assert_eq!(
+                            fast.iter().map(|b| b.num_rows()).collect::<Vec<_>>(),
+                            [3_000, 3_000, 3_000, 1_007]
+                        );
+                        assert_eq!(fast[0].schema(), hint);
+                        let got = plain(&fast, &want);
+                        for c in 0..want.num_columns() {
+                            assert_eq!(
+                                got.column(c).to_data(),
+                                want.column(c).to_data(),
+                                "case {cases} ({codec:?}, dictionary {dictionary}, v2 {v2}, nulls {nulls}): column {}",
+                                want.schema().field(c).name()
+                            );
+                        }
+                        // read_table takes the same path.
+                        assert_eq!(plain(&read_table(&path, 2).unwrap(), &want), got);
+                        cases += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(cases, 36);
+    }
+
+    #[test]
+    fn columns_the_page_decoder_does_not_take_are_read_by_arrow_rs() {
+        use deltalake::arrow::array::BooleanArray;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.parquet");
+        let b = mixed(5_000, 9, 0.1);
+        let mut cols = b.columns().to_vec();
+        cols.push(Arc::new(BooleanArray::from_iter(
+            (0..5_000).map(|i| Some(i % 3 == 0)),
+        )));
+        let mut fields: Vec<Field> = b
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new("running", DataType::Boolean, true));
+        let b = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
+        write_with(&path, &b, WriterProperties::builder().build());
+        let probe = open(&path).unwrap();
+        let hint = table_schema(probe.metadata(), probe.schema());
+        let why = super::super::pages::read(
+            &File::open(&path).unwrap(),
+            probe.metadata(),
+            &hint,
+            &(0..9).collect::<Vec<_>>(),
+            0..1,
+            2,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(why, super::super::pages::Outcome::Unsupported(_)),
+            "{why:?}"
+        );
+        let want = reference(&path);
+        assert_eq!(plain(&read_table(&path, 2).unwrap(), &want), want);
+    }
+
+    #[test]
+    fn a_damaged_file_is_an_error_never_a_panic() {
+        use rand::{Rng, SeedableRng};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ok.parquet");
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(2_000))
+            .set_data_page_row_count_limit(500)
+            .set_write_batch_size(500)
+            .set_compression(deltalake::parquet::basic::Compression::UNCOMPRESSED)
+            .build();
+        write_with(&path, &mixed(6_000, 3, 0.05), props);
+        let good = std::fs::read(&path).unwrap();
+        // Cut short: the footer is gone.
+        let cut = dir.path().join("cut.parquet");
+        std::fs::write(&cut, &good[..good.len() / 2]).unwrap();
+        assert!(read_table(&cut, 2).is_err());
+        // Bytes of the pages changed (the footer intact): page headers,
+        // levels, bit widths, run lengths, dictionary indices and string
+        // lengths go wrong in every way; each read ends in an error or in a
+        // table of the right size.
+        let footer = u32::from_le_bytes(good[good.len() - 8..good.len() - 4].try_into().unwrap())
+            as usize
+            + 8;
+        let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let bad = dir.path().join("bad.parquet");
+        let mut errors = 0;
+        for _ in 0..300 {
+            let mut data = good.clone();
+            for _ in 0..r.random_range(1..4) {
+                let at = r.random_range(4..good.len() - footer);
+                data[at] = r.random();
+            }
+            std::fs::write(&bad, &data).unwrap();
+            match read_table(&bad, 2) {
+                Ok(b) => assert_eq!(b.iter().map(|b| b.num_rows()).sum::<usize>(), 6_000),
+                Err(_) => errors += 1,
+            }
+        }
+        assert!(errors > 0, "no damage was noticed");
+    }
+
+    #[test]
+    fn a_landing_file_slice_reads_only_its_columns_and_row_groups() {
+        use super::super::{ColumnKind, FileColumn, FileSchema};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("slice.parquet");
+        let src = mixed(10_007, 5, 0.05);
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(3_000))
+            .build();
+        write_with(&path, &src, props);
+        let mut schema = FileSchema::new(vec![
+            FileColumn::new("ts", "ts", ColumnKind::Timestamp, true),
+            FileColumn::new("machine_id", "machine", ColumnKind::Text, false),
+            FileColumn::new("value", "value", ColumnKind::Float, true),
+            FileColumn::new("count", "count", ColumnKind::Float, true),
+            FileColumn::new("note", "note", ColumnKind::Text, true),
+            FileColumn::new("absent", "absent", ColumnKind::Float, true),
+        ]);
+        schema.detect_new = true;
+        let got = read_parquet_part(&path, &schema, 1..3).unwrap();
+        assert!(got.rejected.is_empty());
+        let names: Vec<&str> = got.new_fields.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(names, ["id", "day", "ratio"]);
+        let b = deltalake::arrow::compute::concat_batches(&got.batches[0].schema(), &got.batches)
+            .unwrap();
+        assert_eq!(b.num_rows(), 6_000);
+        let want = src.slice(3_000, 6_000);
+        let text = |a: &ArrayRef| cast(a, &DataType::Utf8).unwrap();
+        assert_eq!(
+            text(b.column(1)).to_data(),
+            text(want.column_by_name("machine").unwrap()).to_data()
+        );
+        assert_eq!(
+            text(b.column(4)).to_data(),
+            text(want.column_by_name("note").unwrap()).to_data()
+        );
+        assert_eq!(
+            b.column(2).to_data(),
+            want.column_by_name("value").unwrap().to_data()
+        );
+        assert_eq!(
+            b.column(3).to_data(),
+            cast(want.column_by_name("count").unwrap(), &DataType::Float64)
+                .unwrap()
+                .to_data()
+        );
+        assert_eq!(
+            b.column(0).to_data(),
+            want.column_by_name("ts").unwrap().to_data()
+        );
+        assert_eq!(b.column(5).null_count(), 6_000);
     }
 }
