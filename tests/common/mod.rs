@@ -12,13 +12,31 @@ use ironlake::config::{parse_toml, PlantFile, PlatformFile};
 use ironlake::connectors::mqtt::{EmbeddedBrokerConfig, MqttConfig};
 use ironlake::platform::Config;
 
-/// A free TCP port on loopback.
+/// A free TCP port on loopback, handed out once per test process.
+///
+/// Ports come from 20000-32767, below Linux's ephemeral range (32768-60999):
+/// a port the kernel hands to an outgoing connection of another test running in
+/// parallel can never be one of these, and a process-wide counter (started at
+/// an offset from the process id, so two test binaries rarely meet) never gives
+/// the same port twice. Each candidate is bound once to check that it is free.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_768;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(2_654_435_761)) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {LOW}-{}", LOW + SPAN - 1)
 }
 
 /// Platform settings for tests: the defaults of config/ironlake.toml with fast
