@@ -177,17 +177,21 @@ async function render() {
   const r = app.route = parseRoute();
   if (!prev || prev.page !== r.page || prev.arg !== r.arg) window.scrollTo(0, 0);
   document.querySelectorAll('#top nav a').forEach((a) => a.classList.toggle('active', a.dataset.nav === r.page || (r.page === 'plant' && a.dataset.nav === 'overview')));
-  const main = $('#main');
+  // Every visit renders into a view of its own: a page still waiting for
+  // the server when the user has moved on fills a view no longer shown,
+  // never the page the user is on now.
+  const view = el('div', { class: 'view' });
+  fill($('#main'), view);
   const page = pages[r.page];
   if (!page) {
-    fill(main, errorBox('There is no page “' + r.page + '”.', 'Go to the overview', '#/'));
+    fill(view, errorBox('There is no page “' + r.page + '”.', 'Go to the overview', '#/'));
     return;
   }
   try {
     if (!app.plants) app.plants = await api('/api/plants');
-    await page(main, r);
+    await page(view, r);
   } catch (e) {
-    fill(main, errorBox(e.message, 'Go to the overview', '#/'));
+    fill(view, errorBox(e.message, 'Go to the overview', '#/'));
   }
 }
 function errorBox(msg, linkText, link) {
