@@ -4,6 +4,7 @@ on the same Parquet files.
 
     python3 scripts/bench_dashboard.py gen --out DIR [--machines 1000] [--seconds 20000]
                                            [--layout arrival|asset] [--history-days 365]
+                                           [--history-files-per-day 1]
     python3 scripts/bench_dashboard.py run --data DIR [--repeats 5] [--workloads W8,W9,W10]
                                            [--engines ironlake,duckdb,polars] [--out results.json]
 
@@ -16,7 +17,9 @@ ironlake's schemas and partitions) with the Python `deltalake` writer:
   arrival order (`--layout arrival`: ts, machine, signal) or sorted by machine and signal
   within each commit (`--layout asset`). Before them, one small file per plant and day for
   the HISTORY_DAYS before (one commit): the partitions a year of history leaves for the
-  planner to prune. A log checkpoint at the end, as ironlake's housekeeping writes.
+  planner to prune. With `--history-files-per-day 144`, 144 files per plant and day instead
+  (105,120 files for a year, the log a year of 10-minute files leaves), added to the log by
+  hand with the statistics a Delta writer records. A log checkpoint at the end, as ironlake's housekeeping writes.
 * `gold.oee_shift`: March 2024, three 8-hour shifts a day, every machine (93,000 rows).
 * `silver.asset_events`: March 2024, alarms raised and cleared (~100 a machine a day) and
   state changes.
@@ -122,7 +125,67 @@ def readings_chunk(t0_s, seconds, machines, rng, base, phase_ms, layout):
     }, schema=readings_schema())
 
 
-def gen_readings(out, machines, seconds, layout, history_days, seed):
+def stats_ts(us):
+    """A Delta statistics timestamp (ISO 8601, milliseconds, UTC)."""
+    t = dt.datetime.fromtimestamp(us // 1000 / 1000, dt.timezone.utc)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{us // 1000 % 1000:03d}Z"
+
+
+def gen_history_files(path, first_day, days, per_day, machines, rng, base, phase_ms, layout):
+    """The file log a year of ingest leaves once compaction has merged it: PER_DAY files per
+    plant and day for the DAYS before FIRST_DAY, each holding one second of ten machines
+    (the rows are few, the files are what the log and the planner must cope with). The
+    table is created by the Python writer with the first file; the others are written with
+    pyarrow and added to the log in one commit, with the statistics Delta writers record."""
+    from deltalake import write_deltalake
+    parts = ["plant", "date"]
+    day0 = first_day - days
+    write_deltalake(path, readings_chunk(day0 * 86_400, 1, min(machines, 10), rng, base,
+                                         phase_ms, layout), partition_by=parts, mode="append")
+    adds = []
+    t_start = time.time()
+    step = 86_400 // per_day
+    data_cols = [c for c in readings_schema().names if c not in parts]
+    for d in range(day0, first_day):
+        for k in range(per_day):
+            if d == day0 and k == 0:
+                continue
+            tbl = readings_chunk(d * 86_400 + k * step, 1, min(machines, 10), rng, base,
+                                 phase_ms, layout)
+            date = dt.date(1970, 1, 1) + dt.timedelta(days=d)
+            for plant in ("plant-a", "plant-b"):
+                part = tbl.filter(pc.equal(tbl["plant"], plant)).select(data_cols)
+                rel = f"plant={plant}/date={date.isoformat()}/part-hist-{d}-{k:04d}.snappy.parquet"
+                full = os.path.join(path, rel)
+                os.makedirs(os.path.dirname(full), exist_ok=True)
+                pq.write_table(part, full, compression="snappy")
+                mins, maxs = {}, {}
+                for c in data_cols:
+                    lo, hi = pc.min_max(part[c]).values()
+                    if c in ("ts", "ingest_ts"):
+                        mins[c], maxs[c] = stats_ts(lo.value), stats_ts(hi.value)
+                    else:
+                        mins[c], maxs[c] = lo.as_py(), hi.as_py()
+                stats = {"numRecords": part.num_rows, "minValues": mins, "maxValues": maxs,
+                         "nullCount": {c: 0 for c in data_cols}}
+                adds.append({"add": {
+                    "path": rel, "partitionValues": {"plant": plant, "date": date.isoformat()},
+                    "size": os.path.getsize(full), "modificationTime": int(time.time() * 1000),
+                    "dataChange": True, "stats": json.dumps(stats)}})
+        print(f"\r  silver.readings history: {len(adds):,} files ({time.time() - t_start:.0f} s)",
+              end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    log = os.path.join(path, "_delta_log")
+    version = max(int(f.split(".")[0]) for f in os.listdir(log) if f.endswith(".json")) + 1
+    with open(os.path.join(log, f"{version:020d}.json"), "w") as f:
+        f.write(json.dumps({"commitInfo": {"timestamp": int(time.time() * 1000),
+                                           "operation": "WRITE",
+                                           "operationParameters": {"mode": "Append"}}}) + "\n")
+        for a in adds:
+            f.write(json.dumps(a) + "\n")
+
+
+def gen_readings(out, machines, seconds, layout, history_days, seed, files_per_day=1):
     from deltalake import DeltaTable, write_deltalake
     path = os.path.join(out, "silver", "readings")
     rng = np.random.default_rng(seed)
@@ -133,7 +196,10 @@ def gen_readings(out, machines, seconds, layout, history_days, seed):
     end_s = int(END.timestamp())
     start_s = end_s - seconds
     parts = ["plant", "date"]
-    if history_days:
+    if history_days and files_per_day > 1:
+        gen_history_files(path, start_s // 86_400, history_days, files_per_day, machines, rng,
+                          base, phase_ms, layout)
+    elif history_days:
         first_day = start_s // 86_400
         hist = []
         for d in range(first_day - history_days, first_day):
@@ -264,10 +330,12 @@ def cmd_gen(a):
     os.makedirs(a.out, exist_ok=True)
     rng = np.random.default_rng(a.seed + 1)
     t = time.time()
-    n, start_s, end_s = gen_readings(a.out, a.machines, a.seconds, a.layout, a.history_days, a.seed)
+    n, start_s, end_s = gen_readings(a.out, a.machines, a.seconds, a.layout, a.history_days, a.seed,
+                                     a.history_files_per_day)
     meta = {
         "machines": a.machines, "seconds": a.seconds, "layout": a.layout,
-        "history_days": a.history_days, "readings": n, "start_s": start_s, "end_s": end_s,
+        "history_days": a.history_days, "history_files_per_day": a.history_files_per_day,
+        "readings": n, "start_s": start_s, "end_s": end_s,
         "oee_rows": gen_oee(a.out, a.machines, rng),
         "event_rows": gen_events(a.out, a.machines, rng),
         "assets": gen_assets(a.out, a.machines),
@@ -497,6 +565,9 @@ def main():
     g.add_argument("--seconds", type=int, default=20_000)
     g.add_argument("--layout", choices=["arrival", "asset"], default="arrival")
     g.add_argument("--history-days", type=int, default=365)
+    g.add_argument("--history-files-per-day", type=int, default=1,
+                   help="files per plant and day of history (144: the ~105,000-file log of a "
+                        "year of 10-minute commits after compaction)")
     g.add_argument("--seed", type=int, default=42)
     r = sub.add_parser("run")
     r.add_argument("--data", required=True)

@@ -123,6 +123,21 @@ pub fn decode_json(
             ),
         };
     }
+    if let Some(d) = fast::decode(payload, b, received_ms, limits) {
+        return d;
+    }
+    decode_value(payload, b, received_ms, limits)
+}
+
+/// The general decoder: the payload as a `serde_json::Value` tree, flattened.
+/// [`fast::decode`] gives the same answer for the common payloads without
+/// building the tree; this one takes everything else and words the errors.
+fn decode_value(
+    payload: &[u8],
+    b: &JsonBinding,
+    received_ms: i64,
+    limits: &DecodeLimits,
+) -> Decoded {
     let doc: serde_json::Value = match serde_json::from_slice(payload) {
         Ok(v) => v,
         Err(e) => {
@@ -217,6 +232,11 @@ pub fn decode_json(
             uncertain: is_uncertain,
         });
     }
+    limited(out, total, limits)
+}
+
+/// The values of a message of `total` fields, of which `out` were taken.
+fn limited(out: Vec<SignalValue>, total: usize, limits: &DecodeLimits) -> Decoded {
     if total > limits.max_fields {
         return Decoded::Partial {
             values: out,
@@ -280,6 +300,8 @@ fn parse_ts(v: &serde_json::Value, b: &JsonBinding) -> Option<i64> {
         _ => None,
     }
 }
+
+mod fast;
 
 #[cfg(test)]
 mod tests {
@@ -463,6 +485,135 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// A JSON document as text, so that it can hold what a `Value` cannot
+    /// (a key twice, keys in any order).
+    #[derive(Debug, Clone)]
+    enum Doc {
+        Leaf(String),
+        Obj(Vec<(String, Doc)>),
+    }
+
+    impl Doc {
+        fn text(&self) -> String {
+            match self {
+                Doc::Leaf(s) => s.clone(),
+                Doc::Obj(m) => {
+                    let inner: Vec<String> = m
+                        .iter()
+                        .map(|(k, v)| format!("{k}: {}", v.text()))
+                        .collect();
+                    format!("{{{}}}", inner.join(", "))
+                }
+            }
+        }
+    }
+
+    fn doc() -> impl Strategy<Value = Doc> {
+        let key = prop_oneof![
+            8 => prop::sample::select(vec!["ts", "v", "s0", "s1", "state", "spindle", "speed", "a", "b", "z", "a-b", "aa", "a_b"]).prop_map(|k| format!("\"{k}\"")),
+            1 => prop::sample::select(vec!["", "a.b", "_error", "_uncertain", "s\\u0030", "\\\"q"]).prop_map(|k| format!("\"{k}\"")),
+        ];
+        let leaf = prop_oneof![
+            Just("1700000000123".to_string()),
+            Just("\"2026-01-02T03:04:05Z\"".to_string()),
+            "-?[0-9]{1,22}(\\.[0-9]{1,6})?(e-?[0-9]{1,3})?",
+            Just("true".to_string()),
+            Just("null".to_string()),
+            Just("\"running\"".to_string()),
+            Just("\"a\\nb\"".to_string()),
+            Just("[1, 2]".to_string()),
+            Just("{}".to_string()),
+            Just("\"yesterday\"".to_string()),
+        ]
+        .prop_map(Doc::Leaf);
+        leaf.prop_recursive(4, 40, 8, move |inner| {
+            prop::collection::vec((key.clone(), inner), 0..8).prop_map(Doc::Obj)
+        })
+    }
+
+    /// The fast decoder gives the general decoder's answer whenever it
+    /// answers at all, and it answers for a good share of random documents.
+    #[test]
+    fn the_fast_decoder_agrees_with_the_general_one() {
+        use proptest::test_runner::{Config, TestRunner};
+        let cases = (
+            doc(),
+            prop::sample::select(vec![None, Some("ts"), Some("v.ts"), Some("v")]),
+            prop::sample::select(vec![TsUnit::Ms, TsUnit::S, TsUnit::Ns]),
+            prop::sample::select(vec![2usize, 1000]),
+        );
+        let answered = std::cell::Cell::new(0usize);
+        let mut runner = TestRunner::new(Config::with_cases(2000));
+        runner
+            .run(&cases, |(d, ts_field, unit, max_fields)| {
+                let text = d.text();
+                let mut b = binding();
+                b.ts_field = ts_field.map(str::to_string);
+                b.ts_unit = unit;
+                b.fields.insert("v.s0".into(), 4);
+                b.fields.insert("a".into(), 5);
+                b.fields.insert("z".into(), 6);
+                let limits = DecodeLimits {
+                    max_payload: 1 << 20,
+                    max_fields,
+                };
+                if let Some(fast) = fast::decode(text.as_bytes(), &b, 77, &limits) {
+                    answered.set(answered.get() + 1);
+                    prop_assert_eq!(
+                        fast,
+                        decode_value(text.as_bytes(), &b, 77, &limits),
+                        "{}",
+                        text
+                    );
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert!(
+            answered.get() > 200,
+            "the fast path answered {} of 2000",
+            answered.get()
+        );
+    }
+
+    /// The payloads machines send take the fast path (in any key order).
+    #[test]
+    fn common_payloads_take_the_fast_path() {
+        let mut b = binding();
+        b.fields.insert("v.s1".into(), 7);
+        b.fields.insert("v.s0".into(), 8);
+        let limits = DecodeLimits::default();
+        for p in [
+            r#"{"ts":1700000000123,"v":{"s0":2,"s1":-4.25,"extra":true}}"#,
+            r#"{"v":{"s1":1e3,"s0":"running"},"state":null,"ts":"2026-01-02T03:04:05Z","spindle":{"speed":12}}"#,
+            r#"{"state":1}"#,
+        ] {
+            let fast = fast::decode(p.as_bytes(), &b, 5, &limits);
+            assert!(fast.is_some(), "{p}");
+            assert_eq!(
+                fast.unwrap(),
+                decode_value(p.as_bytes(), &b, 5, &limits),
+                "{p}"
+            );
+        }
+        // What it leaves to the general decoder.
+        for p in [
+            r#"{"ts":1,"ts":2}"#,
+            r#"{"a.b":1}"#,
+            r#"{"s\u0030":1}"#,
+            r#"{"a":[1]}"#,
+            r#"{"a":{}}"#,
+            r#"{"ts":7,"_uncertain":["state"]}"#,
+            r#"{"_error":{"code":"bad_status"}}"#,
+            r#"{"ts":"yesterday"}"#,
+            r#"{"ts":{"x":1}}"#,
+            r#"{"state":1} x"#,
+            r#"[1]"#,
+        ] {
+            assert!(fast::decode(p.as_bytes(), &b, 5, &limits).is_none(), "{p}");
+        }
     }
 
     proptest! {

@@ -200,16 +200,20 @@ impl MqttSubscriber {
         ack: Option<Ack>,
     ) -> Envelope {
         let received = now_ms();
-        let source: Arc<str> = Arc::from(format!("mqtt:{topic}"));
-        let (asset, decoded) = match self.topics.get(topic) {
+        let (source, asset, decoded) = match self.topics.get(topic) {
             None => (
+                Arc::from(format!("mqtt:{topic}")),
                 None,
                 Decoded::Error {
                     code: "unknown_asset",
                     reason: format!("no machine is bound to topic `{topic}`"),
                 },
             ),
-            Some(b) => (Some(b.asset), decode_json(payload, b, received, limits)),
+            Some(b) => (
+                b.source.clone(),
+                Some(b.asset),
+                decode_json(payload, b, received, limits),
+            ),
         };
         let payload = if payload.len() > limits.max_payload {
             kept_payload(payload)
