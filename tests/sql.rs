@@ -810,6 +810,58 @@ async fn max_by_and_min_by_give_the_value_at_the_extreme_key() {
     );
 }
 
+/// The platform opens every table into its SQL engine at start-up, so a
+/// dashboard's first query does not read the table's log; what is
+/// committed after that is still seen by the next query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warmed_snapshots_hold_every_table_and_still_see_new_commits() {
+    use ironlake::lake::Lakehouse;
+    use ironlake::query::SqlEngine;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let rows = |n: i64, from: i64| -> Vec<LastRow> {
+        (0..n)
+            .map(|i| {
+                (
+                    "m1".to_string(),
+                    Some(from + i),
+                    Some(i as f64),
+                    None,
+                    from + i,
+                )
+            })
+            .collect()
+    };
+    let a = dir.path().join("gold").join("last_test");
+    let b = dir.path().join("silver").join("other_test");
+    append_commit(&a, last_test_batch(&rows(4, 0))).await;
+    append_commit(&b, last_test_batch(&rows(7, 0))).await;
+    let lake = Arc::new(Lakehouse::open(dir.path().to_str().unwrap()).unwrap());
+    let engine = SqlEngine::new(lake);
+    assert_eq!(engine.snapshots_held(), 0);
+    assert_eq!(engine.warm_snapshots().await, 2, "both tables opened");
+    assert_eq!(engine.snapshots_held(), 2);
+
+    append_commit(&a, last_test_batch(&rows(3, 100))).await;
+    let r = engine
+        .query("SELECT count(*) FROM gold.last_test")
+        .await
+        .unwrap();
+    assert_eq!(
+        r.batches[0].column(0).as_primitive::<Int64Type>().value(0),
+        7
+    );
+    let r = engine
+        .query("SELECT count(*) FROM silver.other_test")
+        .await
+        .unwrap();
+    assert_eq!(
+        r.batches[0].column(0).as_primitive::<Int64Type>().value(0),
+        7
+    );
+}
+
 /// One engine answers many queries (as `POST /api/sql` does) and keeps
 /// each table's snapshot between them: a commit made after a query is seen
 /// by the next one, and a table deleted and written again under the same

@@ -314,10 +314,11 @@ impl Platform {
         // The actix system: twins and HTTP.
         let (tx, rx) = std::sync::mpsc::channel();
         let http_listen = p.http.listen;
+        let sql = crate::query::SqlEngine::in_pool(lake.clone(), &pool);
         let api = crate::api::ApiParts {
             model: model.clone(),
             health: health.clone(),
-            sql: crate::query::SqlEngine::in_pool(lake.clone(), &pool),
+            sql: sql.clone(),
             pool: pool.clone(),
             pipelines: config.pipelines.clone(),
             lake: lake.clone(),
@@ -515,6 +516,22 @@ impl Platform {
 
         // Background work.
         let mut background = Vec::new();
+        // The SQL engine opens every table's snapshot now, on the query
+        // pool, so that dashboards' first queries find them in memory.
+        {
+            let (sql, stop) = (sql.clone(), shutdown.clone());
+            background.push(pool.handle().spawn(async move {
+                let t0 = std::time::Instant::now();
+                tokio::select! {
+                    n = sql.warm_snapshots() => info!(
+                        tables = n,
+                        ms = t0.elapsed().as_millis() as u64,
+                        "SQL snapshots of the lakehouse's tables loaded"
+                    ),
+                    _ = stop.cancelled() => {}
+                }
+            }));
+        }
         let full_round_ms = Arc::new(std::sync::atomic::AtomicI64::new(0));
         background.push(tokio::spawn(loops::checkpoint_loop(
             twins.clone(),

@@ -155,6 +155,32 @@ impl SqlEngine {
         }
     }
 
+    /// Opens every table of the lakehouse into the engine's snapshot cache,
+    /// so the first dashboard query after start-up does not read a table's
+    /// log (a year's log of 105,000 files: a 143 MB checkpoint, 0.5-0.6 s).
+    /// Returns how many tables were opened; a table that fails to open is
+    /// logged and left for the first query to report.
+    pub async fn warm_snapshots(&self) -> usize {
+        let mut opened = 0;
+        for layer in Layer::ALL {
+            for name in self.lake.list_tables(layer) {
+                match self.snapshots.latest(&self.lake, &name).await {
+                    Ok(Some(_)) => opened += 1,
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(table = %name, error = %e, "could not open the table's snapshot ahead of queries")
+                    }
+                }
+            }
+        }
+        opened
+    }
+
+    /// How many tables' snapshots the engine holds.
+    pub fn snapshots_held(&self) -> usize {
+        self.snapshots.len()
+    }
+
     /// The lakehouse it reads.
     pub fn lake(&self) -> &Arc<Lakehouse> {
         &self.lake

@@ -128,6 +128,11 @@ impl Snapshots {
         Ok(Some(table))
     }
 
+    /// How many tables are held.
+    pub(super) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.tables.lock().unwrap_or_else(|p| p.into_inner())
     }
