@@ -810,6 +810,21 @@ async fn max_by_and_min_by_give_the_value_at_the_extreme_key() {
     );
 }
 
+/// `n` rows of machine m1, seq and ts counting up from `from`.
+fn m1_rows(n: i64, from: i64) -> Vec<LastRow> {
+    (0..n)
+        .map(|i| {
+            (
+                "m1".to_string(),
+                Some(from + i),
+                Some(i as f64),
+                None,
+                from + i,
+            )
+        })
+        .collect()
+}
+
 /// The platform opens every table into its SQL engine at start-up, so a
 /// dashboard's first query does not read the table's log; what is
 /// committed after that is still seen by the next query.
@@ -820,30 +835,17 @@ async fn warmed_snapshots_hold_every_table_and_still_see_new_commits() {
     use std::sync::Arc;
 
     let dir = tempfile::tempdir().unwrap();
-    let rows = |n: i64, from: i64| -> Vec<LastRow> {
-        (0..n)
-            .map(|i| {
-                (
-                    "m1".to_string(),
-                    Some(from + i),
-                    Some(i as f64),
-                    None,
-                    from + i,
-                )
-            })
-            .collect()
-    };
     let a = dir.path().join("gold").join("last_test");
     let b = dir.path().join("silver").join("other_test");
-    append_commit(&a, last_test_batch(&rows(4, 0))).await;
-    append_commit(&b, last_test_batch(&rows(7, 0))).await;
+    append_commit(&a, last_test_batch(&m1_rows(4, 0))).await;
+    append_commit(&b, last_test_batch(&m1_rows(7, 0))).await;
     let lake = Arc::new(Lakehouse::open(dir.path().to_str().unwrap()).unwrap());
     let engine = SqlEngine::new(lake);
     assert_eq!(engine.snapshots_held(), 0);
     assert_eq!(engine.warm_snapshots().await, 2, "both tables opened");
     assert_eq!(engine.snapshots_held(), 2);
 
-    append_commit(&a, last_test_batch(&rows(3, 100))).await;
+    append_commit(&a, last_test_batch(&m1_rows(3, 100))).await;
     let r = engine
         .query("SELECT count(*) FROM gold.last_test")
         .await
@@ -874,19 +876,6 @@ async fn an_engine_sees_every_commit_and_a_recreated_table() {
 
     let dir = tempfile::tempdir().unwrap();
     let table_dir = dir.path().join("gold").join("last_test");
-    let rows = |n: i64, from: i64| -> Vec<LastRow> {
-        (0..n)
-            .map(|i| {
-                (
-                    "m1".to_string(),
-                    Some(from + i),
-                    Some(i as f64),
-                    None,
-                    from + i,
-                )
-            })
-            .collect()
-    };
     let lake = Arc::new(Lakehouse::open(dir.path().to_str().unwrap()).unwrap());
     let engine = SqlEngine::new(lake);
     let count = |engine: SqlEngine| async move {
@@ -900,10 +889,10 @@ async fn an_engine_sees_every_commit_and_a_recreated_table() {
             b.column(1).as_primitive::<Int64Type>().value(0),
         )
     };
-    append_commit(&table_dir, last_test_batch(&rows(10, 0))).await;
+    append_commit(&table_dir, last_test_batch(&m1_rows(10, 0))).await;
     assert_eq!(count(engine.clone()).await, (10, 9));
-    append_commit(&table_dir, last_test_batch(&rows(5, 100))).await;
-    append_commit(&table_dir, last_test_batch(&rows(5, 200))).await;
+    append_commit(&table_dir, last_test_batch(&m1_rows(5, 100))).await;
+    append_commit(&table_dir, last_test_batch(&m1_rows(5, 200))).await;
     assert_eq!(count(engine.clone()).await, (20, 204), "new commits seen");
     assert_eq!(count(engine.clone()).await, (20, 204), "and again");
 
@@ -913,7 +902,7 @@ async fn an_engine_sees_every_commit_and_a_recreated_table() {
         let (dir, batches) = (
             table_dir.clone(),
             (0..commits)
-                .map(|k| last_test_batch(&rows(n, from + 10 * k)))
+                .map(|k| last_test_batch(&m1_rows(n, from + 10 * k)))
                 .collect::<Vec<_>>(),
         );
         async move {

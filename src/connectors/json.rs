@@ -294,11 +294,16 @@ fn flatten<'a>(
 fn parse_ts(v: &serde_json::Value, b: &JsonBinding) -> Option<i64> {
     match v {
         serde_json::Value::Number(n) => b.ts_unit.to_ms(n.as_f64()?),
-        serde_json::Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
-            .ok()
-            .map(|d| d.timestamp_millis()),
+        serde_json::Value::String(s) => ts_of_text(s),
         _ => None,
     }
+}
+
+/// An RFC 3339 timestamp's epoch milliseconds (both decoders).
+fn ts_of_text(s: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|d| d.timestamp_millis())
 }
 
 mod fast;

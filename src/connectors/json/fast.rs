@@ -83,9 +83,7 @@ pub(super) fn decode(
     let ts = match w.ts.take() {
         None => received_ms,
         Some(RawValue::Num(v)) => b.ts_unit.to_ms(v)?,
-        Some(RawValue::Text(s)) => chrono::DateTime::parse_from_rfc3339(&s)
-            .ok()?
-            .timestamp_millis(),
+        Some(RawValue::Text(s)) => super::ts_of_text(&s)?,
         Some(_) => return None,
     };
     let Walk {
