@@ -14,6 +14,7 @@ mod landing;
 mod live;
 mod membw;
 mod modbus;
+mod mqtt_load;
 mod opcua;
 pub mod peers;
 mod sql;
@@ -25,7 +26,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use rumqttc::{AsyncClient, MqttOptions, QoS};
 
 use crate::assets::TwinType;
 use crate::config::{parse_toml, PlantFile, PlatformFile};
@@ -335,6 +335,17 @@ pub fn peak_rss_bytes() -> Option<u64> {
     proc_status_bytes("VmHWM:")
 }
 
+/// CPU seconds (user + system) this process has used so far.
+pub fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return f64::NAN;
+    }
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
 fn proc_status_bytes(key: &str) -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = s.lines().find(|l| l.starts_with(key))?;
@@ -345,29 +356,57 @@ fn proc_status_bytes(key: &str) -> Option<u64> {
 /// One machine's message; with `state_every`, the machine alternates
 /// RUNNING (code 2) and IDLE-like code 1 every that many samples.
 fn sample(m: usize, seq: u64, ts: i64, state_every: Option<u64>) -> Vec<u8> {
-    use std::io::Write;
+    let mut s = Vec::with_capacity(128);
+    sample_into(&mut s, m, seq, ts, state_every);
+    s
+}
+
+/// [`sample`] appended to `s`.
+fn sample_into(s: &mut Vec<u8>, m: usize, seq: u64, ts: i64, state_every: Option<u64>) {
     let state = match state_every {
         Some(n) if ((seq + m as u64) / n.max(1)) % 2 == 1 => 1,
         _ => 2,
     };
-    // Written with integer formatting: the publishers stand in for PLCs on
-    // other machines, so the less of the 2 cores they take, the more the
-    // bench measures ironlake (float formatting was ~3% of the CPU).
-    let mut s = Vec::with_capacity(128);
-    let _ = write!(s, "{{\"ts\":{ts},\"v\":{{\"s0\":{state}");
-    for i in 1..10 {
+    // Written with integer formatting by hand: the publishers stand in for
+    // PLCs on other machines, so the less of the 2 cores they take, the more
+    // the bench measures ironlake (float formatting was ~3% of the CPU,
+    // `write!` with integers still 3%).
+    s.extend_from_slice(b"{\"ts\":");
+    if ts < 0 {
+        s.push(b'-');
+    }
+    push_u64(s, ts.unsigned_abs());
+    s.extend_from_slice(b",\"v\":{\"s0\":");
+    push_u64(s, state);
+    for i in 1..10u8 {
         // Tenths in -100..=100: the value to one decimal.
         let t = ((seq as f64 * 0.37 + m as f64 + i as f64 * 1.7).sin() * 100.0).round() as i64;
-        let sign = if t < 0 { "-" } else { "" };
+        s.extend_from_slice(&[b',', b'"', b's', b'0' + i, b'"', b':']);
+        if t < 0 {
+            s.push(b'-');
+        }
         let a = t.unsigned_abs();
-        let _ = if a.is_multiple_of(10) {
-            write!(s, ",\"s{i}\":{sign}{}", a / 10)
-        } else {
-            write!(s, ",\"s{i}\":{sign}{}.{}", a / 10, a % 10)
-        };
+        push_u64(s, a / 10);
+        if !a.is_multiple_of(10) {
+            s.extend_from_slice(&[b'.', b'0' + (a % 10) as u8]);
+        }
     }
     s.extend_from_slice(b"}}");
-    s
+}
+
+/// `v` in decimal.
+fn push_u64(s: &mut Vec<u8>, mut v: u64) {
+    let mut d = [0u8; 20];
+    let mut i = d.len();
+    loop {
+        i -= 1;
+        d[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    s.extend_from_slice(&d[i..]);
 }
 
 /// How publishers pace their samples.
@@ -402,17 +441,9 @@ async fn publisher(
     sent: Arc<AtomicU64>,
 ) -> Result<()> {
     let Load { pace, state_every } = load;
-    let mut o = MqttOptions::new(format!("bench-pub-{id}"), host, port);
-    o.set_keep_alive(Duration::from_secs(30));
-    o.set_inflight(200);
-    let (c, mut el) = AsyncClient::new(o, 1000);
-    let pump = tokio::spawn(async move {
-        loop {
-            if el.poll().await.is_err() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    });
+    let mut c = mqtt_load::LoadPublisher::connect(&host, port, &format!("bench-pub-{id}"), 200)
+        .await
+        .with_context(|| format!("publisher {id}"))?;
     let n = topics.len().max(1) as u64;
     let (period, per_tick) = match pace {
         Pace::Burst(hz) => (Duration::from_secs_f64(1.0 / hz), None),
@@ -426,7 +457,11 @@ async fn publisher(
     // missed during a stall fire back to back (equal times would be
     // duplicates, which ironlake rightly drops).
     let mut last_ts = vec![0i64; topics.len()];
-    let names: Vec<String> = topics.iter().map(|m| format!("bench/m{m}")).collect();
+    let names: Vec<Vec<u8>> = topics
+        .iter()
+        .map(|m| format!("bench/m{m}").into_bytes())
+        .collect();
+    let mut body = Vec::with_capacity(160);
     let mut k = 0u64; // messages published
     while !stop.load(Ordering::Relaxed) {
         // How many messages are due by now.
@@ -446,17 +481,16 @@ async fn publisher(
             let ts = now_ms().max(last_ts[j] + 1);
             last_ts[j] = ts;
             let m = topics[j];
-            let body = sample(m, k / n, ts, state_every);
-            c.publish(names[j].clone(), QoS::AtLeastOnce, false, body)
-                .await?;
+            body.clear();
+            sample_into(&mut body, m, k / n, ts, state_every);
+            c.publish(&names[j], &body).await?;
             sent.fetch_add(1, Ordering::Relaxed);
             k += 1;
         }
+        // Paced: what is due now leaves now.
+        c.flush().await?;
     }
-    let _ = c.disconnect().await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    pump.abort();
-    Ok(())
+    c.close(Duration::from_millis(500)).await
 }
 
 fn fmt_p(p: &LatencyProbe) -> String {
@@ -520,6 +554,9 @@ pub struct IngestOpts {
     /// MQTT connections (sessions) ironlake shares the machine topics over.
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
+    /// Ingest shards (`ingest.shards`; default: the platform's default).
+    #[arg(long)]
+    pub shards: Option<usize>,
     /// Subscribe to one wildcard filter (`bench/#`, one connection)
     /// instead of each machine's topic.
     #[arg(long)]
@@ -550,6 +587,7 @@ async fn ingest(o: IngestOpts) -> Result<()> {
         lakehouse,
         broker,
         connections,
+        shards,
         wildcard,
         burst,
         timeline,
@@ -558,7 +596,7 @@ async fn ingest(o: IngestOpts) -> Result<()> {
     let tmp = tempdir_for(lakehouse)?;
     let external = broker_addr(broker.as_deref())?;
     let port = free_port()?;
-    let cfg = bench_config(
+    let mut cfg = bench_config(
         machines,
         &tmp.path,
         port,
@@ -567,6 +605,10 @@ async fn ingest(o: IngestOpts) -> Result<()> {
         wildcard,
         models,
     )?;
+    if let Some(n) = shards {
+        anyhow::ensure!((1..=256).contains(&n), "--shards must be from 1 to 256");
+        cfg.platform.ingest.shards = n;
+    }
     let (pub_host, pub_port) = external.unwrap_or(("127.0.0.1".into(), port));
     let probes = Probes {
         visibility: Some(Arc::new(LatencyProbe::default())),
@@ -633,6 +675,7 @@ async fn ingest(o: IngestOpts) -> Result<()> {
         .map(|w| w.status().rows_committed)
         .unwrap_or(0);
     let start = Instant::now();
+    let cpu0 = cpu_seconds();
     let bar = indicatif::ProgressBar::new(seconds);
     let (mut r_prev, mut rx_prev, mut ack_prev) = (r0, 0, 0);
     for sec in 0..seconds {
@@ -666,6 +709,7 @@ async fn ingest(o: IngestOpts) -> Result<()> {
     }
     bar.finish_and_clear();
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
     let r1 = platform.ingest.status().readings;
     let c1 = platform
         .writer(crate::lake::Table::SilverReadings)
@@ -687,6 +731,11 @@ async fn ingest(o: IngestOpts) -> Result<()> {
     println!(
         "  silver committed {:.0} rows/s (Delta commits every 1 s / 256k rows)",
         (c1 - c0) as f64 / elapsed
+    );
+    println!(
+        "  CPU              {:.2} cores busy (publishers, broker and platform), {:.2} us per reading ingested",
+        cpu / elapsed,
+        cpu * 1e6 / (r1 - r0).max(1) as f64
     );
     println!(
         "  publish -> twin (REST-visible): {}",
@@ -917,6 +966,36 @@ fn tempdir_for(lakehouse: Option<String>) -> Result<TmpLake> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The hand-written number formatting writes what `write!` would.
+    #[test]
+    fn samples_match_formatted_text() {
+        use std::fmt::Write;
+        for m in [0usize, 1, 17, 999] {
+            for seq in (0..2_000u64).chain([u32::MAX as u64, 1 << 40]) {
+                let ts = 1_700_000_000_000 + seq as i64;
+                let state = if ((seq + m as u64) / 3) % 2 == 1 {
+                    1
+                } else {
+                    2
+                };
+                let mut want = format!("{{\"ts\":{ts},\"v\":{{\"s0\":{state}");
+                for i in 1..10 {
+                    let t = ((seq as f64 * 0.37 + m as f64 + i as f64 * 1.7).sin() * 100.0).round()
+                        / 10.0;
+                    let _ = write!(want, ",\"s{i}\":{t}");
+                }
+                want.push_str("}}");
+                let got = String::from_utf8(sample(m, seq, ts, Some(3))).unwrap();
+                // `{t}` of a float prints -0 for a tiny negative value.
+                assert_eq!(
+                    got,
+                    want.replace(":-0,", ":0,").replace(":-0}", ":0}"),
+                    "m {m} seq {seq}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn samples_are_json_with_every_signal_to_one_decimal() {

@@ -142,8 +142,11 @@ impl Platform {
 
         // The journal, and what each table already holds of it.
         let jdir = journal::journal_dir(&p.ingest.journal_dir, &lake);
-        let mut journals =
-            journal::Journals::open(&jdir, p.ingest.shards, p.ingest.journal_segment_mib << 20)?;
+        let mut journals = journal::Journals::open(
+            &jdir,
+            p.ingest.effective_shards(),
+            p.ingest.journal_segment_mib << 20,
+        )?;
         let n_shards = journals.meta.shards;
         let app_prefix = journals.app_prefix();
         let mut writers = HashMap::new();
