@@ -201,7 +201,7 @@ fn bench_config(
     lake: &str,
     mqtt_port: u16,
     broker: Option<(String, u16)>,
-    connections: usize,
+    connections: Option<usize>,
     wildcard: bool,
     models: bool,
 ) -> Result<Config> {
@@ -250,7 +250,9 @@ fn bench_config(
     } else {
         Vec::new()
     };
-    mqtt.connections = connections;
+    if let Some(n) = connections {
+        mqtt.connections = n;
+    }
     mqtt.keep_alive_s = 30;
     match broker {
         Some((host, port)) => {
@@ -551,12 +553,17 @@ pub struct IngestOpts {
     /// embedded one.
     #[arg(long)]
     pub broker: Option<String>,
-    /// MQTT connections (sessions) ironlake shares the machine topics over.
-    #[arg(long, default_value_t = 4)]
-    pub connections: usize,
+    /// MQTT connections (sessions) ironlake shares the machine topics over
+    /// (`mqtt.connections`; default: the platform's).
+    #[arg(long)]
+    pub connections: Option<usize>,
     /// Ingest shards (`ingest.shards`; default: the platform's default).
     #[arg(long)]
     pub shards: Option<usize>,
+    /// Seconds between twin checkpoint rounds (`twin.checkpoint_interval_s`;
+    /// default: the platform's).
+    #[arg(long)]
+    pub checkpoint_s: Option<u64>,
     /// Subscribe to one wildcard filter (`bench/#`, one connection)
     /// instead of each machine's topic.
     #[arg(long)]
@@ -588,6 +595,7 @@ async fn ingest(o: IngestOpts) -> Result<()> {
         broker,
         connections,
         shards,
+        checkpoint_s,
         wildcard,
         burst,
         timeline,
@@ -609,6 +617,11 @@ async fn ingest(o: IngestOpts) -> Result<()> {
         anyhow::ensure!((1..=256).contains(&n), "--shards must be from 1 to 256");
         cfg.platform.ingest.shards = n;
     }
+    if let Some(s) = checkpoint_s {
+        anyhow::ensure!(s > 0, "--checkpoint-s must be above 0");
+        cfg.platform.twin.checkpoint_interval_s = s;
+    }
+    let connections = MqttConfig::from_platform(&cfg.platform)?.connections;
     let (pub_host, pub_port) = external.unwrap_or(("127.0.0.1".into(), port));
     let probes = Probes {
         visibility: Some(Arc::new(LatencyProbe::default())),
@@ -811,7 +824,15 @@ async fn scale(
     let external = broker_addr(broker.as_deref())?;
     let port = free_port()?;
     let base = rss_bytes().unwrap_or(0);
-    let cfg = bench_config(machines, &tmp.path, port, external.clone(), 1, true, false)?;
+    let cfg = bench_config(
+        machines,
+        &tmp.path,
+        port,
+        external.clone(),
+        Some(1),
+        true,
+        false,
+    )?;
     let (pub_host, pub_port) = external.clone().unwrap_or(("127.0.0.1".into(), port));
     let t0 = Instant::now();
     let platform = Platform::start(cfg, Probes::default())
@@ -879,7 +900,15 @@ async fn scale(
     );
     if restart {
         let before = rss_bytes().unwrap_or(0);
-        let cfg = bench_config(machines, &tmp.path, free_port()?, external, 1, true, false)?;
+        let cfg = bench_config(
+            machines,
+            &tmp.path,
+            free_port()?,
+            external,
+            Some(1),
+            true,
+            false,
+        )?;
         let t0 = Instant::now();
         let platform = Platform::start(cfg, Probes::default())
             .await

@@ -371,7 +371,7 @@ async fn mqtt_through_embedded_broker_with_bad_payloads_quarantined() {
 }
 
 /// A thousand MQTT machines with `mqtt.subscribe = []`: every machine's topic
-/// is subscribed (the broker granted it) over the default four connections
+/// is subscribed (the broker granted it) over the default eight connections
 /// and shows as connected, and data published on every topic arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_mqtt_machines_are_all_subscribed() {
@@ -395,7 +395,7 @@ async fn a_thousand_mqtt_machines_are_all_subscribed() {
     o.set_keep_alive(std::time::Duration::from_secs(10));
     let (client, mut ev) = AsyncClient::new(o, 100);
     tokio::spawn(async move { while ev.poll().await.is_ok() {} });
-    assert_eq!(m.connections, 4, "the default");
+    assert_eq!(m.connections, 8, "the default");
     let now = ironlake::time::now_ms();
     for i in 0..1000 {
         client

@@ -136,7 +136,7 @@ async fn subscriber(
 pub async fn run(o: LiveOpts) -> Result<()> {
     let tmp = tempdir_for(o.lakehouse.clone())?;
     let port = free_port()?;
-    let mut cfg = bench_config(o.machines, &tmp.path, port, None, 4, false, false)?;
+    let mut cfg = bench_config(o.machines, &tmp.path, port, None, None, false, false)?;
     if let Some(h) = o.http {
         cfg.platform.http.listen = h;
     }

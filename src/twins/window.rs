@@ -14,11 +14,20 @@
 //! keeps updates cheap and memory small.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use serde::{Deserialize, Serialize};
 
 /// Upper bound on time-window entries per signal (memory guard for fast signals).
 pub const MAX_TIME_ENTRIES: usize = 4096;
+
+/// Where each new window grows its buffer, spread over windows: see
+/// [`SignalWindow::grow_at`].
+static NEXT_GROWTH: AtomicU8 = AtomicU8::new(0);
+
+fn growth_slot() -> u8 {
+    NEXT_GROWTH.fetch_add(1, Ordering::Relaxed) % 7
+}
 
 /// Running shifted sums over a sliding set of values.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -124,6 +133,13 @@ pub struct SignalWindow {
     pub total: u64,
     /// Consecutive readings with the same value as the last one.
     pub same_run: usize,
+    /// The buffer grows (doubles) once it is (9 + grow_at)/16 full, 0..7:
+    /// the equal windows of a plant's signals, started together at the same
+    /// rate, would otherwise all double at the same instant. At 100 Hz,
+    /// 10,000 signals doubling together copied and faulted in 330 MB
+    /// within a second on the twins' threads and stalled ingest for half
+    /// a second; spread, the same growth takes several seconds.
+    grow_at: u8,
 }
 
 /// The checkpoint form of a window (the count window's values, not the
@@ -207,6 +223,7 @@ impl<'de> Deserialize<'de> for SignalWindow {
             last: w.last,
             total: w.total,
             same_run: w.same_run,
+            grow_at: growth_slot(),
         })
     }
 }
@@ -228,7 +245,35 @@ impl SignalWindow {
             last: None,
             total: 0,
             same_run: 0,
+            grow_at: growth_slot(),
         }
+    }
+
+    /// Grow a buffer of `room` before it is full (see `grow_at`) if the
+    /// time window, still filling its span, will outgrow it anyway; never
+    /// past what can be held. A window that already covers its span keeps
+    /// its buffer (no memory spent ahead).
+    fn grow_early(&mut self, room: usize) {
+        let Some(&(oldest, _)) = self.buf.get(self.tstart) else {
+            return;
+        };
+        let covered = self.newest_ts.saturating_sub(oldest);
+        // Readings the full span will hold at the rate so far: tlen * span / covered.
+        if oldest == NO_TIME
+            || covered <= 0
+            || (self.tlen as i128) * (self.span_ms as i128) <= (room as i128) * (covered as i128)
+        {
+            return;
+        }
+        let want = (room * 2).min(self.most_held());
+        self.buf.reserve_exact(want - self.buf.len());
+    }
+
+    /// Most readings the buffer ever holds at once: a full time window (and
+    /// the reading that pushes one out) or the count window, whichever is
+    /// larger.
+    fn most_held(&self) -> usize {
+        MAX_TIME_ENTRIES.max(self.cap) + 2
     }
 
     /// The readings of the count window, oldest first.
@@ -257,6 +302,13 @@ impl SignalWindow {
         if n >= self.cap {
             let old = self.buf[n - self.cap].1;
             self.sums.remove(old);
+        }
+        let (len, room) = (self.buf.len(), self.buf.capacity());
+        if len > self.cap
+            && len * 16 >= room * (9 + self.grow_at as usize)
+            && room < self.most_held()
+        {
+            self.grow_early(room);
         }
         self.buf.push_back((if timed { ts_ms } else { NO_TIME }, v));
         self.sums.add(v);
@@ -411,6 +463,43 @@ mod tests {
         );
         assert!((s.std.unwrap() - std).abs() < 1e-6, "{:?} vs {std}", s.std);
         assert_eq!((s.min.unwrap(), s.max.unwrap()), (min, max));
+    }
+
+    /// Fast signals started together: their buffers grow at different
+    /// readings (not all at once), never past what the windows can hold
+    /// (a plain doubling took a 4,097-reading buffer to 8,192), and the
+    /// windows' answers do not depend on it.
+    #[test]
+    fn fast_windows_grow_apart_and_stay_bounded() {
+        let mut ws: Vec<SignalWindow> = (0..14).map(|_| SignalWindow::new(60, 60.0, 0.1)).collect();
+        let mut grew_at: Vec<Vec<usize>> = vec![Vec::new(); ws.len()];
+        for i in 0..7_000usize {
+            for (w, g) in ws.iter_mut().zip(grew_at.iter_mut()) {
+                let before = w.buf.capacity();
+                w.push(i as i64 * 10, (i % 97) as f64);
+                if w.buf.capacity() != before {
+                    g.push(i);
+                }
+            }
+        }
+        let most = MAX_TIME_ENTRIES + 60 + 2;
+        for w in &ws {
+            assert!(
+                w.buf.capacity() <= most + 64,
+                "capacity {}",
+                w.buf.capacity()
+            );
+            let t = w.time_stats();
+            assert_eq!(t.count, MAX_TIME_ENTRIES);
+            assert_eq!(w.count_stats().count, 60);
+            assert_eq!(t.mean, ws[0].time_stats().mean);
+        }
+        // The step past 2,048 readings happens at several different readings.
+        let steps: std::collections::HashSet<usize> = grew_at
+            .iter()
+            .map(|g| *g.iter().find(|&&i| i >= 1024).unwrap())
+            .collect();
+        assert!(steps.len() >= 5, "grew at {steps:?}");
     }
 
     #[test]

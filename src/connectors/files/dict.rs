@@ -293,6 +293,61 @@ mod tests {
         assert_eq!(v.value(1006), "m999");
     }
 
+    /// A large dictionary (lookups pending) with rows cut while some are
+    /// still pending, nulls and long values between them:
+    /// every row reads back its own value and each value is in the
+    /// dictionary once.
+    #[test]
+    fn rows_cut_while_lookups_are_pending_read_back_right() {
+        let mut d = DictBuilder::default();
+        let mut want: Vec<Option<String>> = Vec::new();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..60_000 {
+            let r = rand();
+            match r % 100 {
+                0 => {
+                    d.push_null();
+                    want.push(None);
+                }
+                1 => {
+                    let s = format!("a-long-machine-identifier-{}", r % 50);
+                    d.push(s.as_bytes()).unwrap();
+                    want.push(Some(s));
+                }
+                2..=4 => {
+                    // Cut 0 to 20 of the last rows (some still pending).
+                    let n = want.len().saturating_sub((r >> 8) as usize % 21);
+                    d.truncate(n);
+                    want.truncate(n);
+                }
+                _ => {
+                    let s = format!("M{:05}", (r >> 16) % 20_000);
+                    d.push(s.as_bytes()).unwrap();
+                    want.push(Some(s));
+                }
+            }
+        }
+        assert!(d.slots.len() > 32_768, "a dictionary larger than L1");
+        let a = d.finish().unwrap();
+        assert_eq!(a.len(), want.len());
+        let v = a.downcast_dict::<StringArray>().unwrap();
+        for (row, w) in want.iter().enumerate() {
+            match w {
+                None => assert!(a.is_null(row), "row {row}"),
+                Some(w) => assert_eq!(v.value(row), w.as_str(), "row {row}"),
+            }
+        }
+        let values = a.values().as_any().downcast_ref::<StringArray>().unwrap();
+        let distinct: std::collections::HashSet<&str> = values.iter().flatten().collect();
+        assert_eq!(distinct.len(), values.len(), "each value once");
+    }
+
     #[test]
     fn a_hundred_thousand_ids_keep_their_codes_through_every_growth() {
         let mut d = DictBuilder::default();

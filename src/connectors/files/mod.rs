@@ -291,6 +291,8 @@ pub(crate) struct Columns {
     rescue_row: String,
     detect_new: bool,
     new_fields: Vec<NewField>,
+    /// The last ISO date parsed in a timestamp column and its day.
+    days: text::DayCache,
 }
 
 impl Columns {
@@ -317,6 +319,7 @@ impl Columns {
             rescue_row: String::new(),
             detect_new: schema.detect_new || schema.rescue,
             new_fields: Vec::new(),
+            days: text::DayCache::default(),
         }
     }
 
@@ -436,10 +439,10 @@ impl Columns {
 
     /// Push a text value into column `c`, converted to the column's kind.
     fn push_parsed(&mut self, c: usize, s: &[u8]) -> Result<(), String> {
-        let bad = |what: &str| {
+        let bad = |me: &Self, what: &str| {
             format!(
                 "field `{}`: `{}` is not {what}",
-                self.name(c),
+                me.name(c),
                 String::from_utf8_lossy(s)
             )
         };
@@ -447,20 +450,22 @@ impl Columns {
             ColumnKind::Text => return self.push_text(c, s),
             ColumnKind::Float => match text::parse_f64(s) {
                 Some(v) => return self.push_f64(c, v),
-                None => bad("a number"),
+                None => bad(self, "a number"),
             },
             ColumnKind::Int => match text::parse_i64(s) {
                 Some(v) => return self.push_i64(c, v),
-                None => bad("an integer"),
+                None => bad(self, "an integer"),
             },
-            ColumnKind::Timestamp => match text::parse_i64(s).or_else(|| text::parse_iso_ms(s)) {
-                Some(v) => return self.push_i64(c, v),
-                None => bad("a timestamp (epoch ms or ISO-8601)"),
-            },
+            ColumnKind::Timestamp => {
+                match text::parse_i64(s).or_else(|| text::parse_iso_ms_cached(s, &mut self.days)) {
+                    Some(v) => return self.push_i64(c, v),
+                    None => bad(self, "a timestamp (epoch ms or ISO-8601)"),
+                }
+            }
             ColumnKind::Bool => match s {
                 b"true" | b"TRUE" | b"True" | b"1" => return self.push_bool(c, true),
                 b"false" | b"FALSE" | b"False" | b"0" => return self.push_bool(c, false),
-                _ => bad("a boolean"),
+                _ => bad(self, "a boolean"),
             },
         };
         let raw = serde_json::Value::String(String::from_utf8_lossy(s).into_owned()).to_string();
