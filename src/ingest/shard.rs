@@ -55,6 +55,28 @@ const TRIM_EVERY: Duration = Duration::from_secs(1);
 /// File of a shard's duplicate-filter watermarks.
 pub const WATERMARKS: &str = "watermarks";
 
+/// Delete journal segments no longer needed: on the blocking pool while the
+/// shard runs (unlinking large files takes the kernel a while and must not
+/// hold up appends), here when `inline` (shutdown) or outside a runtime.
+fn delete_segments(shard: usize, old: Vec<std::path::PathBuf>, inline: bool) {
+    if old.is_empty() {
+        return;
+    }
+    let delete = move || {
+        for p in old {
+            if let Err(e) = std::fs::remove_file(&p) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    warn!(shard, path = %p.display(), error = %e, "cannot delete a trimmed journal segment; the next start deletes it");
+                }
+            }
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) if !inline => drop(rt.spawn_blocking(delete)),
+        _ => delete(),
+    }
+}
+
 /// Counters of the ingest stage (all shards), exported by `/metrics`.
 pub struct IngestStats {
     pub envelopes: IntCounter,
@@ -300,6 +322,8 @@ pub struct Shard {
     /// (position, receipt time) of recent batches, for the journal's age.
     ages: VecDeque<(u64, i64)>,
     last_trim: Instant,
+    /// Delete trimmed journal segments before trim returns (at shutdown).
+    delete_inline: bool,
     encode_buf: Vec<u8>,
     ack_probe: Option<Arc<crate::metrics::LatencyProbe>>,
     received_probe: Option<Arc<crate::metrics::LatencyProbe>>,
@@ -338,6 +362,7 @@ impl Shard {
             delivered: HashMap::new(),
             ages: VecDeque::new(),
             last_trim: Instant::now(),
+            delete_inline: false,
             encode_buf: Vec::with_capacity(4096),
             ack_probe: s.ack_probe,
             received_probe: s.received_probe,
@@ -826,8 +851,11 @@ impl Shard {
         if t > self.journal.trimmed() {
             if let Err(e) = self.save_watermarks() {
                 warn!(shard = self.id, error = %e, "cannot save dedup watermarks; not trimming");
-            } else if let Err(e) = self.journal.trim(t) {
-                warn!(shard = self.id, error = %e, "cannot trim the journal");
+            } else {
+                match self.journal.trim_detached(t) {
+                    Ok(old) => delete_segments(self.id, old, self.delete_inline),
+                    Err(e) => warn!(shard = self.id, error = %e, "cannot trim the journal"),
+                }
             }
         }
         while self
@@ -917,9 +945,11 @@ impl Shard {
         self.journal.dir()
     }
 
-    /// Final trim at shutdown, after writers and twin checkpoints are durable.
+    /// Final trim at shutdown, after writers and twin checkpoints are durable
+    /// (its segments deleted before it returns).
     pub fn final_trim(&mut self) {
         self.last_trim = Instant::now() - TRIM_EVERY;
+        self.delete_inline = true;
         self.maybe_trim();
         let durable = |w: &TableWriter| {
             w.marks(self.id)
