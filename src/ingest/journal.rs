@@ -275,9 +275,10 @@ impl Journal {
     /// [`Journal::trim`] without the deleting: the segments that hold
     /// nothing above `upto` leave the journal and their files are returned
     /// for the caller to delete where it does not hold up appends
-    /// (unlinking 30 s of a million readings a second, 12 segments of 64
-    /// MiB, stalled the ingest shard for half a second). A file not deleted
-    /// (a crash first) is deleted by the first trim after reopening.
+    /// (unlinking 30 s of a million readings a second, a dozen segments of
+    /// 64 MiB, took the ingest shard's task part of a half-second stall). A
+    /// file not deleted (a crash first) is deleted by the first trim after
+    /// reopening.
     pub fn trim_detached(&mut self, upto: u64) -> Result<Vec<PathBuf>, JournalError> {
         let upto = upto.min(self.written);
         if upto <= self.trimmed {
@@ -560,15 +561,21 @@ mod tests {
         assert!(rec.torn_bytes > 0);
     }
 
+    /// A journal of 4 KiB segments holding 300 synced records of 64 bytes,
+    /// and their positions.
+    fn three_hundred_records(dir: &Path) -> (Journal, Vec<u64>) {
+        let (mut j, _) = Journal::open(dir, 4096).unwrap();
+        let lsns = (0..300u32)
+            .map(|i| j.append(&i.to_le_bytes().repeat(16)).unwrap())
+            .collect();
+        j.sync().unwrap();
+        (j, lsns)
+    }
+
     #[test]
     fn segments_trimmed_but_not_deleted_are_skipped_then_deleted_after_a_restart() {
         let d = tempfile::tempdir().unwrap();
-        let (mut j, _) = Journal::open(d.path(), 4096).unwrap();
-        let mut lsns = Vec::new();
-        for i in 0..300u32 {
-            lsns.push(j.append(&i.to_le_bytes().repeat(16)).unwrap());
-        }
-        j.sync().unwrap();
+        let (mut j, lsns) = three_hundred_records(d.path());
         let old = j.trim_detached(lsns[200]).unwrap();
         assert!(!old.is_empty() && old.iter().all(|p| p.exists()));
         // A crash before the files are deleted: reopened, the journal
@@ -586,12 +593,7 @@ mod tests {
     #[test]
     fn trim_deletes_whole_segments_and_survives_restart() {
         let d = tempfile::tempdir().unwrap();
-        let (mut j, _) = Journal::open(d.path(), 4096).unwrap();
-        let mut lsns = Vec::new();
-        for i in 0..300u32 {
-            lsns.push(j.append(&i.to_le_bytes().repeat(16)).unwrap());
-        }
-        j.sync().unwrap();
+        let (mut j, lsns) = three_hundred_records(d.path());
         let segs = j.segments.len();
         let deleted = j.trim(lsns[200]).unwrap();
         assert!(deleted > 0 && j.segments.len() == segs - deleted);

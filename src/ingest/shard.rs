@@ -322,8 +322,6 @@ pub struct Shard {
     /// (position, receipt time) of recent batches, for the journal's age.
     ages: VecDeque<(u64, i64)>,
     last_trim: Instant,
-    /// Delete trimmed journal segments before trim returns (at shutdown).
-    delete_inline: bool,
     encode_buf: Vec<u8>,
     ack_probe: Option<Arc<crate::metrics::LatencyProbe>>,
     received_probe: Option<Arc<crate::metrics::LatencyProbe>>,
@@ -362,7 +360,6 @@ impl Shard {
             delivered: HashMap::new(),
             ages: VecDeque::new(),
             last_trim: Instant::now(),
-            delete_inline: false,
             encode_buf: Vec::with_capacity(4096),
             ack_probe: s.ack_probe,
             received_probe: s.received_probe,
@@ -468,7 +465,7 @@ impl Shard {
                 },
                 _ = tick.tick() => {
                     self.flush().await;
-                    self.maybe_trim();
+                    self.maybe_trim(false);
                 }
             }
         }
@@ -830,8 +827,10 @@ impl Shard {
     }
 
     /// Trim the journal up to what every table and every twin checkpoint
-    /// holds, remembering the duplicate filters' watermarks first.
-    pub fn maybe_trim(&mut self) {
+    /// holds, remembering the duplicate filters' watermarks first. The
+    /// segments trimmed are deleted before this returns when `inline`
+    /// (shutdown), else on the blocking pool.
+    pub fn maybe_trim(&mut self, inline: bool) {
         if self.last_trim.elapsed() < TRIM_EVERY {
             return;
         }
@@ -853,7 +852,7 @@ impl Shard {
                 warn!(shard = self.id, error = %e, "cannot save dedup watermarks; not trimming");
             } else {
                 match self.journal.trim_detached(t) {
-                    Ok(old) => delete_segments(self.id, old, self.delete_inline),
+                    Ok(old) => delete_segments(self.id, old, inline),
                     Err(e) => warn!(shard = self.id, error = %e, "cannot trim the journal"),
                 }
             }
@@ -949,8 +948,7 @@ impl Shard {
     /// (its segments deleted before it returns).
     pub fn final_trim(&mut self) {
         self.last_trim = Instant::now() - TRIM_EVERY;
-        self.delete_inline = true;
-        self.maybe_trim();
+        self.maybe_trim(true);
         let durable = |w: &TableWriter| {
             w.marks(self.id)
                 .map_or(0, |m| m.durable.load(std::sync::atomic::Ordering::Relaxed))

@@ -133,12 +133,12 @@ pub struct SignalWindow {
     pub total: u64,
     /// Consecutive readings with the same value as the last one.
     pub same_run: usize,
-    /// The buffer grows (doubles) once it is (9 + grow_at)/16 full, 0..7:
-    /// the equal windows of a plant's signals, started together at the same
-    /// rate, would otherwise all double at the same instant. At 100 Hz,
-    /// 10,000 signals doubling together copied and faulted in 330 MB
-    /// within a second on the twins' threads and stalled ingest for half
-    /// a second; spread, the same growth takes several seconds.
+    /// While filling, the buffer grows (doubles) once it is (9 + grow_at)/16
+    /// full, `grow_at` 0 to 6: the equal windows of a plant's signals,
+    /// started together at the same rate, would otherwise all double at the
+    /// same reading (at 100 Hz, 10,000 signals copied and faulted in 330 MB
+    /// within a second on the twins' threads); spread, the same growth
+    /// takes several seconds.
     grow_at: u8,
 }
 
