@@ -451,16 +451,29 @@ security_mode = "Sign"
     let sim = ironlake::sim::Simulator::start(&sc, 7).await.unwrap();
     let platform = Platform::start(cfg, Probes::default()).await.unwrap();
     let lake = platform.lake.clone();
-    // Every bound signal of both machines arrives.
-    wait_count(
-        &lake,
-        60,
-        "all nine signals of both mills, one per cell",
-        "SELECT count(*) FROM (SELECT DISTINCT asset_id, signal FROM silver.readings)",
-        18,
-    )
-    .await;
     let addr = platform.http_addr;
+    // Every bound signal of both machines arrives; if not, say what each
+    // mill's connection reports.
+    let all = "SELECT count(*) FROM (SELECT DISTINCT asset_id, signal FROM silver.readings)";
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let n = count_once_there(&lake, all).await;
+        if n >= 18 {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let mut sources = Vec::new();
+            for id in ids {
+                let (_, v) = get(addr, &format!("/api/assets/{id}")).await;
+                sources.push(format!("{id}: {}", v["source"]));
+            }
+            panic!(
+                "timed out after 60s waiting for all nine signals of both mills ({n} of 18); {}",
+                sources.join("; ")
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     for id in ids {
         eventually(30, "each mill's twin has a known state", || async move {
             let (_, v) = get(addr, &format!("/api/assets/{id}")).await;

@@ -323,7 +323,18 @@ async fn start_cells(
                 signals,
             });
         }
-        let pki = std::env::temp_dir().join(format!("ironlake-sim-pki-{port}"));
+        let safe: String = plan
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let pki = std::env::temp_dir().join(format!("ironlake-sim-pki-{safe}-{port}"));
         let cell = opcua_server::CellServer::start(addr, &plan.name, &served, &pki).await?;
         info!(url = %cell.url, machines = served.len(), "simulated OPC UA cell listening");
         cells.push(Arc::new(cell));

@@ -98,6 +98,29 @@ fn data_type(kind: SignalKind) -> DataTypeId {
     }
 }
 
+/// A certificate store kept from an earlier start may hold the certificate
+/// of another cell (the store is named by port) or another address: clients
+/// check a server certificate's application URI and host names, so they
+/// would refuse every secure session. The simulator's pair is disposable:
+/// a stale one is removed here and the server creates a new one.
+fn drop_stale_certificate(pki_dir: &Path, app_uri: &str, host: &str) {
+    let cert = pki_dir.join("own").join("cert.der");
+    let key = pki_dir.join("private").join("private.pem");
+    let fits = match opcua::crypto::CertificateStore::read_cert(&cert) {
+        Ok(c) => {
+            key.exists()
+                && c.is_application_uri_valid(app_uri).is_ok()
+                && c.is_hostname_valid(host).is_ok()
+        }
+        Err(_) => !cert.exists() && !key.exists(),
+    };
+    if !fits {
+        tracing::info!(pki = %pki_dir.display(), "simulated OPC UA cell: replacing a certificate made for another cell or address");
+        let _ = std::fs::remove_file(&cert);
+        let _ = std::fs::remove_file(&key);
+    }
+}
+
 impl CellServer {
     /// Start a cell server on `addr` for `machines`; its certificate store is `pki_dir`.
     pub async fn start(
@@ -114,11 +137,13 @@ impl CellServer {
         })?;
         let url = format!("opc.tcp://{}:{}/", addr.ip(), addr.port());
         let ns_uri = format!("urn:ironlake:sim:{cell}");
+        let app_uri = format!("urn:ironlake:sim:{cell}:server");
+        drop_stale_certificate(pki_dir, &app_uri, &addr.ip().to_string());
         let users = [ANONYMOUS_USER_TOKEN_ID, "operator"];
         let ids: &[&str] = &users;
         let builder = ServerBuilder::new()
             .application_name(format!("ironlake simulated cell {cell}"))
-            .application_uri(format!("urn:ironlake:sim:{cell}:server"))
+            .application_uri(app_uri)
             .product_uri("urn:ironlake:sim")
             .host(addr.ip().to_string())
             .port(addr.port())
@@ -418,5 +443,42 @@ impl CellServer {
     pub async fn stop(self) {
         self.handle.cancel();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.task).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The certificate store outlives a cell: a cell started on the same
+    /// store after another must serve a certificate with its own URI.
+    #[tokio::test]
+    async fn a_cell_replaces_the_certificate_another_cell_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = dir.path().join("pki");
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let old = CellServer::start(addr, "old-cell", &[], &pki)
+            .await
+            .unwrap();
+        old.stop().await;
+        let uri = |cell: &str| format!("urn:ironlake:sim:{cell}:server");
+        let cert = || {
+            opcua::crypto::CertificateStore::read_cert(&pki.join("own").join("cert.der")).unwrap()
+        };
+        assert!(cert().is_application_uri_valid(&uri("old-cell")).is_ok());
+        let new = CellServer::start(addr, "new-cell", &[], &pki)
+            .await
+            .unwrap();
+        let c = cert();
+        assert!(c.is_application_uri_valid(&uri("new-cell")).is_ok());
+        assert!(c.is_hostname_valid("127.0.0.1").is_ok());
+        let thumb = c.thumbprint().as_hex_string();
+        new.stop().await;
+        // The same cell again keeps its pair (servers that trust it still do).
+        let again = CellServer::start(addr, "new-cell", &[], &pki)
+            .await
+            .unwrap();
+        assert_eq!(cert().thumbprint().as_hex_string(), thumb);
+        again.stop().await;
     }
 }

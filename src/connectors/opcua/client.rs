@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use opcua::client::{ClientBuilder, IdentityToken, Session, SessionPollResult};
+use opcua::client::{Client, ClientBuilder, IdentityToken, Session, SessionPollResult};
 use opcua::crypto::SecurityPolicy;
 use opcua::types::{EndpointDescription, MessageSecurityMode, StatusCode, UserTokenType};
 
@@ -108,18 +108,54 @@ fn token_type(t: &IdentityToken) -> UserTokenType {
 /// new session, recreating subscriptions).
 pub type SessionEvents = BoxStream<'static, Result<SessionPollResult, StatusCode>>;
 
-/// Discover the server's endpoints, pick the one asked for and open a
-/// session on it. Errors say what the server offers.
-pub async fn connect(
-    settings: &ClientSettings,
-    ep: &EndpointSpec,
-) -> Result<(Arc<Session>, SessionEvents), String> {
-    // ironlake's certificate is created on first start, whatever the
-    // security asked for: servers that want one get it, and it is there to
-    // be handed to a server's administrator.
+/// Where the certificate store keeps ironlake's own certificate and key.
+pub fn own_cert_path(pki_dir: &Path) -> PathBuf {
+    pki_dir.join("own").join("cert.der")
+}
+
+/// See [`own_cert_path`].
+pub fn own_key_path(pki_dir: &Path) -> PathBuf {
+    pki_dir.join("private").join("private.pem")
+}
+
+/// Client construction reads ironlake's certificate and key, creating both
+/// when neither exists. The library checks and writes without a lock, so two
+/// connectors starting together (one per server) could each generate a pair:
+/// the loser then runs without a certificate, or the store ends up with one's
+/// certificate and the other's key, and every secure session fails. One
+/// process-wide lock makes the first construction create the pair and every
+/// other one read it.
+static CLIENT_BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A client for `settings`, its certificate pair created on first start
+/// whatever the security asked for: servers that want one get it, and it is
+/// there to be handed to a server's administrator. Blocking (RSA key
+/// generation takes seconds): call it off the async workers.
+pub fn build_client(settings: &ClientSettings, timeout: Duration) -> Result<Client, String> {
+    let _one_at_a_time = CLIENT_BUILD.lock().unwrap_or_else(|p| p.into_inner());
     std::fs::create_dir_all(&settings.pki_dir)
         .map_err(|e| format!("creating {}: {e}", settings.pki_dir.display()))?;
-    let timeout = Duration::from_millis(ep.timeout_ms.max(100));
+    let (cert, key) = (
+        own_cert_path(&settings.pki_dir),
+        own_key_path(&settings.pki_dir),
+    );
+    match (cert.exists(), key.exists()) {
+        (true, false) => {
+            return Err(format!(
+                "{} exists but its private key {} does not: restore the key, or delete the certificate so that a new pair is created (servers must then trust the new certificate)",
+                cert.display(),
+                key.display()
+            ))
+        }
+        (false, true) => {
+            return Err(format!(
+                "{} exists but its certificate {} does not: restore the certificate, or delete the key so that a new pair is created (servers must then trust the new certificate)",
+                key.display(),
+                cert.display()
+            ))
+        }
+        _ => {}
+    }
     let client = ClientBuilder::new()
         .application_name(settings.application_name.clone())
         .application_uri(settings.application_uri.clone())
@@ -143,6 +179,33 @@ pub async fn connect(
         .max_chunk_count(4096)
         .client()
         .map_err(|e| format!("client settings: {}", e.join("; ")))?;
+    // The library only logs a pair it could not read or write; a client
+    // without one would retry its secure sessions forever.
+    let store = client.certificate_store().read();
+    store
+        .read_own_cert()
+        .and_then(|_| store.read_own_pkey())
+        .map_err(|e| {
+            format!(
+                "ironlake's OPC UA certificate in {}: {e}",
+                settings.pki_dir.display()
+            )
+        })?;
+    drop(store);
+    Ok(client)
+}
+
+/// Discover the server's endpoints, pick the one asked for and open a
+/// session on it. Errors say what the server offers.
+pub async fn connect(
+    settings: &ClientSettings,
+    ep: &EndpointSpec,
+) -> Result<(Arc<Session>, SessionEvents), String> {
+    let timeout = Duration::from_millis(ep.timeout_ms.max(100));
+    let s = settings.clone();
+    let client = tokio::task::spawn_blocking(move || build_client(&s, timeout))
+        .await
+        .map_err(|e| format!("creating the OPC UA client: {e}"))??;
     let endpoints = tokio::time::timeout(
         timeout,
         client.get_server_endpoints_from_url(ep.url.as_str()),
@@ -255,4 +318,62 @@ pub fn trust_hint(settings: &ClientSettings) -> String {
         "if the server's certificate is not trusted yet, move it from {0}/rejected to {0}/trusted (or set opcua.trust_server_certs = true while commissioning); the server must also trust ironlake's certificate {0}/own/cert.der",
         settings.pki_dir.display()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Connectors for several servers start together on a store with no
+    /// certificate yet (the first start of a plant with two cells): each must
+    /// get the one pair on disk, and that pair must be a pair.
+    #[test]
+    fn clients_built_together_share_one_matching_certificate_pair() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = ClientSettings::new(dir.path().join("pki"));
+        let thumbprints: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        let c = build_client(&settings, Duration::from_secs(1)).unwrap();
+                        let cert = c.certificate_store().read().read_own_cert().unwrap();
+                        cert.thumbprint().as_hex_string()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(
+            thumbprints.windows(2).all(|w| w[0] == w[1]),
+            "{thumbprints:?}"
+        );
+        let cert =
+            opcua::crypto::CertificateStore::read_cert(&own_cert_path(&settings.pki_dir)).unwrap();
+        let key =
+            opcua::crypto::CertificateStore::read_pkey(&own_key_path(&settings.pki_dir)).unwrap();
+        assert_eq!(cert.thumbprint().as_hex_string(), thumbprints[0]);
+        let data = b"the key signs what the certificate verifies";
+        let mut sig = vec![0u8; opcua::crypto::KeySize::size(&key)];
+        let n = key.sign_sha256(data, &mut sig).unwrap();
+        assert!(cert
+            .public_key()
+            .unwrap()
+            .verify_sha256(data, &sig[..n])
+            .unwrap());
+    }
+
+    /// A store left with a certificate and no key (a crash between the two
+    /// writes, a key deleted by hand) is reported, not papered over with a
+    /// client that cannot sign.
+    #[test]
+    fn a_certificate_without_its_key_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = ClientSettings::new(dir.path().join("pki"));
+        build_client(&settings, Duration::from_secs(1)).unwrap();
+        std::fs::remove_file(own_key_path(&settings.pki_dir)).unwrap();
+        let e = build_client(&settings, Duration::from_secs(1))
+            .err()
+            .expect("a half pair must not build");
+        assert!(e.contains("private.pem") && e.contains("delete"), "{e}");
+    }
 }
