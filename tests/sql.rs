@@ -940,3 +940,78 @@ async fn an_engine_sees_every_commit_and_a_recreated_table() {
         .unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err}");
 }
+
+/// Sessions of one engine are cloned from one made on its first query:
+/// they must be independent (time travel registers tables in a session),
+/// see the same tables and functions, and be freed after their query (a
+/// session whose table schemas pointed back at its catalogs never was).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_independent_and_freed_after_their_query() {
+    use ironlake::lake::Lakehouse;
+    use ironlake::query::SqlEngine;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let table_dir = dir.path().join("gold").join("last_test");
+    append_commit(&table_dir, last_test_batch(&m1_rows(10, 0))).await;
+    append_commit(&table_dir, last_test_batch(&m1_rows(5, 100))).await;
+    let lake = Arc::new(Lakehouse::open(dir.path().to_str().unwrap()).unwrap());
+    let engine = SqlEngine::new(lake);
+    let n = |r: &ironlake::query::QueryResult| {
+        r.batches[0].column(0).as_primitive::<Int64Type>().value(0)
+    };
+    // Time travel and the newest version in turn and at once: each query
+    // sees the version it asked for.
+    let (old, new, old2) = tokio::join!(
+        engine.query("SELECT count(*) FROM gold.last_test VERSION AS OF 0"),
+        engine.query("SELECT count(*) FROM gold.last_test"),
+        engine.query("SELECT max_by(seq, seq) FROM gold.last_test VERSION AS OF 0"),
+    );
+    assert_eq!(n(&old.unwrap()), 10);
+    assert_eq!(n(&new.unwrap()), 15);
+    assert_eq!(
+        n(&old2.unwrap()),
+        9,
+        "the engine's own aggregates are there"
+    );
+    let a = engine.session();
+    let b = engine.session();
+    let tt = |ctx: &deltalake::datafusion::prelude::SessionContext| {
+        ctx.catalog("ironlake")
+            .and_then(|c| c.schema("__time_travel"))
+            .unwrap()
+    };
+    let empty = Arc::new(deltalake::datafusion::datasource::empty::EmptyTable::new(
+        Arc::new(deltalake::arrow::datatypes::Schema::empty()),
+    ));
+    tt(&a).register_table("t0".into(), empty).unwrap();
+    assert!(tt(&a).table_exist("t0"));
+    assert!(!tt(&b).table_exist("t0"), "a session's tables are its own");
+    let r = engine.query("SHOW TABLES").await.unwrap();
+    let listed = deltalake::arrow::util::pretty::pretty_format_batches(&r.batches)
+        .unwrap()
+        .to_string();
+    assert!(listed.contains("last_test"), "{listed}");
+
+    // After a query that opened a table, nothing holds its session, with
+    // or without settings of its own.
+    for settings in [vec![], vec![("datafusion.execution.batch_size", "1024")]] {
+        let ctx = if settings.is_empty() {
+            engine.session()
+        } else {
+            engine.session_with(&settings).unwrap()
+        };
+        let df = engine
+            .plan(&ctx, "SELECT count(*) FROM gold.last_test")
+            .await
+            .unwrap();
+        let rows = df.collect().await.unwrap();
+        assert_eq!(rows[0].column(0).as_primitive::<Int64Type>().value(0), 15);
+        let catalogs = Arc::downgrade(ctx.state().catalog_list());
+        drop(ctx);
+        assert!(
+            catalogs.upgrade().is_none(),
+            "the session of a finished query is still held ({settings:?})"
+        );
+    }
+}

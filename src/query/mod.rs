@@ -30,7 +30,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::SchemaRef;
-use deltalake::datafusion::catalog::{MemorySchemaProvider, SchemaProvider, TableProvider};
+use deltalake::datafusion::catalog::{
+    CatalogProvider, MemoryCatalogProvider, MemoryCatalogProviderList, MemorySchemaProvider,
+    SchemaProvider, TableProvider,
+};
 use deltalake::datafusion::error::DataFusionError;
 use deltalake::datafusion::execution::context::SQLOptions;
 use deltalake::datafusion::execution::runtime_env::RuntimeEnv;
@@ -125,6 +128,17 @@ pub struct SqlEngine {
     threads: Option<usize>,
     /// The tables' newest snapshots, shared by this engine's clones.
     snapshots: Arc<snapshots::Snapshots>,
+    /// The session every query without settings of its own starts from,
+    /// made on first use (see [`SqlEngine::session`]).
+    template: Arc<std::sync::OnceLock<Template>>,
+}
+
+/// A session state with the functions, the settings and the layer schemas
+/// in place, cloned for each query: building one from scratch registers
+/// every built-in function and rule again.
+struct Template {
+    state: SessionState,
+    layers: Vec<(Layer, Arc<dyn SchemaProvider>)>,
 }
 
 impl std::fmt::Debug for SqlEngine {
@@ -142,6 +156,7 @@ impl SqlEngine {
             env: Arc::new(RuntimeEnv::default()),
             threads: None,
             snapshots: Default::default(),
+            template: Default::default(),
         }
     }
 
@@ -152,6 +167,7 @@ impl SqlEngine {
             env: pool.env(),
             threads: Some(pool.threads()),
             snapshots: Default::default(),
+            template: Default::default(),
         }
     }
 
@@ -187,10 +203,42 @@ impl SqlEngine {
     }
 
     /// A session with the layers registered as schemas (also usable for
-    /// DataFrame work by the pipelines).
+    /// DataFrame work by the pipelines). Each call is a session of its own
+    /// (time travel registers tables in it), cloned from one made on the
+    /// engine's first query: building a session from nothing registers
+    /// every built-in function, rule and catalog again.
     pub fn session(&self) -> SessionContext {
-        self.session_with(&[])
-            .expect("no settings, nothing to refuse")
+        let t = self.template.get_or_init(|| {
+            let ctx = self
+                .session_with(&[])
+                .expect("no settings, nothing to refuse");
+            let state = ctx.state();
+            let layers = state
+                .catalog_list()
+                .catalog("ironlake")
+                .map(|c| {
+                    Layer::ALL
+                        .iter()
+                        .filter_map(|l| c.schema(l.as_str()).map(|s| (*l, s)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Template { state, layers }
+        });
+        let mut state = t.state.clone();
+        // A catalog of the query's own: the layers are shared, the
+        // time-travel schema is not.
+        state.register_catalog_list(Arc::new(MemoryCatalogProviderList::new()));
+        let catalog = MemoryCatalogProvider::new();
+        for (layer, schema) in &t.layers {
+            let _ = catalog.register_schema(layer.as_str(), schema.clone());
+        }
+        let _ = catalog.register_schema(TIME_TRAVEL_SCHEMA, Arc::new(MemorySchemaProvider::new()));
+        let _ = catalog.register_schema("public", Arc::new(MemorySchemaProvider::new()));
+        state
+            .catalog_list()
+            .register_catalog("ironlake".into(), Arc::new(catalog));
+        SessionContext::new_with_state(state)
     }
 
     /// A session with DataFusion settings (`KEY`, `VALUE`) applied, e.g.
@@ -220,7 +268,12 @@ impl SqlEngine {
             })?;
         }
         let ctx = SessionContext::new_with_config_rt(config, self.env.clone());
-        let state = ctx.state();
+        // The schemas' scans take the session's settings, but not its
+        // catalogs: a state holding the catalog list that holds the schema
+        // would be a reference cycle, never freed (one session per query).
+        let mut state = ctx.state();
+        state.register_catalog_list(Arc::new(MemoryCatalogProviderList::new()));
+        let state = Arc::new(state);
         if let Some(catalog) = ctx.catalog("ironlake") {
             for layer in Layer::ALL {
                 let schema = LayerSchema {
@@ -234,7 +287,11 @@ impl SqlEngine {
             let _ =
                 catalog.register_schema(TIME_TRAVEL_SCHEMA, Arc::new(MemorySchemaProvider::new()));
         }
-        functions::KernelFunction::register(self, &ctx);
+        let inner = SqlEngine {
+            template: Default::default(),
+            ..self.clone()
+        };
+        functions::KernelFunction::register(&inner, &ctx);
         aggregates::ByExtreme::register(&ctx);
         Ok(ctx)
     }
@@ -381,7 +438,12 @@ impl SqlEngine {
                 )))
             }
         }
-        provider(&t, state).await.map_err(QueryError::Plan)
+        // Not the session's catalogs: the provider goes into them (a cycle).
+        let mut state = state.clone();
+        state.register_catalog_list(Arc::new(MemoryCatalogProviderList::new()));
+        provider(&t, &Arc::new(state))
+            .await
+            .map_err(QueryError::Plan)
     }
 }
 
@@ -449,15 +511,13 @@ async fn open_table(lake: &Lakehouse, name: &TableName) -> Result<Option<DeltaTa
 
 async fn provider(
     t: &DeltaTable,
-    state: &SessionState,
+    state: &Arc<SessionState>,
 ) -> Result<Arc<dyn TableProvider>, DataFusionError> {
-    t.update_datafusion_session(state)
+    t.update_datafusion_session(state.as_ref())
         .map_err(|e| DataFusionError::External(Box::new(e)))?;
     // With the session, the scan takes its Parquet settings
     // (`datafusion.execution.parquet.*`, e.g. `pushdown_filters`) from it.
-    t.table_provider()
-        .with_session(Arc::new(state.clone()))
-        .await
+    t.table_provider().with_session(state.clone()).await
 }
 
 /// One layer of the lakehouse as a SQL schema.
@@ -465,8 +525,9 @@ struct LayerSchema {
     lake: Arc<Lakehouse>,
     snapshots: Arc<snapshots::Snapshots>,
     layer: Layer,
-    /// Shares the runtime (object stores) with the session using it.
-    state: SessionState,
+    /// Shares the runtime (object stores) and the settings with the
+    /// session using it.
+    state: Arc<SessionState>,
 }
 
 impl std::fmt::Debug for LayerSchema {
