@@ -71,13 +71,7 @@ pub async fn run(opts: SqlOpts) -> Result<()> {
     let mut last = None;
     for _ in 0..opts.repeats {
         let t = Instant::now();
-        // As `POST /api/sql` runs it: the engine's session, unless settings
-        // of its own are asked for.
-        let ctx = if settings.is_empty() {
-            engine.session()
-        } else {
-            engine.session_with(&settings)?
-        };
+        let ctx = engine.session_with(&settings)?;
         let df = engine.plan(&ctx, &sql).await?;
         let schema = Arc::new(df.schema().as_arrow().clone());
         let plan = df.create_physical_plan().await?;

@@ -31,8 +31,7 @@ use async_trait::async_trait;
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::datafusion::catalog::{
-    CatalogProvider, MemoryCatalogProvider, MemoryCatalogProviderList, MemorySchemaProvider,
-    SchemaProvider, TableProvider,
+    MemoryCatalogProviderList, MemorySchemaProvider, SchemaProvider, TableProvider,
 };
 use deltalake::datafusion::error::DataFusionError;
 use deltalake::datafusion::execution::context::SQLOptions;
@@ -128,17 +127,6 @@ pub struct SqlEngine {
     threads: Option<usize>,
     /// The tables' newest snapshots, shared by this engine's clones.
     snapshots: Arc<snapshots::Snapshots>,
-    /// The session every query without settings of its own starts from,
-    /// made on first use (see [`SqlEngine::session`]).
-    template: Arc<std::sync::OnceLock<Template>>,
-}
-
-/// A session state with the functions, the settings and the layer schemas
-/// in place, cloned for each query: building one from scratch registers
-/// every built-in function and rule again.
-struct Template {
-    state: SessionState,
-    layers: Vec<(Layer, Arc<dyn SchemaProvider>)>,
 }
 
 impl std::fmt::Debug for SqlEngine {
@@ -156,7 +144,6 @@ impl SqlEngine {
             env: Arc::new(RuntimeEnv::default()),
             threads: None,
             snapshots: Default::default(),
-            template: Default::default(),
         }
     }
 
@@ -167,7 +154,6 @@ impl SqlEngine {
             env: pool.env(),
             threads: Some(pool.threads()),
             snapshots: Default::default(),
-            template: Default::default(),
         }
     }
 
@@ -203,42 +189,10 @@ impl SqlEngine {
     }
 
     /// A session with the layers registered as schemas (also usable for
-    /// DataFrame work by the pipelines). Each call is a session of its own
-    /// (time travel registers tables in it), cloned from one made on the
-    /// engine's first query: building a session from nothing registers
-    /// every built-in function, rule and catalog again.
+    /// DataFrame work by the pipelines).
     pub fn session(&self) -> SessionContext {
-        let t = self.template.get_or_init(|| {
-            let ctx = self
-                .session_with(&[])
-                .expect("no settings, nothing to refuse");
-            let state = ctx.state();
-            let layers = state
-                .catalog_list()
-                .catalog("ironlake")
-                .map(|c| {
-                    Layer::ALL
-                        .iter()
-                        .filter_map(|l| c.schema(l.as_str()).map(|s| (*l, s)))
-                        .collect()
-                })
-                .unwrap_or_default();
-            Template { state, layers }
-        });
-        let mut state = t.state.clone();
-        // A catalog of the query's own: the layers are shared, the
-        // time-travel schema is not.
-        state.register_catalog_list(Arc::new(MemoryCatalogProviderList::new()));
-        let catalog = MemoryCatalogProvider::new();
-        for (layer, schema) in &t.layers {
-            let _ = catalog.register_schema(layer.as_str(), schema.clone());
-        }
-        let _ = catalog.register_schema(TIME_TRAVEL_SCHEMA, Arc::new(MemorySchemaProvider::new()));
-        let _ = catalog.register_schema("public", Arc::new(MemorySchemaProvider::new()));
-        state
-            .catalog_list()
-            .register_catalog("ironlake".into(), Arc::new(catalog));
-        SessionContext::new_with_state(state)
+        self.session_with(&[])
+            .expect("no settings, nothing to refuse")
     }
 
     /// A session with DataFusion settings (`KEY`, `VALUE`) applied, e.g.
@@ -287,11 +241,7 @@ impl SqlEngine {
             let _ =
                 catalog.register_schema(TIME_TRAVEL_SCHEMA, Arc::new(MemorySchemaProvider::new()));
         }
-        let inner = SqlEngine {
-            template: Default::default(),
-            ..self.clone()
-        };
-        functions::KernelFunction::register(&inner, &ctx);
+        functions::KernelFunction::register(self, &ctx);
         aggregates::ByExtreme::register(&ctx);
         Ok(ctx)
     }

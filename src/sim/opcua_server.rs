@@ -104,8 +104,7 @@ fn data_type(kind: SignalKind) -> DataTypeId {
 /// would refuse every secure session. The simulator's pair is disposable:
 /// a stale one is removed here and the server creates a new one.
 fn drop_stale_certificate(pki_dir: &Path, app_uri: &str, host: &str) {
-    let cert = pki_dir.join("own").join("cert.der");
-    let key = pki_dir.join("private").join("private.pem");
+    let (cert, key) = crate::connectors::opcua::client::own_pair_paths(pki_dir);
     let fits = match opcua::crypto::CertificateStore::read_cert(&cert) {
         Ok(c) => {
             key.exists()
@@ -463,7 +462,8 @@ mod tests {
         old.stop().await;
         let uri = |cell: &str| format!("urn:ironlake:sim:{cell}:server");
         let cert = || {
-            opcua::crypto::CertificateStore::read_cert(&pki.join("own").join("cert.der")).unwrap()
+            let (cert, _) = crate::connectors::opcua::client::own_pair_paths(&pki);
+            opcua::crypto::CertificateStore::read_cert(&cert).unwrap()
         };
         assert!(cert().is_application_uri_valid(&uri("old-cell")).is_ok());
         let new = CellServer::start(addr, "new-cell", &[], &pki)

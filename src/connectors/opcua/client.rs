@@ -108,14 +108,11 @@ fn token_type(t: &IdentityToken) -> UserTokenType {
 /// new session, recreating subscriptions).
 pub type SessionEvents = BoxStream<'static, Result<SessionPollResult, StatusCode>>;
 
-/// Where the certificate store keeps ironlake's own certificate and key.
-pub fn own_cert_path(pki_dir: &Path) -> PathBuf {
-    pki_dir.join("own").join("cert.der")
-}
-
-/// See [`own_cert_path`].
-pub fn own_key_path(pki_dir: &Path) -> PathBuf {
-    pki_dir.join("private").join("private.pem")
+/// Where the certificate store at `pki_dir` keeps its own certificate and
+/// private key (the library's layout).
+pub fn own_pair_paths(pki_dir: &Path) -> (PathBuf, PathBuf) {
+    let store = opcua::crypto::CertificateStore::new(pki_dir);
+    (store.own_certificate_path(), store.own_private_key_path())
 }
 
 /// Client construction reads ironlake's certificate and key, creating both
@@ -135,10 +132,7 @@ pub fn build_client(settings: &ClientSettings, timeout: Duration) -> Result<Clie
     let _one_at_a_time = CLIENT_BUILD.lock().unwrap_or_else(|p| p.into_inner());
     std::fs::create_dir_all(&settings.pki_dir)
         .map_err(|e| format!("creating {}: {e}", settings.pki_dir.display()))?;
-    let (cert, key) = (
-        own_cert_path(&settings.pki_dir),
-        own_key_path(&settings.pki_dir),
-    );
+    let (cert, key) = own_pair_paths(&settings.pki_dir);
     match (cert.exists(), key.exists()) {
         (true, false) => {
             return Err(format!(
@@ -347,10 +341,9 @@ mod tests {
             thumbprints.windows(2).all(|w| w[0] == w[1]),
             "{thumbprints:?}"
         );
-        let cert =
-            opcua::crypto::CertificateStore::read_cert(&own_cert_path(&settings.pki_dir)).unwrap();
-        let key =
-            opcua::crypto::CertificateStore::read_pkey(&own_key_path(&settings.pki_dir)).unwrap();
+        let (cert_path, key_path) = own_pair_paths(&settings.pki_dir);
+        let cert = opcua::crypto::CertificateStore::read_cert(&cert_path).unwrap();
+        let key = opcua::crypto::CertificateStore::read_pkey(&key_path).unwrap();
         assert_eq!(cert.thumbprint().as_hex_string(), thumbprints[0]);
         let data = b"the key signs what the certificate verifies";
         let mut sig = vec![0u8; opcua::crypto::KeySize::size(&key)];
@@ -370,7 +363,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let settings = ClientSettings::new(dir.path().join("pki"));
         build_client(&settings, Duration::from_secs(1)).unwrap();
-        std::fs::remove_file(own_key_path(&settings.pki_dir)).unwrap();
+        std::fs::remove_file(own_pair_paths(&settings.pki_dir).1).unwrap();
         let e = build_client(&settings, Duration::from_secs(1))
             .err()
             .expect("a half pair must not build");
